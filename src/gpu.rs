@@ -1,0 +1,564 @@
+//! The GPU context: device, queue, capabilities, the pipeline cache, error capture and readback.
+
+use crate::Error;
+use crate::shader::{self, ShaderConfig};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Optional wgpu features this crate uses when the adapter has them.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_INT64
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::SHADER_F16);
+
+/// Which optional features [`Gpu::with_options`] may use (all by default). Turning one off makes
+/// the kernels take their portable path, e.g. the 32-bit Philox multiply without `SHADER_INT64`.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    /// Use `u64` multiplies in Philox where the adapter has `SHADER_INT64`.
+    pub int64: bool,
+    /// Use subgroup operations where the adapter has `SUBGROUP`.
+    pub subgroups: bool,
+    /// Accept `f16` logits natively where the adapter has `SHADER_F16`.
+    pub f16: bool,
+    /// Split work into dispatches of at most this many elements, as if the device's storage
+    /// bindings were this small (a multiple of 64). Tests use it to exercise chunking.
+    #[doc(hidden)]
+    pub max_chunk_elements: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            int64: true,
+            subgroups: true,
+            f16: true,
+            max_chunk_elements: None,
+        }
+    }
+}
+
+/// A kernel family: one WGSL file, its explicit bind-group layout and pipelines, built once per
+/// [`Gpu`] and cached there.
+pub(crate) trait KernelFamily: Any + Send + Sync + Sized {
+    fn build(gpu: &Gpu) -> Result<Self, Error>;
+}
+
+/// The GPU this crate runs on: a wgpu device and queue, with the kernels built for it.
+///
+/// Cheap to share by reference across threads; every operation either records into a caller's
+/// encoder or submits and waits on its own.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    adapter_info: Option<wgpu::AdapterInfo>,
+    config: ShaderConfig,
+    families: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    owns_device: bool,
+    max_chunk_override: Option<u64>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.adapter_info.as_ref().map(|i| &i.name))
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter: a discrete GPU first, then integrated, virtual, and software ones.
+    /// Honours `WGPU_BACKEND` (e.g. `vulkan`, `gl`), `WGPU_ADAPTER_NAME` (a substring of the
+    /// adapter's name) and `WGPU_POWER_PREF` (`low` / `high`) as wgpu's own utilities do, and
+    /// requests the adapter's limits and the optional features this crate can use.
+    pub fn new() -> Result<Gpu, Error> {
+        Gpu::with_options(GpuOptions::default())
+    }
+
+    /// Like [`Gpu::new`], using only the optional features `options` allows.
+    pub fn with_options(options: GpuOptions) -> Result<Gpu, Error> {
+        pollster::block_on(Self::open(options))
+    }
+
+    async fn open(options: GpuOptions) -> Result<Gpu, Error> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = Self::pick_adapter(&instance).await?;
+        let mut wanted = OPTIONAL_FEATURES;
+        if !options.int64 {
+            wanted.remove(wgpu::Features::SHADER_INT64);
+        }
+        if !options.subgroups {
+            wanted.remove(wgpu::Features::SUBGROUP);
+        }
+        if !options.f16 {
+            wanted.remove(wgpu::Features::SHADER_F16);
+        }
+        let features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("gumbel-wgpu"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let mut gpu = Gpu::wrap(device, queue, Some(adapter.get_info()));
+        gpu.owns_device = true;
+        gpu.max_chunk_override = options.max_chunk_elements.map(|c| c.max(64) / 64 * 64);
+        // We own this device: errors outside our scopes are recorded, never a panic.
+        let uncaptured = gpu.uncaptured.clone();
+        gpu.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                log::error!("uncaptured wgpu error: {e}");
+                *uncaptured.lock().unwrap() = Some(e.to_string());
+            }));
+        Ok(gpu)
+    }
+
+    async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter, Error> {
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "wgpu enumerated no adapter for backends {backends:?}"
+            )));
+        }
+        if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
+            let want = name.to_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            return adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                .ok_or_else(|| {
+                    Error::NoAdapter(format!(
+                        "WGPU_ADAPTER_NAME={name:?} matches none of {names:?}"
+                    ))
+                });
+        }
+        if let Some(pref) = wgpu::PowerPreference::from_env() {
+            let options = wgpu::RequestAdapterOptions {
+                power_preference: pref,
+                ..Default::default()
+            };
+            if let Ok(a) = instance.request_adapter(&options).await {
+                return Ok(a);
+            }
+        }
+        // Discrete first; among equals prefer Vulkan/Metal/DX12 over GL.
+        adapters.sort_by_key(|a| {
+            let info = a.get_info();
+            (
+                device_type_rank(info.device_type),
+                u32::from(info.backend == wgpu::Backend::Gl),
+            )
+        });
+        Ok(adapters.remove(0))
+    }
+
+    /// Wraps a device the application already has. The kernels use the features the device was
+    /// created with (`SHADER_INT64`, `SUBGROUP`, `SHADER_F16`, `TIMESTAMP_QUERY`) and its limits.
+    /// The application keeps its own uncaptured-error handler: this crate captures its errors in
+    /// error scopes.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
+        Gpu::wrap(device, queue, None)
+    }
+
+    fn wrap(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter_info: Option<wgpu::AdapterInfo>,
+    ) -> Gpu {
+        let f = device.features();
+        let config = ShaderConfig {
+            int64: f.contains(wgpu::Features::SHADER_INT64),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            f16: f.contains(wgpu::Features::SHADER_F16),
+        };
+        let lost = Arc::new(Mutex::new(None));
+        let lost2 = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost2.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
+        Gpu {
+            device,
+            queue,
+            adapter_info,
+            config,
+            families: Mutex::new(HashMap::new()),
+            lost,
+            uncaptured: Arc::new(Mutex::new(None)),
+            owns_device: false,
+            max_chunk_override: None,
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The adapter's description, when this `Gpu` opened it itself.
+    pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
+        self.adapter_info.as_ref()
+    }
+
+    /// A one-line description of the adapter and the paths the kernels take.
+    pub fn describe(&self) -> String {
+        let name = match &self.adapter_info {
+            Some(i) => format!(
+                "{} ({:?}, {:?}, driver {} {})",
+                i.name, i.backend, i.device_type, i.driver, i.driver_info
+            ),
+            None => "application-provided device".to_string(),
+        };
+        format!(
+            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}",
+            if self.config.int64 {
+                "u64"
+            } else {
+                "32-bit emulation"
+            },
+            self.config.subgroups,
+            self.config.f16,
+            self.has_timestamps()
+        )
+    }
+
+    /// The shader variant the kernels are built for.
+    #[doc(hidden)]
+    pub fn shader_config(&self) -> ShaderConfig {
+        self.config
+    }
+
+    /// Whether GPU timestamp queries are available (benchmarks use them).
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// The device limits.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// The largest number of 4-byte elements one storage binding may hold, rounded down to a
+    /// multiple of 64 elements so a chunk's byte offset meets the 256-byte offset alignment.
+    pub(crate) fn max_binding_elements(&self) -> u64 {
+        let l = self.device.limits();
+        let align = u64::from(l.min_storage_buffer_offset_alignment.max(4)) / 4;
+        let e = l.max_storage_buffer_binding_size / 4;
+        // Keep per-dispatch element counts far from u32 overflow in the shaders.
+        let max = e.min(1 << 30) / align * align;
+        self.max_chunk_override
+            .map_or(max, |c| c.min(max).max(align))
+    }
+
+    /// The kernel family `F`, built on first use and cached.
+    pub(crate) fn family<F: KernelFamily>(&self) -> Result<Arc<F>, Error> {
+        let id = TypeId::of::<F>();
+        if let Some(f) = self.families.lock().unwrap().get(&id) {
+            return Ok(f
+                .clone()
+                .downcast::<F>()
+                .expect("family cache keyed by TypeId"));
+        }
+        // Built outside the lock: building compiles shaders and may take a while.
+        let built = Arc::new(F::build(self)?);
+        let mut map = self.families.lock().unwrap();
+        let entry = map
+            .entry(id)
+            .or_insert_with(|| built as Arc<dyn Any + Send + Sync>);
+        Ok(entry
+            .clone()
+            .downcast::<F>()
+            .expect("family cache keyed by TypeId"))
+    }
+
+    /// Fails if the device was lost or (for a device we opened) an error escaped the scopes.
+    pub(crate) fn check_alive(&self) -> Result<(), Error> {
+        if let Some(m) = self.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost(m));
+        }
+        if self.owns_device
+            && let Some(m) = self.uncaptured.lock().unwrap().take()
+        {
+            return Err(Error::Validation(m));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside error scopes (see [`scoped`]), after checking the device is alive.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        self.check_alive()?;
+        let r = scoped(&self.device, f);
+        self.check_alive()?;
+        r
+    }
+
+    /// Compiles a kernel family's shader for this device.
+    pub(crate) fn shader_module(&self, family: &str) -> Result<wgpu::ShaderModule, Error> {
+        let source = shader::compose(family, &self.config)?;
+        self.scoped(|| {
+            Ok(self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(family),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                }))
+        })
+    }
+
+    /// An explicit bind-group layout of compute-visible buffers: `true` = read-only storage,
+    /// `false` = read-write storage, in binding order after binding 0, the uniform parameters.
+    pub(crate) fn storage_layout(
+        &self,
+        label: &str,
+        storage_read_only: &[bool],
+    ) -> wgpu::BindGroupLayout {
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, &read_only) in storage_read_only.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        self.device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries: &entries,
+            })
+    }
+
+    /// One compute pipeline per entry point of `module`, all sharing `layout`.
+    pub(crate) fn pipelines(
+        &self,
+        module: &wgpu::ShaderModule,
+        layout: &wgpu::BindGroupLayout,
+        entry_points: &[&str],
+    ) -> Result<Vec<wgpu::ComputePipeline>, Error> {
+        self.scoped(|| {
+            let pl = self
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: None,
+                    bind_group_layouts: &[Some(layout)],
+                    immediate_size: 0,
+                });
+            Ok(entry_points
+                .iter()
+                .map(|ep| {
+                    self.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(ep),
+                            layout: Some(&pl),
+                            module,
+                            entry_point: Some(ep),
+                            compilation_options: wgpu::PipelineCompilationOptions::default(),
+                            cache: None,
+                        })
+                })
+                .collect())
+        })
+    }
+
+    /// A storage buffer of `bytes` bytes, checked against the device's limits first.
+    pub fn storage_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, Error> {
+        let max = self.device.limits().max_buffer_size;
+        if bytes > max {
+            return Err(Error::TooLarge(format!(
+                "{label} needs a buffer of {bytes} bytes; this device allows at most {max}"
+            )));
+        }
+        self.scoped(|| {
+            Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, Error> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = self.storage_buffer(label, bytes.len() as u64)?;
+        if !bytes.is_empty() {
+            self.queue.write_buffer(&buffer, 0, bytes);
+        }
+        Ok(buffer)
+    }
+
+    /// Records with `record` into a fresh encoder, submits, and waits for the GPU.
+    pub(crate) fn submit(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.scoped(|| {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            record(&mut encoder)?;
+            let index = self.queue.submit([encoder.finish()]);
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| Error::DeviceLost(e.to_string()))?;
+            Ok(())
+        })
+    }
+
+    /// Copies `len` elements of `buffer` (from element 0) back to the host.
+    pub fn read_buffer<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>, Error> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.scoped(|| {
+            Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes.next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        })?;
+        self.submit(|enc| {
+            enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
+            Ok(())
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+/// Splits `total` workgroups over a 2-D grid within the 65535-per-dimension limit; shaders
+/// linearise it as `x + y * num_workgroups.x`, and skip the few surplus groups.
+pub(crate) fn grid(total: u32, max_per_dim: u32) -> (u32, u32) {
+    if total <= max_per_dim {
+        (total.max(1), 1)
+    } else {
+        let y = total.div_ceil(max_per_dim);
+        (total.div_ceil(y), y)
+    }
+}
+
+/// A small uniform buffer holding a kernel's parameters. (Not `create_buffer_init`, which
+/// panics on a lost device.)
+pub(crate) fn params_buffer<T: bytemuck::Pod>(
+    device: &wgpu::Device,
+    params: &T,
+) -> Result<wgpu::Buffer, Error> {
+    let bytes = bytemuck::bytes_of(params);
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("params"),
+        size: (bytes.len() as u64).next_multiple_of(16),
+        usage: wgpu::BufferUsages::UNIFORM,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| Error::DeviceLost(format!("cannot write kernel parameters: {e}")))?;
+        view.slice(..bytes.len()).copy_from_slice(bytes);
+    }
+    buffer.unmap();
+    Ok(buffer)
+}
+
+/// Runs `f` inside validation, out-of-memory and internal error scopes of `device` and returns
+/// the first error wgpu reported as an `Err` (never the uncaptured-error handler's panic).
+pub(crate) fn scoped<T>(
+    device: &wgpu::Device,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = f();
+    let v = pollster::block_on(validation.pop());
+    let i = pollster::block_on(internal.pop());
+    let o = pollster::block_on(oom.pop());
+    if let Some(e) = o.or(v).or(i) {
+        return Err(e.into());
+    }
+    result
+}
+
+/// Checks that `buffer` can be bound as storage and holds `bytes` bytes.
+pub(crate) fn check_storage(what: &str, buffer: &wgpu::Buffer, bytes: u64) -> Result<(), Error> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} buffer lacks BufferUsages::STORAGE"
+        )));
+    }
+    if buffer.size() < bytes {
+        return Err(Error::InvalidArgument(format!(
+            "{what} buffer holds {} bytes; {bytes} are needed",
+            buffer.size()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Shared test fixtures: one real wgpu device per test binary (lavapipe, llvmpipe GL, or a GPU),
+//! sentinel-poisoned buffers, and statistics.
+#![allow(dead_code)]
+
+use gumbel_wgpu::{Gpu, GpuOptions};
+use std::sync::OnceLock;
+
+/// The device under test. A test that needs an adapter fails loudly when none is found.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let gpu = Gpu::new().unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"));
+        eprintln!("testing on {}", gpu.describe());
+        gpu
+    })
+}
+
+/// The same adapter opened without 64-bit integers: kernels take the portable Philox path.
+pub fn gpu_without_int64() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::with_options(GpuOptions {
+            int64: false,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
+    })
+}
+
+/// Both Philox multiply paths where the adapter has int64, else the portable one alone.
+pub fn gpus() -> Vec<&'static Gpu> {
+    let mut v = vec![gpu()];
+    if gpu().shader_config().int64 {
+        v.push(gpu_without_int64());
+    }
+    v
+}
+
+/// The value unwritten output elements hold: a NaN payload no kernel produces.
+pub const SENTINEL: u32 = 0x7fc0_dead;
+
+/// A storage buffer of `len` elements, every one set to [`SENTINEL`].
+pub fn poisoned(gpu: &Gpu, len: usize) -> wgpu::Buffer {
+    gpu.upload("poisoned", &vec![SENTINEL; len]).unwrap()
+}
+
+/// Records with `record`, submits and waits.
+pub fn run(gpu: &Gpu, record: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    record(&mut enc);
+    gpu.queue().submit([enc.finish()]);
+    gpu.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+}
+
+/// The awkward sizes every kernel is swept over: around workgroup and block boundaries.
+pub const AWKWARD_SIZES: &[usize] = &[
+    1, 2, 3, 4, 5, 31, 33, 255, 256, 257, 1023, 1025, 4097, 65537,
+];
+
+/// Kolmogorov-Smirnov statistic sqrt(n) * D of `samples` against the continuous `cdf`.
+pub fn ks_statistic(samples: &mut [f64], cdf: impl Fn(f64) -> f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len() as f64;
+    let mut d: f64 = 0.0;
+    for (i, &x) in samples.iter().enumerate() {
+        let f = cdf(x);
+        d = d.max(f - i as f64 / n).max((i + 1) as f64 / n - f);
+    }
+    d * n.sqrt()
+}
+
+/// Critical value of sqrt(n) * D for significance 0.001 (asymptotic Kolmogorov law).
+pub const KS_CRITICAL_0_001: f64 = 1.9495;
