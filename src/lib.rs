@@ -35,6 +35,7 @@
 pub mod cpu;
 mod error;
 mod gpu;
+pub mod logits;
 pub mod philox;
 mod random;
 #[doc(hidden)]
@@ -42,5 +43,6 @@ pub mod shader;
 
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
+pub use logits::LogitsFormat;
 pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};

@@ -43,6 +43,7 @@ pub const KERNELS: &[(&str, &str)] = &[("random", include_str!("../shaders/rando
 const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
+    ("logits", include_str!("../shaders/common/logits.wgsl")),
 ];
 
 const MULHI_U64: &str = include_str!("../shaders/common/mulhi_u64.wgsl");

@@ -44,3 +44,6 @@ pub fn gumbel(stream: Stream, len: usize) -> Vec<f64> {
         .map(gumbel_from_word)
         .collect()
 }
+
+mod softmax;
+pub use softmax::*;

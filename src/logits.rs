@@ -1,0 +1,211 @@
+//! Logits as the kernels read them: f32, f16 or bf16, and the host-side checks of the slice API.
+
+use crate::Error;
+
+/// The element type of a logits buffer. f16 and bf16 are packed two per 32-bit word, element
+/// `2i` in the low half; the kernels widen them to f32 with integer operations (exact, and
+/// available on every adapter, with or without `SHADER_F16`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum LogitsFormat {
+    /// IEEE binary32.
+    #[default]
+    F32,
+    /// IEEE binary16.
+    F16,
+    /// bfloat16 (the top half of a binary32).
+    Bf16,
+}
+
+impl LogitsFormat {
+    /// Bytes per element.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            LogitsFormat::F32 => 4,
+            LogitsFormat::F16 | LogitsFormat::Bf16 => 2,
+        }
+    }
+
+    /// The value `LOGITS_F32` / `LOGITS_F16` / `LOGITS_BF16` the shaders compare against.
+    pub const fn code(self) -> u32 {
+        match self {
+            LogitsFormat::F32 => 0,
+            LogitsFormat::F16 => 1,
+            LogitsFormat::Bf16 => 2,
+        }
+    }
+
+    /// Bytes a buffer of `len` elements needs (f16/bf16 rounded up to whole words).
+    pub fn buffer_bytes(self, len: u64) -> u64 {
+        (len * self.bytes()).next_multiple_of(4)
+    }
+}
+
+/// Widens binary16 bits to f32 exactly (the CPU twin of `f16_to_f32_bits` in
+/// `shaders/common/logits.wgsl`).
+pub fn f16_to_f32(h: u16) -> f32 {
+    f32::from_bits(f16_bits_to_f32_bits(h))
+}
+
+fn f16_bits_to_f32_bits(h: u16) -> u32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let exp = (h >> 10) & 0x1f;
+    let man = h & 0x3ff;
+    if exp == 0x1f {
+        return sign | 0x7f80_0000 | (man << 13); // inf / NaN
+    }
+    if exp != 0 {
+        return sign | ((exp + 112) << 23) | (man << 13);
+    }
+    if man == 0 {
+        return sign;
+    }
+    // Subnormal: value man * 2^-24, exact in f32.
+    sign | (man as f32 * 2f32.powi(-24)).to_bits()
+}
+
+/// Rounds an f32 to the nearest binary16 (ties to even), saturating to +-inf; NaN stays NaN.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let a = x.abs();
+    if a.is_nan() {
+        return sign | 0x7e00;
+    }
+    if a >= 65520.0 {
+        return sign | 0x7c00;
+    }
+    if a < 2f32.powi(-14) {
+        // Subnormal range: multiples of 2^-24, rounded to nearest even by the FPU.
+        return sign | (a * 2f32.powi(24)).round_ties_even() as u16;
+    }
+    let ab = a.to_bits();
+    let exp = (ab >> 23) as i32 - 127 + 15;
+    let man = ab & 0x7f_ffff;
+    let mut h = ((exp as u32) << 10) | (man >> 13);
+    let rest = man & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && h & 1 == 1) {
+        h += 1;
+    }
+    sign | h as u16
+}
+
+/// Widens bfloat16 bits to f32 (exact).
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// Rounds an f32 to the nearest bfloat16 (ties to even); NaN stays NaN.
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+/// Packs 16-bit elements two per word, element `2i` in the low half (the layout the kernels read).
+pub fn pack_u16(h: &[u16]) -> Vec<u32> {
+    h.chunks(2)
+        .map(|c| u32::from(c[0]) | (u32::from(*c.get(1).unwrap_or(&0)) << 16))
+        .collect()
+}
+
+/// Checks the shape of a `rows x k` matrix held in `len` elements; returns the row count.
+pub fn check_shape(len: usize, k: usize) -> Result<usize, Error> {
+    if k == 0 {
+        return Err(Error::InvalidArgument(
+            "k (categories per row) must be at least 1".into(),
+        ));
+    }
+    if !len.is_multiple_of(k) {
+        return Err(Error::InvalidArgument(format!(
+            "{len} logits do not split into rows of k = {k} (remainder {})",
+            len % k
+        )));
+    }
+    Ok(len / k)
+}
+
+/// The slice API's scan of the logits: `Err` naming the first row that holds a NaN or whose
+/// entries are all -inf.
+pub fn check_rows(logits: impl Iterator<Item = f32>, k: usize) -> Result<(), Error> {
+    let mut all_masked = true;
+    for (i, x) in logits.enumerate() {
+        if x.is_nan() {
+            return Err(Error::NanInRow { row: i / k });
+        }
+        all_masked &= x == f32::NEG_INFINITY;
+        if (i + 1) % k == 0 {
+            if all_masked {
+                return Err(Error::AllMaskedRow { row: i / k });
+            }
+            all_masked = true;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a temperature: finite and > 0.
+pub fn check_tau(tau: f32) -> Result<(), Error> {
+    if tau.is_finite() && tau > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "temperature tau = {tau} must be finite and > 0"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_round_trips_every_finite_half() {
+        for h in 0..=u16::MAX {
+            let x = f16_to_f32(h);
+            if x.is_nan() {
+                assert!(f32_to_f16(x) & 0x7c00 == 0x7c00 && f32_to_f16(x) & 0x3ff != 0);
+            } else {
+                assert_eq!(f32_to_f16(x), h, "{h:#06x} -> {x}");
+            }
+        }
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00, "tie to even");
+    }
+
+    #[test]
+    fn bf16_round_trips_every_finite_bfloat() {
+        for h in 0..=u16::MAX {
+            let x = bf16_to_f32(h);
+            if !x.is_nan() {
+                assert_eq!(f32_to_bf16(x), h);
+            }
+        }
+    }
+
+    #[test]
+    fn row_checks_name_the_first_bad_row() {
+        let ninf = f32::NEG_INFINITY;
+        assert_eq!(check_rows([0.0, 1.0, ninf, 2.0].into_iter(), 2), Ok(()));
+        assert_eq!(
+            check_rows([0.0, 1.0, ninf, ninf].into_iter(), 2),
+            Err(Error::AllMaskedRow { row: 1 })
+        );
+        assert_eq!(
+            check_rows([0.0, 1.0, 3.0, f32::NAN].into_iter(), 2),
+            Err(Error::NanInRow { row: 1 })
+        );
+        assert!(check_shape(6, 4).is_err() && check_shape(6, 0).is_err());
+        assert_eq!(check_shape(6, 3), Ok(2));
+        assert!(
+            check_tau(0.0).is_err()
+                && check_tau(f32::NAN).is_err()
+                && check_tau(f32::INFINITY).is_err()
+        );
+    }
+}
