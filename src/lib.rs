@@ -32,6 +32,8 @@
 //! # Ok::<(), gumbel_wgpu::Error>(())
 //! ```
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cpu;
 mod error;
 mod gpu;

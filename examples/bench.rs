@@ -1,0 +1,238 @@
+//! Throughput of every kernel family against the device's own copy bandwidth, measured in the
+//! same run with GPU timestamp queries (wall clock around a blocking submit where the adapter has
+//! none). Prints a table and writes it as JSON.
+//!
+//!     cargo run --release --example bench -- [--quick] [--json PATH] [--only SUBSTRING]
+
+use gumbel_wgpu::bench::{Clock, median, time_gpu};
+use gumbel_wgpu::{Error, Gpu, RandomKind, Stream};
+use std::io::Write;
+use std::time::Instant;
+
+/// The standard shapes (rows, k) of the project's benchmarks.
+const SHAPES: &[(usize, usize)] = &[
+    (1_048_576, 16),
+    (65_536, 256),
+    (8_192, 1_024),
+    (1_024, 32_768),
+    (64, 131_072),
+    (8, 131_072),
+    (1, 131_072),
+];
+
+struct Args {
+    quick: bool,
+    json: Option<String>,
+    only: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        quick: false,
+        json: None,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--json" => args.json = it.next(),
+            "--only" => args.only = it.next(),
+            "-h" | "--help" => {
+                println!("usage: bench [--quick] [--json PATH] [--only SUBSTRING]");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other:?}; try --help");
+                std::process::exit(2);
+            }
+        }
+    }
+    args
+}
+
+/// One measured line of the table.
+struct Measurement {
+    kernel: String,
+    shape: String,
+    elements: u64,
+    seconds: f64,
+    /// The fewest bytes the kernel must move.
+    bytes: u64,
+    clock: Clock,
+}
+
+struct Bench {
+    gpu: Gpu,
+    args: Args,
+    warmup: usize,
+    reps: usize,
+    copy_bytes_per_s: f64,
+    results: Vec<Measurement>,
+}
+
+impl Bench {
+    fn wanted(&self, name: &str) -> bool {
+        self.args.only.as_deref().is_none_or(|o| name.contains(o))
+    }
+
+    /// Times `record` and adds a line to the table.
+    fn measure(
+        &mut self,
+        kernel: &str,
+        shape: &str,
+        elements: u64,
+        bytes: u64,
+        record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        eprint!("  {kernel:<28} {shape:<14} ... ");
+        let _ = std::io::stderr().flush();
+        let (mut times, clock) = time_gpu(&self.gpu, self.warmup, self.reps, record)?;
+        let seconds = median(&mut times);
+        eprintln!("{:>10.1} us", seconds * 1e6);
+        self.results.push(Measurement {
+            kernel: kernel.into(),
+            shape: shape.into(),
+            elements,
+            seconds,
+            bytes,
+            clock,
+        });
+        Ok(())
+    }
+
+    fn gbps(&self, m: &Measurement) -> f64 {
+        m.bytes as f64 / m.seconds / 1e9
+    }
+
+    fn print_table(&self) {
+        println!();
+        println!("adapter: {}", self.gpu.describe());
+        println!(
+            "copy bandwidth (read + write): {:.1} GB/s",
+            self.copy_bytes_per_s / 1e9
+        );
+        println!(
+            "{:<28} {:<14} {:>12} {:>10} {:>8} {:>14}",
+            "kernel", "shape", "time (us)", "GB/s", "% copy", "G elements/s"
+        );
+        for m in &self.results {
+            let gbps = self.gbps(m);
+            println!(
+                "{:<28} {:<14} {:>12.1} {:>10.1} {:>7.1}% {:>14.2}",
+                m.kernel,
+                m.shape,
+                m.seconds * 1e6,
+                gbps,
+                100.0 * gbps * 1e9 / self.copy_bytes_per_s,
+                m.elements as f64 / m.seconds / 1e9
+            );
+        }
+    }
+
+    fn json(&self) -> String {
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::from("{\n");
+        out += &format!("  \"adapter\": \"{}\",\n", esc(&self.gpu.describe()));
+        out += &format!("  \"quick\": {},\n", self.args.quick);
+        out += &format!("  \"copy_GBps\": {:.3},\n", self.copy_bytes_per_s / 1e9);
+        out += "  \"results\": [\n";
+        let lines: Vec<String> = self
+            .results
+            .iter()
+            .map(|m| {
+                format!(
+                    "    {{\"kernel\": \"{}\", \"shape\": \"{}\", \"elements\": {}, \"seconds\": {:.9}, \"bytes\": {}, \"GBps\": {:.3}, \"pct_copy\": {:.2}, \"clock\": \"{:?}\"}}",
+                    esc(&m.kernel),
+                    esc(&m.shape),
+                    m.elements,
+                    m.seconds,
+                    m.bytes,
+                    self.gbps(m),
+                    100.0 * self.gbps(m) * 1e9 / self.copy_bytes_per_s,
+                    m.clock
+                )
+            })
+            .collect();
+        out += &lines.join(",\n");
+        out += "\n  ]\n}\n";
+        out
+    }
+}
+
+/// Device-to-device copy bandwidth with the WGSL vec4 copy kernel.
+fn measure_copy(b: &mut Bench) -> Result<(), Error> {
+    let max = b
+        .gpu
+        .limits()
+        .max_storage_buffer_binding_size
+        .min(b.gpu.limits().max_buffer_size);
+    let bytes = (if b.args.quick {
+        64u64 << 20
+    } else {
+        1u64 << 30
+    })
+    .min(max / 16 * 16);
+    let src = b.gpu.storage_buffer("copy src", bytes)?;
+    let dst = b.gpu.storage_buffer("copy dst", bytes)?;
+    let copy = b.gpu.copy_kernel()?;
+    b.measure(
+        "device copy",
+        &format!("{} MiB", bytes >> 20),
+        bytes / 4,
+        2 * bytes,
+        |enc| copy.record(enc, &src, &dst, bytes),
+    )?;
+    let m = b.results.last().unwrap();
+    b.copy_bytes_per_s = m.bytes as f64 / m.seconds;
+    Ok(())
+}
+
+/// Philox words, uniforms and Gumbel noise written to memory (4 B/element).
+fn measure_fills(b: &mut Bench) -> Result<(), Error> {
+    let n: u64 = if b.args.quick { 1 << 24 } else { 1 << 28 };
+    let out = b.gpu.storage_buffer("fill", n * 4)?;
+    let fill = b.gpu.random_fill()?;
+    for (name, kind) in [
+        ("philox fill (words)", RandomKind::Words),
+        ("gumbel fill", RandomKind::Gumbel),
+    ] {
+        if b.wanted(name) {
+            b.measure(name, &format!("{n}"), n, 4 * n, |enc| {
+                fill.record(enc, kind, Stream::new(1), &out, n)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
+    let args = parse_args();
+    let gpu = Gpu::new()?;
+    let (warmup, reps) = if args.quick { (1, 3) } else { (3, 20) };
+    eprintln!(
+        "benchmarking on {} ({} repetitions, median)",
+        gpu.describe(),
+        reps
+    );
+    let started = Instant::now();
+    let mut b = Bench {
+        gpu,
+        args,
+        warmup,
+        reps,
+        copy_bytes_per_s: f64::NAN,
+        results: Vec::new(),
+    };
+    measure_copy(&mut b)?;
+    measure_fills(&mut b)?;
+    let _ = SHAPES;
+    b.print_table();
+    if let Some(path) = &b.args.json {
+        std::fs::write(path, b.json())?;
+        eprintln!("wrote {path}");
+    }
+    eprintln!("finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
