@@ -389,3 +389,43 @@ fn repeated_calls_do_not_leak() {
         "live bind groups grew"
     );
 }
+
+#[test]
+fn a_device_the_application_already_has_works_through_from_wgpu() {
+    // The application opens its own device, without any optional feature: the kernels take the
+    // portable path (no SHADER_INT64) and still give the CPU's words.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let gpu = Gpu::from_wgpu(device, queue);
+    assert!(!gpu.shader_config().int64);
+    let stream = Stream {
+        seed: 123,
+        offset: 5,
+    };
+    assert_eq!(
+        gpu.random_u32(stream, 1001).unwrap(),
+        cpu::random_u32(stream, 1001)
+    );
+}
+
+#[test]
+fn kernels_are_built_once_per_device() {
+    let a = gpu().random_fill().unwrap();
+    let b = gpu().random_fill().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+}
+
+#[test]
+fn a_wgpu_validation_error_comes_back_as_an_err() {
+    // A destroyed buffer cannot be bound: wgpu's validation error is captured.
+    let destroyed = gpu().storage_buffer("destroyed", 64).unwrap();
+    destroyed.destroy();
+    let kernels = gpu().random_fill().unwrap();
+    let mut enc = gpu().device().create_command_encoder(&Default::default());
+    let e = kernels
+        .record(&mut enc, RandomKind::Words, Stream::new(0), &destroyed, 16)
+        .unwrap_err();
+    assert!(matches!(e, Error::Validation(_)), "{e:?}");
+}
