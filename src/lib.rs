@@ -18,7 +18,7 @@
 //!   resolution near 0.
 //! * **Gumbel** (`Gpu::gumbel`): `g = -log(E)`, `E = -log1p(-u)` (a standard exponential; a
 //!   series for `u < 1/8`, so there is no cancellation). **Tail policy:** `g` is always finite and
-//!   lies in `[-2.8115, 22.8709]`: the upper tail (large `g`, what makes rare categories win a
+//!   lies in `[-2.8116, 22.8739]`: the upper tail (large `g`, what makes rare categories win a
 //!   Gumbel-max draw) reaches `33 ln 2 ≈ 22.87` (word 0); the lower tail is clamped at
 //!   `-ln(24 ln 2) ≈ -2.8115` (word `0xffffffff`), where `P(g < -2.81) ≈ 6e-8`. Other libraries
 //!   stop the upper tail at 6.9 (candle) or 15.9 (FlashInfer).
