@@ -100,29 +100,31 @@ fn candidate_key(r: u32, n: u32, w: u32) -> u32 {
     return key_of(bitcast<u32>(x + gumbel_from_word(w)));
 }
 
+// `best`, or element s - phase (dispatch-local flat index) of row r if it is a candidate after
+// `prev` and before `best`. `row0` = r * k.
+fn consider(r: u32, row0: u32, s: u32, w: u32, best: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
+    if (s < params.phase + row0 || s - params.phase >= row0 + params.k) {
+        return best;
+    }
+    let n = s - params.phase;
+    let c = vec2<u32>(candidate_key(r, n, w), n - row0);
+    if (c.x != 0u && before(prev, c) && before(c, best)) {
+        return c;
+    }
+    return best;
+}
+
 // Updates `best` with the elements of row r in dispatch-local block b (one philox call),
-// keeping only candidates after `prev`.
-fn scan_blocks(r: u32, b: u32, best_in: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
-    var best = best_in;
+// keeping only candidates after `prev`. The four lanes are written out rather than looped:
+// llvmpipe stops every loop of an invocation once their iterations add up to 65535.
+fn scan_block(r: u32, b: u32, best_in: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
     let words = philox_block(vec2<u32>(params.key_lo, params.key_hi),
                              vec2<u32>(params.block0_lo, params.block0_hi), b);
     let row0 = r * params.k;
-    for (var lane = 0u; lane < 4u; lane++) {
-        let s = 4u * b + lane;
-        if (s < params.phase + row0) {
-            continue;
-        }
-        let n = s - params.phase;
-        if (n >= row0 + params.k) {
-            break;
-        }
-        let key = candidate_key(r, n, words[lane]);
-        let c = vec2<u32>(key, n - row0);
-        if (key != 0u && before(prev, c) && before(c, best)) {
-            best = c;
-        }
-    }
-    return best;
+    var best = consider(r, row0, 4u * b, words.x, best_in, prev);
+    best = consider(r, row0, 4u * b + 1u, words.y, best, prev);
+    best = consider(r, row0, 4u * b + 2u, words.z, best, prev);
+    return consider(r, row0, 4u * b + 3u, words.w, best, prev);
 }
 
 // First and one-past-last dispatch-local block of row r.
@@ -148,7 +150,7 @@ fn sample_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     for (var i = 0u; i < params.top; i++) {
         var best = EMPTY;
         for (var b = blocks.x; b < blocks.y; b++) {
-            best = scan_blocks(r, b, best, prev);
+            best = scan_block(r, b, best, prev);
         }
         out[params.out_base + r * params.top + i] = best.y;
         prev = best;
@@ -186,7 +188,7 @@ fn sample_group(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     for (var i = 0u; i < params.top; i++) {
         var best = EMPTY;
         for (var b = blocks.x + lid; b < blocks.y; b += WG_SIZE) {
-            best = scan_blocks(r, b, best, prev);
+            best = scan_block(r, b, best, prev);
         }
         best = reduce_best(lid, best);
         if (lid == 0u) {
@@ -213,7 +215,7 @@ fn sample_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     for (var i = 0u; i < params.top; i++) {
         var best = EMPTY;
         for (var b = lo + lid; b < hi; b += WG_SIZE) {
-            best = scan_blocks(r, b, best, prev);
+            best = scan_block(r, b, best, prev);
         }
         best = reduce_best(lid, best);
         if (lid == 0u) {
