@@ -27,7 +27,9 @@
 //
 // Entry points:
 //   sample_thread:    one row per invocation (small k), WG_SIZE rows per workgroup.
-//   sample_group:     one workgroup per row; tree reduction in workgroup memory.
+//   sample_group:     `seg` invocations per row (a power of two up to WG_SIZE: a whole
+//                     workgroup, or WG_SIZE / seg rows per workgroup); tree reduction of
+//                     (key, index) per segment in workgroup memory.
 //   sample_partial:   split rows, pass 1: workgroup (r, c) takes blocks of chunk c of row r,
 //                     writes its top list to scratch.
 //   sample_combine:   split rows, pass 2: one workgroup per row merges the chunks' lists.
@@ -52,8 +54,8 @@ struct SampleParams {
     logit_base: u32,
     temp_base: u32,
     out_base: u32,
+    seg: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: SampleParams;
@@ -159,19 +161,20 @@ fn sample_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
 
 var<workgroup> red: array<vec2<u32>, WG_SIZE>;
 
-// The workgroup's best of every invocation's `mine` (called in uniform control flow); every
-// invocation gets the result.
-fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
+// The best of `mine` over each segment of `seg` consecutive invocations (seg a power of two
+// dividing WG_SIZE; called in uniform control flow); every invocation gets its segment's best.
+fn reduce_segment(lid: u32, seg: u32, mine: vec2<u32>) -> vec2<u32> {
     red[lid] = mine;
     workgroupBarrier();
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride && before(red[lid + stride], red[lid])) {
+    let lane = lid & (seg - 1u);
+    for (var stride = seg / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride && before(red[lid + stride], red[lid])) {
             red[lid] = red[lid + stride];
         }
         workgroupBarrier();
     }
-    let best = red[0];
-    // Nobody may overwrite red[0] before everyone has read it.
+    let best = red[lid - lane];
+    // Nobody may overwrite the segment's result before everyone has read it.
     workgroupBarrier();
     return best;
 }
@@ -179,19 +182,27 @@ fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
 @compute @workgroup_size(WG_SIZE)
 fn sample_group(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = group_index(wid, nwg);
-    if (r >= params.rows) {
+    let seg = params.seg;
+    let first_row = group_index(wid, nwg) * (WG_SIZE / seg);
+    if (first_row >= params.rows) {
         return;
     }
-    let blocks = row_blocks(r);
+    let lane = lid & (seg - 1u);
+    let r = first_row + lid / seg;
+    // Invocations past the last row stay for the barriers.
+    let valid = r < params.rows;
+    var blocks = vec2<u32>(0u, 0u);
+    if (valid) {
+        blocks = row_blocks(r);
+    }
     var prev = BEFORE_ALL;
     for (var i = 0u; i < params.top; i++) {
         var best = EMPTY;
-        for (var b = blocks.x + lid; b < blocks.y; b += WG_SIZE) {
+        for (var b = blocks.x + lane; b < blocks.y; b += seg) {
             best = scan_block(r, b, best, prev);
         }
-        best = reduce_best(lid, best);
-        if (lid == 0u) {
+        best = reduce_segment(lid, seg, best);
+        if (valid && lane == 0u) {
             out[params.out_base + r * params.top + i] = best.y;
         }
         prev = best;
@@ -217,7 +228,7 @@ fn sample_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         for (var b = lo + lid; b < hi; b += WG_SIZE) {
             best = scan_block(r, b, best, prev);
         }
-        best = reduce_best(lid, best);
+        best = reduce_segment(lid, WG_SIZE, best);
         if (lid == 0u) {
             scratch[g * params.top + i] = best;
         }
@@ -243,7 +254,7 @@ fn sample_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
                 best = c;
             }
         }
-        best = reduce_best(lid, best);
+        best = reduce_segment(lid, WG_SIZE, best);
         if (lid == 0u) {
             out[params.out_base + r * params.top + i] = best.y;
         }

@@ -31,6 +31,9 @@ pub const MAX_TOP: usize = 1024;
 
 /// Rows with at most this many categories take one invocation per row.
 const THREAD_MAX_K: u64 = 32;
+/// Longer rows get a segment of invocations sized for about this many Philox blocks each (a
+/// whole workgroup from k = 4096 up).
+const SEGMENT_BLOCKS: u64 = 4;
 /// Rows at least this long are split across workgroups when there are few of them...
 const SPLIT_MIN_K: u64 = 8192;
 /// ...namely fewer than this many rows (too few workgroups to fill a GPU).
@@ -52,6 +55,12 @@ pub enum SampleStrategy {
     RowPerThread,
     /// One workgroup per row.
     RowPerWorkgroup,
+    /// `threads` invocations per row (a power of two, 1..=256), 256 / `threads` rows per
+    /// workgroup.
+    RowPerSegment {
+        /// Invocations per row.
+        threads: u32,
+    },
     /// Each row split into `chunks` workgroups (0: chosen from the shape), then a combine pass.
     SplitRow {
         /// Workgroups per row; 0 picks a count from the shape.
@@ -106,7 +115,8 @@ struct SampleParams {
     logit_base: u32,
     temp_base: u32,
     out_base: u32,
-    _pad: [u32; 2],
+    seg: u32,
+    _pad: u32,
 }
 
 /// The sampling kernels: owns their bind-group layout and pipelines.
@@ -182,7 +192,20 @@ impl Sampler {
         match shape.strategy {
             SampleStrategy::Auto if k <= THREAD_MAX_K => SampleStrategy::RowPerThread,
             SampleStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
-            SampleStrategy::Auto => SampleStrategy::RowPerWorkgroup,
+            SampleStrategy::Auto => {
+                // About SEGMENT_BLOCKS Philox blocks (4 elements each) per invocation.
+                let threads = (k / 4 + 1)
+                    .div_ceil(SEGMENT_BLOCKS)
+                    .next_power_of_two()
+                    .clamp(4, u64::from(WG_SIZE));
+                if threads == u64::from(WG_SIZE) {
+                    SampleStrategy::RowPerWorkgroup
+                } else {
+                    SampleStrategy::RowPerSegment {
+                        threads: threads as u32,
+                    }
+                }
+            }
             SampleStrategy::SplitRow { chunks: 0 } => auto_chunks(),
             s => s,
         }
@@ -238,6 +261,13 @@ impl Sampler {
             check_storage("temperatures", t, rows * 4)?;
         }
         let strategy = Self::strategy_for(&shape);
+        if let SampleStrategy::RowPerSegment { threads } = strategy
+            && !(threads.is_power_of_two() && threads <= WG_SIZE)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{threads} invocations per row: must be a power of two up to {WG_SIZE}"
+            )));
+        }
         let chunks = match strategy {
             SampleStrategy::SplitRow { chunks } => u64::from(chunks),
             _ => 1,
@@ -310,6 +340,10 @@ impl Sampler {
             SampleStrategy::SplitRow { chunks } => chunks,
             _ => 1,
         };
+        let seg = match strategy {
+            SampleStrategy::RowPerSegment { threads } => threads,
+            _ => WG_SIZE,
+        };
         let scratch = match strategy {
             SampleStrategy::SplitRow { .. } => {
                 Some(self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -338,7 +372,8 @@ impl Sampler {
             logit_base: lw.shift,
             temp_base: tw.as_ref().map_or(0, |t| t.shift),
             out_base: ow.shift,
-            _pad: [0; 2],
+            seg,
+            _pad: 0,
         };
         let uniform = params_buffer(&self.device, &params)?;
         let temps = tw.map_or(self.dummy_read.as_entire_buffer_binding(), |t| t.binding);
@@ -387,7 +422,7 @@ impl Sampler {
                 passes.push((&self.partial, groups(n * u64::from(chunks))?));
                 passes.push((&self.combine, groups(n)?));
             }
-            _ => passes.push((&self.group, groups(n)?)),
+            _ => passes.push((&self.group, groups(n.div_ceil(u64::from(WG_SIZE / seg)))?)),
         }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("sample"),

@@ -14,6 +14,9 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 const AUTO: SampleStrategy = SampleStrategy::Auto;
 const THREAD: SampleStrategy = SampleStrategy::RowPerThread;
 const GROUP: SampleStrategy = SampleStrategy::RowPerWorkgroup;
+const SEG_1: SampleStrategy = SampleStrategy::RowPerSegment { threads: 1 };
+const SEG_8: SampleStrategy = SampleStrategy::RowPerSegment { threads: 8 };
+const SEG_64: SampleStrategy = SampleStrategy::RowPerSegment { threads: 64 };
 const SPLIT: SampleStrategy = SampleStrategy::SplitRow { chunks: 0 };
 /// More chunks than some rows have Philox blocks: empty chunks must be harmless.
 const SPLIT_7: SampleStrategy = SampleStrategy::SplitRow { chunks: 7 };
@@ -126,8 +129,14 @@ fn the_path_follows_the_shape() {
     assert!(matches!(path(8, 131_072), SampleStrategy::SplitRow { chunks } if chunks > 1));
     assert!(matches!(path(1, 262_144), SampleStrategy::SplitRow { chunks } if chunks > 1));
     assert_eq!(path(512, 131_072), GROUP);
-    assert_eq!(path(64, 1000), GROUP);
-    assert_eq!(path(1, 1000), GROUP);
+    assert_eq!(path(3, 4096), GROUP);
+    assert_eq!(path(64, 1000), SEG_64);
+    assert_eq!(path(1, 1000), SEG_64);
+    assert_eq!(path(1_000_000, 100), SEG_8);
+    assert_eq!(
+        path(1_000_000, 33),
+        SampleStrategy::RowPerSegment { threads: 4 }
+    );
     assert_eq!(path(1_000_000, 8), THREAD);
     assert_eq!(path(3, 31), THREAD);
 }
@@ -166,7 +175,7 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                         cpu::sample_values(&logits, k, Some(&temps), stream),
                     ),
                 ];
-                for strategy in [AUTO, THREAD, GROUP, SPLIT, SPLIT_7] {
+                for strategy in [AUTO, THREAD, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7] {
                     for (top, temperatures, z) in &cases {
                         if strategy == THREAD
                             && (!thread_path_fits(k, *top) || k > 4097 && rows > 1)
@@ -206,9 +215,9 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
                 .zip(&g)
                 .map(|(&l, &g)| f64::from(l + g))
                 .collect();
-            for strategy in [AUTO, THREAD, GROUP, SPLIT_7] {
+            for strategy in [AUTO, THREAD, SEG_1, SEG_8, GROUP, SPLIT_7] {
                 let top = 4;
-                if strategy == THREAD && !thread_path_fits(k, 4) {
+                if (strategy == THREAD || strategy == SEG_1) && !thread_path_fits(k, 4) {
                     continue;
                 }
                 let shape = SampleShape {
@@ -263,7 +272,7 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
             let mut want_row: Vec<u32> = tied.iter().map(|&j| j as u32).collect();
             want_row.sort_unstable();
             let want: Vec<u32> = (0..rows).flat_map(|_| want_row.clone()).collect();
-            for strategy in [AUTO, THREAD, GROUP, SPLIT, SPLIT_7] {
+            for strategy in [AUTO, THREAD, SEG_8, GROUP, SPLIT, SPLIT_7] {
                 if strategy == THREAD && !thread_path_fits(k, tied.len()) {
                     continue;
                 }
@@ -310,7 +319,7 @@ fn infinite_and_nan_logits_follow_the_documented_policy() {
     ];
     let stream = Stream::new(3);
     for gpu in gpus() {
-        for strategy in [AUTO, THREAD, GROUP, SPLIT, SPLIT_7] {
+        for strategy in [AUTO, THREAD, SEG_8, GROUP, SPLIT, SPLIT_7] {
             for format in [LogitsFormat::F32, LogitsFormat::F16] {
                 let words = match format {
                     LogitsFormat::F32 => bits(&logits),
@@ -395,7 +404,7 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
     let h: Vec<u16> = logits.iter().map(|&x| logits::f32_to_f16(x)).collect();
     let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.5..2.0)).collect();
     let stream = Stream { seed: 8, offset: 3 };
-    for strategy in [THREAD, GROUP, SPLIT_7] {
+    for strategy in [THREAD, SEG_8, GROUP, SPLIT_7] {
         for (format, words) in [
             (LogitsFormat::F32, bits(&logits)),
             (LogitsFormat::F16, logits::pack_u16(&h)),
@@ -725,6 +734,13 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
         (SampleShape::new(3, 4), "output too small"),
         (SampleShape::new(2, 8), "logits too small"),
         (SampleShape::new(2, 0), "k = 0"),
+        (
+            SampleShape {
+                strategy: SampleStrategy::RowPerSegment { threads: 12 },
+                ..SampleShape::new(2, 6)
+            },
+            "segment not a power of two",
+        ),
         (
             SampleShape {
                 top: 5,
