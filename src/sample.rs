@@ -15,7 +15,28 @@
 //!   over (an all-masked row samples [`NO_INDEX`]).
 //!
 //! Top-k runs `top` rounds of arg-max, each keeping only the entries after the previous winner:
-//! exact, but `O(top * k)` work, so `top` is limited to [`MAX_TOP`].
+//! exact, but `O(top * k)` work (each round reads the row and regenerates its noise again), so
+//! `top` is limited to [`MAX_TOP`]; it suits top-k in the tens, not full permutations of big rows.
+//!
+//! ## Paths, chosen from the shape ([`Sampler::strategy_for`])
+//! * `k <= 32`: one invocation per row (bulk categorical latents: millions of small rows);
+//! * mid `k`: a segment of 4..256 invocations per row (a power of two, about 4 Philox blocks =
+//!   16 elements per invocation), 256 / segment rows per workgroup, and a tree reduction of
+//!   `(value, index)` per segment in workgroup memory (no subgroup operations);
+//! * `k >= 8192` with fewer than 128 rows (LM token sampling at small batch, e.g. 1 x 131072 or
+//!   8 x 131072): each row is split over up to 1024 / rows workgroups (at least 4096 elements
+//!   each); each writes its partial top list per (row, chunk) to a scratch buffer, and a second
+//!   tiny pass (one workgroup per row) combines them. The order is total, so the result does not
+//!   depend on the split.
+//!
+//! Every path reads each logit once per round (2 or 4 bytes) and calls Philox once per 4
+//! consecutive elements (a block of the stream), in registers.
+//!
+//! **llvmpipe** (Mesa's software adapter, Vulkan and GL) ends every loop of a shader invocation
+//! once their iterations add up to 65535, silently. An invocation here iterates about
+//! `top * (blocks it scans + 9)` times: far inside the budget on the automatic paths for
+//! `top = 1` (at most ~4100 for a 2^22-wide row), but large `top` on wide rows can exceed it
+//! there (e.g. `top = 1024` with a 256-element segment or chunk per invocation).
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, check_rows, check_shape, check_tau, pack_u16};
