@@ -206,9 +206,17 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
 fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
     let mut rng = StdRng::seed_from_u64(11);
     for gpu in gpus() {
-        for (rows, k) in [(300, 17), (40, 1000), (2, 70_001)] {
+        // The last case's stream wraps past u64::MAX words mid-row.
+        for (rows, k, offset) in [
+            (300, 17, None),
+            (40, 1000, None),
+            (2, 70_001, Some(u64::MAX - 70_000)),
+        ] {
             let logits = random_logits(&mut rng, rows * k);
-            let stream = random_stream(&mut rng);
+            let mut stream = random_stream(&mut rng);
+            if let Some(o) = offset {
+                stream.offset = o;
+            }
             let g = gpu.gumbel(stream, rows * k).unwrap();
             let z: Vec<f64> = logits
                 .iter()
@@ -237,7 +245,10 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
             let rows_ok =
                 (0..rows).all(|r| logits[r * k..(r + 1) * k].iter().any(|x| x.is_finite()));
             if rows_ok {
-                assert_eq!(first.unwrap(), cpu::top_k_of_values(&z, k, 1));
+                let first = first.unwrap();
+                assert_eq!(first, cpu::top_k_of_values(&z, k, 1));
+                let top = gpu.sample_top_k(&logits, k, 3, stream).unwrap();
+                assert!(first.iter().zip(top.chunks(3)).all(|(&f, t)| f == t[0]));
             }
         }
     }
@@ -352,7 +363,7 @@ fn infinite_and_nan_logits_follow_the_documented_policy() {
 fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
     let mut rng = StdRng::seed_from_u64(12);
     for gpu in gpus() {
-        for (rows, k) in [(500, 7), (20, 3001), (1, 131_072)] {
+        for (rows, k) in [(3, 7), (500, 7), (20, 3001), (1, 131_072)] {
             let stream = random_stream(&mut rng);
             let f = random_logits(&mut rng, rows * k);
             let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.5..2.0)).collect();
@@ -420,6 +431,25 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
             assert_eq!(chunked, whole, "{strategy:?} {format:?}");
         }
     }
+}
+
+#[test]
+fn more_than_65535_workgroups_per_dimension() {
+    // 2 rows x 35000 chunks: the first pass needs a 2-D grid of 70000 workgroups (every kernel
+    // linearises it the same way), nearly all of them with an empty chunk, and the combine pass
+    // merges 35000 partial lists per row.
+    let (rows, k) = (2usize, 4099usize);
+    let mut rng = StdRng::seed_from_u64(16);
+    let logits = random_logits(&mut rng, rows * k);
+    let stream = random_stream(&mut rng);
+    let shape = SampleShape {
+        top: 2,
+        strategy: SampleStrategy::SplitRow { chunks: 35_000 },
+        ..SampleShape::new(rows as u64, k as u64)
+    };
+    let got = run_sample(gpu(), shape, &bits(&logits), None, stream);
+    let z = cpu::sample_values(&logits, k, None, stream);
+    compare(&got, &z, k, 2, "70000 workgroups");
 }
 
 // ---------------------------------------------------------------------------------------------
