@@ -431,6 +431,11 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
             assert_eq!(chunked, whole, "{strategy:?} {format:?}");
         }
     }
+    // A row that does not fit in one binding is an error, not a wrong answer.
+    assert!(matches!(
+        small.sample(&vec![0.0; 2000], 2000, stream),
+        Err(Error::TooLarge(_))
+    ));
 }
 
 #[test]
