@@ -40,6 +40,7 @@ mod gpu;
 pub mod logits;
 pub mod philox;
 mod random;
+mod sample;
 #[doc(hidden)]
 pub mod shader;
 
@@ -48,3 +49,6 @@ pub use gpu::{Gpu, GpuOptions};
 pub use logits::LogitsFormat;
 pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};
+pub use sample::{
+    MAX_TOP, NO_INDEX, SampleLogits, SampleOptions, SampleShape, SampleStrategy, Sampler,
+};

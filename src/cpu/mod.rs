@@ -45,5 +45,7 @@ pub fn gumbel(stream: Stream, len: usize) -> Vec<f64> {
         .collect()
 }
 
+mod sample;
 mod softmax;
+pub use sample::*;
 pub use softmax::*;

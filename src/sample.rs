@@ -1,0 +1,627 @@
+//! Gumbel-max sampling and Gumbel-top-k (`shaders/sample.wgsl`).
+//!
+//! Row `r` of a `rows x k` matrix of logits `l` draws the index `argmax_j (l_j / t_r + g_j)`,
+//! where `g_j` is the Gumbel noise of stream word `r * k + j` (the noise [`Gpu::gumbel`] gives on
+//! the same stream) and `t_r` is the row's temperature (1 by default): a draw from
+//! `softmax(l / t_r)`. Gumbel-top-k (Kool et al. 2019) returns the indices of the `top` largest
+//! values of `l / t + g` in decreasing order: `top` draws without replacement.
+//!
+//! Conventions, identical on every path:
+//! * ties (equal values of `l / t + g`) go to the lowest index;
+//! * a -inf logit is masked: never drawn;
+//! * a +inf logit beats every finite one; among several +inf entries the lowest index comes first;
+//! * buffer level only (the slice API rejects such rows): a NaN logit is skipped like a masked
+//!   one, and a row with fewer than `top` drawable entries gets [`NO_INDEX`] in the slots left
+//!   over (an all-masked row samples [`NO_INDEX`]).
+//!
+//! Top-k runs `top` rounds of arg-max, each keeping only the entries after the previous winner:
+//! exact, but `O(top * k)` work (each round reads the row and regenerates its noise again), so
+//! `top` is limited to [`MAX_TOP`]; it suits top-k in the tens, not full permutations of big rows.
+//!
+//! ## Paths, chosen from the shape ([`Sampler::strategy_for`])
+//! * `k <= 32`: one invocation per row (bulk categorical latents: millions of small rows);
+//! * mid `k`: a segment of 4..256 invocations per row (a power of two, about 4 Philox blocks =
+//!   16 elements per invocation), 256 / segment rows per workgroup, and a tree reduction of
+//!   `(value, index)` per segment in workgroup memory (no subgroup operations);
+//! * `k >= 8192` with fewer than 128 rows (LM token sampling at small batch, e.g. 1 x 131072 or
+//!   8 x 131072): each row is split over up to 1024 / rows workgroups (at least 4096 elements
+//!   each); each writes its partial top list per (row, chunk) to a scratch buffer, and a second
+//!   tiny pass (one workgroup per row) combines them. The order is total, so the result does not
+//!   depend on the split.
+//!
+//! Every path reads each logit once per round (2 or 4 bytes) and calls Philox once per 4
+//! consecutive elements (a block of the stream), in registers.
+//!
+//! **llvmpipe** (Mesa's software adapter, Vulkan and GL) ends every loop of a shader invocation
+//! once their iterations add up to 65535, silently. An invocation here iterates about
+//! `top * (blocks it scans + 9)` times: far inside the budget on the automatic paths for
+//! `top = 1` (at most ~4100 for a 2^22-wide row), but large `top` on wide rows can exceed it
+//! there (e.g. `top = 1024` with a 256-element segment or chunk per invocation).
+
+use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
+use crate::logits::{LogitsFormat, check_rows, check_shape, check_tau, pack_u16};
+use crate::shader::WG_SIZE;
+use crate::{Error, Gpu, Stream};
+use std::sync::Arc;
+
+/// The index a kernel writes where a row has no (further) entry to draw.
+pub const NO_INDEX: u32 = u32::MAX;
+
+/// The largest `top` of Gumbel-top-k (the kernels do `top` passes over each row).
+pub const MAX_TOP: usize = 1024;
+
+/// Rows with at most this many categories take one invocation per row.
+const THREAD_MAX_K: u64 = 32;
+/// Longer rows get a segment of invocations sized for about this many Philox blocks each (a
+/// whole workgroup from k = 4096 up).
+const SEGMENT_BLOCKS: u64 = 4;
+/// Rows at least this long are split across workgroups when there are few of them...
+const SPLIT_MIN_K: u64 = 8192;
+/// ...namely fewer than this many rows (too few workgroups to fill a GPU).
+const SPLIT_MAX_ROWS: u64 = 128;
+/// The split path aims at about this many workgroups in all...
+const SPLIT_TARGET_GROUPS: u64 = 1024;
+/// ...with at least this many elements per chunk.
+const SPLIT_MIN_CHUNK: u64 = 4096;
+
+/// How the kernels map rows to the GPU. [`SampleStrategy::Auto`] picks from the shape; the others
+/// force a path (tests use them to exercise every path on every shape).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SampleStrategy {
+    /// Chosen from rows and k (see [`Sampler::strategy_for`]).
+    #[default]
+    Auto,
+    /// One invocation per row.
+    RowPerThread,
+    /// One workgroup per row.
+    RowPerWorkgroup,
+    /// `threads` invocations per row (a power of two, 1..=256), 256 / `threads` rows per
+    /// workgroup.
+    RowPerSegment {
+        /// Invocations per row.
+        threads: u32,
+    },
+    /// Each row split into `chunks` workgroups (0: chosen from the shape), then a combine pass.
+    SplitRow {
+        /// Workgroups per row; 0 picks a count from the shape.
+        chunks: u32,
+    },
+}
+
+/// The shape of a buffer-level sampling job. Build it with [`SampleShape::new`] and struct
+/// update syntax: `SampleShape { top: 5, ..SampleShape::new(rows, k) }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleShape {
+    /// Number of rows.
+    pub rows: u64,
+    /// Categories per row (>= 1).
+    pub k: u64,
+    /// Indices drawn per row, `1..=min(k, MAX_TOP)`; 1 is plain Gumbel-max sampling.
+    pub top: u32,
+    /// Element type of the logits buffer.
+    pub format: LogitsFormat,
+    /// Path override for tests.
+    #[doc(hidden)]
+    pub strategy: SampleStrategy,
+}
+
+impl SampleShape {
+    /// `rows x k` f32 logits, one draw per row, the path chosen from the shape.
+    pub fn new(rows: u64, k: u64) -> Self {
+        SampleShape {
+            rows,
+            k,
+            top: 1,
+            format: LogitsFormat::F32,
+            strategy: SampleStrategy::Auto,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct SampleParams {
+    key_lo: u32,
+    key_hi: u32,
+    block0_lo: u32,
+    block0_hi: u32,
+    phase: u32,
+    rows: u32,
+    k: u32,
+    top: u32,
+    format: u32,
+    has_temps: u32,
+    chunks: u32,
+    logit_base: u32,
+    temp_base: u32,
+    out_base: u32,
+    seg: u32,
+    _pad: u32,
+}
+
+/// The sampling kernels: owns their bind-group layout and pipelines.
+pub struct Sampler {
+    device: wgpu::Device,
+    layout: wgpu::BindGroupLayout,
+    thread: wgpu::ComputePipeline,
+    group: wgpu::ComputePipeline,
+    partial: wgpu::ComputePipeline,
+    combine: wgpu::ComputePipeline,
+    // Bound where a job has no temperatures / no scratch (a binding cannot be left empty).
+    dummy_read: wgpu::Buffer,
+    dummy_write: wgpu::Buffer,
+    max_elements: u64,
+    align: u64,
+    max_groups: u32,
+}
+
+impl KernelFamily for Sampler {
+    fn build(gpu: &Gpu) -> Result<Self, Error> {
+        let module = gpu.shader_module("sample")?;
+        let layout = gpu.storage_layout("sample", &[true, true, false, false]);
+        let mut p = gpu
+            .pipelines(
+                &module,
+                &layout,
+                &[
+                    "sample_thread",
+                    "sample_group",
+                    "sample_partial",
+                    "sample_combine",
+                ],
+            )?
+            .into_iter();
+        let mut next = || p.next().expect("one pipeline per entry point");
+        let limits = gpu.limits();
+        Ok(Sampler {
+            device: gpu.device().clone(),
+            layout,
+            thread: next(),
+            group: next(),
+            partial: next(),
+            combine: next(),
+            dummy_read: gpu.storage_buffer("sample dummy", 16)?,
+            dummy_write: gpu.storage_buffer("sample dummy", 16)?,
+            max_elements: gpu.max_binding_elements(),
+            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
+            max_groups: limits.max_compute_workgroups_per_dimension,
+        })
+    }
+}
+
+/// A binding of `len` bytes of `buffer` from byte `start`: the binding starts at the aligned
+/// offset below `start`, and the kernel skips the `shift` elements (of `elem` bytes) in between.
+struct Window<'a> {
+    binding: wgpu::BufferBinding<'a>,
+    shift: u32,
+}
+
+impl Sampler {
+    /// The path [`Sampler::record`] takes for `shape` (forced strategies are returned as given,
+    /// `SplitRow { chunks: 0 }` with its chunk count filled in).
+    #[doc(hidden)]
+    pub fn strategy_for(shape: &SampleShape) -> SampleStrategy {
+        let (rows, k) = (shape.rows.max(1), shape.k.max(1));
+        let auto_chunks = || {
+            let c = SPLIT_TARGET_GROUPS
+                .div_ceil(rows)
+                .min(k.div_ceil(SPLIT_MIN_CHUNK))
+                .max(1);
+            SampleStrategy::SplitRow { chunks: c as u32 }
+        };
+        match shape.strategy {
+            SampleStrategy::Auto if k <= THREAD_MAX_K => SampleStrategy::RowPerThread,
+            SampleStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
+            SampleStrategy::Auto => {
+                // About SEGMENT_BLOCKS Philox blocks (4 elements each) per invocation.
+                let threads = (k / 4 + 1)
+                    .div_ceil(SEGMENT_BLOCKS)
+                    .next_power_of_two()
+                    .clamp(4, u64::from(WG_SIZE));
+                if threads == u64::from(WG_SIZE) {
+                    SampleStrategy::RowPerWorkgroup
+                } else {
+                    SampleStrategy::RowPerSegment {
+                        threads: threads as u32,
+                    }
+                }
+            }
+            SampleStrategy::SplitRow { chunks: 0 } => auto_chunks(),
+            s => s,
+        }
+    }
+
+    /// Records the sampling of `shape.rows` rows of `shape.k` logits into the caller's `encoder`;
+    /// never submits.
+    ///
+    /// * `logits`: `rows * k` elements of `shape.format` from byte 0 (f16/bf16 packed two per
+    ///   word, element `2i` in the low half);
+    /// * `temperatures`: `None`, or `rows` f32 temperatures (each finite and > 0; not checked
+    ///   here), row `r` then sampling from `softmax(l / t_r)`;
+    /// * `out`: receives `rows * top` u32 indices, row `r`'s at `r * top ..`, in decreasing order
+    ///   of `l / t + g`; [`NO_INDEX`] where a row has fewer than `top` drawable entries (see the
+    ///   module docs for masked, +inf and NaN logits).
+    ///
+    /// Element `j` of row `r` uses word `r * k + j` of `stream`. Inputs larger than a storage
+    /// binding are split by whole rows into several dispatches (the stream continues across
+    /// them). The split-row path allocates its scratch buffer
+    /// (`rows * chunks * top * 8` bytes per dispatch) itself.
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shape: SampleShape,
+        logits: &wgpu::Buffer,
+        temperatures: Option<&wgpu::Buffer>,
+        stream: Stream,
+        out: &wgpu::Buffer,
+    ) -> Result<(), Error> {
+        let SampleShape { rows, k, top, .. } = shape;
+        if k == 0 {
+            return Err(Error::InvalidArgument(
+                "k (categories per row) must be at least 1".into(),
+            ));
+        }
+        if top == 0 || u64::from(top) > k || top as usize > MAX_TOP {
+            return Err(Error::InvalidArgument(format!(
+                "top = {top} must be in 1..=min(k, {MAX_TOP}) (k = {k})"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let too_large = || Error::TooLarge(format!("{rows} rows of {k} logits"));
+        let len = rows.checked_mul(k).ok_or_else(too_large)?;
+        check_storage("logits", logits, shape.format.buffer_bytes(len))?;
+        check_storage(
+            "output",
+            out,
+            rows.checked_mul(u64::from(top)).ok_or_else(too_large)? * 4,
+        )?;
+        if let Some(t) = temperatures {
+            check_storage("temperatures", t, rows * 4)?;
+        }
+        let strategy = Self::strategy_for(&shape);
+        if let SampleStrategy::RowPerSegment { threads } = strategy
+            && !(threads.is_power_of_two() && threads <= WG_SIZE)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{threads} invocations per row: must be a power of two up to {WG_SIZE}"
+            )));
+        }
+        let chunks = match strategy {
+            SampleStrategy::SplitRow { chunks } => u64::from(chunks),
+            _ => 1,
+        };
+        // Rows per dispatch: each binding window (plus its alignment shift) must fit in one
+        // storage binding, and so must the split path's scratch.
+        let cap = self
+            .max_elements
+            .saturating_sub(self.align / 4)
+            .max(self.align / 4);
+        let per_row = k.max(chunks * u64::from(top) * 2);
+        let rows_per_dispatch = cap / per_row;
+        if rows_per_dispatch == 0 {
+            return Err(Error::TooLarge(format!(
+                "a row of {k} logits (top {top}, {chunks} chunks) exceeds one storage binding \
+                 ({cap} elements) on this device"
+            )));
+        }
+        scoped(&self.device, || {
+            let mut r0 = 0;
+            while r0 < rows {
+                let n = (rows - r0).min(rows_per_dispatch);
+                self.record_dispatch(
+                    encoder,
+                    &shape,
+                    strategy,
+                    [r0, n],
+                    logits,
+                    temperatures,
+                    stream.advance(r0 * k),
+                    out,
+                )?;
+                r0 += n;
+            }
+            Ok(())
+        })
+    }
+
+    fn window<'a>(&self, buffer: &'a wgpu::Buffer, start: u64, len: u64, elem: u64) -> Window<'a> {
+        let base = start / self.align * self.align;
+        let size = (start - base + len).next_multiple_of(4);
+        Window {
+            binding: wgpu::BufferBinding {
+                buffer,
+                offset: base,
+                size: wgpu::BufferSize::new(size),
+            },
+            shift: ((start - base) / elem) as u32,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shape: &SampleShape,
+        strategy: SampleStrategy,
+        [r0, n]: [u64; 2],
+        logits: &wgpu::Buffer,
+        temperatures: Option<&wgpu::Buffer>,
+        stream: Stream,
+        out: &wgpu::Buffer,
+    ) -> Result<(), Error> {
+        let (k, top) = (shape.k, u64::from(shape.top));
+        let bpe = shape.format.bytes();
+        let lw = self.window(logits, r0 * k * bpe, n * k * bpe, bpe);
+        let ow = self.window(out, r0 * top * 4, n * top * 4, 4);
+        let tw = temperatures.map(|t| self.window(t, r0 * 4, n * 4, 4));
+        let chunks = match strategy {
+            SampleStrategy::SplitRow { chunks } => chunks,
+            _ => 1,
+        };
+        let seg = match strategy {
+            SampleStrategy::RowPerSegment { threads } => threads,
+            _ => WG_SIZE,
+        };
+        let scratch = match strategy {
+            SampleStrategy::SplitRow { .. } => {
+                Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("sample scratch"),
+                    size: n * u64::from(chunks) * top * 8,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                }))
+            }
+            _ => None,
+        };
+        let [key_lo, key_hi] = stream.key();
+        let block0 = stream.offset / 4;
+        let params = SampleParams {
+            key_lo,
+            key_hi,
+            block0_lo: block0 as u32,
+            block0_hi: (block0 >> 32) as u32,
+            phase: (stream.offset % 4) as u32,
+            rows: n as u32,
+            k: k as u32,
+            top: top as u32,
+            format: shape.format.code(),
+            has_temps: u32::from(tw.is_some()),
+            chunks,
+            logit_base: lw.shift,
+            temp_base: tw.as_ref().map_or(0, |t| t.shift),
+            out_base: ow.shift,
+            seg,
+            _pad: 0,
+        };
+        let uniform = params_buffer(&self.device, &params)?;
+        let temps = tw.map_or(self.dummy_read.as_entire_buffer_binding(), |t| t.binding);
+        let scratch_binding = scratch
+            .as_ref()
+            .map_or(self.dummy_write.as_entire_buffer_binding(), |s| {
+                s.as_entire_buffer_binding()
+            });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("sample"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::Buffer(lw.binding),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: wgpu::BindingResource::Buffer(temps),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: wgpu::BindingResource::Buffer(ow.binding),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: wgpu::BindingResource::Buffer(scratch_binding),
+                },
+            ],
+        });
+        let groups = |g: u64| {
+            u32::try_from(g)
+                .map_err(|_| Error::TooLarge(format!("{g} workgroups in one dispatch")))
+                .map(|g| grid(g, self.max_groups))
+        };
+        let mut passes: Vec<(&wgpu::ComputePipeline, (u32, u32))> = Vec::new();
+        match strategy {
+            SampleStrategy::RowPerThread => {
+                passes.push((&self.thread, groups(n.div_ceil(u64::from(WG_SIZE)))?))
+            }
+            SampleStrategy::SplitRow { .. } => {
+                passes.push((&self.partial, groups(n * u64::from(chunks))?));
+                passes.push((&self.combine, groups(n)?));
+            }
+            _ => passes.push((&self.group, groups(n.div_ceil(u64::from(WG_SIZE / seg)))?)),
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("sample"),
+            timestamp_writes: None,
+        });
+        pass.set_bind_group(0, &bind, &[]);
+        for (pipeline, (gx, gy)) in passes {
+            pass.set_pipeline(pipeline);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        Ok(())
+    }
+}
+
+/// Logits for the slice API, in one of the [`LogitsFormat`]s (f16/bf16 as raw bits).
+#[derive(Clone, Copy, Debug)]
+pub enum SampleLogits<'a> {
+    /// f32 logits.
+    F32(&'a [f32]),
+    /// IEEE binary16 bits.
+    F16(&'a [u16]),
+    /// bfloat16 bits.
+    Bf16(&'a [u16]),
+}
+
+impl SampleLogits<'_> {
+    fn len(&self) -> usize {
+        match self {
+            SampleLogits::F32(l) => l.len(),
+            SampleLogits::F16(l) | SampleLogits::Bf16(l) => l.len(),
+        }
+    }
+
+    fn format(&self) -> LogitsFormat {
+        match self {
+            SampleLogits::F32(_) => LogitsFormat::F32,
+            SampleLogits::F16(_) => LogitsFormat::F16,
+            SampleLogits::Bf16(_) => LogitsFormat::Bf16,
+        }
+    }
+
+    /// The logits widened to f32 (exactly).
+    fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
+        match self {
+            SampleLogits::F32(l) => Box::new(l.iter().copied()),
+            SampleLogits::F16(l) => Box::new(l.iter().map(|&h| crate::logits::f16_to_f32(h))),
+            SampleLogits::Bf16(l) => Box::new(l.iter().map(|&h| crate::logits::bf16_to_f32(h))),
+        }
+    }
+}
+
+/// Options of [`Gpu::sample_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleOptions<'a> {
+    /// One temperature per row (finite, > 0): row `r` samples from `softmax(l / t_r)`.
+    pub temperatures: Option<&'a [f32]>,
+    /// Path override for tests.
+    #[doc(hidden)]
+    pub strategy: SampleStrategy,
+}
+
+impl Gpu {
+    /// The sampling kernels of this device (built on first use).
+    pub fn sampler(&self) -> Result<Arc<Sampler>, Error> {
+        self.family::<Sampler>()
+    }
+
+    /// One Gumbel-max draw per row of `k` logits (blocking): index `argmax_j (l_j + g_j)` with the
+    /// noise [`Gpu::gumbel`] gives on `stream`, a draw from `softmax(l)`. Ties go to the lowest
+    /// index, -inf logits are never drawn, the first +inf logit of a row wins.
+    ///
+    /// `Err` for `k = 0`, a length `k` does not divide, a NaN logit or an all -inf row (naming the
+    /// row). Empty input gives an empty result.
+    pub fn sample(&self, logits: &[f32], k: usize, stream: Stream) -> Result<Vec<u32>, Error> {
+        self.sample_with(
+            SampleLogits::F32(logits),
+            k,
+            1,
+            stream,
+            &SampleOptions::default(),
+        )
+    }
+
+    /// Gumbel-top-k (blocking): per row, the indices of the `top` largest values of `l + g` in
+    /// decreasing order (`top` draws without replacement; the first equals [`Gpu::sample`]'s on
+    /// the same stream). Returns `rows * top` indices.
+    ///
+    /// `Err` as for [`Gpu::sample`], and unless `1 <= top <= min(k, MAX_TOP)` and every row has
+    /// at least `top` logits other than -inf.
+    pub fn sample_top_k(
+        &self,
+        logits: &[f32],
+        k: usize,
+        top: usize,
+        stream: Stream,
+    ) -> Result<Vec<u32>, Error> {
+        self.sample_with(
+            SampleLogits::F32(logits),
+            k,
+            top,
+            stream,
+            &SampleOptions::default(),
+        )
+    }
+
+    /// [`Gpu::sample_top_k`] with f16/bf16 logits and per-row temperatures (`top = 1` is plain
+    /// sampling). With temperatures, every finite `l / t` must be finite in f32.
+    pub fn sample_with(
+        &self,
+        logits: SampleLogits<'_>,
+        k: usize,
+        top: usize,
+        stream: Stream,
+        options: &SampleOptions<'_>,
+    ) -> Result<Vec<u32>, Error> {
+        let rows = check_shape(logits.len(), k)?;
+        if top == 0 || top > k || top > MAX_TOP {
+            return Err(Error::InvalidArgument(format!(
+                "top = {top} must be in 1..=min(k, {MAX_TOP}) (k = {k})"
+            )));
+        }
+        if let Some(t) = options.temperatures {
+            if t.len() != rows {
+                return Err(Error::InvalidArgument(format!(
+                    "{} temperatures for {rows} rows",
+                    t.len()
+                )));
+            }
+            for (r, &tau) in t.iter().enumerate() {
+                check_tau(tau).map_err(|e| Error::InvalidArgument(format!("row {r}: {e}")))?;
+            }
+            for (i, l) in logits.values().enumerate() {
+                if l.is_finite() && !(l / t[i / k]).is_finite() {
+                    return Err(Error::InvalidArgument(format!(
+                        "row {}: logit {l} / temperature {} overflows f32",
+                        i / k,
+                        t[i / k]
+                    )));
+                }
+            }
+        }
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        check_rows(logits.values(), k)?;
+        if top > 1 {
+            let mut drawable = 0;
+            for (i, l) in logits.values().enumerate() {
+                drawable += usize::from(l != f32::NEG_INFINITY);
+                if (i + 1) % k == 0 {
+                    if drawable < top {
+                        return Err(Error::InvalidArgument(format!(
+                            "row {}: {drawable} logits other than -inf, fewer than top = {top}",
+                            i / k
+                        )));
+                    }
+                    drawable = 0;
+                }
+            }
+        }
+        let shape = SampleShape {
+            top: top as u32,
+            format: logits.format(),
+            strategy: options.strategy,
+            ..SampleShape::new(rows as u64, k as u64)
+        };
+        let kernels = self.sampler()?;
+        let buf = match logits {
+            SampleLogits::F32(l) => self.upload("logits", l)?,
+            SampleLogits::F16(l) | SampleLogits::Bf16(l) => self.upload("logits", &pack_u16(l))?,
+        };
+        let temps = options
+            .temperatures
+            .map(|t| self.upload("temperatures", t))
+            .transpose()?;
+        let len = rows * top;
+        let out = self.storage_buffer("samples", (len as u64) * 4)?;
+        self.submit(|enc| kernels.record(enc, shape, &buf, temps.as_ref(), stream, &out))?;
+        self.read_buffer(&out, len)
+    }
+}

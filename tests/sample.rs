@@ -1,0 +1,812 @@
+//! Gumbel-max sampling and Gumbel-top-k on a real adapter: every path (row per thread, row per
+//! workgroup, split rows) against the f64 CPU reference at awkward sizes, exactly against an f32
+//! model built from `Gpu::gumbel`'s noise, exact tie-breaking, the special logits, the laws of the
+//! draws (chi-square), and the errors.
+
+mod common;
+use common::*;
+use gumbel_wgpu::{
+    Error, Gpu, GpuOptions, LogitsFormat, MAX_TOP, NO_INDEX, SampleLogits, SampleOptions,
+    SampleShape, SampleStrategy, Sampler, Stream, cpu, logits,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+const AUTO: SampleStrategy = SampleStrategy::Auto;
+const THREAD: SampleStrategy = SampleStrategy::RowPerThread;
+const GROUP: SampleStrategy = SampleStrategy::RowPerWorkgroup;
+const SEG_1: SampleStrategy = SampleStrategy::RowPerSegment { threads: 1 };
+const SEG_8: SampleStrategy = SampleStrategy::RowPerSegment { threads: 8 };
+const SEG_64: SampleStrategy = SampleStrategy::RowPerSegment { threads: 64 };
+const SPLIT: SampleStrategy = SampleStrategy::SplitRow { chunks: 0 };
+/// More chunks than some rows have Philox blocks: empty chunks must be harmless.
+const SPLIT_7: SampleStrategy = SampleStrategy::SplitRow { chunks: 7 };
+
+/// Runs the buffer-level API into a sentinel-poisoned output with 5 spare elements; checks that
+/// exactly the `rows * top` result elements were written.
+fn run_sample(
+    gpu: &Gpu,
+    shape: SampleShape,
+    logits: &[u32],
+    temperatures: Option<&[f32]>,
+    stream: Stream,
+) -> Vec<u32> {
+    let len = (shape.rows * u64::from(shape.top)) as usize;
+    let out = poisoned(gpu, len + 5);
+    let buf = gpu.upload("logits", logits).unwrap();
+    let temps = temperatures.map(|t| gpu.upload("temps", t).unwrap());
+    let sampler = gpu.sampler().unwrap();
+    run(gpu, |enc| {
+        sampler
+            .record(enc, shape, &buf, temps.as_ref(), stream, &out)
+            .unwrap()
+    });
+    let got: Vec<u32> = gpu.read_buffer(&out, len + 5).unwrap();
+    assert!(
+        got[len..].iter().all(|&w| w == SENTINEL),
+        "wrote past the end"
+    );
+    assert!(
+        got[..len].iter().all(|&w| w != SENTINEL),
+        "{shape:?}: an output element was never written"
+    );
+    got[..len].to_vec()
+}
+
+fn bits(l: &[f32]) -> Vec<u32> {
+    l.iter().map(|x| x.to_bits()).collect()
+}
+
+/// GPU noise is f32 (`l + g` rounded once more), the reference f64: two candidates whose
+/// reference values differ by less than this may come out in either order.
+fn near_tie(a: f64, b: f64) -> bool {
+    (a == b) || (a - b).abs() < 1e-5 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Checks the GPU's lists against the f64 reference (values `z` as `cpu::sample_values` gives);
+/// returns how many slots differ by a near tie. Any other difference fails.
+fn compare(got: &[u32], z: &[f64], k: usize, top: usize, what: &str) -> usize {
+    let want = cpu::top_k_of_values(z, k, top);
+    let mut near = 0;
+    for (r, (g, w)) in got.chunks(top).zip(want.chunks(top)).enumerate() {
+        let zr = &z[r * k..(r + 1) * k];
+        for i in 0..top {
+            if g[i] == w[i] {
+                continue;
+            }
+            assert!(
+                g[i] != NO_INDEX
+                    && w[i] != NO_INDEX
+                    && near_tie(zr[g[i] as usize], zr[w[i] as usize]),
+                "{what}: row {r} slot {i}: GPU {:?}, reference {:?}",
+                &g,
+                &w
+            );
+            near += 1;
+        }
+        let mut seen: Vec<u32> = g.iter().copied().filter(|&x| x != NO_INDEX).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            g.iter().filter(|&&x| x != NO_INDEX).count(),
+            "{what}: row {r} repeats an index: {g:?}"
+        );
+    }
+    near
+}
+
+/// llvmpipe (Mesa's software adapter, Vulkan and GL) ends every loop of an invocation once
+/// their iterations add up to 65535; the row-per-thread path walks a row in `k / 4` blocks per
+/// round, so tests force it on huge rows only within that budget.
+fn thread_path_fits(k: usize, top: usize) -> bool {
+    k.div_ceil(4) * top < 60_000
+}
+
+/// Random logits in [-4, 4] with about 10% masked (-inf).
+fn random_logits(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            if rng.random::<f32>() < 0.1 {
+                f32::NEG_INFINITY
+            } else {
+                rng.random_range(-4.0f32..4.0)
+            }
+        })
+        .collect()
+}
+
+fn random_stream(rng: &mut StdRng) -> Stream {
+    Stream {
+        seed: rng.random(),
+        offset: rng.random::<u64>() >> 1,
+    }
+}
+
+#[test]
+fn the_path_follows_the_shape() {
+    let path = |rows, k| Sampler::strategy_for(&SampleShape::new(rows, k));
+    assert!(matches!(path(1, 131_072), SampleStrategy::SplitRow { chunks } if chunks > 1));
+    assert!(matches!(path(8, 131_072), SampleStrategy::SplitRow { chunks } if chunks > 1));
+    assert!(matches!(path(1, 262_144), SampleStrategy::SplitRow { chunks } if chunks > 1));
+    assert_eq!(path(512, 131_072), GROUP);
+    assert_eq!(path(3, 4096), GROUP);
+    assert_eq!(path(64, 1000), SEG_64);
+    assert_eq!(path(1, 1000), SEG_64);
+    assert_eq!(path(1_000_000, 100), SEG_8);
+    assert_eq!(
+        path(1_000_000, 33),
+        SampleStrategy::RowPerSegment { threads: 4 }
+    );
+    assert_eq!(path(1_000_000, 8), THREAD);
+    assert_eq!(path(3, 31), THREAD);
+}
+
+/// (k, row counts): awkward k, total work kept small enough for a software adapter.
+const SWEEP: &[(usize, &[usize])] = &[
+    (1, &[1, 300]),
+    (2, &[1, 300]),
+    (3, &[7, 300]),
+    (31, &[1, 300]),
+    (33, &[7, 300]),
+    (255, &[1, 300]),
+    (257, &[7, 65]),
+    (4097, &[1, 5]),
+    (65_537, &[1, 3]),
+    (131_072, &[1, 8]),
+    (262_144, &[1, 2]),
+];
+
+#[test]
+fn every_path_matches_the_reference_at_awkward_sizes() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (mut slots, mut near) = (0usize, 0usize);
+    for gpu in gpus() {
+        for &(k, row_counts) in SWEEP {
+            for &rows in row_counts {
+                let logits = random_logits(&mut rng, rows * k);
+                let stream = random_stream(&mut rng);
+                let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.25..4.0)).collect();
+                // One draw at t = 1, and three without replacement at per-row temperatures.
+                let cases = [
+                    (1, None, cpu::sample_values(&logits, k, None, stream)),
+                    (
+                        3.min(k),
+                        Some(&temps[..]),
+                        cpu::sample_values(&logits, k, Some(&temps), stream),
+                    ),
+                ];
+                for strategy in [AUTO, THREAD, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7] {
+                    for (top, temperatures, z) in &cases {
+                        if strategy == THREAD
+                            && (!thread_path_fits(k, *top) || k > 4097 && rows > 1)
+                        {
+                            continue; // one invocation per huge row: slow here
+                        }
+                        let shape = SampleShape {
+                            top: *top as u32,
+                            strategy,
+                            ..SampleShape::new(rows as u64, k as u64)
+                        };
+                        let got = run_sample(gpu, shape, &bits(&logits), *temperatures, stream);
+                        let what = format!("k {k} rows {rows} top {top} {strategy:?}");
+                        near += compare(&got, z, k, *top, &what);
+                        slots += got.len();
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{near} near-tie mismatches in {slots} slots");
+    assert!(near * 10_000 <= slots, "{near} near ties in {slots} slots");
+}
+
+/// Without temperatures the kernel's value is the f32 sum `l + g` with `g` bit-identical to
+/// `Gpu::gumbel`, so an f32 model on the CPU must give exactly the GPU's lists.
+#[test]
+fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for gpu in gpus() {
+        // The last case's stream wraps past u64::MAX words mid-row.
+        for (rows, k, offset) in [
+            (300, 17, None),
+            (40, 1000, None),
+            (2, 70_001, Some(u64::MAX - 70_000)),
+        ] {
+            let logits = random_logits(&mut rng, rows * k);
+            let mut stream = random_stream(&mut rng);
+            if let Some(o) = offset {
+                stream.offset = o;
+            }
+            let g = gpu.gumbel(stream, rows * k).unwrap();
+            let z: Vec<f64> = logits
+                .iter()
+                .zip(&g)
+                .map(|(&l, &g)| f64::from(l + g))
+                .collect();
+            for strategy in [AUTO, THREAD, SEG_1, SEG_8, GROUP, SPLIT_7] {
+                let top = 4;
+                if (strategy == THREAD || strategy == SEG_1) && !thread_path_fits(k, 4) {
+                    continue;
+                }
+                let shape = SampleShape {
+                    top,
+                    strategy,
+                    ..SampleShape::new(rows as u64, k as u64)
+                };
+                let got = run_sample(gpu, shape, &bits(&logits), None, stream);
+                assert_eq!(
+                    got,
+                    cpu::top_k_of_values(&z, k, top as usize),
+                    "rows {rows} k {k} {strategy:?}"
+                );
+            }
+            // The slice API's draw is the arg-max of the same row.
+            let first = gpu.sample(&logits, k, stream);
+            let rows_ok =
+                (0..rows).all(|r| logits[r * k..(r + 1) * k].iter().any(|x| x.is_finite()));
+            if rows_ok {
+                let first = first.unwrap();
+                assert_eq!(first, cpu::top_k_of_values(&z, k, 1));
+                let top = gpu.sample_top_k(&logits, k, 3, stream).unwrap();
+                assert!(first.iter().zip(top.chunks(3)).all(|(&f, t)| f == t[0]));
+            }
+        }
+    }
+}
+
+/// Exact ties: with `l_j = -g_j` (g from `Gpu::gumbel`) the f32 sum `l_j + g_j` is exactly 0;
+/// the other entries get `l_j = -g_j - 1`, so their sums are about -1. Every path must return
+/// the tied set in increasing index order.
+#[test]
+fn exact_ties_go_to_the_lowest_index_on_every_path() {
+    let cases: &[(usize, usize, &[usize])] = &[
+        (5, 31, &[30, 3, 17]),
+        (3, 1000, &[999, 500, 0, 255, 256]),
+        (2, 65_537, &[65_536, 40_000, 7, 12_345, 4096]),
+    ];
+    for gpu in gpus() {
+        for &(rows, k, tied) in cases {
+            let stream = Stream {
+                seed: 99,
+                offset: 5,
+            };
+            let g = gpu.gumbel(stream, rows * k).unwrap();
+            let logits: Vec<f32> = (0..rows * k)
+                .map(|i| {
+                    if tied.contains(&(i % k)) {
+                        -g[i]
+                    } else {
+                        -g[i] - 1.0
+                    }
+                })
+                .collect();
+            let mut want_row: Vec<u32> = tied.iter().map(|&j| j as u32).collect();
+            want_row.sort_unstable();
+            let want: Vec<u32> = (0..rows).flat_map(|_| want_row.clone()).collect();
+            for strategy in [AUTO, THREAD, SEG_8, GROUP, SPLIT, SPLIT_7] {
+                if strategy == THREAD && !thread_path_fits(k, tied.len()) {
+                    continue;
+                }
+                let shape = SampleShape {
+                    top: tied.len() as u32,
+                    strategy,
+                    ..SampleShape::new(rows as u64, k as u64)
+                };
+                let got = run_sample(gpu, shape, &bits(&logits), None, stream);
+                assert_eq!(got, want, "k {k} {strategy:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn infinite_and_nan_logits_follow_the_documented_policy() {
+    let (ninf, inf, nan) = (f32::NEG_INFINITY, f32::INFINITY, f32::NAN);
+    let k = 40;
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    // Two +inf among masked entries: the first +inf, then the second, then nothing.
+    let mut r = vec![ninf; k];
+    r[20] = inf;
+    r[5] = inf;
+    rows.push(r);
+    // +inf entries come before every finite value, then the finite ones by value.
+    let mut r = vec![0.0; k];
+    r[9] = 50.0;
+    r[33] = inf;
+    r[12] = inf;
+    rows.push(r);
+    // All masked (buffer level only): NO_INDEX.
+    rows.push(vec![ninf; k]);
+    // NaN is skipped like a masked entry (buffer level only), even a NaN far above everything.
+    let mut r = vec![nan; k];
+    r[7] = -3.0;
+    rows.push(r);
+    let logits: Vec<f32> = rows.concat();
+    let want = [
+        [5, 20, NO_INDEX],
+        [12, 33, 9],
+        [NO_INDEX; 3],
+        [7, NO_INDEX, NO_INDEX],
+    ];
+    let stream = Stream::new(3);
+    for gpu in gpus() {
+        for strategy in [AUTO, THREAD, SEG_8, GROUP, SPLIT, SPLIT_7] {
+            for format in [LogitsFormat::F32, LogitsFormat::F16] {
+                let words = match format {
+                    LogitsFormat::F32 => bits(&logits),
+                    _ => logits::pack_u16(
+                        &logits
+                            .iter()
+                            .map(|&x| logits::f32_to_f16(x))
+                            .collect::<Vec<_>>(),
+                    ),
+                };
+                let shape = SampleShape {
+                    top: 3,
+                    format,
+                    strategy,
+                    ..SampleShape::new(rows.len() as u64, k as u64)
+                };
+                let got = run_sample(gpu, shape, &words, None, stream);
+                assert_eq!(got, want.concat(), "{strategy:?} {format:?}");
+            }
+        }
+    }
+    assert_eq!(
+        cpu::top_k(&logits, k, 3, None, stream),
+        want.concat(),
+        "the reference"
+    );
+}
+
+#[test]
+fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for gpu in gpus() {
+        for (rows, k) in [(3, 7), (500, 7), (20, 3001), (1, 131_072)] {
+            let stream = random_stream(&mut rng);
+            let f = random_logits(&mut rng, rows * k);
+            let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.5..2.0)).collect();
+            let h: Vec<u16> = f.iter().map(|&x| logits::f32_to_f16(x)).collect();
+            let b: Vec<u16> = f.iter().map(|&x| logits::f32_to_bf16(x)).collect();
+            for (input, wide) in [
+                (
+                    SampleLogits::F16(&h),
+                    h.iter().map(|&x| logits::f16_to_f32(x)).collect::<Vec<_>>(),
+                ),
+                (
+                    SampleLogits::Bf16(&b),
+                    b.iter().map(|&x| logits::bf16_to_f32(x)).collect(),
+                ),
+            ] {
+                let drawable = |r: usize| {
+                    wide[r * k..(r + 1) * k]
+                        .iter()
+                        .filter(|x| x.is_finite())
+                        .count()
+                };
+                if (0..rows).any(|r| drawable(r) < 2) {
+                    continue; // the slice API rejects such rows
+                }
+                let opts = SampleOptions {
+                    temperatures: Some(&temps),
+                    ..Default::default()
+                };
+                let got = gpu.sample_with(input, k, 2, stream, &opts).unwrap();
+                let z = cpu::sample_values(&wide, k, Some(&temps), stream);
+                compare(&got, &z, k, 2, &format!("{input:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
+    // As if a storage binding held 1024 elements: rows are split over many dispatches, and the
+    // binding windows start at unaligned rows.
+    let small = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(1024),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    let (rows, k) = (203, 77);
+    let logits = random_logits(&mut rng, rows * k);
+    let h: Vec<u16> = logits.iter().map(|&x| logits::f32_to_f16(x)).collect();
+    let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.5..2.0)).collect();
+    let stream = Stream { seed: 8, offset: 3 };
+    for strategy in [THREAD, SEG_8, GROUP, SPLIT_7] {
+        for (format, words) in [
+            (LogitsFormat::F32, bits(&logits)),
+            (LogitsFormat::F16, logits::pack_u16(&h)),
+        ] {
+            let shape = SampleShape {
+                top: 3,
+                format,
+                strategy,
+                ..SampleShape::new(rows as u64, k as u64)
+            };
+            let chunked = run_sample(&small, shape, &words, Some(&temps), stream);
+            let whole = run_sample(gpu(), shape, &words, Some(&temps), stream);
+            assert_eq!(chunked, whole, "{strategy:?} {format:?}");
+        }
+    }
+    // A row that does not fit in one binding is an error, not a wrong answer.
+    assert!(matches!(
+        small.sample(&vec![0.0; 2000], 2000, stream),
+        Err(Error::TooLarge(_))
+    ));
+}
+
+#[test]
+fn more_than_65535_workgroups_per_dimension() {
+    // 2 rows x 35000 chunks: the first pass needs a 2-D grid of 70000 workgroups (every kernel
+    // linearises it the same way), nearly all of them with an empty chunk, and the combine pass
+    // merges 35000 partial lists per row.
+    let (rows, k) = (2usize, 4099usize);
+    let mut rng = StdRng::seed_from_u64(16);
+    let logits = random_logits(&mut rng, rows * k);
+    let stream = random_stream(&mut rng);
+    let shape = SampleShape {
+        top: 2,
+        strategy: SampleStrategy::SplitRow { chunks: 35_000 },
+        ..SampleShape::new(rows as u64, k as u64)
+    };
+    let got = run_sample(gpu(), shape, &bits(&logits), None, stream);
+    let z = cpu::sample_values(&logits, k, None, stream);
+    compare(&got, &z, k, 2, "70000 workgroups");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The law of the draws.
+
+/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error ~1e-15).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let s = C[0] + (1..9).map(|i| C[i] / (x + i as f64)).sum::<f64>();
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
+}
+
+/// The regularised upper incomplete gamma Q(a, x) (series below a + 1, continued fraction above).
+fn gamma_q(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
+    if x < a + 1.0 {
+        let (mut term, mut sum, mut n) = (1.0 / a, 1.0 / a, a);
+        for _ in 0..10_000 {
+            n += 1.0;
+            term *= x / n;
+            sum += term;
+            if term < sum * 1e-16 {
+                break;
+            }
+        }
+        1.0 - front * sum
+    } else {
+        // Lentz's method for the continued fraction.
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..10_000 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = b + an / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = d * c;
+            h *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        front * h
+    }
+}
+
+/// Pearson's chi-square of `counts` against probabilities `p` (summing to 1): cells pooled in
+/// increasing order of expected count until each bin expects at least 5. Returns the p-value.
+fn chi_square_p_value(counts: &[u64], p: &[f64]) -> f64 {
+    let n: u64 = counts.iter().sum();
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut bins: Vec<(f64, f64)> = Vec::new(); // (expected, observed)
+    let (mut e, mut o) = (0.0, 0.0);
+    for &i in &order {
+        e += p[i] * n as f64;
+        o += counts[i] as f64;
+        if e >= 5.0 {
+            bins.push((e, o));
+            (e, o) = (0.0, 0.0);
+        }
+    }
+    if e > 0.0 || o > 0.0 {
+        let last = bins.last_mut().expect("at least one bin");
+        last.0 += e;
+        last.1 += o;
+    }
+    assert!(bins.len() >= 2, "too few draws for a chi-square test");
+    let stat: f64 = bins.iter().map(|(e, o)| (o - e) * (o - e) / e).sum();
+    let dof = (bins.len() - 1) as f64;
+    gamma_q(dof / 2.0, stat / 2.0)
+}
+
+fn softmax(l: &[f64]) -> Vec<f64> {
+    let m = l.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+    let e: Vec<f64> = l.iter().map(|&x| (x - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+/// Significance of every chi-square test below: a correct sampler fails one with probability
+/// 1e-3 per seed; the seeds are fixed, so the outcome is reproducible.
+const ALPHA: f64 = 1e-3;
+
+#[test]
+fn chi_square_sanity_of_the_helper() {
+    // Known quantiles: chi-square(1) at 10.828 and chi-square(10) at 29.588 have p = 0.001.
+    assert!((gamma_q(0.5, 10.828 / 2.0) - 1e-3).abs() < 1e-5);
+    assert!((gamma_q(5.0, 29.588 / 2.0) - 1e-3).abs() < 1e-5);
+    // Integer a: Q(a, x) = exp(-x) sum_{i < a} x^i / i!, on both sides of the switch at a + 1.
+    for (a, x) in [(50u32, 30.0f64), (50, 50.0), (50, 80.0), (3, 1.0), (1, 7.0)] {
+        let mut term = (-x).exp();
+        let mut sum = 0.0;
+        for i in 0..a {
+            sum += term;
+            term *= x / f64::from(i + 1);
+        }
+        let q = gamma_q(f64::from(a), x);
+        assert!(
+            (q - sum).abs() < 1e-9 * sum.max(1e-3),
+            "Q({a}, {x}) = {q}, want {sum}"
+        );
+    }
+}
+
+#[test]
+fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
+    let mut rng = StdRng::seed_from_u64(14);
+    // (k, rows, temperature): thread path for k = 2 and 10, workgroup path for k = 1000.
+    for (k, rows, t) in [
+        (2usize, 20_000usize, 1.0f32),
+        (10, 20_000, 1.0),
+        (10, 20_000, 2.5),
+        (1000, 20_000, 1.0),
+    ] {
+        let row: Vec<f32> = (0..k).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+        let logits: Vec<f32> = (0..rows).flat_map(|_| row.clone()).collect();
+        let temps = vec![t; rows];
+        let opts = SampleOptions {
+            temperatures: Some(&temps),
+            ..Default::default()
+        };
+        let stream = random_stream(&mut rng);
+        let draws = gpu()
+            .sample_with(SampleLogits::F32(&logits), k, 1, stream, &opts)
+            .unwrap();
+        let mut counts = vec![0u64; k];
+        for d in draws {
+            counts[d as usize] += 1;
+        }
+        let p = softmax(&row.iter().map(|&l| f64::from(l / t)).collect::<Vec<_>>());
+        let pv = chi_square_p_value(&counts, &p);
+        eprintln!("k {k} t {t}, {rows} draws: chi-square p = {pv}");
+        assert!(pv > ALPHA, "k {k} t {t}: chi-square p = {pv}");
+    }
+}
+
+#[test]
+fn draws_from_a_peaked_131072_way_row_match_softmax() {
+    // An LM-like Zipf profile p_j ~ (j + 1)^-1.1, drawn 1000 times by advancing the stream one
+    // row at a time (split-row path). Submitted 100 draws at a time: llvmpipe GL holds its
+    // context lock while it waits, and other tests' threads time out on a long wait.
+    let k = 131_072usize;
+    let draws = 1000usize;
+    let row: Vec<f32> = (0..k).map(|j| -1.1 * ((j + 1) as f32).ln()).collect();
+    let gpu = gpu();
+    let sampler = gpu.sampler().unwrap();
+    let buf = gpu.upload("logits", &row).unwrap();
+    let one = gpu.storage_buffer("one draw", 4).unwrap();
+    let all = poisoned(gpu, draws);
+    let stream = Stream {
+        seed: 2024,
+        offset: 1,
+    };
+    for batch in 0..draws / 100 {
+        run(gpu, |enc| {
+            for d in batch * 100..(batch + 1) * 100 {
+                let s = stream.advance((d * k) as u64);
+                sampler
+                    .record(enc, SampleShape::new(1, k as u64), &buf, None, s, &one)
+                    .unwrap();
+                enc.copy_buffer_to_buffer(&one, 0, &all, 4 * d as u64, Some(4));
+            }
+        });
+    }
+    let got: Vec<u32> = gpu.read_buffer(&all, draws).unwrap();
+    let mut counts = vec![0u64; k];
+    for d in got {
+        counts[d as usize] += 1;
+    }
+    let p = softmax(&row.iter().map(|&l| f64::from(l)).collect::<Vec<_>>());
+    let pv = chi_square_p_value(&counts, &p);
+    eprintln!("131072-way Zipf row, {draws} draws: chi-square p = {pv}");
+    assert!(pv > ALPHA, "chi-square p = {pv}");
+}
+
+#[test]
+fn top_k_draws_follow_the_plackett_luce_law() {
+    // Ordered draws without replacement: P(i1, .., im) = prod_s p_is / (1 - p_i1 - .. - p_is-1).
+    let row = [1.0f32, 0.5, 0.0, -1.0];
+    let p = softmax(&row.iter().map(|&l| f64::from(l)).collect::<Vec<_>>());
+    let k = row.len();
+    let mut rng = StdRng::seed_from_u64(15);
+    for (top, rows) in [(2usize, 40_000usize), (4, 40_000)] {
+        let logits: Vec<f32> = (0..rows).flat_map(|_| row).collect();
+        let got = gpu()
+            .sample_top_k(&logits, k, top, random_stream(&mut rng))
+            .unwrap();
+        // Cells: ordered tuples, indexed in base k.
+        let cells = k.pow(top as u32);
+        let mut counts = vec![0u64; cells];
+        for t in got.chunks(top) {
+            counts[t.iter().fold(0, |c, &i| c * k + i as usize)] += 1;
+        }
+        let law: Vec<f64> = (0..cells)
+            .map(|c| {
+                let idx: Vec<usize> = (0..top).rev().map(|s| c / k.pow(s as u32) % k).collect();
+                let mut sorted = idx.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() < top {
+                    return 0.0;
+                }
+                let mut left = 1.0;
+                let mut prob = 1.0;
+                for &i in &idx {
+                    prob *= p[i] / left;
+                    left -= p[i];
+                }
+                prob
+            })
+            .collect();
+        let pv = chi_square_p_value(&counts, &law);
+        eprintln!("Plackett-Luce k {k} top {top}, {rows} draws: chi-square p = {pv}");
+        assert!(pv > ALPHA, "top {top}: chi-square p = {pv}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+#[test]
+fn bad_input_is_an_error_naming_the_row() {
+    let gpu = gpu();
+    let s = Stream::new(1);
+    let (ninf, nan) = (f32::NEG_INFINITY, f32::NAN);
+    assert_eq!(
+        gpu.sample(&[0.0, 1.0, 2.0, nan], 2, s),
+        Err(Error::NanInRow { row: 1 })
+    );
+    assert_eq!(
+        gpu.sample(&[0.0, 1.0, ninf, ninf, 3.0, 4.0], 2, s),
+        Err(Error::AllMaskedRow { row: 1 })
+    );
+    assert_eq!(
+        gpu.sample_top_k(&[0.0, 1.0, 2.0, ninf, 3.0, ninf], 3, 2, s),
+        Err(Error::InvalidArgument(
+            "row 1: 1 logits other than -inf, fewer than top = 2".into()
+        ))
+    );
+    let invalid = |r: Result<Vec<u32>, Error>| matches!(r, Err(Error::InvalidArgument(_)));
+    assert!(invalid(gpu.sample(&[0.0; 4], 0, s)), "k = 0");
+    assert!(invalid(gpu.sample(&[], 0, s)), "k = 0, empty");
+    assert!(invalid(gpu.sample(&[0.0; 5], 2, s)), "k does not divide");
+    assert!(invalid(gpu.sample_top_k(&[0.0; 4], 2, 0, s)), "top 0");
+    assert!(invalid(gpu.sample_top_k(&[0.0; 4], 2, 3, s)), "top > k");
+    let wide = vec![0.0; 2 * (MAX_TOP + 1)];
+    assert!(
+        invalid(gpu.sample_top_k(&wide, MAX_TOP + 1, MAX_TOP + 1, s)),
+        "top > MAX_TOP"
+    );
+    for t in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let opts = SampleOptions {
+            temperatures: Some(&[1.0, t]),
+            ..Default::default()
+        };
+        assert!(
+            invalid(gpu.sample_with(SampleLogits::F32(&[0.0; 4]), 2, 1, s, &opts)),
+            "temperature {t}"
+        );
+    }
+    let opts = SampleOptions {
+        temperatures: Some(&[1.0]),
+        ..Default::default()
+    };
+    assert!(
+        invalid(gpu.sample_with(SampleLogits::F32(&[0.0; 4]), 2, 1, s, &opts)),
+        "one temperature for two rows"
+    );
+    let opts = SampleOptions {
+        temperatures: Some(&[1e-3]),
+        ..Default::default()
+    };
+    assert!(
+        invalid(gpu.sample_with(SampleLogits::F32(&[3e38, 0.0]), 2, 1, s, &opts)),
+        "l / t overflows"
+    );
+    // Empty input: empty output.
+    assert_eq!(gpu.sample(&[], 3, s), Ok(vec![]));
+    assert_eq!(gpu.sample_top_k(&[], 3, 2, s), Ok(vec![]));
+}
+
+#[test]
+fn buffer_level_misuse_is_an_error_not_a_panic() {
+    let gpu = gpu();
+    let sampler = gpu.sampler().unwrap();
+    let logits = gpu.upload("logits", &[0.0f32; 12]).unwrap();
+    let out = gpu.storage_buffer("out", 8).unwrap();
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let s = Stream::new(0);
+    for (shape, what) in [
+        (SampleShape::new(3, 4), "output too small"),
+        (SampleShape::new(2, 8), "logits too small"),
+        (SampleShape::new(2, 0), "k = 0"),
+        (
+            SampleShape {
+                strategy: SampleStrategy::RowPerSegment { threads: 12 },
+                ..SampleShape::new(2, 6)
+            },
+            "segment not a power of two",
+        ),
+        (
+            SampleShape {
+                top: 5,
+                ..SampleShape::new(2, 4)
+            },
+            "top > k",
+        ),
+    ] {
+        assert!(
+            sampler
+                .record(&mut enc, shape, &logits, None, s, &out)
+                .is_err(),
+            "{what}"
+        );
+    }
+    let temps = gpu.storage_buffer("temps", 4).unwrap();
+    assert!(
+        sampler
+            .record(
+                &mut enc,
+                SampleShape::new(2, 6),
+                &logits,
+                Some(&temps),
+                s,
+                &out
+            )
+            .is_err(),
+        "temperatures too small"
+    );
+    // Zero rows record nothing.
+    sampler
+        .record(&mut enc, SampleShape::new(0, 6), &logits, None, s, &out)
+        .unwrap();
+}
