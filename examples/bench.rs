@@ -5,7 +5,7 @@
 //!     cargo run --release --example bench -- [--quick] [--json PATH] [--only SUBSTRING]
 
 use gumbel_wgpu::bench::{Clock, median, time_gpu};
-use gumbel_wgpu::{Error, Gpu, RandomKind, Stream};
+use gumbel_wgpu::{Error, Gpu, RandomKind, SampleShape, Stream};
 use std::io::Write;
 use std::time::Instant;
 
@@ -69,6 +69,8 @@ struct Bench {
     reps: usize,
     copy_bytes_per_s: f64,
     results: Vec<Measurement>,
+    /// Seconds of one blocking host-to-host sample of a 131072-way row.
+    round_trip: Option<f64>,
 }
 
 impl Bench {
@@ -112,6 +114,12 @@ impl Bench {
             "copy bandwidth (read + write): {:.1} GB/s",
             self.copy_bytes_per_s / 1e9
         );
+        if let Some(t) = self.round_trip {
+            println!(
+                "host round trip, Gpu::sample of one 131072-way row (slice in, index out): {:.1} us",
+                t * 1e6
+            );
+        }
         println!(
             "{:<28} {:<14} {:>12} {:>10} {:>8} {:>14}",
             "kernel", "shape", "time (us)", "GB/s", "% copy", "G elements/s"
@@ -136,6 +144,9 @@ impl Bench {
         out += &format!("  \"adapter\": \"{}\",\n", esc(&self.gpu.describe()));
         out += &format!("  \"quick\": {},\n", self.args.quick);
         out += &format!("  \"copy_GBps\": {:.3},\n", self.copy_bytes_per_s / 1e9);
+        if let Some(t) = self.round_trip {
+            out += &format!("  \"sample_1x131072_round_trip_seconds\": {t:.9},\n");
+        }
         out += "  \"results\": [\n";
         let lines: Vec<String> = self
             .results
@@ -206,6 +217,101 @@ fn measure_fills(b: &mut Bench) -> Result<(), Error> {
     Ok(())
 }
 
+/// Buffers of one standard shape, shared by every kernel measured at that shape.
+struct ShapeBuffers {
+    rows: u64,
+    k: u64,
+    logits: wgpu::Buffer,
+    indices: wgpu::Buffer,
+}
+
+const TOP: u32 = 8;
+
+fn shape_buffers(gpu: &Gpu, rows: usize, k: usize) -> Result<ShapeBuffers, Error> {
+    // Logits: Gumbel noise of another stream, a realistic spread of values.
+    let n = rows * k;
+    let logits = gpu.storage_buffer("logits", n as u64 * 4)?;
+    let fill = gpu.random_fill()?;
+    gpu.submit(|enc| {
+        fill.record(
+            enc,
+            RandomKind::Gumbel,
+            Stream::new(0xbe7c4),
+            &logits,
+            n as u64,
+        )
+    })?;
+    let indices = gpu.storage_buffer("indices", rows as u64 * u64::from(TOP) * 4)?;
+    Ok(ShapeBuffers {
+        rows: rows as u64,
+        k: k as u64,
+        logits,
+        indices,
+    })
+}
+
+/// Gumbel-max sampling (4 B/element) and Gumbel-top-8 at every standard shape.
+fn measure_shapes(b: &mut Bench) -> Result<(), Error> {
+    for &(rows, k) in SHAPES {
+        // --quick keeps k and takes 1/16 of the rows, so software adapters finish in minutes.
+        let rows = if b.args.quick {
+            rows.div_ceil(16)
+        } else {
+            rows
+        };
+        let shape = format!("{rows}x{k}");
+        let s = shape_buffers(&b.gpu, rows, k)?;
+        let n = s.rows * s.k;
+        let sampler = b.gpu.sampler()?;
+        if b.wanted("sample") {
+            b.measure("sample (Gumbel-max)", &shape, n, 4 * n, |enc| {
+                sampler.record(
+                    enc,
+                    SampleShape::new(s.rows, s.k),
+                    &s.logits,
+                    None,
+                    Stream::new(3),
+                    &s.indices,
+                )
+            })?;
+        }
+        if b.wanted("top-k") {
+            let top = SampleShape {
+                top: TOP,
+                ..SampleShape::new(s.rows, s.k)
+            };
+            b.measure("sample top-8", &shape, n, 4 * n, |enc| {
+                sampler.record(enc, top, &s.logits, None, Stream::new(3), &s.indices)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Host round trip of one 131072-way draw: slice in, index out (wall clock, blocking).
+fn measure_round_trip(b: &mut Bench) -> Result<(), Error> {
+    let k = 131_072;
+    let logits: Vec<f32> = b.gpu.gumbel(Stream::new(11), k)?;
+    let mut times = Vec::new();
+    for i in 0..(b.reps + b.warmup) {
+        let t = Instant::now();
+        let idx = b
+            .gpu
+            .sample(&logits, k, Stream::new(12).advance(i as u64 * k as u64))?;
+        std::hint::black_box(idx);
+        if i >= b.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let seconds = median(&mut times);
+    eprintln!(
+        "  host round trip, sample 1x131072 from a host slice: {:.1} us",
+        seconds * 1e6
+    );
+    b.round_trip = Some(seconds);
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
     let args = parse_args();
@@ -224,10 +330,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reps,
         copy_bytes_per_s: f64::NAN,
         results: Vec::new(),
+        round_trip: None,
     };
     measure_copy(&mut b)?;
     measure_fills(&mut b)?;
-    let _ = SHAPES;
+    measure_shapes(&mut b)?;
+    if b.wanted("round trip") {
+        measure_round_trip(&mut b)?;
+    }
     b.print_table();
     if let Some(path) = &b.args.json {
         std::fs::write(path, b.json())?;

@@ -431,8 +431,9 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// Records with `record` into a fresh encoder, submits, and waits for the GPU.
-    pub(crate) fn submit(
+    /// Records with `record` into a fresh encoder, submits it and waits for the GPU, inside error
+    /// scopes: the blocking convenience over the buffer-level `record` calls.
+    pub fn submit(
         &self,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
     ) -> Result<(), Error> {
