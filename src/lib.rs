@@ -40,9 +40,14 @@ pub mod philox;
 mod random;
 #[doc(hidden)]
 pub mod shader;
+mod softmax;
 
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::LogitsFormat;
 pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};
+pub use softmax::{
+    GumbelSoftmax, LogitsSlice, STATUS_CLEAR, STATUS_WORDS, SoftmaxJob, SoftmaxMode, Strategy,
+    Temperature, max_register_k, status_result,
+};

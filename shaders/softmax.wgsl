@@ -1,0 +1,441 @@
+// Fused Gumbel-Softmax forward over the rows of a row-major `rows x k` logits matrix:
+//   z_j = (l_j + g_j) / tau,  soft: y = softmax(z),  log: log y = z - logsumexp(z),
+//   hard: one-hot of argmax z (ties to the lowest index).
+// Each kernel reads the logits, makes the noise in registers and writes every output once.
+//
+// Bindings (group 0):
+//   0: uniform SoftmaxParams
+//   1: storage, read       logits: array<u32>  (f32, or f16/bf16 packed two per word; logits.wgsl)
+//   2: storage, read       taus: array<u32>    per-row temperatures' f32 bits (when per_row_tau)
+//   3: storage, read_write out: array<u32>     f32 bits of y / log y / the one-hot row
+//   4: storage, read_write status: array<atomic<u32>, 3> (when use_status): atomicMin of the
+//      global row index into [0] a row holding NaN, [1] an all -inf row, [2] a row whose tau is
+//      not a normal, finite, positive f32.
+// Row r of the dispatch (global row row0 + r) holds chunk-relative flat elements n0 = r*k ..
+// n0 + k - 1; element n uses stream word n: block block0 + (phase + n) / 4, lane (phase + n) % 4.
+// Rows are walked in Philox blocks (one philox call yields the noise of 4 consecutive elements);
+// a row's block q (0 .. nblocks) holds elements j = 4q + lane - off.
+//
+// Numerics: with L the row's largest finite logit, d_j = (l_j - L) + g_j (small numbers, so f32
+// keeps the noise's precision even for |l| ~ 1e4), dmax = max d, s = sum exp((d - dmax) / tau),
+// y_j = exp((d_j - dmax) / tau) / s, log y_j = (d_j - dmax) / tau - log(s). One pass keeps an
+// online state (L, argmax, s), rescaling s when the max grows; states merge associatively.
+// Finite logits are clamped to +-2^125 and (d - dmax) to [-2^100 tau', 0] so no inf is formed.
+// Special rows (never inf/NaN arithmetic; found by bit pattern): masked (-inf) entries give
+// y = 0, log y = -inf bits; rows with +inf logits share the mass equally among those entries;
+// bad rows (NaN, all -inf, bad tau) get the quiet-NaN bits 0x7fc00000 in every output.
+#import config
+#import philox
+#import gumbel
+#import logits
+
+struct SoftmaxParams {
+    key_lo: u32,
+    key_hi: u32,
+    block0_lo: u32,
+    block0_hi: u32,
+    phase: u32,
+    rows: u32,
+    k: u32,
+    format: u32,
+    want_log: u32,
+    want_hard: u32,
+    tau: f32,
+    per_row_tau: u32,
+    use_status: u32,
+    row0: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: SoftmaxParams;
+@group(0) @binding(1) var<storage, read> logits: array<u32>;
+@group(0) @binding(2) var<storage, read> taus: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
+
+// Philox blocks per thread of the register path (checked against src/softmax.rs by a test).
+const REG_BLOCKS: u32 = 4u;
+// Elements per thread of the register path: 4 * REG_BLOCKS.
+const REG_SLOTS: u32 = 16u;
+
+const NAN_BITS: u32 = 0x7fc00000u;
+const L_CLAMP: f32 = 0x1p125f;
+
+const KIND_FINITE: u32 = 0u;
+const KIND_POS_INF: u32 = 1u;
+const KIND_BAD: u32 = 2u;
+
+struct Row {
+    n0: u32,
+    off: u32,
+    qb0: u32,
+    nblocks: u32,
+    tau: f32,
+    lim: f32,
+    bad_tau: u32,
+}
+
+// The online state of a row (or of the part of it one thread has seen).
+struct State {
+    nan: u32,        // a NaN logit was seen
+    n_inf: u32,      // +inf logits seen
+    first_inf: u32,  // lowest index of a +inf logit
+    n_fin: u32,      // finite logits seen; the fields below are valid when > 0
+    big_l: f32,      // L: the largest finite logit
+    dmax: f32,       // d of the argmax, relative to big_l: (l_a - big_l) + g_a
+    s: f32,          // sum over finite entries of exp((d - dmax) / tau), >= 1
+    idx: u32,        // argmax of d, ties to the lowest index
+    l_a: f32,        // the argmax's logit and noise, so dmax is recomputed exactly
+    g_a: f32,
+}
+
+fn empty_state() -> State {
+    return State(0u, 0u, 0xffffffffu, 0u, 0.0, 0.0, 0.0, 0xffffffffu, 0.0, 0.0);
+}
+
+fn row_info(r: u32) -> Row {
+    var row: Row;
+    row.n0 = r * params.k;
+    let p0 = params.phase + row.n0;
+    row.off = p0 % 4u;
+    row.qb0 = p0 / 4u;
+    row.nblocks = (row.off + params.k + 3u) / 4u;
+    row.tau = params.tau;
+    row.bad_tau = 0u;
+    if (params.per_row_tau != 0u) {
+        let tb = taus[r];
+        // Normal, finite, positive: no inf/NaN/zero/subnormal temperature reaches arithmetic.
+        if (tb >= 0x00800000u && tb < 0x7f800000u) {
+            row.tau = bitcast<f32>(tb);
+        } else {
+            row.bad_tau = 1u;
+            row.tau = 1.0;
+        }
+    }
+    row.lim = min(row.tau, 0x1p27f) * 0x1p100f;
+    return row;
+}
+
+fn block_words(row: Row, q: u32) -> vec4<u32> {
+    return philox_block(vec2<u32>(params.key_lo, params.key_hi),
+                        vec2<u32>(params.block0_lo, params.block0_hi), row.qb0 + q);
+}
+
+fn is_finite_bits(b: u32) -> bool {
+    return (b & 0x7fffffffu) < F32_POS_INF_BITS;
+}
+
+fn clamped_logit(b: u32) -> f32 {
+    return clamp(bitcast<f32>(b), -L_CLAMP, L_CLAMP);
+}
+
+// exp((d - dmax) / tau) for d - dmax = diff, clamped to a finite, non-positive exponent.
+fn scaled(diff: f32, row: Row) -> f32 {
+    return clamp(diff, -row.lim, 0.0) / row.tau;
+}
+
+fn absorb_finite(st: ptr<function, State>, l: f32, g: f32, j: u32, row: Row) {
+    if ((*st).n_fin == 0u) {
+        (*st).n_fin = 1u;
+        (*st).big_l = l;
+        (*st).dmax = g;
+        (*st).s = 1.0;
+        (*st).idx = j;
+        (*st).l_a = l;
+        (*st).g_a = g;
+        return;
+    }
+    (*st).n_fin += 1u;
+    if (l > (*st).big_l) {
+        (*st).big_l = l;
+        (*st).dmax = ((*st).l_a - l) + (*st).g_a;
+    }
+    let d = (l - (*st).big_l) + g;
+    if (d > (*st).dmax || (d == (*st).dmax && j < (*st).idx)) {
+        (*st).s = (*st).s * exp(scaled((*st).dmax - d, row)) + 1.0;
+        (*st).dmax = d;
+        (*st).idx = j;
+        (*st).l_a = l;
+        (*st).g_a = g;
+    } else {
+        (*st).s += exp(scaled(d - (*st).dmax, row));
+    }
+}
+
+// Element j with logit bits b and stream word w.
+fn absorb(st: ptr<function, State>, b: u32, w: u32, j: u32, row: Row) {
+    if (is_finite_bits(b)) {
+        absorb_finite(st, clamped_logit(b), gumbel_from_word(w), j, row);
+    } else if (is_pos_inf_bits(b)) {
+        (*st).n_inf += 1u;
+        (*st).first_inf = min((*st).first_inf, j);
+    } else if (is_nan_bits(b)) {
+        (*st).nan = 1u;
+    }
+    // -inf: a masked entry, nothing to add.
+}
+
+fn merge(a: State, b: State, row: Row) -> State {
+    var r = a;
+    r.nan = a.nan | b.nan;
+    r.n_inf = a.n_inf + b.n_inf;
+    r.first_inf = min(a.first_inf, b.first_inf);
+    r.n_fin = a.n_fin + b.n_fin;
+    if (b.n_fin == 0u) {
+        return r;
+    }
+    if (a.n_fin == 0u) {
+        r.big_l = b.big_l;
+        r.dmax = b.dmax;
+        r.s = b.s;
+        r.idx = b.idx;
+        r.l_a = b.l_a;
+        r.g_a = b.g_a;
+        return r;
+    }
+    let big_l = max(a.big_l, b.big_l);
+    let da = (a.l_a - big_l) + a.g_a;
+    let db = (b.l_a - big_l) + b.g_a;
+    r.big_l = big_l;
+    if (db > da || (db == da && b.idx < a.idx)) {
+        r.s = a.s * exp(scaled(da - db, row)) + b.s;
+        r.dmax = db;
+        r.idx = b.idx;
+        r.l_a = b.l_a;
+        r.g_a = b.g_a;
+    } else {
+        r.s = a.s + b.s * exp(scaled(db - da, row));
+        r.dmax = da;
+    }
+    return r;
+}
+
+fn row_kind(row: Row, st: State) -> u32 {
+    if (row.bad_tau != 0u || st.nan != 0u || (st.n_fin == 0u && st.n_inf == 0u)) {
+        return KIND_BAD;
+    }
+    if (st.n_inf > 0u) {
+        return KIND_POS_INF;
+    }
+    return KIND_FINITE;
+}
+
+// Records a bad row in the status words (first bad row = lowest index, by atomicMin).
+fn report(row: Row, st: State, r: u32) {
+    if (params.use_status == 0u) {
+        return;
+    }
+    let g = params.row0 + r;
+    if (st.nan != 0u) {
+        atomicMin(&status[0], g);
+    } else if (st.n_fin == 0u && st.n_inf == 0u) {
+        atomicMin(&status[1], g);
+    }
+    if (row.bad_tau != 0u) {
+        atomicMin(&status[2], g);
+    }
+}
+
+// Whether emit() needs the noise of an element with logit bits b.
+fn needs_noise(kind: u32, b: u32) -> bool {
+    return kind == KIND_FINITE && params.want_hard == 0u && is_finite_bits(b);
+}
+
+// The output bits of element j (logit bits b, noise g when needs_noise) of a finished row.
+fn emit(row: Row, st: State, kind: u32, j: u32, b: u32, g: f32) -> u32 {
+    if (kind == KIND_BAD) {
+        return NAN_BITS;
+    }
+    if (params.want_hard != 0u) {
+        let hot = select(st.idx, st.first_inf, kind == KIND_POS_INF);
+        return bitcast<u32>(select(0.0, 1.0, j == hot));
+    }
+    var x: f32;
+    var log_s: f32;
+    var inv_s: f32;
+    if (kind == KIND_POS_INF) {
+        if (!is_pos_inf_bits(b)) {
+            return select(0u, F32_NEG_INF_BITS, params.want_log != 0u);
+        }
+        // Each +inf entry gets 1 / n_inf of the mass.
+        x = 0.0;
+        log_s = log(f32(st.n_inf));
+        inv_s = 1.0 / f32(st.n_inf);
+    } else {
+        if (!is_finite_bits(b)) {
+            return select(0u, F32_NEG_INF_BITS, params.want_log != 0u);
+        }
+        let d = (clamped_logit(b) - st.big_l) + g;
+        x = scaled(d - st.dmax, row);
+        log_s = log(st.s);
+        inv_s = 0.0;
+    }
+    if (params.want_log != 0u) {
+        return bitcast<u32>(x - log_s);
+    }
+    if (kind == KIND_POS_INF) {
+        return bitcast<u32>(inv_s);
+    }
+    return bitcast<u32>(exp(x) / st.s);
+}
+
+// The finished state of a row from its (possibly partial) state: dmax recomputed with the final
+// L exactly as emit() computes d, so the argmax gets exp(0) = 1.
+fn finish(st: State) -> State {
+    var r = st;
+    if (r.n_fin > 0u) {
+        r.dmax = (r.l_a - r.big_l) + r.g_a;
+    }
+    return r;
+}
+
+// Pass 1 over blocks q_first, q_first + q_step, ... of a row.
+fn scan(row: Row, q_first: u32, q_step: u32) -> State {
+    var st = empty_state();
+    for (var q = q_first; q < row.nblocks; q += q_step) {
+        let w = block_words(row, q);
+        for (var lane = 0u; lane < 4u; lane++) {
+            let j = 4u * q + lane - row.off;
+            if (j < params.k) {
+                absorb(&st, logit_bits(row.n0 + j, params.format), w[lane], j, row);
+            }
+        }
+    }
+    return st;
+}
+
+// Pass 2 over the same blocks: re-reads the logits, remakes the noise, writes the outputs.
+fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32) {
+    for (var q = q_first; q < row.nblocks; q += q_step) {
+        var w = vec4<u32>(0u);
+        if (kind == KIND_FINITE && params.want_hard == 0u) {
+            w = block_words(row, q);
+        }
+        for (var lane = 0u; lane < 4u; lane++) {
+            let j = 4u * q + lane - row.off;
+            if (j < params.k) {
+                var b = 0u;
+                var g = 0.0;
+                if (kind != KIND_BAD && params.want_hard == 0u) {
+                    b = logit_bits(row.n0 + j, params.format);
+                    if (needs_noise(kind, b)) {
+                        g = gumbel_from_word(w[lane]);
+                    }
+                }
+                out[row.n0 + j] = emit(row, st, kind, j, b, g);
+            }
+        }
+    }
+}
+
+var<workgroup> red: array<State, WG_SIZE>;
+
+// Workgroup-wide merge of the threads' states (tree, no subgroups needed); every thread gets
+// the row's state.
+fn reduce(lid: u32, st: State, row: Row) -> State {
+    red[lid] = st;
+    workgroupBarrier();
+    for (var w = WG_SIZE / 2u; w > 0u; w = w / 2u) {
+        if (lid < w) {
+            red[lid] = merge(red[lid], red[lid + w], row);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Many rows of small k: one row per thread, two passes over it (the second hits the cache).
+@compute @workgroup_size(WG_SIZE)
+fn softmax_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg) * WG_SIZE + lid;
+    if (r >= params.rows) {
+        return;
+    }
+    let row = row_info(r);
+    let st = finish(scan(row, 0u, 1u));
+    let kind = row_kind(row, st);
+    report(row, st, r);
+    write_scan(row, st, kind, 0u, 1u);
+}
+
+// Mid k: one workgroup per row, the row (logit bits and noise) kept in registers between the
+// reduction and the write, so the logits are read once. Needs nblocks <= WG_SIZE * REG_BLOCKS.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_registers(@builtin(local_invocation_index) lid: u32,
+                     @builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    let row = row_info(r);
+    var bits: array<u32, REG_SLOTS>;
+    var noise: array<f32, REG_SLOTS>;
+    var st = empty_state();
+    for (var i = 0u; i < REG_BLOCKS; i++) {
+        let q = lid + i * WG_SIZE;
+        if (q < row.nblocks) {
+            let w = block_words(row, q);
+            for (var lane = 0u; lane < 4u; lane++) {
+                let j = 4u * q + lane - row.off;
+                let slot = 4u * i + lane;
+                bits[slot] = F32_NEG_INF_BITS;
+                noise[slot] = 0.0;
+                if (j < params.k) {
+                    let b = logit_bits(row.n0 + j, params.format);
+                    bits[slot] = b;
+                    if (is_finite_bits(b)) {
+                        let g = gumbel_from_word(w[lane]);
+                        noise[slot] = g;
+                        absorb_finite(&st, clamped_logit(b), g, j, row);
+                    } else {
+                        absorb(&st, b, 0u, j, row);
+                    }
+                }
+            }
+        }
+    }
+    let fin = finish(reduce(lid, st, row));
+    let kind = row_kind(row, fin);
+    if (lid == 0u) {
+        report(row, fin, r);
+    }
+    for (var i = 0u; i < REG_BLOCKS; i++) {
+        let q = lid + i * WG_SIZE;
+        if (q < row.nblocks) {
+            for (var lane = 0u; lane < 4u; lane++) {
+                let j = 4u * q + lane - row.off;
+                if (j < params.k) {
+                    let slot = 4u * i + lane;
+                    out[row.n0 + j] = emit(row, fin, kind, j, bits[slot], noise[slot]);
+                }
+            }
+        }
+    }
+}
+
+// Large k: one workgroup per row; pass 1 keeps an online (L, max, sum) state per thread and
+// merges them, pass 2 re-reads the logits, remakes the noise and writes.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_online(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    let row = row_info(r);
+    let fin = finish(reduce(lid, scan(row, lid, WG_SIZE), row));
+    let kind = row_kind(row, fin);
+    if (lid == 0u) {
+        report(row, fin, r);
+    }
+    write_scan(row, fin, kind, lid, WG_SIZE);
+}
