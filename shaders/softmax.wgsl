@@ -16,11 +16,13 @@
 // Rows are walked in Philox blocks (one philox call yields the noise of 4 consecutive elements);
 // a row's block q (0 .. nblocks) holds elements j = 4q + lane - off.
 //
-// Numerics: with L the row's largest finite logit, d_j = (l_j - L) + g_j (small numbers, so f32
-// keeps the noise's precision even for |l| ~ 1e4), dmax = max d, s = sum exp((d - dmax) / tau),
-// y_j = exp((d_j - dmax) / tau) / s, log y_j = (d_j - dmax) / tau - log(s). One pass keeps an
-// online state (L, argmax, s), rescaling s when the max grows; states merge associatively.
-// Finite logits are clamped to +-2^125 and (d - dmax) to [-2^100 tau', 0] so no inf is formed.
+// Numerics: with a the row's argmax of l + g, every entry is taken relative to it as
+// diff_j = (l_j - l_a) + (g_j - g_a) (both differences exact where they matter, so f32 keeps the
+// noise's precision even for |l| ~ 1e4, and a near-tie is resolved on a small number);
+// s = sum exp(diff / tau), y_j = exp(diff_j / tau) / s, log y_j = diff_j / tau - log(s).
+// One pass keeps an online state (argmax, s), rescaling s when the argmax changes; states merge
+// associatively. Finite logits are clamped to +-2^125 and diff to [-2^100 tau', 0] so no inf
+// is formed.
 // Special rows (never inf/NaN arithmetic; found by bit pattern): masked (-inf) entries give
 // y = 0, log y = -inf bits; rows with +inf logits share the mass equally among those entries;
 // bad rows (NaN, all -inf, bad tau) get the quiet-NaN bits 0x7fc00000 in every output.
@@ -82,16 +84,14 @@ struct State {
     n_inf: u32,      // +inf logits seen
     first_inf: u32,  // lowest index of a +inf logit
     n_fin: u32,      // finite logits seen; the fields below are valid when > 0
-    big_l: f32,      // L: the largest finite logit
-    dmax: f32,       // d of the argmax, relative to big_l: (l_a - big_l) + g_a
-    s: f32,          // sum over finite entries of exp((d - dmax) / tau), >= 1
-    idx: u32,        // argmax of d, ties to the lowest index
-    l_a: f32,        // the argmax's logit and noise, so dmax is recomputed exactly
+    s: f32,          // sum over finite entries of exp(diff / tau), >= 1
+    idx: u32,        // argmax of l + g, ties to the lowest index
+    l_a: f32,        // the argmax's logit and noise
     g_a: f32,
 }
 
 fn empty_state() -> State {
-    return State(0u, 0u, 0xffffffffu, 0u, 0.0, 0.0, 0.0, 0xffffffffu, 0.0, 0.0);
+    return State(0u, 0u, 0xffffffffu, 0u, 0.0, 0xffffffffu, 0.0, 0.0);
 }
 
 fn row_info(r: u32) -> Row {
@@ -130,16 +130,19 @@ fn clamped_logit(b: u32) -> f32 {
     return clamp(bitcast<f32>(b), -L_CLAMP, L_CLAMP);
 }
 
-// exp((d - dmax) / tau) for d - dmax = diff, clamped to a finite, non-positive exponent.
+// The exponent diff / tau, diff clamped so it is finite and not positive.
 fn scaled(diff: f32, row: Row) -> f32 {
     return clamp(diff, -row.lim, 0.0) / row.tau;
+}
+
+// (l + g) - (l_a + g_a), computed so that it is exact or nearly so when it is small.
+fn rel(l: f32, g: f32, l_a: f32, g_a: f32) -> f32 {
+    return (l - l_a) + (g - g_a);
 }
 
 fn absorb_finite(st: ptr<function, State>, l: f32, g: f32, j: u32, row: Row) {
     if ((*st).n_fin == 0u) {
         (*st).n_fin = 1u;
-        (*st).big_l = l;
-        (*st).dmax = g;
         (*st).s = 1.0;
         (*st).idx = j;
         (*st).l_a = l;
@@ -147,19 +150,14 @@ fn absorb_finite(st: ptr<function, State>, l: f32, g: f32, j: u32, row: Row) {
         return;
     }
     (*st).n_fin += 1u;
-    if (l > (*st).big_l) {
-        (*st).big_l = l;
-        (*st).dmax = ((*st).l_a - l) + (*st).g_a;
-    }
-    let d = (l - (*st).big_l) + g;
-    if (d > (*st).dmax || (d == (*st).dmax && j < (*st).idx)) {
-        (*st).s = (*st).s * exp(scaled((*st).dmax - d, row)) + 1.0;
-        (*st).dmax = d;
+    let d = rel(l, g, (*st).l_a, (*st).g_a);
+    if (d > 0.0 || (d == 0.0 && j < (*st).idx)) {
+        (*st).s = (*st).s * exp(scaled(-d, row)) + 1.0;
         (*st).idx = j;
         (*st).l_a = l;
         (*st).g_a = g;
     } else {
-        (*st).s += exp(scaled(d - (*st).dmax, row));
+        (*st).s += exp(scaled(d, row));
     }
 }
 
@@ -186,27 +184,20 @@ fn merge(a: State, b: State, row: Row) -> State {
         return r;
     }
     if (a.n_fin == 0u) {
-        r.big_l = b.big_l;
-        r.dmax = b.dmax;
         r.s = b.s;
         r.idx = b.idx;
         r.l_a = b.l_a;
         r.g_a = b.g_a;
         return r;
     }
-    let big_l = max(a.big_l, b.big_l);
-    let da = (a.l_a - big_l) + a.g_a;
-    let db = (b.l_a - big_l) + b.g_a;
-    r.big_l = big_l;
-    if (db > da || (db == da && b.idx < a.idx)) {
-        r.s = a.s * exp(scaled(da - db, row)) + b.s;
-        r.dmax = db;
+    let d = rel(b.l_a, b.g_a, a.l_a, a.g_a);
+    if (d > 0.0 || (d == 0.0 && b.idx < a.idx)) {
+        r.s = a.s * exp(scaled(-d, row)) + b.s;
         r.idx = b.idx;
         r.l_a = b.l_a;
         r.g_a = b.g_a;
     } else {
-        r.s = a.s + b.s * exp(scaled(db - da, row));
-        r.dmax = da;
+        r.s = a.s + b.s * exp(scaled(d, row));
     }
     return r;
 }
@@ -253,7 +244,6 @@ fn emit(row: Row, st: State, kind: u32, j: u32, b: u32, g: f32) -> u32 {
     }
     var x: f32;
     var log_s: f32;
-    var inv_s: f32;
     if (kind == KIND_POS_INF) {
         if (!is_pos_inf_bits(b)) {
             return select(0u, F32_NEG_INF_BITS, params.want_log != 0u);
@@ -261,33 +251,20 @@ fn emit(row: Row, st: State, kind: u32, j: u32, b: u32, g: f32) -> u32 {
         // Each +inf entry gets 1 / n_inf of the mass.
         x = 0.0;
         log_s = log(f32(st.n_inf));
-        inv_s = 1.0 / f32(st.n_inf);
     } else {
         if (!is_finite_bits(b)) {
             return select(0u, F32_NEG_INF_BITS, params.want_log != 0u);
         }
-        let d = (clamped_logit(b) - st.big_l) + g;
-        x = scaled(d - st.dmax, row);
+        x = scaled(rel(clamped_logit(b), g, st.l_a, st.g_a), row);
         log_s = log(st.s);
-        inv_s = 0.0;
     }
     if (params.want_log != 0u) {
         return bitcast<u32>(x - log_s);
     }
     if (kind == KIND_POS_INF) {
-        return bitcast<u32>(inv_s);
+        return bitcast<u32>(1.0 / f32(st.n_inf));
     }
     return bitcast<u32>(exp(x) / st.s);
-}
-
-// The finished state of a row from its (possibly partial) state: dmax recomputed with the final
-// L exactly as emit() computes d, so the argmax gets exp(0) = 1.
-fn finish(st: State) -> State {
-    var r = st;
-    if (r.n_fin > 0u) {
-        r.dmax = (r.l_a - r.big_l) + r.g_a;
-    }
-    return r;
 }
 
 // Pass 1 over blocks q_first, q_first + q_step, ... of a row.
@@ -360,7 +337,7 @@ fn softmax_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         return;
     }
     let row = row_info(r);
-    let st = finish(scan(row, 0u, 1u));
+    let st = (scan(row, 0u, 1u));
     let kind = row_kind(row, st);
     report(row, st, r);
     write_scan(row, st, kind, 0u, 1u);
@@ -403,7 +380,7 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    let fin = finish(reduce(lid, st, row));
+    let fin = (reduce(lid, st, row));
     let kind = row_kind(row, fin);
     if (lid == 0u) {
         report(row, fin, r);
@@ -422,7 +399,7 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
     }
 }
 
-// Large k: one workgroup per row; pass 1 keeps an online (L, max, sum) state per thread and
+// Large k: one workgroup per row; pass 1 keeps an online (argmax, sum) state per thread and
 // merges them, pass 2 re-reads the logits, remakes the noise and writes.
 @compute @workgroup_size(WG_SIZE)
 fn softmax_online(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -432,7 +409,7 @@ fn softmax_online(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         return;
     }
     let row = row_info(r);
-    let fin = finish(reduce(lid, scan(row, lid, WG_SIZE), row));
+    let fin = (reduce(lid, scan(row, lid, WG_SIZE), row));
     let kind = row_kind(row, fin);
     if (lid == 0u) {
         report(row, fin, r);

@@ -11,8 +11,9 @@
 //! Kernels, by shape ([`Strategy::Auto`]): one row per thread for `k <= 64`; one workgroup per
 //! row with the row held in registers for `k` up to 4090; one workgroup per row with an online
 //! (max, sum) first pass and a writing second pass beyond. All are exact for any `k >= 1` and
-//! numerically stable: each row is shifted by its largest logit and its largest perturbed value
-//! before `exp`, so the accuracy does not depend on the logits' magnitude.
+//! numerically stable: every entry is taken relative to the row's argmax `a` as
+//! `(l_j - l_a) + (g_j - g_a)` before `exp`, so the accuracy does not depend on the logits'
+//! magnitude.
 //!
 //! ## Bad rows at the buffer level
 //! [`GumbelSoftmax::record`] does not scan the logits on the host. A row holding a NaN, a row of
