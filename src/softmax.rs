@@ -502,9 +502,11 @@ impl Gpu {
                     )));
                 }
                 for (r, &t) in t.iter().enumerate() {
-                    check_softmax_tau(t).map_err(|e| {
-                        Error::InvalidArgument(format!("row {r}: {}", e.to_string()))
-                    })?;
+                    if check_softmax_tau(t).is_err() {
+                        return Err(Error::InvalidArgument(format!(
+                            "row {r}: temperature tau = {t:e} must be finite, > 0 and normal"
+                        )));
+                    }
                 }
             }
         }
