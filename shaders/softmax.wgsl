@@ -11,6 +11,7 @@
 //   4: storage, read_write status: array<atomic<u32>, 3> (when use_status): atomicMin of the
 //      global row index into [0] a row holding NaN, [1] an all -inf row, [2] a row whose tau is
 //      not a normal, finite, positive f32.
+//   5: storage, read_write partials: array<State> (split kernels only): one per (row, segment).
 // Row r of the dispatch (global row row0 + r) holds chunk-relative flat elements n0 = r*k ..
 // n0 + k - 1; element n uses stream word n: block block0 + (phase + n) / 4, lane (phase + n) % 4.
 // Rows are walked in Philox blocks (one philox call yields the noise of 4 consecutive elements);
@@ -46,8 +47,8 @@ struct SoftmaxParams {
     per_row_tau: u32,
     use_status: u32,
     row0: u32,
+    segments: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: SoftmaxParams;
@@ -55,11 +56,14 @@ struct SoftmaxParams {
 @group(0) @binding(2) var<storage, read> taus: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 @group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> partials: array<State>;
 
 // Philox blocks per thread of the register path (checked against src/softmax.rs by a test).
 const REG_BLOCKS: u32 = 4u;
 // Elements per thread of the register path: 4 * REG_BLOCKS.
 const REG_SLOTS: u32 = 16u;
+// Philox blocks per workgroup segment of the split kernels.
+const SEG_BLOCKS: u32 = WG_SIZE * REG_BLOCKS;
 
 const NAN_BITS: u32 = 0x7fc00000u;
 const L_CLAMP: f32 = 0x1p125f;
@@ -267,10 +271,10 @@ fn emit(row: Row, st: State, kind: u32, j: u32, b: u32, g: f32) -> u32 {
     return bitcast<u32>(exp(x) / st.s);
 }
 
-// Pass 1 over blocks q_first, q_first + q_step, ... of a row.
-fn scan(row: Row, q_first: u32, q_step: u32) -> State {
+// Pass 1 over blocks q_first, q_first + q_step, ... (below q_end) of a row.
+fn scan(row: Row, q_first: u32, q_step: u32, q_end: u32) -> State {
     var st = empty_state();
-    for (var q = q_first; q < row.nblocks; q += q_step) {
+    for (var q = q_first; q < q_end; q += q_step) {
         let w = block_words(row, q);
         for (var lane = 0u; lane < 4u; lane++) {
             let j = 4u * q + lane - row.off;
@@ -283,8 +287,8 @@ fn scan(row: Row, q_first: u32, q_step: u32) -> State {
 }
 
 // Pass 2 over the same blocks: re-reads the logits, remakes the noise, writes the outputs.
-fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32) {
-    for (var q = q_first; q < row.nblocks; q += q_step) {
+fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32, q_end: u32) {
+    for (var q = q_first; q < q_end; q += q_step) {
         var w = vec4<u32>(0u);
         if (kind == KIND_FINITE && params.want_hard == 0u) {
             w = block_words(row, q);
@@ -337,10 +341,10 @@ fn softmax_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         return;
     }
     let row = row_info(r);
-    let st = (scan(row, 0u, 1u));
+    let st = scan(row, 0u, 1u, row.nblocks);
     let kind = row_kind(row, st);
     report(row, st, r);
-    write_scan(row, st, kind, 0u, 1u);
+    write_scan(row, st, kind, 0u, 1u, row.nblocks);
 }
 
 // Mid k: one workgroup per row, the row (logit bits and noise) kept in registers between the
@@ -380,7 +384,7 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    let fin = (reduce(lid, st, row));
+    let fin = reduce(lid, st, row);
     let kind = row_kind(row, fin);
     if (lid == 0u) {
         report(row, fin, r);
@@ -409,10 +413,57 @@ fn softmax_online(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         return;
     }
     let row = row_info(r);
-    let fin = (reduce(lid, scan(row, lid, WG_SIZE), row));
+    let fin = reduce(lid, scan(row, lid, WG_SIZE, row.nblocks), row);
     let kind = row_kind(row, fin);
     if (lid == 0u) {
         report(row, fin, r);
     }
-    write_scan(row, fin, kind, lid, WG_SIZE);
+    write_scan(row, fin, kind, lid, WG_SIZE, row.nblocks);
+}
+
+// Few rows of huge k, split across workgroups: workgroup g handles segment g % segments (blocks
+// SEG_BLOCKS * seg ..) of row g / segments. Dispatch 1 stores each segment's state in partials;
+// dispatch 2 merges the row's partials (every segment the same way, so all agree), then writes
+// its segment.
+fn split_range(wid: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
+    let g = group_index(wid, nwg);
+    return vec3<u32>(g / params.segments, g % params.segments, g);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_split_partial(@builtin(local_invocation_index) lid: u32,
+                         @builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rs = split_range(wid, nwg);
+    if (rs.x >= params.rows) {
+        return;
+    }
+    let row = row_info(rs.x);
+    let q0 = rs.y * SEG_BLOCKS;
+    let st = reduce(lid, scan(row, q0 + lid, WG_SIZE, min(q0 + SEG_BLOCKS, row.nblocks)), row);
+    if (lid == 0u) {
+        partials[rs.z] = st;
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn softmax_split_write(@builtin(local_invocation_index) lid: u32,
+                       @builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rs = split_range(wid, nwg);
+    if (rs.x >= params.rows) {
+        return;
+    }
+    let row = row_info(rs.x);
+    var st = empty_state();
+    for (var i = lid; i < params.segments; i += WG_SIZE) {
+        st = merge(st, partials[rs.x * params.segments + i], row);
+    }
+    let fin = reduce(lid, st, row);
+    let kind = row_kind(row, fin);
+    if (lid == 0u && rs.y == 0u) {
+        report(row, fin, rs.x);
+    }
+    let q0 = rs.y * SEG_BLOCKS;
+    write_scan(row, fin, kind, q0 + lid, WG_SIZE, min(q0 + SEG_BLOCKS, row.nblocks));
 }

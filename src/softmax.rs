@@ -9,8 +9,10 @@
 //! logits shares its mass equally among them (the hard sample is the first one).
 //!
 //! Kernels, by shape ([`Strategy::Auto`]): one row per thread for `k <= 64`; one workgroup per
-//! row with the row held in registers for `k` up to 4090; one workgroup per row with an online
-//! (max, sum) first pass and a writing second pass beyond. All are exact for any `k >= 1` and
+//! row with the row held in registers for `k` up to 4090; beyond, for fewer than 128 rows, each
+//! row split across workgroups of 4096-element segments (partial states, then every segment
+//! merges its row's partials and writes), else one workgroup per row with an online (max, sum)
+//! first pass and a writing second pass. All are exact for any `k >= 1` and
 //! numerically stable: every entry is taken relative to the row's argmax `a` as
 //! `(l_j - l_a) + (g_j - g_a)` before `exp`, so the accuracy does not depend on the logits'
 //! magnitude.
@@ -63,12 +65,19 @@ pub enum Strategy {
     Registers,
     /// One workgroup per row, online first pass then a writing pass.
     Online,
+    /// Rows split into segments of workgroups: partial states, then merge and write.
+    Split,
 }
 
 /// Philox blocks each thread of the register kernel holds (`REG_BLOCKS` in the shader).
 const REG_BLOCKS: u32 = 4;
 /// Largest `k` of the one-row-per-thread kernel under [`Strategy::Auto`].
 const ROW_PER_THREAD_MAX_K: u64 = 64;
+/// Under [`Strategy::Auto`], rows too long for registers are split across workgroups when the
+/// job has fewer rows than this (else one workgroup per row already fills the device).
+const SPLIT_MAX_ROWS: u64 = 128;
+/// Bytes of one partial state of the split kernels (`State` in the shader).
+const STATE_BYTES: u64 = 32;
 /// Rows per dispatch are a multiple of this when a job is split, so every binding offset is a
 /// multiple of 256 bytes (f16 logits: `128 * k * 2`; tau: `128 * 4`).
 const CHUNK_ROW_ALIGN: u64 = 128;
@@ -150,7 +159,8 @@ struct SoftmaxParams {
     per_row_tau: u32,
     use_status: u32,
     row0: u32,
-    _pad: [u32; 2],
+    segments: u32,
+    _pad: u32,
 }
 
 /// The fused forward kernels: owns their bind-group layout and pipelines.
@@ -160,8 +170,10 @@ pub struct GumbelSoftmax {
     rows: wgpu::ComputePipeline,
     registers: wgpu::ComputePipeline,
     online: wgpu::ComputePipeline,
+    split: [wgpu::ComputePipeline; 2],
     no_taus: wgpu::Buffer,
     no_status: wgpu::Buffer,
+    no_partials: wgpu::Buffer,
     max_chunk: u64,
     max_groups: u32,
 }
@@ -169,12 +181,18 @@ pub struct GumbelSoftmax {
 impl KernelFamily for GumbelSoftmax {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("softmax")?;
-        let layout = gpu.storage_layout("softmax", &[true, true, false, false]);
+        let layout = gpu.storage_layout("softmax", &[true, true, false, false, false]);
         let mut p = gpu
             .pipelines(
                 &module,
                 &layout,
-                &["softmax_rows", "softmax_registers", "softmax_online"],
+                &[
+                    "softmax_rows",
+                    "softmax_registers",
+                    "softmax_online",
+                    "softmax_split_partial",
+                    "softmax_split_write",
+                ],
             )?
             .into_iter();
         let mut next = || p.next().expect("one pipeline per entry point");
@@ -184,8 +202,10 @@ impl KernelFamily for GumbelSoftmax {
             rows: next(),
             registers: next(),
             online: next(),
+            split: [next(), next()],
             no_taus: gpu.storage_buffer("softmax: no taus", 16)?,
             no_status: gpu.storage_buffer("softmax: no status", 16)?,
+            no_partials: gpu.storage_buffer("softmax: no partials", STATE_BYTES)?,
             max_chunk: gpu.max_binding_elements(),
             max_groups: gpu.limits().max_compute_workgroups_per_dimension,
         })
@@ -248,6 +268,7 @@ impl GumbelSoftmax {
         let strategy = match strategy {
             Strategy::Auto if k <= ROW_PER_THREAD_MAX_K => Strategy::RowPerThread,
             Strategy::Auto if k <= max_register_k() => Strategy::Registers,
+            Strategy::Auto if job.rows < SPLIT_MAX_ROWS => Strategy::Split,
             Strategy::Auto => Strategy::Online,
             Strategy::Registers if k > max_register_k() => {
                 return Err(Error::InvalidArgument(format!(
@@ -298,6 +319,11 @@ impl GumbelSoftmax {
         let stream = job.stream.advance(row0 * k);
         let [key_lo, key_hi] = stream.key();
         let block0 = stream.offset / 4;
+        // Split kernels: segments of SEG_BLOCKS Philox blocks; a row spans <= (k + 6) / 4.
+        let segments = match strategy {
+            Strategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
+            _ => 1,
+        };
         let (tau, per_row) = match job.tau {
             Temperature::Scalar(t) => (t, 0),
             Temperature::PerRow(_) => (1.0, 1),
@@ -317,7 +343,8 @@ impl GumbelSoftmax {
             per_row_tau: per_row,
             use_status: u32::from(job.status.is_some()),
             row0: row0 as u32,
-            _pad: [0; 2],
+            segments: segments as u32,
+            _pad: 0,
         };
         let uniform = params_buffer(&self.device, &params)?;
         let elems = rows * k;
@@ -326,6 +353,20 @@ impl GumbelSoftmax {
             Temperature::Scalar(_) => (&self.no_taus, 0, 16),
         };
         let status = job.status.unwrap_or(&self.no_status);
+        let split_partials;
+        let partials = if strategy == Strategy::Split {
+            let bytes = rows * segments * STATE_BYTES;
+            split_partials = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("softmax partials"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            &split_partials
+        } else {
+            &self.no_partials
+        };
+        let partials_bytes = partials.size();
         let fmt_bytes = job.format.bytes();
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("softmax"),
@@ -351,23 +392,34 @@ impl GumbelSoftmax {
                     binding: 4,
                     resource: binding(status, 0, STATUS_WORDS as u64 * 4),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: binding(partials, 0, partials_bytes),
+                },
             ],
         });
-        let (pipeline, groups) = match strategy {
-            Strategy::RowPerThread => (&self.rows, rows.div_ceil(u64::from(WG_SIZE))),
-            Strategy::Registers => (&self.registers, rows),
-            _ => (&self.online, rows),
+        let (pipelines, groups): (&[wgpu::ComputePipeline], u64) = match strategy {
+            Strategy::RowPerThread => (
+                std::slice::from_ref(&self.rows),
+                rows.div_ceil(u64::from(WG_SIZE)),
+            ),
+            Strategy::Registers => (std::slice::from_ref(&self.registers), rows),
+            Strategy::Split => (&self.split, rows * segments),
+            _ => (std::slice::from_ref(&self.online), rows),
         };
         let groups = u32::try_from(groups)
             .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
         let (gx, gy) = grid(groups, self.max_groups);
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("softmax"),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        // The split kernels' second dispatch reads what the first wrote: separate passes.
+        for pipeline in pipelines {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("softmax"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
         Ok(())
     }
 }

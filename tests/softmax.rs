@@ -332,6 +332,7 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
         Strategy::RowPerThread,
         Strategy::Registers,
         Strategy::Online,
+        Strategy::Split,
     ] {
         for (k, rows) in [
             (1, 300),
@@ -515,6 +516,7 @@ fn positive_infinite_logits_share_the_mass_equally() {
             Strategy::RowPerThread,
             Strategy::Registers,
             Strategy::Online,
+            Strategy::Split,
         ] {
             for (k, logits, want) in cases {
                 let k = *k;
@@ -624,8 +626,12 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
         Strategy::RowPerThread,
         Strategy::Registers,
         Strategy::Online,
+        Strategy::Split,
     ] {
-        for k in [1usize, 3, 300] {
+        for k in [1usize, 3, 300, 9000] {
+            if strategy == Strategy::Registers && k > max_register_k() as usize {
+                continue;
+            }
             let rows = 6;
             let mut logits = random_logits(&mut rng, rows, k);
             // Row 1: a NaN; row 3: all -inf; row 4: a bad per-row tau; row 5: NaN and -inf.
@@ -899,5 +905,44 @@ fn split_jobs_give_the_same_numbers_as_one_dispatch() {
                 );
             }
         }
+    }
+}
+
+/// Strategy::Auto picks by shape: row per thread up to k = 64, registers up to
+/// max_register_k(), then split rows below 128 rows and online rows from 128 on. Each choice
+/// is seen through bit-identical outputs (different kernels sum in different orders).
+#[test]
+fn auto_picks_the_kernel_by_shape() {
+    let _serial = serial();
+    let gpu = gpu();
+    let mut rng = StdRng::seed_from_u64(16);
+    let k_max = max_register_k() as usize;
+    for (k, rows, want) in [
+        (64, 40, Strategy::RowPerThread),
+        (65, 40, Strategy::Registers),
+        (k_max, 3, Strategy::Registers),
+        (k_max + 1, 127, Strategy::Split),
+        (k_max + 1, 128, Strategy::Online),
+    ] {
+        let logits = random_logits(&mut rng, rows, k);
+        let stream = random_stream(&mut rng);
+        let call = |s| {
+            let y = gpu
+                .gumbel_softmax_strategy(
+                    LogitsSlice::F32(&logits),
+                    k,
+                    Temperature::Scalar(0.5),
+                    SoftmaxMode::Log,
+                    stream,
+                    s,
+                )
+                .unwrap();
+            y.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            call(Strategy::Auto),
+            call(want),
+            "k {k} rows {rows}: {want:?}"
+        );
     }
 }
