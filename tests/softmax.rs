@@ -946,3 +946,98 @@ fn auto_picks_the_kernel_by_shape() {
         );
     }
 }
+
+/// A device that allows only 1000 workgroups per grid dimension, so modest jobs need the 2-D
+/// grid (the real limit, 65535, takes too long to reach on software adapters).
+fn gpu_with_small_grid() -> Gpu {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits {
+            max_compute_workgroups_per_dimension: 1000,
+            ..adapter.limits()
+        },
+        ..Default::default()
+    }))
+    .unwrap();
+    Gpu::from_wgpu(device, queue)
+}
+
+/// Jobs of more workgroups than one grid dimension holds; a stream whose word index wraps past
+/// u64::MAX continues as the contract says.
+#[test]
+fn two_dimensional_grids_and_a_wrapping_stream() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(17);
+    let small = gpu_with_small_grid();
+    let mut worst = Worst::default();
+    for (gpu, k, rows, stream, strategy) in [
+        (
+            &small,
+            65,
+            2100,
+            random_stream(&mut rng),
+            Strategy::Registers,
+        ),
+        (
+            &small,
+            3,
+            300_000,
+            random_stream(&mut rng),
+            Strategy::RowPerThread,
+        ),
+        (&small, 700, 1100, random_stream(&mut rng), Strategy::Online),
+        (&small, 8000, 600, random_stream(&mut rng), Strategy::Split),
+        (
+            gpu(),
+            7,
+            100,
+            Stream {
+                seed: 3,
+                offset: u64::MAX - 100,
+            },
+            Strategy::Auto,
+        ),
+        (
+            gpu(),
+            5000,
+            3,
+            Stream {
+                seed: 4,
+                offset: u64::MAX - 5001,
+            },
+            Strategy::Auto,
+        ),
+    ] {
+        let logits = random_logits(&mut rng, rows, k);
+        check_soft_and_log(
+            gpu,
+            &logits,
+            LogitsFormat::F32,
+            bytemuck::cast_slice(&logits),
+            k,
+            Temperature::Scalar(1.0),
+            stream,
+            strategy,
+            &mut worst,
+        );
+        // Against the pure f64 reference as well (its own Philox, so the stream wraps there too).
+        let y = gpu
+            .gumbel_softmax_strategy(
+                LogitsSlice::F32(&logits),
+                k,
+                Temperature::Scalar(1.0),
+                SoftmaxMode::Soft,
+                stream,
+                strategy,
+            )
+            .unwrap();
+        let want = cpu::gumbel_softmax(&logits, k, 1.0, stream);
+        assert!(
+            y.iter()
+                .zip(&want)
+                .all(|(&a, &b)| (f64::from(a) - b).abs() < 1e-4)
+        );
+    }
+}
