@@ -48,7 +48,7 @@ struct SoftmaxParams {
     use_status: u32,
     row0: u32,
     segments: u32,
-    _pad0: u32,
+    group: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: SoftmaxParams;
@@ -312,20 +312,25 @@ fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32, q_end: 
 
 var<workgroup> red: array<State, WG_SIZE>;
 
-// Workgroup-wide merge of the threads' states (tree, no subgroups needed); every thread gets
-// the row's state.
-fn reduce(lid: u32, st: State, row: Row) -> State {
+// Merge of the states of each aligned group of `group` threads (a power of two; tree, no
+// subgroups needed); every thread gets its group's state.
+fn reduce_group(lid: u32, st: State, row: Row, group: u32) -> State {
     red[lid] = st;
     workgroupBarrier();
-    for (var w = WG_SIZE / 2u; w > 0u; w = w / 2u) {
-        if (lid < w) {
+    for (var w = group / 2u; w > 0u; w = w / 2u) {
+        if (lid % group < w) {
             red[lid] = merge(red[lid], red[lid + w], row);
         }
         workgroupBarrier();
     }
-    let r = red[0];
+    let r = red[lid - lid % group];
     workgroupBarrier();
     return r;
+}
+
+// Workgroup-wide merge: every thread gets the workgroup's state.
+fn reduce(lid: u32, st: State, row: Row) -> State {
+    return reduce_group(lid, st, row, WG_SIZE);
 }
 
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -347,22 +352,31 @@ fn softmax_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     write_scan(row, st, kind, 0u, 1u, row.nblocks);
 }
 
-// Mid k: one workgroup per row, the row (logit bits and noise) kept in registers between the
-// reduction and the write, so the logits are read once. Needs nblocks <= WG_SIZE * REG_BLOCKS.
+// Mid k: params.group threads per row (a power of two dividing WG_SIZE), WG_SIZE / group rows
+// per workgroup; the row (logit bits and noise) stays in registers between the reduction and
+// the write, so the logits are read once. Needs nblocks <= group * REG_BLOCKS.
 @compute @workgroup_size(WG_SIZE)
 fn softmax_registers(@builtin(local_invocation_index) lid: u32,
                      @builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = group_index(wid, nwg);
-    if (r >= params.rows) {
+    let group = params.group;
+    let first = group_index(wid, nwg) * (WG_SIZE / group);
+    if (first >= params.rows) {
         return;
     }
-    let row = row_info(r);
+    // Threads of a row past the end still take part in the workgroup's barriers, with no blocks.
+    let r = first + lid / group;
+    let t = lid % group;
+    let live = r < params.rows;
+    var row = row_info(select(first, r, live));
+    if (!live) {
+        row.nblocks = 0u;
+    }
     var bits: array<u32, REG_SLOTS>;
     var noise: array<f32, REG_SLOTS>;
     var st = empty_state();
     for (var i = 0u; i < REG_BLOCKS; i++) {
-        let q = lid + i * WG_SIZE;
+        let q = t + i * group;
         if (q < row.nblocks) {
             let w = block_words(row, q);
             for (var lane = 0u; lane < 4u; lane++) {
@@ -384,13 +398,13 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    let fin = reduce(lid, st, row);
+    let fin = reduce_group(lid, st, row, group);
     let kind = row_kind(row, fin);
-    if (lid == 0u) {
+    if (t == 0u && live) {
         report(row, fin, r);
     }
     for (var i = 0u; i < REG_BLOCKS; i++) {
-        let q = lid + i * WG_SIZE;
+        let q = t + i * group;
         if (q < row.nblocks) {
             for (var lane = 0u; lane < 4u; lane++) {
                 let j = 4u * q + lane - row.off;

@@ -8,8 +8,9 @@
 //! [`crate::cpu::gumbel_softmax`]: masked entries get `y = 0` and `log y = -inf`; a row with +inf
 //! logits shares its mass equally among them (the hard sample is the first one).
 //!
-//! Kernels, by shape ([`Strategy::Auto`]): one row per thread for `k <= 64`; one workgroup per
-//! row with the row held in registers for `k` up to 4090; beyond, for fewer than 128 rows, each
+//! Kernels, by shape ([`Strategy::Auto`]): one row per thread for `k <= 64`; 32 to 256 threads
+//! per row (the smallest power of two that holds it, several rows per workgroup) with the row
+//! held in registers for `k` up to 4093; beyond, for fewer than 128 rows, each
 //! row split across workgroups of 4096-element segments (partial states, then every segment
 //! merges its row's partials and writes), else one workgroup per row with an online (max, sum)
 //! first pass and a writing second pass. All are exact for any `k >= 1` and
@@ -83,10 +84,23 @@ const STATE_BYTES: u64 = 32;
 const CHUNK_ROW_ALIGN: u64 = 128;
 
 /// The largest `k` the register kernel holds on chip: a row spans at most `(k + 6) / 4` Philox
-/// blocks, and the workgroup holds `WG_SIZE * REG_BLOCKS` of them.
+/// blocks (`k` elements after up to 3 of the previous row's in its first block), and the
+/// workgroup holds `WG_SIZE * REG_BLOCKS` of them.
 #[doc(hidden)]
 pub const fn max_register_k() -> u64 {
-    4 * (WG_SIZE as u64) * (REG_BLOCKS as u64) - 6
+    4 * (WG_SIZE as u64) * (REG_BLOCKS as u64) - 3
+}
+
+/// Threads per row of the register kernel: the smallest power of two from 32 (a warp; smaller
+/// groups would leave most of it idle) to `WG_SIZE` that holds the row's Philox blocks, so short
+/// rows pack several to a workgroup.
+fn register_group(k: u64) -> u32 {
+    let blocks = (k + 6) / 4;
+    let mut group = 32;
+    while group < WG_SIZE && u64::from(group * REG_BLOCKS) < blocks {
+        group *= 2;
+    }
+    group
 }
 
 /// Words of the optional status buffer.
@@ -160,7 +174,7 @@ struct SoftmaxParams {
     use_status: u32,
     row0: u32,
     segments: u32,
-    _pad: u32,
+    group: u32,
 }
 
 /// The fused forward kernels: owns their bind-group layout and pipelines.
@@ -319,6 +333,7 @@ impl GumbelSoftmax {
         let stream = job.stream.advance(row0 * k);
         let [key_lo, key_hi] = stream.key();
         let block0 = stream.offset / 4;
+        let group = register_group(k);
         // Split kernels: segments of SEG_BLOCKS Philox blocks; a row spans <= (k + 6) / 4.
         let segments = match strategy {
             Strategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
@@ -344,7 +359,7 @@ impl GumbelSoftmax {
             use_status: u32::from(job.status.is_some()),
             row0: row0 as u32,
             segments: segments as u32,
-            _pad: 0,
+            group,
         };
         let uniform = params_buffer(&self.device, &params)?;
         let elems = rows * k;
@@ -403,7 +418,10 @@ impl GumbelSoftmax {
                 std::slice::from_ref(&self.rows),
                 rows.div_ceil(u64::from(WG_SIZE)),
             ),
-            Strategy::Registers => (std::slice::from_ref(&self.registers), rows),
+            Strategy::Registers => (
+                std::slice::from_ref(&self.registers),
+                rows.div_ceil(u64::from(WG_SIZE / group)),
+            ),
             Strategy::Split => (&self.split, rows * segments),
             _ => (std::slice::from_ref(&self.online), rows),
         };
@@ -624,6 +642,21 @@ mod tests {
         .unwrap();
         assert!(src.contains(&format!("const REG_BLOCKS: u32 = {REG_BLOCKS}u;")));
         assert!(src.contains(&format!("const REG_SLOTS: u32 = {}u;", 4 * REG_BLOCKS)));
+    }
+
+    #[test]
+    fn register_groups_are_the_smallest_that_hold_the_row() {
+        for (k, group) in [
+            (1, 32),
+            (509, 32),
+            (510, 64),
+            (1021, 64),
+            (1022, 128),
+            (4093, 256),
+        ] {
+            assert_eq!(register_group(k), group, "k {k}");
+        }
+        assert_eq!(max_register_k(), 4093);
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const BAD_ROW_BITS: u32 = 0x7fc0_0000;
 
 /// The shapes of the accuracy sweep: (k, rows). Around the one-row-per-thread limit (64), the
-/// register kernel's limit (4090) and workgroup / block boundaries; the element counts are kept
+/// register kernel's limit (4093) and workgroup / block boundaries; the element counts are kept
 /// moderate for software adapters.
 const SHAPES: &[(usize, usize)] = &[
     (1, 1000),
@@ -341,7 +341,10 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
             (64, 9),
             (65, 9),
             (257, 5),
+            (509, 9),
+            (510, 9),
             (1000, 3),
+            (2000, 5),
             (k_max, 2),
             (k_max + 1, 2),
             (20_000, 2),
