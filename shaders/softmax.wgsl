@@ -1,7 +1,14 @@
 // Fused Gumbel-Softmax forward over the rows of a row-major `rows x k` logits matrix:
 //   z_j = (l_j + g_j) / tau,  soft: y = softmax(z),  log: log y = z - logsumexp(z),
 //   hard: one-hot of argmax z (ties to the lowest index).
-// Each kernel reads the logits, makes the noise in registers and writes every output once.
+// The noise is made in registers (never stored) and every output is written once.
+// Entry points (the host picks one by shape, src/softmax.rs):
+//   softmax_rows       one row per thread; pass 2 re-reads the row (from cache) and remakes noise
+//   softmax_registers  params.group threads per row (32..WG_SIZE), several rows per workgroup;
+//                      the row's logit bits and noise stay in registers: logits read once
+//   softmax_online     one workgroup per row; online pass 1, pass 2 re-reads and remakes noise
+//   softmax_split_*    a row split over workgroups of SEG_BLOCKS blocks; partial states, then
+//                      every segment merges its row's partials and writes (two dispatches)
 //
 // Bindings (group 0):
 //   0: uniform SoftmaxParams
