@@ -1,30 +1,7 @@
 //! The fused Gumbel-Softmax forward pass (`shaders/softmax.wgsl`).
 //!
-//! Over the rows of a row-major `rows x k` logits matrix, with `g` the Gumbel noise of the
-//! stream (element `j` of row `r` uses word `r * k + j`):
-//! `y = softmax((l + g) / tau)` ([`SoftmaxMode::Soft`]), `log y = z - logsumexp(z)`
-//! ([`SoftmaxMode::Log`]) or the one-hot of `argmax (l + g)` ([`SoftmaxMode::Hard`], ties to the
-//! lowest index). The conventions for masked (-inf) and +inf logits are those of
-//! [`crate::cpu::gumbel_softmax`]: masked entries get `y = 0` and `log y = -inf`; a row with +inf
-//! logits shares its mass equally among them (the hard sample is the first one).
-//!
-//! Kernels, by shape ([`Strategy::Auto`]): one row per thread for `k <= 64`; 32 to 256 threads
-//! per row (the smallest power of two that holds it, several rows per workgroup) with the row
-//! held in registers for `k` up to 4093; beyond, for fewer than 128 rows, each
-//! row split across workgroups of 4096-element segments (partial states, then every segment
-//! merges its row's partials and writes), else one workgroup per row with an online (max, sum)
-//! first pass and a writing second pass. All are exact for any `k >= 1` and
-//! numerically stable: every entry is taken relative to the row's argmax `a` as
-//! `(l_j - l_a) + (g_j - g_a)` before `exp`, so the accuracy does not depend on the logits'
-//! magnitude.
-//!
-//! ## Bad rows at the buffer level
-//! [`GumbelSoftmax::record`] does not scan the logits on the host. A row holding a NaN, a row of
-//! only -inf, or (per-row temperatures) a row whose tau is not a normal, finite, positive f32
-//! gets the quiet-NaN bits `0x7fc0_0000` in every output, in every mode; every other row is
-//! unaffected. With a status buffer the kernel also records the first such rows (see
-//! [`SoftmaxJob::status`] and [`status_result`]). The slice API checks on the host and returns
-//! `Err` instead.
+//! The API is documented on [`GumbelSoftmax`] (the module is private; its items are
+//! re-exported at the crate root).
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, bf16_to_f32, check_rows, check_shape, check_tau, f16_to_f32};
@@ -177,7 +154,43 @@ struct SoftmaxParams {
     group: u32,
 }
 
-/// The fused forward kernels: owns their bind-group layout and pipelines.
+/// The fused Gumbel-Softmax forward kernels (`shaders/softmax.wgsl`): owns their bind-group
+/// layout and pipelines. Get them with [`Gpu::gumbel_softmax_kernels`]; the blocking slice API
+/// is [`Gpu::gumbel_softmax`], [`Gpu::gumbel_softmax_hard`], [`Gpu::gumbel_softmax_log`] and
+/// [`Gpu::gumbel_softmax_with`].
+///
+/// Over the rows of a row-major `rows x k` logits matrix, with `g` the Gumbel noise of the
+/// stream (element `j` of row `r` uses word `r * k + j`):
+/// `y = softmax((l + g) / tau)` ([`SoftmaxMode::Soft`]), `log y = z - logsumexp(z)`
+/// ([`SoftmaxMode::Log`]) or the one-hot of `argmax (l + g)` ([`SoftmaxMode::Hard`], ties to the
+/// lowest index). The conventions for masked (-inf) and +inf logits are those of
+/// [`crate::cpu::gumbel_softmax`]: masked entries get `y = 0` and `log y = -inf`; a row with +inf
+/// logits shares its mass equally among them (the hard sample is the first one).
+///
+/// Kernels, by shape: one row per thread for `k <= 64`; 32 to 256 threads
+/// per row (the smallest power of two that holds it, several rows per workgroup) with the row
+/// held in registers for `k` up to 4093; beyond, for fewer than 128 rows, each
+/// row split across workgroups of 4096-element segments (partial states, then every segment
+/// merges its row's partials and writes), else one workgroup per row with an online (argmax, sum)
+/// first pass and a writing second pass. All are exact for any `k >= 1` and
+/// numerically stable: every entry is taken relative to the row's argmax `a` as
+/// `(l_j - l_a) + (g_j - g_a)` before `exp`, so the accuracy does not depend on the logits'
+/// magnitude.
+///
+/// ## Bad rows at the buffer level
+/// [`GumbelSoftmax::record`] does not scan the logits on the host. A row holding a NaN, a row of
+/// only -inf, or (per-row temperatures) a row whose tau is not a normal, finite, positive f32
+/// gets the quiet-NaN bits `0x7fc0_0000` in every output, in every mode; every other row is
+/// unaffected. With a status buffer the kernel also records the first such rows (see
+/// [`SoftmaxJob::status`] and [`status_result`]). The slice API checks on the host and returns
+/// `Err` instead.
+///
+/// ## Limits of the f32 arithmetic
+/// Temperatures must be normal f32 (>= 1.18e-38; subnormal ones are refused). Finite logits
+/// beyond +-2^125 are clamped to it, and exponents to [-2^100, 0], so extreme inputs give
+/// finite, normalised rows rather than inf or NaN. Measured against the f64 reference fed the
+/// same f32 noise, |y - y_ref| stays below 1e-6 on random rows with |l| up to 1e4 and tau from
+/// 0.1 to 10 (tests/softmax.rs); the f32 noise itself differs from f64 noise by up to ~4e-6 |g|.
 pub struct GumbelSoftmax {
     device: wgpu::Device,
     layout: wgpu::BindGroupLayout,
