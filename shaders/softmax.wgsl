@@ -4,7 +4,7 @@
 // The noise is made in registers (never stored) and every output is written once.
 // Entry points (the host picks one by shape, src/softmax.rs):
 //   softmax_rows       one row per thread; pass 2 re-reads the row (from cache) and remakes noise
-//   softmax_registers  params.group threads per row (32..WG_SIZE), several rows per workgroup;
+//   softmax_registers  params.group threads per row (1..WG_SIZE), several rows per workgroup;
 //                      the row's logit bits and noise stay in registers: logits read once
 //   softmax_online     one workgroup per row; online pass 1, pass 2 re-reads and remakes noise
 //   softmax_split_*    a row split over workgroups of SEG_BLOCKS blocks; partial states, then
@@ -405,7 +405,10 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    let fin = reduce_group(lid, st, row, group);
+    var fin = st;
+    if (group > 1u) {
+        fin = reduce_group(lid, st, row, group);
+    }
     let kind = row_kind(row, fin);
     if (t == 0u && live) {
         report(row, fin, r);

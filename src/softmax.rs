@@ -37,7 +37,8 @@ pub enum Temperature<T> {
 pub enum Strategy {
     /// By shape: see the module docs.
     Auto,
-    /// One row per thread.
+    /// One row per thread, read twice (Auto prefers the register kernel, which reads once; this
+    /// simplest kernel stays as a cross-check).
     RowPerThread,
     /// One workgroup per row, the row in registers (`k <= max_register_k()` only).
     Registers,
@@ -49,8 +50,6 @@ pub enum Strategy {
 
 /// Philox blocks each thread of the register kernel holds (`REG_BLOCKS` in the shader).
 const REG_BLOCKS: u32 = 4;
-/// Largest `k` of the one-row-per-thread kernel under [`Strategy::Auto`].
-const ROW_PER_THREAD_MAX_K: u64 = 64;
 /// Under [`Strategy::Auto`], rows too long for registers are split across workgroups when the
 /// job has fewer rows than this (else one workgroup per row already fills the device).
 const SPLIT_MAX_ROWS: u64 = 128;
@@ -68,12 +67,12 @@ pub const fn max_register_k() -> u64 {
     4 * (WG_SIZE as u64) * (REG_BLOCKS as u64) - 3
 }
 
-/// Threads per row of the register kernel: the smallest power of two from 32 (a warp; smaller
-/// groups would leave most of it idle) to `WG_SIZE` that holds the row's Philox blocks, so short
-/// rows pack several to a workgroup.
+/// Threads per row of the register kernel: the smallest power of two up to `WG_SIZE` that holds
+/// the row's Philox blocks (`REG_BLOCKS` each), so short rows pack many to a workgroup (one per
+/// thread up to k = 13) and every element is read and its noise made once.
 fn register_group(k: u64) -> u32 {
     let blocks = (k + 6) / 4;
-    let mut group = 32;
+    let mut group = 1;
     while group < WG_SIZE && u64::from(group * REG_BLOCKS) < blocks {
         group *= 2;
     }
@@ -167,9 +166,9 @@ struct SoftmaxParams {
 /// [`crate::cpu::gumbel_softmax`]: masked entries get `y = 0` and `log y = -inf`; a row with +inf
 /// logits shares its mass equally among them (the hard sample is the first one).
 ///
-/// Kernels, by shape: one row per thread for `k <= 64`; 32 to 256 threads
-/// per row (the smallest power of two that holds it, several rows per workgroup) with the row
-/// held in registers for `k` up to 4093; beyond, for fewer than 128 rows, each
+/// Kernels, by shape: for `k` up to 4093, 1 to 256 threads per row (the smallest power of two
+/// that holds it: one row per thread up to k = 13, several rows per workgroup below 2042) with
+/// the row held in registers, so each logit is read and its noise made once; beyond, for fewer than 128 rows, each
 /// row split across workgroups of 4096-element segments (partial states, then every segment
 /// merges its row's partials and writes), else one workgroup per row with an online (argmax, sum)
 /// first pass and a writing second pass. All are exact for any `k >= 1` and
@@ -293,7 +292,6 @@ impl GumbelSoftmax {
             check_storage("status", s, STATUS_WORDS as u64 * 4)?;
         }
         let strategy = match strategy {
-            Strategy::Auto if k <= ROW_PER_THREAD_MAX_K => Strategy::RowPerThread,
             Strategy::Auto if k <= max_register_k() => Strategy::Registers,
             Strategy::Auto if job.rows < SPLIT_MAX_ROWS => Strategy::Split,
             Strategy::Auto => Strategy::Online,
@@ -660,7 +658,11 @@ mod tests {
     #[test]
     fn register_groups_are_the_smallest_that_hold_the_row() {
         for (k, group) in [
-            (1, 32),
+            (1, 1),
+            (13, 1),
+            (14, 2),
+            (61, 4),
+            (62, 8),
             (509, 32),
             (510, 64),
             (1021, 64),
