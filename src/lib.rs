@@ -48,6 +48,6 @@ pub use logits::LogitsFormat;
 pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};
 pub use softmax::{
-    GumbelSoftmax, LogitsSlice, STATUS_CLEAR, STATUS_WORDS, SoftmaxJob, SoftmaxMode, Strategy,
-    Temperature, max_register_k, status_result,
+    GumbelSoftmax, LogitsSlice, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, Temperature,
+    softmax_max_register_k,
 };

@@ -31,16 +31,16 @@ pub enum Temperature<T> {
     PerRow(T),
 }
 
-/// Which kernel runs (tests force each one; [`Strategy::Auto`] picks by shape).
+/// Which kernel runs (tests force each one; [`SoftmaxStrategy::Auto`] picks by shape).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Strategy {
+pub enum SoftmaxStrategy {
     /// By shape: see the module docs.
     Auto,
     /// One row per thread, read twice (Auto prefers the register kernel, which reads once; this
     /// simplest kernel stays as a cross-check).
     RowPerThread,
-    /// One workgroup per row, the row in registers (`k <= max_register_k()` only).
+    /// One workgroup per row, the row in registers (`k <= softmax_max_register_k()` only).
     Registers,
     /// One workgroup per row, online first pass then a writing pass.
     Online,
@@ -50,7 +50,7 @@ pub enum Strategy {
 
 /// Philox blocks each thread of the register kernel holds (`REG_BLOCKS` in the shader).
 const REG_BLOCKS: u32 = 4;
-/// Under [`Strategy::Auto`], rows too long for registers are split across workgroups when the
+/// Under [`SoftmaxStrategy::Auto`], rows too long for registers are split across workgroups when the
 /// job has fewer rows than this (else one workgroup per row already fills the device).
 const SPLIT_MAX_ROWS: u64 = 128;
 /// Bytes of one partial state of the split kernels (`State` in the shader).
@@ -63,7 +63,7 @@ const CHUNK_ROW_ALIGN: u64 = 128;
 /// blocks (`k` elements after up to 3 of the previous row's in its first block), and the
 /// workgroup holds `WG_SIZE * REG_BLOCKS` of them.
 #[doc(hidden)]
-pub const fn max_register_k() -> u64 {
+pub const fn softmax_max_register_k() -> u64 {
     4 * (WG_SIZE as u64) * (REG_BLOCKS as u64) - 3
 }
 
@@ -77,32 +77,6 @@ fn register_group(k: u64) -> u32 {
         group *= 2;
     }
     group
-}
-
-/// Words of the optional status buffer.
-pub const STATUS_WORDS: usize = 3;
-/// What the status words must hold before a run: "no bad row".
-pub const STATUS_CLEAR: [u32; STATUS_WORDS] = [u32::MAX; STATUS_WORDS];
-
-/// Turns the status words a run left (see [`SoftmaxJob::status`]) into the error the slice API
-/// would give: the lowest bad row among the three kinds, `Ok` if none.
-pub fn status_result(words: &[u32]) -> Result<(), Error> {
-    let w = |i: usize| words.get(i).copied().unwrap_or(u32::MAX);
-    let (nan, masked, tau) = (w(0), w(1), w(2));
-    let first = nan.min(masked).min(tau);
-    if first == u32::MAX {
-        Ok(())
-    } else if first == tau {
-        Err(Error::InvalidArgument(format!(
-            "row {tau}: its temperature must be a normal, finite f32 > 0"
-        )))
-    } else if first == nan {
-        Err(Error::NanInRow { row: nan as usize })
-    } else {
-        Err(Error::AllMaskedRow {
-            row: masked as usize,
-        })
-    }
 }
 
 /// One forward job at the buffer level.
@@ -125,10 +99,10 @@ pub struct SoftmaxJob<'a> {
     pub stream: Stream,
     /// `rows * k` f32 outputs, from byte 0.
     pub out: &'a wgpu::Buffer,
-    /// Optional buffer of at least [`STATUS_WORDS`] u32 the caller sets to [`STATUS_CLEAR`]
+    /// Optional buffer of at least [`GumbelSoftmax::STATUS_WORDS`] u32 the caller sets to [`GumbelSoftmax::STATUS_CLEAR`]
     /// first. The kernel lowers word 0 to the index of the first row holding a NaN, word 1 to
     /// the first all -inf row, word 2 to the first row whose per-row tau is not a normal, finite,
-    /// positive f32 ([`status_result`] decodes them). Rows that are fine leave it alone.
+    /// positive f32 ([`GumbelSoftmax::status_result`] decodes them). Rows that are fine leave it alone.
     pub status: Option<&'a wgpu::Buffer>,
 }
 
@@ -181,7 +155,7 @@ struct SoftmaxParams {
 /// only -inf, or (per-row temperatures) a row whose tau is not a normal, finite, positive f32
 /// gets the quiet-NaN bits `0x7fc0_0000` in every output, in every mode; every other row is
 /// unaffected. With a status buffer the kernel also records the first such rows (see
-/// [`SoftmaxJob::status`] and [`status_result`]). The slice API checks on the host and returns
+/// [`SoftmaxJob::status`] and [`GumbelSoftmax::status_result`]). The slice API checks on the host and returns
 /// `Err` instead.
 ///
 /// ## Limits of the f32 arithmetic
@@ -247,6 +221,32 @@ fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResour
 }
 
 impl GumbelSoftmax {
+    /// Words of the optional status buffer.
+    pub const STATUS_WORDS: usize = 3;
+    /// What the status words must hold before a run: "no bad row".
+    pub const STATUS_CLEAR: [u32; 3] = [u32::MAX; 3];
+
+    /// Turns the status words a run left (see [`SoftmaxJob::status`]) into the error the slice
+    /// API would give: the lowest bad row among the three kinds, `Ok` if none.
+    pub fn status_result(words: &[u32]) -> Result<(), Error> {
+        let w = |i: usize| words.get(i).copied().unwrap_or(u32::MAX);
+        let (nan, masked, tau) = (w(0), w(1), w(2));
+        let first = nan.min(masked).min(tau);
+        if first == u32::MAX {
+            Ok(())
+        } else if first == tau {
+            Err(Error::InvalidArgument(format!(
+                "row {tau}: its temperature must be a normal, finite f32 > 0"
+            )))
+        } else if first == nan {
+            Err(Error::NanInRow { row: nan as usize })
+        } else {
+            Err(Error::AllMaskedRow {
+                row: masked as usize,
+            })
+        }
+    }
+
     /// Records the forward pass of `job` into `encoder`. Never submits. Jobs larger than one
     /// storage binding are split into dispatches of whole rows; the stream contract makes the
     /// result independent of the split. Errors on bad shapes, a bad scalar tau or buffers that
@@ -256,7 +256,7 @@ impl GumbelSoftmax {
         encoder: &mut wgpu::CommandEncoder,
         job: &SoftmaxJob<'_>,
     ) -> Result<(), Error> {
-        self.record_with(encoder, job, Strategy::Auto)
+        self.record_with(encoder, job, SoftmaxStrategy::Auto)
     }
 
     /// [`GumbelSoftmax::record`] with a chosen kernel (tests use it to reach every path).
@@ -265,7 +265,7 @@ impl GumbelSoftmax {
         &self,
         encoder: &mut wgpu::CommandEncoder,
         job: &SoftmaxJob<'_>,
-        strategy: Strategy,
+        strategy: SoftmaxStrategy,
     ) -> Result<(), Error> {
         let k = job.k;
         if k == 0 {
@@ -289,16 +289,16 @@ impl GumbelSoftmax {
             check_storage("tau", t, job.rows * 4)?;
         }
         if let Some(s) = job.status {
-            check_storage("status", s, STATUS_WORDS as u64 * 4)?;
+            check_storage("status", s, Self::STATUS_WORDS as u64 * 4)?;
         }
         let strategy = match strategy {
-            Strategy::Auto if k <= max_register_k() => Strategy::Registers,
-            Strategy::Auto if job.rows < SPLIT_MAX_ROWS => Strategy::Split,
-            Strategy::Auto => Strategy::Online,
-            Strategy::Registers if k > max_register_k() => {
+            SoftmaxStrategy::Auto if k <= softmax_max_register_k() => SoftmaxStrategy::Registers,
+            SoftmaxStrategy::Auto if job.rows < SPLIT_MAX_ROWS => SoftmaxStrategy::Split,
+            SoftmaxStrategy::Auto => SoftmaxStrategy::Online,
+            SoftmaxStrategy::Registers if k > softmax_max_register_k() => {
                 return Err(Error::InvalidArgument(format!(
                     "the register kernel holds rows of at most {} categories, not {k}",
-                    max_register_k()
+                    softmax_max_register_k()
                 )));
             }
             s => s,
@@ -336,7 +336,7 @@ impl GumbelSoftmax {
         &self,
         encoder: &mut wgpu::CommandEncoder,
         job: &SoftmaxJob<'_>,
-        strategy: Strategy,
+        strategy: SoftmaxStrategy,
         row0: u64,
         rows: u64,
     ) -> Result<(), Error> {
@@ -347,7 +347,7 @@ impl GumbelSoftmax {
         let group = register_group(k);
         // Split kernels: segments of SEG_BLOCKS Philox blocks; a row spans <= (k + 6) / 4.
         let segments = match strategy {
-            Strategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
+            SoftmaxStrategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
             _ => 1,
         };
         let (tau, per_row) = match job.tau {
@@ -380,7 +380,7 @@ impl GumbelSoftmax {
         };
         let status = job.status.unwrap_or(&self.no_status);
         let split_partials;
-        let partials = if strategy == Strategy::Split {
+        let partials = if strategy == SoftmaxStrategy::Split {
             let bytes = rows * segments * STATE_BYTES;
             split_partials = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("softmax partials"),
@@ -416,7 +416,7 @@ impl GumbelSoftmax {
                 },
                 wgpu::BindGroupEntry {
                     binding: 4,
-                    resource: binding(status, 0, STATUS_WORDS as u64 * 4),
+                    resource: binding(status, 0, Self::STATUS_WORDS as u64 * 4),
                 },
                 wgpu::BindGroupEntry {
                     binding: 5,
@@ -425,15 +425,15 @@ impl GumbelSoftmax {
             ],
         });
         let (pipelines, groups): (&[wgpu::ComputePipeline], u64) = match strategy {
-            Strategy::RowPerThread => (
+            SoftmaxStrategy::RowPerThread => (
                 std::slice::from_ref(&self.rows),
                 rows.div_ceil(u64::from(WG_SIZE)),
             ),
-            Strategy::Registers => (
+            SoftmaxStrategy::Registers => (
                 std::slice::from_ref(&self.registers),
                 rows.div_ceil(u64::from(WG_SIZE / group)),
             ),
-            Strategy::Split => (&self.split, rows * segments),
+            SoftmaxStrategy::Split => (&self.split, rows * segments),
             _ => (std::slice::from_ref(&self.online), rows),
         };
         let groups = u32::try_from(groups)
@@ -557,7 +557,7 @@ impl Gpu {
         mode: SoftmaxMode,
         stream: Stream,
     ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_strategy(logits, k, tau, mode, stream, Strategy::Auto)
+        self.gumbel_softmax_strategy(logits, k, tau, mode, stream, SoftmaxStrategy::Auto)
     }
 
     /// [`Gpu::gumbel_softmax_with`] with a chosen kernel.
@@ -569,7 +569,7 @@ impl Gpu {
         tau: Temperature<&[f32]>,
         mode: SoftmaxMode,
         stream: Stream,
-        strategy: Strategy,
+        strategy: SoftmaxStrategy,
     ) -> Result<Vec<f32>, Error> {
         let len = logits.len();
         let rows = check_shape(len, k)?;
@@ -671,22 +671,25 @@ mod tests {
         ] {
             assert_eq!(register_group(k), group, "k {k}");
         }
-        assert_eq!(max_register_k(), 4093);
+        assert_eq!(softmax_max_register_k(), 4093);
     }
 
     #[test]
     fn status_words_decode_to_the_first_bad_row() {
-        assert_eq!(status_result(&STATUS_CLEAR), Ok(()));
         assert_eq!(
-            status_result(&[7, 3, u32::MAX]),
+            GumbelSoftmax::status_result(&GumbelSoftmax::STATUS_CLEAR),
+            Ok(())
+        );
+        assert_eq!(
+            GumbelSoftmax::status_result(&[7, 3, u32::MAX]),
             Err(Error::AllMaskedRow { row: 3 })
         );
         assert_eq!(
-            status_result(&[2, 3, u32::MAX]),
+            GumbelSoftmax::status_result(&[2, 3, u32::MAX]),
             Err(Error::NanInRow { row: 2 })
         );
         assert!(matches!(
-            status_result(&[9, 9, 1]),
+            GumbelSoftmax::status_result(&[9, 9, 1]),
             Err(Error::InvalidArgument(_))
         ));
     }

@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, STATUS_CLEAR, STATUS_WORDS, SoftmaxJob,
-    SoftmaxMode, Strategy, Stream, Temperature, cpu, max_register_k, status_result,
+    Error, Gpu, GpuOptions, GumbelSoftmax, LogitsFormat, LogitsSlice, SoftmaxJob, SoftmaxMode,
+    SoftmaxStrategy, Stream, Temperature, cpu, softmax_max_register_k,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -100,7 +100,7 @@ fn run_job(
     rows: usize,
     tau: Temperature<&[f32]>,
     stream: Stream,
-    strategy: Strategy,
+    strategy: SoftmaxStrategy,
 ) -> Vec<u32> {
     let len = rows * k;
     let logits = gpu.upload("logits", words).unwrap();
@@ -156,7 +156,7 @@ fn check_soft_and_log(
     k: usize,
     tau: Temperature<&[f32]>,
     stream: Stream,
-    strategy: Strategy,
+    strategy: SoftmaxStrategy,
     worst: &mut Worst,
 ) {
     let rows = widened.len() / k;
@@ -167,7 +167,7 @@ fn check_soft_and_log(
     let what = format!("k {k} rows {rows} {format:?} {strategy:?} {stream:?}");
     // (Auto at k <= 64 sums up to 16 terms per thread; k bounds that too.)
     let row_per_thread =
-        strategy == Strategy::RowPerThread || (strategy == Strategy::Auto && k <= 64);
+        strategy == SoftmaxStrategy::RowPerThread || (strategy == SoftmaxStrategy::Auto && k <= 64);
     // Terms one thread sums in sequence (then a tree of 8 levels in the workgroup kernels).
     let sum_len = if row_per_thread {
         k as f64
@@ -251,7 +251,7 @@ fn check_hard(
     k: usize,
     tau: Temperature<&[f32]>,
     stream: Stream,
-    strategy: Strategy,
+    strategy: SoftmaxStrategy,
     soft: &[u32],
 ) {
     let rows = widened.len() / k;
@@ -313,7 +313,7 @@ fn soft_log_and_hard_match_the_f64_reference_at_every_shape_and_temperature() {
                     k,
                     Temperature::Scalar(tau),
                     stream,
-                    Strategy::Auto,
+                    SoftmaxStrategy::Auto,
                     &mut worst,
                 );
             }
@@ -326,14 +326,14 @@ fn soft_log_and_hard_match_the_f64_reference_at_every_shape_and_temperature() {
 fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
     let _serial = serial();
     let mut rng = StdRng::seed_from_u64(11);
-    let k_max = max_register_k() as usize;
+    let k_max = softmax_max_register_k() as usize;
     let gpu = gpu();
     let mut worst = Worst::default();
     for strategy in [
-        Strategy::RowPerThread,
-        Strategy::Registers,
-        Strategy::Online,
-        Strategy::Split,
+        SoftmaxStrategy::RowPerThread,
+        SoftmaxStrategy::Registers,
+        SoftmaxStrategy::Online,
+        SoftmaxStrategy::Split,
     ] {
         for (k, rows) in [
             (1, 300),
@@ -353,7 +353,7 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
             (k_max + 1, 2),
             (20_000, 2),
         ] {
-            if strategy == Strategy::Registers && k > k_max {
+            if strategy == SoftmaxStrategy::Registers && k > k_max {
                 continue;
             }
             for tau in [0.1, 1.0] {
@@ -379,7 +379,7 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
 fn the_register_kernel_refuses_rows_it_cannot_hold() {
     let _serial = serial();
     let gpu = gpu();
-    let k = max_register_k() as usize + 1;
+    let k = softmax_max_register_k() as usize + 1;
     let logits = vec![0f32; k];
     let err = gpu
         .gumbel_softmax_strategy(
@@ -388,7 +388,7 @@ fn the_register_kernel_refuses_rows_it_cannot_hold() {
             Temperature::Scalar(1.0),
             SoftmaxMode::Soft,
             Stream::new(1),
-            Strategy::Registers,
+            SoftmaxStrategy::Registers,
         )
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
@@ -411,7 +411,7 @@ fn per_row_temperatures_match_the_reference() {
                 k,
                 Temperature::PerRow(&taus),
                 random_stream(&mut rng),
-                Strategy::Auto,
+                SoftmaxStrategy::Auto,
                 &mut worst,
             );
             // The slice API gives the same numbers.
@@ -472,7 +472,7 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
                     k,
                     Temperature::Scalar(0.5),
                     random_stream(&mut rng),
-                    Strategy::Auto,
+                    SoftmaxStrategy::Auto,
                     &mut worst,
                 );
                 // The slice API takes the bits directly.
@@ -520,10 +520,10 @@ fn positive_infinite_logits_share_the_mass_equally() {
     ];
     for gpu in gpus() {
         for strategy in [
-            Strategy::RowPerThread,
-            Strategy::Registers,
-            Strategy::Online,
-            Strategy::Split,
+            SoftmaxStrategy::RowPerThread,
+            SoftmaxStrategy::Registers,
+            SoftmaxStrategy::Online,
+            SoftmaxStrategy::Split,
         ] {
             for (k, logits, want) in cases {
                 let k = *k;
@@ -630,13 +630,13 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
     let ninf = f32::NEG_INFINITY;
     let mut rng = StdRng::seed_from_u64(14);
     for strategy in [
-        Strategy::RowPerThread,
-        Strategy::Registers,
-        Strategy::Online,
-        Strategy::Split,
+        SoftmaxStrategy::RowPerThread,
+        SoftmaxStrategy::Registers,
+        SoftmaxStrategy::Online,
+        SoftmaxStrategy::Split,
     ] {
         for k in [1usize, 3, 300, 9000] {
-            if strategy == Strategy::Registers && k > max_register_k() as usize {
+            if strategy == SoftmaxStrategy::Registers && k > softmax_max_register_k() as usize {
                 continue;
             }
             let rows = 6;
@@ -654,7 +654,7 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
                 let logits_buf = gpu.upload("logits", &logits).unwrap();
                 let tau_buf = gpu.upload("taus", &taus).unwrap();
                 let out = poisoned(gpu, rows * k);
-                let status = gpu.upload("status", &STATUS_CLEAR).unwrap();
+                let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
                 let job = SoftmaxJob {
                     mode,
                     format: LogitsFormat::F32,
@@ -669,10 +669,15 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
                 let kernels = gpu.gumbel_softmax_kernels().unwrap();
                 run(gpu, |enc| kernels.record_with(enc, &job, strategy).unwrap());
                 let got: Vec<u32> = gpu.read_buffer(&out, rows * k).unwrap();
-                let words: Vec<u32> = gpu.read_buffer(&status, STATUS_WORDS).unwrap();
+                let words: Vec<u32> = gpu
+                    .read_buffer(&status, GumbelSoftmax::STATUS_WORDS)
+                    .unwrap();
                 let what = format!("{strategy:?} {mode:?} k {k}");
                 assert_eq!(words, vec![1, 3, 4], "{what}: status");
-                assert_eq!(status_result(&words), Err(Error::NanInRow { row: 1 }));
+                assert_eq!(
+                    GumbelSoftmax::status_result(&words),
+                    Err(Error::NanInRow { row: 1 })
+                );
                 for r in [1, 3, 4, 5] {
                     assert!(
                         got[r * k..][..k].iter().all(|&b| b == BAD_ROW_BITS),
@@ -706,7 +711,7 @@ fn status_stays_clear_for_good_rows_and_is_optional() {
     let logits = [1.0f32, 2.0, f32::NEG_INFINITY, 0.5];
     let logits_buf = gpu.upload("logits", &logits).unwrap();
     let out = poisoned(gpu, 4);
-    let status = gpu.upload("status", &STATUS_CLEAR).unwrap();
+    let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
     let job = SoftmaxJob {
         mode: SoftmaxMode::Soft,
@@ -720,9 +725,11 @@ fn status_stays_clear_for_good_rows_and_is_optional() {
         status: Some(&status),
     };
     run(gpu, |enc| kernels.record(enc, &job).unwrap());
-    let words: Vec<u32> = gpu.read_buffer(&status, STATUS_WORDS).unwrap();
-    assert_eq!(words, STATUS_CLEAR.to_vec());
-    assert_eq!(status_result(&words), Ok(()));
+    let words: Vec<u32> = gpu
+        .read_buffer(&status, GumbelSoftmax::STATUS_WORDS)
+        .unwrap();
+    assert_eq!(words, GumbelSoftmax::STATUS_CLEAR.to_vec());
+    assert_eq!(GumbelSoftmax::status_result(&words), Ok(()));
 }
 
 #[test]
@@ -915,21 +922,21 @@ fn split_jobs_give_the_same_numbers_as_one_dispatch() {
     }
 }
 
-/// Strategy::Auto picks by shape: registers up to max_register_k(), then split rows below 128 rows and online rows from 128 on. Each choice
+/// SoftmaxStrategy::Auto picks by shape: registers up to softmax_max_register_k(), then split rows below 128 rows and online rows from 128 on. Each choice
 /// is seen through bit-identical outputs (different kernels sum in different orders).
 #[test]
 fn auto_picks_the_kernel_by_shape() {
     let _serial = serial();
     let gpu = gpu();
     let mut rng = StdRng::seed_from_u64(16);
-    let k_max = max_register_k() as usize;
+    let k_max = softmax_max_register_k() as usize;
     for (k, rows, want) in [
-        (1, 300, Strategy::Registers),
-        (64, 40, Strategy::Registers),
-        (65, 40, Strategy::Registers),
-        (k_max, 3, Strategy::Registers),
-        (k_max + 1, 127, Strategy::Split),
-        (k_max + 1, 128, Strategy::Online),
+        (1, 300, SoftmaxStrategy::Registers),
+        (64, 40, SoftmaxStrategy::Registers),
+        (65, 40, SoftmaxStrategy::Registers),
+        (k_max, 3, SoftmaxStrategy::Registers),
+        (k_max + 1, 127, SoftmaxStrategy::Split),
+        (k_max + 1, 128, SoftmaxStrategy::Online),
     ] {
         let logits = random_logits(&mut rng, rows, k);
         let stream = random_stream(&mut rng);
@@ -947,7 +954,7 @@ fn auto_picks_the_kernel_by_shape() {
             y.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
         };
         assert_eq!(
-            call(Strategy::Auto),
+            call(SoftmaxStrategy::Auto),
             call(want),
             "k {k} rows {rows}: {want:?}"
         );
@@ -986,18 +993,30 @@ fn two_dimensional_grids_and_a_wrapping_stream() {
             65,
             3300,
             random_stream(&mut rng),
-            Strategy::Registers,
+            SoftmaxStrategy::Registers,
         ),
         (
             &small,
             3,
             30_000,
             random_stream(&mut rng),
-            Strategy::RowPerThread,
+            SoftmaxStrategy::RowPerThread,
         ),
-        (&small, 700, 110, random_stream(&mut rng), Strategy::Online),
+        (
+            &small,
+            700,
+            110,
+            random_stream(&mut rng),
+            SoftmaxStrategy::Online,
+        ),
         // Two segments per row.
-        (&small, 5000, 60, random_stream(&mut rng), Strategy::Split),
+        (
+            &small,
+            5000,
+            60,
+            random_stream(&mut rng),
+            SoftmaxStrategy::Split,
+        ),
         (
             gpu(),
             7,
@@ -1006,7 +1025,7 @@ fn two_dimensional_grids_and_a_wrapping_stream() {
                 seed: 3,
                 offset: u64::MAX - 100,
             },
-            Strategy::Auto,
+            SoftmaxStrategy::Auto,
         ),
         (
             gpu(),
@@ -1016,7 +1035,7 @@ fn two_dimensional_grids_and_a_wrapping_stream() {
                 seed: 4,
                 offset: u64::MAX - 5001,
             },
-            Strategy::Auto,
+            SoftmaxStrategy::Auto,
         ),
     ] {
         let logits = random_logits(&mut rng, rows, k);
