@@ -43,6 +43,7 @@ mod random;
 mod sample;
 #[doc(hidden)]
 pub mod shader;
+mod softmax;
 
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
@@ -51,4 +52,8 @@ pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};
 pub use sample::{
     MAX_TOP, NO_INDEX, SampleLogits, SampleOptions, SampleShape, SampleStrategy, Sampler,
+};
+pub use softmax::{
+    GumbelSoftmax, LogitsSlice, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, Temperature,
+    softmax_max_register_k,
 };

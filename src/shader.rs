@@ -41,6 +41,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("random", include_str!("../shaders/random.wgsl")),
     ("copy", include_str!("../shaders/copy.wgsl")),
     ("sample", include_str!("../shaders/sample.wgsl")),
+    ("softmax", include_str!("../shaders/softmax.wgsl")),
 ];
 
 /// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.

@@ -32,8 +32,13 @@ fn log_softmax_rows(
     taus: impl Fn(usize) -> f64,
     stream: Stream,
 ) -> Vec<f64> {
-    assert!(k > 0 && logits.len().is_multiple_of(k), "shape");
-    let z = perturbed(logits, stream);
+    log_softmax_perturbed(&perturbed(logits, stream), k, taus)
+}
+
+/// Per row, the log-softmax of `z / tau(row)` for perturbed values `z = l + g` the caller made
+/// (tests feed the GPU's own f32 noise to separate the kernel's arithmetic from the noise's).
+pub fn log_softmax_perturbed(z: &[f64], k: usize, taus: impl Fn(usize) -> f64) -> Vec<f64> {
+    assert!(k > 0 && z.len().is_multiple_of(k), "shape");
     let mut out = vec![0.0; z.len()];
     for (r, (zr, or)) in z.chunks(k).zip(out.chunks_mut(k)).enumerate() {
         let tau = taus(r);

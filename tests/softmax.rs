@@ -1,0 +1,1071 @@
+//! The fused Gumbel-Softmax forward pass on a real adapter against the f64 reference: every
+//! kernel path, soft / hard / log outputs, scalar and per-row temperatures, f32 / f16 / bf16
+//! logits, masked and +inf entries, bad rows at the buffer level, and the slice API's errors.
+//!
+//! Accuracy is measured two ways: against the f64 reference fed the GPU's own f32 noise (the
+//! kernel's arithmetic alone; this is where the tight bounds apply) and against the pure f64
+//! reference (adds the f32 noise's own error, ~4e-6 |g|, scaled by 1 / tau).
+
+mod common;
+use common::*;
+use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+use gumbel_wgpu::{
+    Error, Gpu, GpuOptions, GumbelSoftmax, LogitsFormat, LogitsSlice, SoftmaxJob, SoftmaxMode,
+    SoftmaxStrategy, Stream, Temperature, cpu, softmax_max_register_k,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+const NEG_INF_BITS: u32 = 0xff80_0000;
+
+/// One test at a time on the shared device: wgpu's GL backend gives up (panics) when a thread
+/// waits more than a second for the GL context another test's long job holds.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+const BAD_ROW_BITS: u32 = 0x7fc0_0000;
+
+/// The shapes of the accuracy sweep: (k, rows), around workgroup and Philox-block boundaries
+/// and the kernels' limits (register groups of 1 to 256 threads, 4093 on chip); the element
+/// counts are kept moderate for software adapters.
+const SHAPES: &[(usize, usize)] = &[
+    (1, 1000),
+    (2, 500),
+    (3, 333),
+    (7, 301),
+    (31, 97),
+    (32, 64),
+    (33, 65),
+    (255, 17),
+    (256, 9),
+    (257, 11),
+    (1000, 7),
+    (4097, 5),
+    (65537, 3),
+    (262_144, 2),
+];
+
+const TAUS: &[f32] = &[0.1, 0.5, 1.0, 10.0];
+
+/// Random logits, row by row of one of three kinds: N(0, 3)-ish; 1e4 + U(-5, 5) (large
+/// magnitude, yet a real mixture, so precision loss in l + g would show); U(-1e4, 1e4). About
+/// 10% of entries are masked (-inf), never a whole row.
+fn random_logits(rng: &mut StdRng, rows: usize, k: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows * k);
+    for _ in 0..rows {
+        let kind = rng.random_range(0..3u32);
+        let keep = rng.random_range(0..k);
+        for j in 0..k {
+            let x: f32 = match kind {
+                0 => (rng.random::<f32>() - 0.5) * 6.0 + (rng.random::<f32>() - 0.5) * 6.0,
+                1 => 1e4 + (rng.random::<f32>() - 0.5) * 10.0,
+                _ => (rng.random::<f32>() - 0.5) * 2e4,
+            };
+            v.push(if j != keep && rng.random::<f32>() < 0.1 {
+                f32::NEG_INFINITY
+            } else {
+                x
+            });
+        }
+    }
+    v
+}
+
+fn random_stream(rng: &mut StdRng) -> Stream {
+    Stream {
+        seed: rng.random(),
+        offset: rng.random::<u64>() >> 8,
+    }
+}
+
+/// `l + g` in f64 with the GPU's own f32 noise (masked entries stay -inf).
+fn perturbed_with_gpu_noise(gpu: &Gpu, logits: &[f32], stream: Stream) -> Vec<f64> {
+    let g = gpu.gumbel(stream, logits.len()).unwrap();
+    logits
+        .iter()
+        .zip(&g)
+        .map(|(&l, &g)| f64::from(l) + f64::from(g))
+        .collect()
+}
+
+/// Runs `mode` through the buffer-level API into a poisoned buffer (plus a poisoned tail that
+/// must stay untouched) and returns the outputs' bits.
+#[allow(clippy::too_many_arguments)]
+fn run_job(
+    gpu: &Gpu,
+    mode: SoftmaxMode,
+    format: LogitsFormat,
+    words: &[u32],
+    k: usize,
+    rows: usize,
+    tau: Temperature<&[f32]>,
+    stream: Stream,
+    strategy: SoftmaxStrategy,
+) -> Vec<u32> {
+    let len = rows * k;
+    let logits = gpu.upload("logits", words).unwrap();
+    let out = poisoned(gpu, len + 5);
+    let tau_buf = match tau {
+        Temperature::PerRow(t) => Some(gpu.upload("taus", t).unwrap()),
+        Temperature::Scalar(_) => None,
+    };
+    let job = SoftmaxJob {
+        mode,
+        format,
+        logits: &logits,
+        k: k as u64,
+        rows: rows as u64,
+        tau: match (&tau_buf, tau) {
+            (Some(b), _) => Temperature::PerRow(b),
+            (None, Temperature::Scalar(t)) => Temperature::Scalar(t),
+            (None, _) => unreachable!(),
+        },
+        stream,
+        out: &out,
+        status: None,
+    };
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    run(gpu, |enc| kernels.record_with(enc, &job, strategy).unwrap());
+    let got: Vec<u32> = gpu.read_buffer(&out, len + 5).unwrap();
+    assert!(
+        got[len..].iter().all(|&w| w == SENTINEL),
+        "k {k} rows {rows}: wrote past the end"
+    );
+    got[..len].to_vec()
+}
+
+/// Worst errors seen by `check_soft_and_log`.
+#[derive(Default, Debug)]
+struct Worst {
+    /// max |y - y_ref|, reference fed the GPU's noise.
+    y: f64,
+    /// max |log y - ref| / its bound (<= 1 passes).
+    log: f64,
+    /// max |y - y_ref|, pure f64 reference (its own noise).
+    y_vs_pure_f64: f64,
+}
+
+/// Soft and log outputs of `logits` vs the f64 reference fed the GPU's noise, plus the hard
+/// output's agreement with both. `taus(r)` is row r's temperature.
+#[allow(clippy::too_many_arguments)]
+fn check_soft_and_log(
+    gpu: &Gpu,
+    widened: &[f32],
+    format: LogitsFormat,
+    words: &[u32],
+    k: usize,
+    tau: Temperature<&[f32]>,
+    stream: Stream,
+    strategy: SoftmaxStrategy,
+    worst: &mut Worst,
+) {
+    let rows = widened.len() / k;
+    let tau_of = |r: usize| match tau {
+        Temperature::Scalar(t) => f64::from(t),
+        Temperature::PerRow(t) => f64::from(t[r]),
+    };
+    let what = format!("k {k} rows {rows} {format:?} {strategy:?} {stream:?}");
+    // (Auto at k <= 64 sums up to 16 terms per thread; k bounds that too.)
+    let row_per_thread =
+        strategy == SoftmaxStrategy::RowPerThread || (strategy == SoftmaxStrategy::Auto && k <= 64);
+    // Terms one thread sums in sequence (then a tree of 8 levels in the workgroup kernels).
+    let sum_len = if row_per_thread {
+        k as f64
+    } else {
+        (k / 256 + 9) as f64
+    };
+    let z = perturbed_with_gpu_noise(gpu, widened, stream);
+    let want_log = cpu::log_softmax_perturbed(&z, k, tau_of);
+    let pure_log = cpu::gumbel_softmax_log_per_row(
+        widened,
+        k,
+        &(0..rows).map(tau_of).collect::<Vec<_>>(),
+        stream,
+    );
+    let job = |mode| run_job(gpu, mode, format, words, k, rows, tau, stream, strategy);
+    let soft = job(SoftmaxMode::Soft);
+    let log = job(SoftmaxMode::Log);
+    for i in 0..widened.len() {
+        let tau = tau_of(i / k);
+        let y = f32::from_bits(soft[i]);
+        let ly = f32::from_bits(log[i]);
+        if widened[i] == f32::NEG_INFINITY {
+            assert_eq!(soft[i], 0, "{what}: masked element {i} has y = {y}");
+            assert_eq!(
+                log[i], NEG_INF_BITS,
+                "{what}: masked element {i} has log y {ly}"
+            );
+            continue;
+        }
+        assert!(
+            y.is_finite() && ly.is_finite(),
+            "{what}: element {i}: {y} {ly}"
+        );
+        let err = (f64::from(y) - want_log[i].exp()).abs();
+        worst.y = worst.y.max(err);
+        assert!(
+            err < 1e-5,
+            "{what} tau {tau}: y[{i}] = {y}, want {}",
+            want_log[i].exp()
+        );
+        // log y: a few f32 roundings of (l - l_a) + (g - g_a) (|.| < 32) scaled by 1 / tau,
+        // the relative rounding of a large result, and the f32 sum's rounding in log s (grows
+        // like the square root of the terms one thread adds in sequence).
+        let lerr = (f64::from(ly) - want_log[i]).abs();
+        let bound = 8e-6 / tau + 2e-6 * want_log[i].abs() + 2.4e-7 * sum_len.sqrt();
+        worst.log = worst.log.max(lerr / bound);
+        assert!(
+            lerr <= bound,
+            "{what} tau {tau}: log y[{i}] = {ly}, want {}",
+            want_log[i]
+        );
+        // Against the pure f64 reference the f32 noise's error (4e-6 |g|) enters, scaled by
+        // 1 / tau: y errs by at most about y * 2e-4 / tau.
+        let perr = (f64::from(y) - pure_log[i].exp()).abs();
+        worst.y_vs_pure_f64 = worst.y_vs_pure_f64.max(perr);
+        assert!(
+            perr <= 3e-4 / tau,
+            "{what}: y[{i}] = {y} vs pure f64 {}",
+            pure_log[i].exp()
+        );
+    }
+    // Rows sum to 1.
+    for (r, row) in soft.chunks(k).enumerate() {
+        let sum: f64 = row.iter().map(|&b| f64::from(f32::from_bits(b))).sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-5 * (1.0 + (k as f64).sqrt() / 16.0),
+            "{what}: row {r} sums to {sum}"
+        );
+    }
+    check_hard(gpu, widened, format, words, k, tau, stream, strategy, &soft);
+}
+
+/// The hard output is one-hot at the argmax of l + g (GPU noise, exact in f64; ties to the
+/// lowest index), up to a near-tie that f32 cannot resolve, and the soft row peaks there too.
+#[allow(clippy::too_many_arguments)]
+fn check_hard(
+    gpu: &Gpu,
+    widened: &[f32],
+    format: LogitsFormat,
+    words: &[u32],
+    k: usize,
+    tau: Temperature<&[f32]>,
+    stream: Stream,
+    strategy: SoftmaxStrategy,
+    soft: &[u32],
+) {
+    let rows = widened.len() / k;
+    let what = format!("k {k} rows {rows} {format:?} {strategy:?} {stream:?}");
+    let hard = run_job(
+        gpu,
+        SoftmaxMode::Hard,
+        format,
+        words,
+        k,
+        rows,
+        tau,
+        stream,
+        strategy,
+    );
+    let g = gpu.gumbel(stream, widened.len()).unwrap();
+    for r in 0..rows {
+        let (l, g) = (&widened[r * k..][..k], &g[r * k..][..k]);
+        let row = &hard[r * k..][..k];
+        let hot: Vec<usize> = (0..k).filter(|&j| row[j] != 0).collect();
+        assert_eq!(hot.len(), 1, "{what}: row {r} is not one-hot");
+        let h = hot[0];
+        assert_eq!(row[h], 1f32.to_bits(), "{what}: row {r}");
+        let z: Vec<f64> = (0..k).map(|j| f64::from(l[j]) + f64::from(g[j])).collect();
+        let a = cpu::argmax(&z);
+        // The kernel compares (l_h - l_a) + (g_h - g_a) in f32: exact unless l or g differ by
+        // more than a factor of two, when the rounding is below 2^-24 of the larger difference.
+        let slack =
+            2f64.powi(-23) * ((z[a] - z[h]).abs() + (f64::from(l[a]) - f64::from(l[h])).abs());
+        assert!(
+            h == a || (z[a] - z[h] <= slack && z[a] >= z[h]),
+            "{what}: row {r}: hot {h} but l + g peaks at {a}"
+        );
+        let ys = &soft[r * k..][..k];
+        let ymax = ys.iter().map(|&b| f32::from_bits(b)).fold(0.0, f32::max);
+        assert_eq!(
+            f32::from_bits(ys[h]),
+            ymax,
+            "{what}: row {r}: soft max not at hot {h}"
+        );
+    }
+}
+
+#[test]
+fn soft_log_and_hard_match_the_f64_reference_at_every_shape_and_temperature() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(10);
+    for gpu in gpus() {
+        let mut worst = Worst::default();
+        for &(k, rows) in SHAPES {
+            for &tau in TAUS {
+                let logits = random_logits(&mut rng, rows, k);
+                let stream = random_stream(&mut rng);
+                check_soft_and_log(
+                    gpu,
+                    &logits,
+                    LogitsFormat::F32,
+                    bytemuck::cast_slice(&logits),
+                    k,
+                    Temperature::Scalar(tau),
+                    stream,
+                    SoftmaxStrategy::Auto,
+                    &mut worst,
+                );
+            }
+        }
+        eprintln!("{}: worst errors {worst:?}", gpu.describe());
+    }
+}
+
+#[test]
+fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(11);
+    let k_max = softmax_max_register_k() as usize;
+    let gpu = gpu();
+    let mut worst = Worst::default();
+    for strategy in [
+        SoftmaxStrategy::RowPerThread,
+        SoftmaxStrategy::Registers,
+        SoftmaxStrategy::Online,
+        SoftmaxStrategy::Split,
+    ] {
+        for (k, rows) in [
+            (1, 300),
+            (3, 100),
+            (13, 50),
+            (14, 50),
+            (33, 40),
+            (62, 20),
+            (64, 9),
+            (65, 9),
+            (257, 5),
+            (509, 9),
+            (510, 9),
+            (1000, 3),
+            (2000, 5),
+            (k_max, 2),
+            (k_max + 1, 2),
+            (20_000, 2),
+        ] {
+            if strategy == SoftmaxStrategy::Registers && k > k_max {
+                continue;
+            }
+            for tau in [0.1, 1.0] {
+                let logits = random_logits(&mut rng, rows, k);
+                check_soft_and_log(
+                    gpu,
+                    &logits,
+                    LogitsFormat::F32,
+                    bytemuck::cast_slice(&logits),
+                    k,
+                    Temperature::Scalar(tau),
+                    random_stream(&mut rng),
+                    strategy,
+                    &mut worst,
+                );
+            }
+        }
+    }
+    eprintln!("worst errors over forced paths {worst:?}");
+}
+
+#[test]
+fn the_register_kernel_refuses_rows_it_cannot_hold() {
+    let _serial = serial();
+    let gpu = gpu();
+    let k = softmax_max_register_k() as usize + 1;
+    let logits = vec![0f32; k];
+    let err = gpu
+        .gumbel_softmax_strategy(
+            LogitsSlice::F32(&logits),
+            k,
+            Temperature::Scalar(1.0),
+            SoftmaxMode::Soft,
+            Stream::new(1),
+            SoftmaxStrategy::Registers,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+#[test]
+fn per_row_temperatures_match_the_reference() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut worst = Worst::default();
+    for gpu in gpus() {
+        for (k, rows) in [(5, 200), (100, 20), (5000, 3)] {
+            let logits = random_logits(&mut rng, rows, k);
+            let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % TAUS.len()]).collect();
+            check_soft_and_log(
+                gpu,
+                &logits,
+                LogitsFormat::F32,
+                bytemuck::cast_slice(&logits),
+                k,
+                Temperature::PerRow(&taus),
+                random_stream(&mut rng),
+                SoftmaxStrategy::Auto,
+                &mut worst,
+            );
+            // The slice API gives the same numbers.
+            let stream = random_stream(&mut rng);
+            let got = gpu
+                .gumbel_softmax_with(
+                    LogitsSlice::F32(&logits),
+                    k,
+                    Temperature::PerRow(&taus),
+                    SoftmaxMode::Soft,
+                    stream,
+                )
+                .unwrap();
+            let want = cpu::gumbel_softmax_per_row(
+                &logits,
+                k,
+                &taus.iter().map(|&t| f64::from(t)).collect::<Vec<_>>(),
+                stream,
+            );
+            for (i, (&y, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (f64::from(y) - w).abs() <= 3e-4 / f64::from(taus[i / k]),
+                    "{i}"
+                );
+            }
+        }
+    }
+    eprintln!("per-row tau worst errors {worst:?}");
+}
+
+#[test]
+fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut worst = Worst::default();
+    for gpu in gpus() {
+        for (k, rows) in [(1, 7), (3, 101), (33, 31), (1000, 5), (4097, 3), (65537, 1)] {
+            let logits = random_logits(&mut rng, rows, k);
+            for format in [LogitsFormat::F16, LogitsFormat::Bf16] {
+                let (bits, widened): (Vec<u16>, Vec<f32>) = match format {
+                    LogitsFormat::F16 => {
+                        let b: Vec<u16> = logits.iter().map(|&x| f32_to_f16(x)).collect();
+                        let w = b.iter().map(|&h| f16_to_f32(h)).collect();
+                        (b, w)
+                    }
+                    _ => {
+                        let b: Vec<u16> = logits.iter().map(|&x| f32_to_bf16(x)).collect();
+                        let w = b.iter().map(|&h| bf16_to_f32(h)).collect();
+                        (b, w)
+                    }
+                };
+                let words = gumbel_wgpu::logits::pack_u16(&bits);
+                check_soft_and_log(
+                    gpu,
+                    &widened,
+                    format,
+                    &words,
+                    k,
+                    Temperature::Scalar(0.5),
+                    random_stream(&mut rng),
+                    SoftmaxStrategy::Auto,
+                    &mut worst,
+                );
+                // The slice API takes the bits directly.
+                let stream = random_stream(&mut rng);
+                let slice = match format {
+                    LogitsFormat::F16 => LogitsSlice::F16(&bits),
+                    _ => LogitsSlice::Bf16(&bits),
+                };
+                let got = gpu
+                    .gumbel_softmax_with(
+                        slice,
+                        k,
+                        Temperature::Scalar(0.5),
+                        SoftmaxMode::Log,
+                        stream,
+                    )
+                    .unwrap();
+                let via_f32 = gpu.gumbel_softmax_log(&widened, k, 0.5, stream).unwrap();
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    via_f32.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "{format:?} k {k}: same values as f32 logits"
+                );
+            }
+        }
+    }
+    eprintln!("f16/bf16 worst errors {worst:?}");
+}
+
+#[test]
+fn positive_infinite_logits_share_the_mass_equally() {
+    let _serial = serial();
+    let inf = f32::INFINITY;
+    let ninf = f32::NEG_INFINITY;
+    // (k, logits, soft y)
+    let cases: &[(usize, Vec<f32>, Vec<f32>)] = &[
+        (1, vec![inf], vec![1.0]),
+        (3, vec![0.0, inf, 5.0], vec![0.0, 1.0, 0.0]),
+        (4, vec![inf, 1e4, ninf, inf], vec![0.5, 0.0, 0.0, 0.5]),
+        (
+            5,
+            vec![inf, ninf, inf, inf, -3.0],
+            vec![1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0, 0.0],
+        ),
+    ];
+    for gpu in gpus() {
+        for strategy in [
+            SoftmaxStrategy::RowPerThread,
+            SoftmaxStrategy::Registers,
+            SoftmaxStrategy::Online,
+            SoftmaxStrategy::Split,
+        ] {
+            for (k, logits, want) in cases {
+                let k = *k;
+                let s = Stream::new(3);
+                let slice = LogitsSlice::F32(logits);
+                let t = Temperature::Scalar(0.7);
+                let run = |mode| {
+                    gpu.gumbel_softmax_strategy(slice, k, t, mode, s, strategy)
+                        .unwrap()
+                };
+                assert_eq!(&run(SoftmaxMode::Soft), want, "{strategy:?} {logits:?}");
+                let first = logits.iter().position(|&x| x == inf).unwrap();
+                let hard: Vec<f32> = (0..k).map(|j| f32::from(u8::from(j == first))).collect();
+                assert_eq!(run(SoftmaxMode::Hard), hard, "{strategy:?} {logits:?}");
+                let n = logits.iter().filter(|&&x| x == inf).count() as f32;
+                let log: Vec<f32> = logits
+                    .iter()
+                    .map(|&x| if x == inf { -n.ln() } else { ninf })
+                    .collect();
+                let got = run(SoftmaxMode::Log);
+                for (g, w) in got.iter().zip(&log) {
+                    assert!(
+                        g == w || (g - w).abs() < 1e-6,
+                        "{strategy:?} {logits:?}: {got:?}"
+                    );
+                }
+                // The reference agrees.
+                let reference = cpu::gumbel_softmax(logits, k, 0.7, s);
+                assert!(
+                    reference
+                        .iter()
+                        .zip(want)
+                        .all(|(r, &w)| (r - f64::from(w)).abs() < 1e-7)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn log_space_stays_finite_where_y_underflows() {
+    let _serial = serial();
+    // Logits 1e4 apart at tau 0.1: y underflows to 0, log y is about -1e5 and exact-ish.
+    let logits = [0.0f32, 1e4, -1e4, 5.0];
+    let s = Stream::new(9);
+    let got = gpu().gumbel_softmax_log(&logits, 4, 0.1, s).unwrap();
+    let want = cpu::gumbel_softmax_log(&logits, 4, 0.1, s);
+    let soft = gpu().gumbel_softmax(&logits, 4, 0.1, s).unwrap();
+    for j in 0..4 {
+        assert!(got[j].is_finite(), "{got:?}");
+        assert!(
+            (f64::from(got[j]) - want[j]).abs() <= 2e-6 * want[j].abs() + 1e-3,
+            "{got:?} {want:?}"
+        );
+    }
+    assert_eq!(soft[0], 0.0);
+    assert_eq!(soft[1], 1.0);
+}
+
+/// A k = 1 row is always y = 1 (log y = 0, hard = 1), whatever its logit and tau.
+#[test]
+fn single_category_rows_are_certain() {
+    let _serial = serial();
+    let logits = [-1e30f32, 0.0, 3.5, 1e30, f32::INFINITY];
+    for tau in [1e-30f32, 0.1, 1e30] {
+        let s = Stream::new(4);
+        assert_eq!(
+            gpu().gumbel_softmax(&logits, 1, tau, s).unwrap(),
+            vec![1.0; 5]
+        );
+        assert_eq!(
+            gpu().gumbel_softmax_hard(&logits, 1, tau, s).unwrap(),
+            vec![1.0; 5]
+        );
+        assert_eq!(
+            gpu().gumbel_softmax_log(&logits, 1, tau, s).unwrap(),
+            vec![0.0; 5]
+        );
+    }
+}
+
+/// Extreme but legal inputs produce finite, normalised rows (no inf/NaN is formed inside).
+#[test]
+fn extreme_logits_and_temperatures_stay_finite() {
+    let _serial = serial();
+    let logits = [f32::MAX, -f32::MAX, 0.0, 1e38, f32::MIN_POSITIVE, -1e-30];
+    for tau in [f32::MIN_POSITIVE, 1e-20, 1.0, 1e20, f32::MAX] {
+        let s = Stream::new(5);
+        let y = gpu().gumbel_softmax(&logits, 6, tau, s).unwrap();
+        let sum: f32 = y.iter().sum();
+        assert!(
+            y.iter().all(|v| v.is_finite()) && (sum - 1.0).abs() < 1e-5,
+            "tau {tau}: {y:?}"
+        );
+        let ly = gpu().gumbel_softmax_log(&logits, 6, tau, s).unwrap();
+        assert!(ly.iter().all(|v| v.is_finite()), "tau {tau}: {ly:?}");
+    }
+}
+
+#[test]
+fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
+    let _serial = serial();
+    let nan = f32::NAN;
+    let ninf = f32::NEG_INFINITY;
+    let mut rng = StdRng::seed_from_u64(14);
+    for strategy in [
+        SoftmaxStrategy::RowPerThread,
+        SoftmaxStrategy::Registers,
+        SoftmaxStrategy::Online,
+        SoftmaxStrategy::Split,
+    ] {
+        for k in [1usize, 3, 300, 9000] {
+            if strategy == SoftmaxStrategy::Registers && k > softmax_max_register_k() as usize {
+                continue;
+            }
+            let rows = 6;
+            let mut logits = random_logits(&mut rng, rows, k);
+            // Row 1: a NaN; row 3: all -inf; row 4: a bad per-row tau; row 5: NaN and -inf.
+            logits[k + k / 2] = nan;
+            logits[3 * k..4 * k].fill(ninf);
+            logits[5 * k..6 * k].fill(ninf);
+            logits[5 * k] = nan;
+            let mut taus = vec![0.5f32; rows];
+            taus[4] = 0.0;
+            let gpu = gpu();
+            let stream = random_stream(&mut rng);
+            for mode in [SoftmaxMode::Soft, SoftmaxMode::Hard, SoftmaxMode::Log] {
+                let logits_buf = gpu.upload("logits", &logits).unwrap();
+                let tau_buf = gpu.upload("taus", &taus).unwrap();
+                let out = poisoned(gpu, rows * k);
+                let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
+                let job = SoftmaxJob {
+                    mode,
+                    format: LogitsFormat::F32,
+                    logits: &logits_buf,
+                    k: k as u64,
+                    rows: rows as u64,
+                    tau: Temperature::PerRow(&tau_buf),
+                    stream,
+                    out: &out,
+                    status: Some(&status),
+                };
+                let kernels = gpu.gumbel_softmax_kernels().unwrap();
+                run(gpu, |enc| kernels.record_with(enc, &job, strategy).unwrap());
+                let got: Vec<u32> = gpu.read_buffer(&out, rows * k).unwrap();
+                let words: Vec<u32> = gpu
+                    .read_buffer(&status, GumbelSoftmax::STATUS_WORDS)
+                    .unwrap();
+                let what = format!("{strategy:?} {mode:?} k {k}");
+                assert_eq!(words, vec![1, 3, 4], "{what}: status");
+                assert_eq!(
+                    GumbelSoftmax::status_result(&words),
+                    Err(Error::NanInRow { row: 1 })
+                );
+                for r in [1, 3, 4, 5] {
+                    assert!(
+                        got[r * k..][..k].iter().all(|&b| b == BAD_ROW_BITS),
+                        "{what}: row {r} is not all NaN bits"
+                    );
+                }
+                // The good rows are what a job of them alone gives.
+                for r in [0, 2] {
+                    let alone = gpu
+                        .gumbel_softmax_strategy(
+                            LogitsSlice::F32(&logits[r * k..][..k]),
+                            k,
+                            Temperature::Scalar(0.5),
+                            mode,
+                            stream.advance((r * k) as u64),
+                            strategy,
+                        )
+                        .unwrap();
+                    let alone: Vec<u32> = alone.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(&got[r * k..][..k], &alone[..], "{what}: row {r}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn status_stays_clear_for_good_rows_and_is_optional() {
+    let _serial = serial();
+    let gpu = gpu();
+    let logits = [1.0f32, 2.0, f32::NEG_INFINITY, 0.5];
+    let logits_buf = gpu.upload("logits", &logits).unwrap();
+    let out = poisoned(gpu, 4);
+    let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    let job = SoftmaxJob {
+        mode: SoftmaxMode::Soft,
+        format: LogitsFormat::F32,
+        logits: &logits_buf,
+        k: 2,
+        rows: 2,
+        tau: Temperature::Scalar(1.0),
+        stream: Stream::new(8),
+        out: &out,
+        status: Some(&status),
+    };
+    run(gpu, |enc| kernels.record(enc, &job).unwrap());
+    let words: Vec<u32> = gpu
+        .read_buffer(&status, GumbelSoftmax::STATUS_WORDS)
+        .unwrap();
+    assert_eq!(words, GumbelSoftmax::STATUS_CLEAR.to_vec());
+    assert_eq!(GumbelSoftmax::status_result(&words), Ok(()));
+}
+
+#[test]
+fn the_slice_api_rejects_bad_input_with_clear_errors() {
+    let _serial = serial();
+    let gpu = gpu();
+    let s = Stream::new(1);
+    let ninf = f32::NEG_INFINITY;
+    let ok = [0.0f32; 6];
+    let invalid = |r: Result<Vec<f32>, Error>| matches!(r, Err(Error::InvalidArgument(_)));
+    assert!(invalid(gpu.gumbel_softmax(&ok, 0, 1.0, s)), "k = 0");
+    assert!(invalid(gpu.gumbel_softmax(&ok, 4, 1.0, s)), "len % k != 0");
+    for tau in [0.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40] {
+        assert!(invalid(gpu.gumbel_softmax(&ok, 3, tau, s)), "tau {tau}");
+        assert!(
+            invalid(gpu.gumbel_softmax_hard(&ok, 3, tau, s)),
+            "tau {tau}"
+        );
+        assert!(invalid(gpu.gumbel_softmax_log(&ok, 3, tau, s)), "tau {tau}");
+        let taus = [1.0, tau];
+        let r = gpu.gumbel_softmax_with(
+            LogitsSlice::F32(&ok),
+            3,
+            Temperature::PerRow(&taus),
+            SoftmaxMode::Soft,
+            s,
+        );
+        assert!(
+            matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("row 1")),
+            "{r:?}"
+        );
+    }
+    let r = gpu.gumbel_softmax_with(
+        LogitsSlice::F32(&ok),
+        3,
+        Temperature::PerRow(&[1.0]),
+        SoftmaxMode::Soft,
+        s,
+    );
+    assert!(invalid(r), "one tau for two rows");
+    let mut nan_row = [0.0f32; 9];
+    nan_row[7] = f32::NAN;
+    let mut masked_row = [0.0f32; 9];
+    masked_row[3..6].fill(ninf);
+    for mode in [SoftmaxMode::Soft, SoftmaxMode::Hard, SoftmaxMode::Log] {
+        let call = |x: &[f32]| {
+            gpu.gumbel_softmax_with(LogitsSlice::F32(x), 3, Temperature::Scalar(1.0), mode, s)
+        };
+        assert_eq!(call(&nan_row), Err(Error::NanInRow { row: 2 }));
+        assert_eq!(call(&masked_row), Err(Error::AllMaskedRow { row: 1 }));
+    }
+    // The same checks on half-precision bits.
+    let h = [0x3c00u16, 0x7e00, 0xfc00, 0xfc00];
+    let call = |x: LogitsSlice| {
+        gpu.gumbel_softmax_with(x, 2, Temperature::Scalar(1.0), SoftmaxMode::Soft, s)
+    };
+    assert_eq!(call(LogitsSlice::F16(&h)), Err(Error::NanInRow { row: 0 }));
+    let b = [0x3f80u16, 0x0000, 0xff80, 0xff80];
+    assert_eq!(
+        call(LogitsSlice::Bf16(&b)),
+        Err(Error::AllMaskedRow { row: 1 })
+    );
+}
+
+#[test]
+fn empty_input_gives_empty_output() {
+    let _serial = serial();
+    let gpu = gpu();
+    let s = Stream::new(1);
+    assert_eq!(gpu.gumbel_softmax(&[], 3, 1.0, s), Ok(vec![]));
+    assert_eq!(gpu.gumbel_softmax_hard(&[], 1, 1.0, s), Ok(vec![]));
+    assert_eq!(gpu.gumbel_softmax_log(&[], 7, 1.0, s), Ok(vec![]));
+    // At the buffer level, zero rows record nothing and leave the output alone.
+    let logits = gpu.upload("logits", &[0u32; 4]).unwrap();
+    let out = poisoned(gpu, 4);
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    let job = SoftmaxJob {
+        mode: SoftmaxMode::Soft,
+        format: LogitsFormat::F32,
+        logits: &logits,
+        k: 4,
+        rows: 0,
+        tau: Temperature::Scalar(1.0),
+        stream: s,
+        out: &out,
+        status: None,
+    };
+    run(gpu, |enc| kernels.record(enc, &job).unwrap());
+    let got: Vec<u32> = gpu.read_buffer(&out, 4).unwrap();
+    assert_eq!(got, vec![SENTINEL; 4]);
+}
+
+#[test]
+fn the_buffer_level_checks_its_buffers_and_arguments() {
+    let _serial = serial();
+    let gpu = gpu();
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    let logits = gpu.upload("logits", &[0f32; 8]).unwrap();
+    let out = gpu.storage_buffer("out", 16).unwrap();
+    let job = SoftmaxJob {
+        mode: SoftmaxMode::Soft,
+        format: LogitsFormat::F32,
+        logits: &logits,
+        k: 4,
+        rows: 2,
+        tau: Temperature::Scalar(1.0),
+        stream: Stream::new(1),
+        out: &out,
+        status: None,
+    };
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let record = |enc: &mut wgpu::CommandEncoder, job: SoftmaxJob| kernels.record(enc, &job);
+    assert!(
+        matches!(record(&mut enc, job), Err(Error::InvalidArgument(_))),
+        "small out"
+    );
+    let out = gpu.storage_buffer("out", 32).unwrap();
+    let job = SoftmaxJob { out: &out, ..job };
+    assert!(record(&mut enc, job).is_ok());
+    assert!(
+        record(&mut enc, SoftmaxJob { k: 0, ..job }).is_err(),
+        "k = 0"
+    );
+    assert!(
+        record(&mut enc, SoftmaxJob { rows: 3, ..job }).is_err(),
+        "small logits"
+    );
+    let tiny = Temperature::Scalar(-0.5);
+    assert!(
+        record(&mut enc, SoftmaxJob { tau: tiny, ..job }).is_err(),
+        "bad tau"
+    );
+    let taus = gpu.storage_buffer("taus", 4).unwrap();
+    let per_row = Temperature::PerRow(&taus);
+    assert!(
+        record(
+            &mut enc,
+            SoftmaxJob {
+                tau: per_row,
+                ..job
+            }
+        )
+        .is_err(),
+        "short taus"
+    );
+    // f16 logits need half the bytes.
+    let half = gpu.storage_buffer("half", 16).unwrap();
+    let job16 = SoftmaxJob {
+        format: LogitsFormat::F16,
+        logits: &half,
+        ..job
+    };
+    assert!(record(&mut enc, job16).is_ok());
+}
+
+#[test]
+fn split_jobs_give_the_same_numbers_as_one_dispatch() {
+    let _serial = serial();
+    // As if storage bindings held 4096 elements: 128-row dispatches, the stream continuing
+    // across them, per-row taus and f16 logits offset with them.
+    let small = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(4096),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(15);
+    for (k, rows) in [(1usize, 20_000usize), (7, 1000), (31, 300)] {
+        let logits = random_logits(&mut rng, rows, k);
+        let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % 4]).collect();
+        let bits: Vec<u16> = logits.iter().map(|&x| f32_to_f16(x)).collect();
+        let stream = random_stream(&mut rng);
+        for mode in [SoftmaxMode::Soft, SoftmaxMode::Hard, SoftmaxMode::Log] {
+            for input in [LogitsSlice::F32(&logits), LogitsSlice::F16(&bits)] {
+                let t = Temperature::PerRow(&taus[..]);
+                let split = small
+                    .gumbel_softmax_with(input, k, t, mode, stream)
+                    .unwrap();
+                let whole = gpu()
+                    .gumbel_softmax_with(input, k, t, mode, stream)
+                    .unwrap();
+                assert!(
+                    split
+                        .iter()
+                        .zip(&whole)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "k {k} {mode:?}"
+                );
+            }
+        }
+    }
+}
+
+/// SoftmaxStrategy::Auto picks by shape: registers up to softmax_max_register_k(), then split rows below 128 rows and online rows from 128 on. Each choice
+/// is seen through bit-identical outputs (different kernels sum in different orders).
+#[test]
+fn auto_picks_the_kernel_by_shape() {
+    let _serial = serial();
+    let gpu = gpu();
+    let mut rng = StdRng::seed_from_u64(16);
+    let k_max = softmax_max_register_k() as usize;
+    for (k, rows, want) in [
+        (1, 300, SoftmaxStrategy::Registers),
+        (64, 40, SoftmaxStrategy::Registers),
+        (65, 40, SoftmaxStrategy::Registers),
+        (k_max, 3, SoftmaxStrategy::Registers),
+        (k_max + 1, 127, SoftmaxStrategy::Split),
+        (k_max + 1, 128, SoftmaxStrategy::Online),
+    ] {
+        let logits = random_logits(&mut rng, rows, k);
+        let stream = random_stream(&mut rng);
+        let call = |s| {
+            let y = gpu
+                .gumbel_softmax_strategy(
+                    LogitsSlice::F32(&logits),
+                    k,
+                    Temperature::Scalar(0.5),
+                    SoftmaxMode::Log,
+                    stream,
+                    s,
+                )
+                .unwrap();
+            y.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            call(SoftmaxStrategy::Auto),
+            call(want),
+            "k {k} rows {rows}: {want:?}"
+        );
+    }
+}
+
+/// A device that allows only 100 workgroups per grid dimension, so modest jobs need the 2-D
+/// grid (the real limit, 65535, takes too long to reach on software adapters).
+fn gpu_with_small_grid() -> Gpu {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits {
+            max_compute_workgroups_per_dimension: 100,
+            ..adapter.limits()
+        },
+        ..Default::default()
+    }))
+    .unwrap();
+    Gpu::from_wgpu(device, queue)
+}
+
+/// Jobs of more workgroups than one grid dimension holds; a stream whose word index wraps past
+/// u64::MAX continues as the contract says.
+#[test]
+fn two_dimensional_grids_and_a_wrapping_stream() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(17);
+    let small = gpu_with_small_grid();
+    let mut worst = Worst::default();
+    for (gpu, k, rows, stream, strategy) in [
+        // 32 rows per workgroup (8 threads each): 104 workgroups.
+        (
+            &small,
+            65,
+            3300,
+            random_stream(&mut rng),
+            SoftmaxStrategy::Registers,
+        ),
+        (
+            &small,
+            3,
+            30_000,
+            random_stream(&mut rng),
+            SoftmaxStrategy::RowPerThread,
+        ),
+        (
+            &small,
+            700,
+            110,
+            random_stream(&mut rng),
+            SoftmaxStrategy::Online,
+        ),
+        // Two segments per row.
+        (
+            &small,
+            5000,
+            60,
+            random_stream(&mut rng),
+            SoftmaxStrategy::Split,
+        ),
+        (
+            gpu(),
+            7,
+            100,
+            Stream {
+                seed: 3,
+                offset: u64::MAX - 100,
+            },
+            SoftmaxStrategy::Auto,
+        ),
+        (
+            gpu(),
+            5000,
+            3,
+            Stream {
+                seed: 4,
+                offset: u64::MAX - 5001,
+            },
+            SoftmaxStrategy::Auto,
+        ),
+    ] {
+        let logits = random_logits(&mut rng, rows, k);
+        check_soft_and_log(
+            gpu,
+            &logits,
+            LogitsFormat::F32,
+            bytemuck::cast_slice(&logits),
+            k,
+            Temperature::Scalar(1.0),
+            stream,
+            strategy,
+            &mut worst,
+        );
+        // Against the pure f64 reference as well (its own Philox, so the stream wraps there too).
+        let y = gpu
+            .gumbel_softmax_strategy(
+                LogitsSlice::F32(&logits),
+                k,
+                Temperature::Scalar(1.0),
+                SoftmaxMode::Soft,
+                stream,
+                strategy,
+            )
+            .unwrap();
+        let want = cpu::gumbel_softmax(&logits, k, 1.0, stream);
+        assert!(
+            y.iter()
+                .zip(&want)
+                .all(|(&a, &b)| (f64::from(a) - b).abs() < 1e-4)
+        );
+    }
+}
