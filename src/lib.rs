@@ -32,6 +32,7 @@
 //! # Ok::<(), gumbel_wgpu::Error>(())
 //! ```
 
+mod backward;
 pub mod cpu;
 mod error;
 mod gpu;
@@ -41,6 +42,10 @@ mod random;
 #[doc(hidden)]
 pub mod shader;
 
+pub use backward::{
+    BackwardArgs, BackwardInput, BackwardPath, GradSpace, GumbelSoftmaxBackward, HostBackwardInput,
+    ROW_PER_THREAD_MAX_K,
+};
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::LogitsFormat;

@@ -47,3 +47,6 @@ pub fn gumbel(stream: Stream, len: usize) -> Vec<f64> {
 
 mod softmax;
 pub use softmax::*;
+
+mod backward;
+pub use backward::*;

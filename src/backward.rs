@@ -1,0 +1,581 @@
+//! The Gumbel-Softmax backward pass (`shaders/softmax_backward.wgsl`): the vector-Jacobian
+//! product of `y = softmax((l + g) / tau)` per row,
+//!
+//! * soft: `dL/dl = (1/tau) * y * (dy - sum_j dy_j y_j)`;
+//! * log space (`x = log y = z - logsumexp(z)`): `dL/dl = (1/tau) * (dx - y * sum_j dx_j)`.
+//!
+//! `y` comes either from a stored forward output, or is **recomputed** from the logits and the
+//! forward's [`Stream`] (the same noise, word `r * k + j` for element `j` of row `r`), so nothing
+//! needs to be kept between the forward and the backward pass.
+//!
+//! **Hard (straight-through) samples:** the forward emits the one-hot of the argmax but the
+//! gradient is the soft one: pass the gradient of the one-hot output as `dy` to the soft backward
+//! (stored soft `y`, or recomputed with the same `tau` and stream); see
+//! [`Gpu::gumbel_softmax_hard_backward`].
+//!
+//! **Dead entries** get a gradient of exactly 0 and are left out of the row sums: masked (-inf)
+//! logits, `y_j = 0` in the stored soft form, `x_j = -inf` in the stored log form, and the finite
+//! entries of a row holding +inf logits (the forward gives those exactly 0).
+//!
+//! Strategies, picked from the shape: rows of up to [`ROW_PER_THREAD_MAX_K`] entries take one
+//! invocation per row; longer rows one workgroup per row, holding up to 4094 entries on chip
+//! (read once) and re-reading the rest of longer rows in the write sweep.
+
+use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
+use crate::logits::{
+    LogitsFormat, bf16_to_f32, check_rows, check_shape, check_tau, f16_to_f32, pack_u16,
+};
+use crate::shader::WG_SIZE;
+use crate::{Error, Gpu, Stream};
+use std::sync::Arc;
+
+/// Rows of at most this many entries take the one-invocation-per-row kernel.
+pub const ROW_PER_THREAD_MAX_K: u32 = 32;
+
+/// Which gradient the backward pass receives and which form of the forward it differentiates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GradSpace {
+    /// The gradient `dy` of the sample `y` (soft, or hard through the straight-through estimator).
+    Probs,
+    /// The gradient `dx` of the log-space sample `x = log y`.
+    LogProbs,
+}
+
+/// Where the backward pass gets the forward's `y` from.
+#[derive(Clone, Copy, Debug)]
+pub enum BackwardInput<'a> {
+    /// A stored soft sample `y` (f32, `rows x k`); the gradient is `dy`.
+    Probs(&'a wgpu::Buffer),
+    /// A stored log-space sample `x = log y` (f32, -inf where masked); the gradient is `dx`.
+    LogProbs(&'a wgpu::Buffer),
+    /// Recompute `y` (or `log y`) from the forward's logits and stream.
+    Logits {
+        /// The logits, `rows x k` in `format`.
+        logits: &'a wgpu::Buffer,
+        /// Element type of `logits`.
+        format: LogitsFormat,
+        /// The forward's stream.
+        stream: Stream,
+        /// Whether the gradient is of `y` or of `log y`.
+        space: GradSpace,
+    },
+}
+
+/// One backward job at the buffer level.
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardArgs<'a> {
+    /// The forward's sample or logits.
+    pub input: BackwardInput<'a>,
+    /// `dy` or `dx` (f32, `rows x k`).
+    pub grad: &'a wgpu::Buffer,
+    /// Receives `dL/dl` (f32, `rows x k`).
+    pub out: &'a wgpu::Buffer,
+    /// Number of rows.
+    pub rows: u64,
+    /// Categories per row.
+    pub k: u32,
+    /// The forward's temperature.
+    pub tau: f32,
+}
+
+/// Kernel choice; `Auto` picks from the shape. The others exist so tests reach every path.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackwardPath {
+    Auto,
+    RowPerThread,
+    RowPerWorkgroup,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct BackwardParams {
+    rows: u32,
+    k: u32,
+    mode: u32,
+    format: u32,
+    key_lo: u32,
+    key_hi: u32,
+    block0_lo: u32,
+    block0_hi: u32,
+    phase: u32,
+    tau: f32,
+    inv_tau: f32,
+    clamp_half: f32,
+}
+
+const MODE_RECOMPUTE: u32 = 1;
+const MODE_LOG: u32 = 2;
+
+/// The Gumbel-Softmax backward kernels: owns their bind-group layout and pipelines.
+pub struct GumbelSoftmaxBackward {
+    device: wgpu::Device,
+    layout: wgpu::BindGroupLayout,
+    row_per_thread: wgpu::ComputePipeline,
+    row_per_workgroup: wgpu::ComputePipeline,
+    max_chunk: u64,
+    align: u64,
+    max_groups: u32,
+}
+
+impl KernelFamily for GumbelSoftmaxBackward {
+    fn build(gpu: &Gpu) -> Result<Self, Error> {
+        let module = gpu.shader_module("softmax_backward")?;
+        let layout = gpu.storage_layout("softmax_backward", &[true, true, false]);
+        let mut p = gpu
+            .pipelines(&module, &layout, &["row_per_thread", "row_per_workgroup"])?
+            .into_iter();
+        let mut next = || p.next().expect("one pipeline per entry point");
+        let limits = gpu.limits();
+        Ok(GumbelSoftmaxBackward {
+            device: gpu.device().clone(),
+            layout,
+            row_per_thread: next(),
+            row_per_workgroup: next(),
+            max_chunk: gpu.max_binding_elements(),
+            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
+            max_groups: limits.max_compute_workgroups_per_dimension,
+        })
+    }
+}
+
+/// Rows per dispatch: as many whole rows as fit one binding, with every chunk's start element a
+/// multiple of `align_bytes / 2` so the byte offsets of f32 and 16-bit buffers stay aligned.
+pub(crate) fn rows_per_chunk(
+    rows: u64,
+    k: u64,
+    max_chunk: u64,
+    align_bytes: u64,
+) -> Result<u64, Error> {
+    let unit = (align_bytes / 2).max(1);
+    let rows_unit = unit / gcd(k, unit);
+    let fit = max_chunk / k / rows_unit * rows_unit;
+    if fit == 0 {
+        if rows * k <= max_chunk {
+            return Ok(rows);
+        }
+        return Err(Error::TooLarge(format!(
+            "rows of k = {k} do not fit one storage binding of {max_chunk} elements"
+        )));
+    }
+    Ok(fit.min(rows))
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset,
+        size: wgpu::BufferSize::new(size.next_multiple_of(4).max(4)),
+    })
+}
+
+impl GumbelSoftmaxBackward {
+    /// Records the backward pass of `args` into `encoder`. Never submits. Inputs larger than one
+    /// storage binding are split into dispatches of whole rows (the stream advances with them).
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &BackwardArgs<'_>,
+    ) -> Result<(), Error> {
+        self.record_path(encoder, args, BackwardPath::Auto)
+    }
+
+    /// [`Self::record`] with the kernel chosen by the caller (tests reach every path with it).
+    #[doc(hidden)]
+    pub fn record_path(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &BackwardArgs<'_>,
+        path: BackwardPath,
+    ) -> Result<(), Error> {
+        check_tau(args.tau)?;
+        if args.k == 0 {
+            return Err(Error::InvalidArgument(
+                "k (categories per row) must be at least 1".into(),
+            ));
+        }
+        let len = args
+            .rows
+            .checked_mul(u64::from(args.k))
+            .and_then(|n| n.checked_mul(4).map(|_| n))
+            .ok_or_else(|| Error::TooLarge(format!("{} rows of {}", args.rows, args.k)))?;
+        let (input, format, stream, mode) = match args.input {
+            BackwardInput::Probs(b) => (b, LogitsFormat::F32, Stream::new(0), 0),
+            BackwardInput::LogProbs(b) => (b, LogitsFormat::F32, Stream::new(0), MODE_LOG),
+            BackwardInput::Logits {
+                logits,
+                format,
+                stream,
+                space,
+            } => (
+                logits,
+                format,
+                stream,
+                MODE_RECOMPUTE
+                    | match space {
+                        GradSpace::Probs => 0,
+                        GradSpace::LogProbs => MODE_LOG,
+                    },
+            ),
+        };
+        check_storage("forward input", input, format.buffer_bytes(len))?;
+        check_storage("gradient", args.grad, len * 4)?;
+        check_storage("output", args.out, len * 4)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let k = u64::from(args.k);
+        let per_thread = match path {
+            BackwardPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
+            BackwardPath::RowPerThread => true,
+            BackwardPath::RowPerWorkgroup => false,
+        };
+        let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align)?;
+        let tau = f64::from(args.tau);
+        scoped(&self.device, || {
+            let mut r0 = 0u64;
+            while r0 < args.rows {
+                let rows = chunk_rows.min(args.rows - r0);
+                let [key_lo, key_hi] = stream.key();
+                let s = stream.advance(r0 * k);
+                let block0 = s.offset / 4;
+                let params = BackwardParams {
+                    rows: rows as u32,
+                    k: args.k,
+                    mode,
+                    format: format.code(),
+                    key_lo,
+                    key_hi,
+                    block0_lo: block0 as u32,
+                    block0_hi: (block0 >> 32) as u32,
+                    phase: (s.offset % 4) as u32,
+                    tau: args.tau,
+                    inv_tau: (1.0 / tau) as f32,
+                    clamp_half: -(60.0 * tau).min(1.7e38) as f32,
+                };
+                let groups = if per_thread {
+                    rows.div_ceil(u64::from(WG_SIZE))
+                } else {
+                    rows
+                };
+                let groups = u32::try_from(groups)
+                    .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
+                let (gx, gy) = grid(groups, self.max_groups);
+                let uniform = params_buffer(&self.device, &params)?;
+                let e0 = r0 * k;
+                let n = rows * k;
+                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("softmax_backward"),
+                    layout: &self.layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: uniform.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: binding(
+                                input,
+                                e0 * format.bytes(),
+                                format.buffer_bytes(n),
+                            ),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: binding(args.grad, e0 * 4, n * 4),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 3,
+                            resource: binding(args.out, e0 * 4, n * 4),
+                        },
+                    ],
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("softmax_backward"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(if per_thread {
+                    &self.row_per_thread
+                } else {
+                    &self.row_per_workgroup
+                });
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(gx, gy, 1);
+                drop(pass);
+                r0 += rows;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The forward's data on the host, for [`Gpu::gumbel_softmax_backward_with`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum HostBackwardInput<'a> {
+    Probs(&'a [f32]),
+    LogProbs(&'a [f32]),
+    Logits {
+        /// f32 bits, or 16-bit values packed two per word (element 2i low).
+        words: &'a [u32],
+        /// Number of logits.
+        len: usize,
+        format: LogitsFormat,
+        stream: Stream,
+        space: GradSpace,
+    },
+}
+
+fn check_grad(grad: &[f32], k: usize) -> Result<(), Error> {
+    match grad.iter().position(|x| x.is_nan()) {
+        Some(i) => Err(Error::InvalidArgument(format!(
+            "the gradient holds NaN in row {}",
+            i / k
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Gpu {
+    /// The Gumbel-Softmax backward kernels of this device (built on first use).
+    pub fn gumbel_softmax_backward_kernels(&self) -> Result<Arc<GumbelSoftmaxBackward>, Error> {
+        self.family::<GumbelSoftmaxBackward>()
+    }
+
+    /// The general slice-level backward pass, with the kernel chosen by `path`.
+    #[doc(hidden)]
+    pub fn gumbel_softmax_backward_with(
+        &self,
+        input: HostBackwardInput<'_>,
+        grad: &[f32],
+        k: usize,
+        tau: f32,
+        path: BackwardPath,
+    ) -> Result<Vec<f32>, Error> {
+        check_tau(tau)?;
+        let len = match input {
+            HostBackwardInput::Probs(y) | HostBackwardInput::LogProbs(y) => y.len(),
+            HostBackwardInput::Logits { len, .. } => len,
+        };
+        let rows = check_shape(len, k)?;
+        if grad.len() != len {
+            return Err(Error::InvalidArgument(format!(
+                "the gradient has {} entries; the forward has {len}",
+                grad.len()
+            )));
+        }
+        let k32 = u32::try_from(k).map_err(|_| Error::TooLarge(format!("k = {k}")))?;
+        match input {
+            HostBackwardInput::Probs(y) => {
+                if let Some(i) = y.iter().position(|x| x.is_nan()) {
+                    return Err(Error::NanInRow { row: i / k });
+                }
+            }
+            HostBackwardInput::LogProbs(x) => check_rows(x.iter().copied(), k)?,
+            HostBackwardInput::Logits {
+                words, len, format, ..
+            } => {
+                if (words.len() as u64) * 4 < format.buffer_bytes(len as u64) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} words cannot hold {len} {format:?} logits",
+                        words.len()
+                    )));
+                }
+                match format {
+                    LogitsFormat::F32 => {
+                        check_rows(words[..len].iter().map(|&w| f32::from_bits(w)), k)?
+                    }
+                    LogitsFormat::F16 | LogitsFormat::Bf16 => {
+                        let half = |i: usize| (words[i / 2] >> ((i % 2) * 16)) as u16;
+                        let widen = if format == LogitsFormat::F16 {
+                            f16_to_f32
+                        } else {
+                            bf16_to_f32
+                        };
+                        check_rows((0..len).map(|i| widen(half(i))), k)?
+                    }
+                }
+            }
+        }
+        check_grad(grad, k)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let kernels = self.gumbel_softmax_backward_kernels()?;
+        let grad_buf = self.upload("backward grad", grad)?;
+        let out = self.storage_buffer("backward out", len as u64 * 4)?;
+        let input_buf = match input {
+            HostBackwardInput::Probs(y) | HostBackwardInput::LogProbs(y) => {
+                self.upload("backward y", y)?
+            }
+            HostBackwardInput::Logits { words, .. } => self.upload("backward logits", words)?,
+        };
+        let input = match input {
+            HostBackwardInput::Probs(_) => BackwardInput::Probs(&input_buf),
+            HostBackwardInput::LogProbs(_) => BackwardInput::LogProbs(&input_buf),
+            HostBackwardInput::Logits {
+                format,
+                stream,
+                space,
+                ..
+            } => BackwardInput::Logits {
+                logits: &input_buf,
+                format,
+                stream,
+                space,
+            },
+        };
+        let args = BackwardArgs {
+            input,
+            grad: &grad_buf,
+            out: &out,
+            rows: rows as u64,
+            k: k32,
+            tau,
+        };
+        self.submit(|enc| kernels.record_path(enc, &args, path))?;
+        self.read_buffer(&out, len)
+    }
+
+    /// `dL/dl` from a stored soft sample `y` and its gradient `dy` (both `rows x k`, blocking):
+    /// `(1/tau) * y * (dy - sum_j dy_j y_j)` per row; exactly 0 where `y` is 0.
+    /// Errors: mismatched lengths or `k`, bad `tau`, NaN in `y` or `dy`.
+    pub fn gumbel_softmax_backward(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        k: usize,
+        tau: f32,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Probs(y),
+            dy,
+            k,
+            tau,
+            BackwardPath::Auto,
+        )
+    }
+
+    /// `dL/dl` from a stored log-space sample `x = log y` (-inf where masked) and its gradient
+    /// `dx` (blocking): `(1/tau) * (dx - y * sum_j dx_j)` per row, the sum over entries with
+    /// `x > -inf`; exactly 0 where `x = -inf`. Errors as [`Gpu::gumbel_softmax_backward`], and
+    /// rows of `x` that are all -inf.
+    pub fn gumbel_softmax_log_backward(
+        &self,
+        log_y: &[f32],
+        dx: &[f32],
+        k: usize,
+        tau: f32,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::LogProbs(log_y),
+            dx,
+            k,
+            tau,
+            BackwardPath::Auto,
+        )
+    }
+
+    /// `dL/dl` of the soft sample, recomputing `y` from `logits` and the forward's `stream`
+    /// (blocking): nothing is stored between the passes. Same result as
+    /// [`Gpu::gumbel_softmax_backward`] on the forward's `y`, up to rounding.
+    /// Errors: shapes, bad `tau`, NaN or all -inf rows of logits, NaN in `dy`.
+    pub fn gumbel_softmax_backward_recompute(
+        &self,
+        logits: &[f32],
+        dy: &[f32],
+        k: usize,
+        tau: f32,
+        stream: Stream,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Logits {
+                words: bytemuck::cast_slice(logits),
+                len: logits.len(),
+                format: LogitsFormat::F32,
+                stream,
+                space: GradSpace::Probs,
+            },
+            dy,
+            k,
+            tau,
+            BackwardPath::Auto,
+        )
+    }
+
+    /// Like [`Gpu::gumbel_softmax_backward_recompute`] for f16 or bf16 logits (raw bits).
+    pub fn gumbel_softmax_backward_recompute_half(
+        &self,
+        logits: &[u16],
+        format: LogitsFormat,
+        dy: &[f32],
+        k: usize,
+        tau: f32,
+        stream: Stream,
+    ) -> Result<Vec<f32>, Error> {
+        if format == LogitsFormat::F32 {
+            return Err(Error::InvalidArgument(
+                "16-bit logits need LogitsFormat::F16 or Bf16".into(),
+            ));
+        }
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Logits {
+                words: &pack_u16(logits),
+                len: logits.len(),
+                format,
+                stream,
+                space: GradSpace::Probs,
+            },
+            dy,
+            k,
+            tau,
+            BackwardPath::Auto,
+        )
+    }
+
+    /// `dL/dl` of the log-space sample, recomputing `log y` from `logits` and `stream`
+    /// (blocking). Errors as [`Gpu::gumbel_softmax_backward_recompute`].
+    pub fn gumbel_softmax_log_backward_recompute(
+        &self,
+        logits: &[f32],
+        dx: &[f32],
+        k: usize,
+        tau: f32,
+        stream: Stream,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Logits {
+                words: bytemuck::cast_slice(logits),
+                len: logits.len(),
+                format: LogitsFormat::F32,
+                stream,
+                space: GradSpace::LogProbs,
+            },
+            dx,
+            k,
+            tau,
+            BackwardPath::Auto,
+        )
+    }
+
+    /// The straight-through gradient of a hard (one-hot) Gumbel-Softmax sample: the soft
+    /// backward at the same `logits`, `tau` and `stream`, applied to the gradient `dy` of the
+    /// one-hot output. Identical to [`Gpu::gumbel_softmax_backward_recompute`].
+    pub fn gumbel_softmax_hard_backward(
+        &self,
+        logits: &[f32],
+        dy: &[f32],
+        k: usize,
+        tau: f32,
+        stream: Stream,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_recompute(logits, dy, k, tau, stream)
+    }
+}
