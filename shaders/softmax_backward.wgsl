@@ -8,6 +8,8 @@
 //        recompute:    the logits l (f32 / f16 / bf16 per `format`, read with logit_bits)
 //   2: storage, read, array<f32> grad: dy (soft) or dx (log), rows x k row-major
 //   3: storage, read_write, array<f32> out: dL/dl, rows x k row-major
+// Bindings start at aligned offsets at or before the dispatch's first row; params.base(_logits)
+// say where that row starts inside them.
 // Per row (A = sum_j dy_j y_j, D = sum_j dx_j over live entries):
 //   soft: dL/dl_j = (1/tau) * y_j * (dy_j - A)        log: dL/dl_j = (1/tau) * (dx_j - y_j * D)
 // Dead entries get exactly 0 and are left out of A and D: masked logits (-inf), y_j = 0 in the
@@ -45,6 +47,12 @@ struct BackwardParams {
     inv_tau: f32,
     // Lower bound of (p - m) / 2 in sexp: -min(60 tau, 1.7e38), computed on the host.
     clamp_half: f32,
+    // This dispatch's first element inside the bound ranges (bindings start at aligned offsets):
+    // in logits elements, and in f32 elements for y / x, grad and out.
+    base_logits: u32,
+    base: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: BackwardParams;
@@ -99,9 +107,9 @@ struct Elem {
 
 // Element n given its Philox word w (ignored by the stored modes).
 fn element(n: u32, w: u32) -> Elem {
-    let g = grad[n];
+    let g = grad[params.base + n];
     if (recompute()) {
-        let b = logit_bits(n, params.format);
+        let b = logit_bits(params.base_logits + n, params.format);
         if (is_masked_bits(b)) {
             return Elem(DEAD, 0.0, 0.0);
         }
@@ -110,7 +118,7 @@ fn element(n: u32, w: u32) -> Elem {
         }
         return Elem(LIVE, bitcast<f32>(b) + gumbel_from_word(w), g);
     }
-    let b = logits[n];
+    let b = logits[params.base + n];
     if (log_space()) {
         if (is_masked_bits(b)) {
             return Elem(DEAD, 0.0, 0.0);
@@ -269,7 +277,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[n] = gradient(element(n, w[lane]), st);
+                out[params.base + n] = gradient(element(n, w[lane]), st);
             }
         }
     }
@@ -341,7 +349,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
             for (var lane = 0u; lane < 4u; lane++) {
                 let n = flat(q, lane);
                 if (in_row(n, r)) {
-                    out[n] = gradient(Elem(kind[c][lane], a[c][lane], g[c][lane]), row);
+                    out[params.base + n] = gradient(Elem(kind[c][lane], a[c][lane], g[c][lane]), row);
                 }
             }
         }
@@ -351,7 +359,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[n] = gradient(element(n, w[lane]), row);
+                out[params.base + n] = gradient(element(n, w[lane]), row);
             }
         }
     }

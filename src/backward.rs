@@ -102,6 +102,9 @@ struct BackwardParams {
     tau: f32,
     inv_tau: f32,
     clamp_half: f32,
+    base_logits: u32,
+    base: u32,
+    _pad: [u32; 2],
 }
 
 const MODE_RECOMPUTE: u32 = 1;
@@ -139,41 +142,40 @@ impl KernelFamily for GumbelSoftmaxBackward {
     }
 }
 
-/// Rows per dispatch: as many whole rows as fit one binding, with every chunk's start element a
-/// multiple of `align_bytes / 2` so the byte offsets of f32 and 16-bit buffers stay aligned.
+/// Rows per dispatch: as many whole rows as fit one binding, leaving room for the lead-in
+/// between an aligned binding offset and the chunk's first element (`align_elems`).
 pub(crate) fn rows_per_chunk(
     rows: u64,
     k: u64,
     max_chunk: u64,
-    align_bytes: u64,
+    align_elems: u64,
 ) -> Result<u64, Error> {
-    let unit = (align_bytes / 2).max(1);
-    let rows_unit = unit / gcd(k, unit);
-    let fit = max_chunk / k / rows_unit * rows_unit;
+    let fit = max_chunk.saturating_sub(align_elems) / k;
     if fit == 0 {
-        if rows * k <= max_chunk {
-            return Ok(rows);
-        }
         return Err(Error::TooLarge(format!(
-            "rows of k = {k} do not fit one storage binding of {max_chunk} elements"
+            "a row of k = {k} does not fit one storage binding of {max_chunk} elements"
         )));
     }
     Ok(fit.min(rows))
 }
 
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
-fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+/// Binds elements `e0 .. e0 + n` (of `bytes` each) of `buffer` from the aligned offset at or
+/// before `e0`; returns the binding and the index of element `e0` inside it.
+fn binding(
+    buffer: &wgpu::Buffer,
+    e0: u64,
+    n: u64,
+    bytes: u64,
+    align: u64,
+) -> (wgpu::BindingResource<'_>, u32) {
+    let offset = e0 * bytes / align * align;
+    let end = ((e0 + n) * bytes).next_multiple_of(4);
+    let resource = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
         buffer,
         offset,
-        size: wgpu::BufferSize::new(size.next_multiple_of(4).max(4)),
-    })
+        size: wgpu::BufferSize::new((end - offset).max(4)),
+    });
+    (resource, (e0 - offset / bytes) as u32)
 }
 
 impl GumbelSoftmaxBackward {
@@ -237,7 +239,8 @@ impl GumbelSoftmaxBackward {
             BackwardPath::RowPerThread => true,
             BackwardPath::RowPerWorkgroup => false,
         };
-        let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align)?;
+        let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
+        let align = self.align;
         let tau = f64::from(args.tau);
         scoped(&self.device, || {
             let mut r0 = 0u64;
@@ -246,7 +249,7 @@ impl GumbelSoftmaxBackward {
                 let [key_lo, key_hi] = stream.key();
                 let s = stream.advance(r0 * k);
                 let block0 = s.offset / 4;
-                let params = BackwardParams {
+                let mut params = BackwardParams {
                     rows: rows as u32,
                     k: args.k,
                     mode,
@@ -259,6 +262,9 @@ impl GumbelSoftmaxBackward {
                     tau: args.tau,
                     inv_tau: (1.0 / tau) as f32,
                     clamp_half: -(60.0 * tau).min(1.7e38) as f32,
+                    base_logits: 0,
+                    base: 0,
+                    _pad: [0; 2],
                 };
                 let groups = if per_thread {
                     rows.div_ceil(u64::from(WG_SIZE))
@@ -268,9 +274,14 @@ impl GumbelSoftmaxBackward {
                 let groups = u32::try_from(groups)
                     .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
                 let (gx, gy) = grid(groups, self.max_groups);
-                let uniform = params_buffer(&self.device, &params)?;
                 let e0 = r0 * k;
                 let n = rows * k;
+                let (input_res, base_logits) = binding(input, e0, n, format.bytes(), align);
+                let (grad_res, base) = binding(args.grad, e0, n, 4, align);
+                let (out_res, _) = binding(args.out, e0, n, 4, align);
+                params.base_logits = base_logits;
+                params.base = base;
+                let uniform = params_buffer(&self.device, &params)?;
                 let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("softmax_backward"),
                     layout: &self.layout,
@@ -281,19 +292,15 @@ impl GumbelSoftmaxBackward {
                         },
                         wgpu::BindGroupEntry {
                             binding: 1,
-                            resource: binding(
-                                input,
-                                e0 * format.bytes(),
-                                format.buffer_bytes(n),
-                            ),
+                            resource: input_res,
                         },
                         wgpu::BindGroupEntry {
                             binding: 2,
-                            resource: binding(args.grad, e0 * 4, n * 4),
+                            resource: grad_res,
                         },
                         wgpu::BindGroupEntry {
                             binding: 3,
-                            resource: binding(args.out, e0 * 4, n * 4),
+                            resource: out_res,
                         },
                     ],
                 });

@@ -39,7 +39,10 @@ impl ShaderConfig {
 /// Kernel family sources, by name.
 pub const KERNELS: &[(&str, &str)] = &[
     ("random", include_str!("../shaders/random.wgsl")),
-    ("softmax_backward", include_str!("../shaders/softmax_backward.wgsl")),
+    (
+        "softmax_backward",
+        include_str!("../shaders/softmax_backward.wgsl"),
+    ),
 ];
 
 /// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.

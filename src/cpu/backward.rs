@@ -9,7 +9,10 @@ use crate::Stream;
 
 /// Soft VJP per row: `(1/tau) * y_j * (dy_j - sum_i dy_i y_i)`, 0 where `y_j = 0`.
 pub fn softmax_vjp(y: &[f64], dy: &[f64], k: usize, tau: f64) -> Vec<f64> {
-    assert!(k > 0 && y.len() == dy.len() && y.len().is_multiple_of(k), "shape");
+    assert!(
+        k > 0 && y.len() == dy.len() && y.len().is_multiple_of(k),
+        "shape"
+    );
     let mut out = vec![0.0; y.len()];
     for ((yr, gr), or) in y.chunks(k).zip(dy.chunks(k)).zip(out.chunks_mut(k)) {
         let a: f64 = yr
@@ -28,7 +31,10 @@ pub fn softmax_vjp(y: &[f64], dy: &[f64], k: usize, tau: f64) -> Vec<f64> {
 /// Log-space VJP per row: `(1/tau) * (dx_j - exp(x_j) * sum_i dx_i)`, the sum over `x_i > -inf`;
 /// 0 where `x_j = -inf`.
 pub fn log_softmax_vjp(x: &[f64], dx: &[f64], k: usize, tau: f64) -> Vec<f64> {
-    assert!(k > 0 && x.len() == dx.len() && x.len().is_multiple_of(k), "shape");
+    assert!(
+        k > 0 && x.len() == dx.len() && x.len().is_multiple_of(k),
+        "shape"
+    );
     let mut out = vec![0.0; x.len()];
     for ((xr, gr), or) in x.chunks(k).zip(dx.chunks(k)).zip(out.chunks_mut(k)) {
         let d: f64 = xr
