@@ -81,7 +81,7 @@ pub struct BackwardArgs<'a> {
 /// Kernel choice; `Auto` picks from the shape. The others exist so tests reach every path.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BackwardPath {
+pub enum RowPath {
     Auto,
     RowPerThread,
     RowPerWorkgroup,
@@ -161,7 +161,7 @@ pub(crate) fn rows_per_chunk(
 
 /// Binds elements `e0 .. e0 + n` (of `bytes` each) of `buffer` from the aligned offset at or
 /// before `e0`; returns the binding and the index of element `e0` inside it.
-fn binding(
+pub(crate) fn binding(
     buffer: &wgpu::Buffer,
     e0: u64,
     n: u64,
@@ -186,7 +186,7 @@ impl GumbelSoftmaxBackward {
         encoder: &mut wgpu::CommandEncoder,
         args: &BackwardArgs<'_>,
     ) -> Result<(), Error> {
-        self.record_path(encoder, args, BackwardPath::Auto)
+        self.record_path(encoder, args, RowPath::Auto)
     }
 
     /// [`Self::record`] with the kernel chosen by the caller (tests reach every path with it).
@@ -195,7 +195,7 @@ impl GumbelSoftmaxBackward {
         &self,
         encoder: &mut wgpu::CommandEncoder,
         args: &BackwardArgs<'_>,
-        path: BackwardPath,
+        path: RowPath,
     ) -> Result<(), Error> {
         check_tau(args.tau)?;
         if args.k == 0 {
@@ -235,9 +235,9 @@ impl GumbelSoftmaxBackward {
         }
         let k = u64::from(args.k);
         let per_thread = match path {
-            BackwardPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
-            BackwardPath::RowPerThread => true,
-            BackwardPath::RowPerWorkgroup => false,
+            RowPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
+            RowPath::RowPerThread => true,
+            RowPath::RowPerWorkgroup => false,
         };
         let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
         let align = self.align;
@@ -364,7 +364,7 @@ impl Gpu {
         grad: &[f32],
         k: usize,
         tau: f32,
-        path: BackwardPath,
+        path: RowPath,
     ) -> Result<Vec<f32>, Error> {
         check_tau(tau)?;
         let len = match input {
@@ -461,13 +461,7 @@ impl Gpu {
         k: usize,
         tau: f32,
     ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::Probs(y),
-            dy,
-            k,
-            tau,
-            BackwardPath::Auto,
-        )
+        self.gumbel_softmax_backward_with(HostBackwardInput::Probs(y), dy, k, tau, RowPath::Auto)
     }
 
     /// `dL/dl` from a stored log-space sample `x = log y` (-inf where masked) and its gradient
@@ -486,7 +480,7 @@ impl Gpu {
             dx,
             k,
             tau,
-            BackwardPath::Auto,
+            RowPath::Auto,
         )
     }
 
@@ -513,7 +507,7 @@ impl Gpu {
             dy,
             k,
             tau,
-            BackwardPath::Auto,
+            RowPath::Auto,
         )
     }
 
@@ -543,7 +537,7 @@ impl Gpu {
             dy,
             k,
             tau,
-            BackwardPath::Auto,
+            RowPath::Auto,
         )
     }
 
@@ -568,7 +562,7 @@ impl Gpu {
             dx,
             k,
             tau,
-            BackwardPath::Auto,
+            RowPath::Auto,
         )
     }
 

@@ -34,20 +34,24 @@
 
 mod backward;
 pub mod cpu;
+mod density;
 mod error;
 mod gpu;
 pub mod logits;
 pub mod philox;
 mod random;
+mod schedule;
 #[doc(hidden)]
 pub mod shader;
 
 pub use backward::{
-    BackwardArgs, BackwardInput, BackwardPath, GradSpace, GumbelSoftmaxBackward, HostBackwardInput,
-    ROW_PER_THREAD_MAX_K,
+    BackwardArgs, BackwardInput, GradSpace, GumbelSoftmaxBackward, HostBackwardInput,
+    ROW_PER_THREAD_MAX_K, RowPath,
 };
+pub use density::{ConcreteDensity, DensityArgs};
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::LogitsFormat;
 pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};
+pub use schedule::TemperatureSchedule;

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    BackwardArgs, BackwardInput, BackwardPath, Error, Gpu, GpuOptions, GradSpace, LogitsFormat,
-    Stream, cpu,
+    BackwardArgs, BackwardInput, Error, Gpu, GpuOptions, GradSpace, LogitsFormat, RowPath, Stream,
+    cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -227,10 +227,10 @@ fn expect(case: &Case, form: Form) -> Expect {
 /// allowed as 2 eps sqrt(m) (random-walk growth). Recompute forms also carry the f32 error of
 /// z = (l + g) / tau (|l + g| < 27, and the GPU's noise is within 4e-6 * max(1, |g|) of the f64
 /// noise), which scales with 1/tau.
-fn rtol(form: Form, tau: f32, k: usize, path: BackwardPath) -> f64 {
+fn rtol(form: Form, tau: f32, k: usize, path: RowPath) -> f64 {
     let per_thread = match path {
-        BackwardPath::Auto => k <= gumbel_wgpu::ROW_PER_THREAD_MAX_K as usize,
-        p => p == BackwardPath::RowPerThread,
+        RowPath::Auto => k <= gumbel_wgpu::ROW_PER_THREAD_MAX_K as usize,
+        p => p == RowPath::RowPerThread,
     };
     let m = if per_thread {
         k
@@ -250,7 +250,7 @@ fn atol(tau: f32) -> f64 {
 }
 
 /// Runs `form` through the buffer-level API with a poisoned output (7 spare elements after it).
-fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: BackwardPath) -> Vec<f32> {
+fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: RowPath) -> Vec<f32> {
     let len = case.logits.len();
     let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
     let input = match form {
@@ -292,7 +292,7 @@ fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: BackwardPath) -
 }
 
 /// Checks `got` against the expectation; returns the worst |error| / scale.
-fn check(case: &Case, form: Form, e: &Expect, got: &[f32], path: BackwardPath, what: &str) -> f64 {
+fn check(case: &Case, form: Form, e: &Expect, got: &[f32], path: RowPath, what: &str) -> f64 {
     let mut worst: f64 = 0.0;
     let tol = rtol(form, case.tau, case.k, path);
     for (i, (&g, (&w, &s))) in got.iter().zip(e.want.iter().zip(&e.scale)).enumerate() {
@@ -337,14 +337,14 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
                     let e = expect(&case, form);
                     // One invocation walking a 65537-entry row is correct but slow on software
                     // GL, which holds its context lock (1 s limit) for the whole dispatch.
-                    let paths: &[BackwardPath] = if k <= 4097 {
+                    let paths: &[RowPath] = if k <= 4097 {
                         &[
-                            BackwardPath::Auto,
-                            BackwardPath::RowPerThread,
-                            BackwardPath::RowPerWorkgroup,
+                            RowPath::Auto,
+                            RowPath::RowPerThread,
+                            RowPath::RowPerWorkgroup,
                         ]
                     } else {
-                        &[BackwardPath::Auto, BackwardPath::RowPerWorkgroup]
+                        &[RowPath::Auto, RowPath::RowPerWorkgroup]
                     };
                     for &path in paths {
                         let got = run_gpu(gpu, &case, form, &e, path);
@@ -382,13 +382,13 @@ fn portable_philox_path_recomputes_the_same_noise() {
             };
             for form in [Form::RecomputeSoft, Form::RecomputeLog] {
                 let e = expect(&case, form);
-                let got = run_gpu(gpu, &case, form, &e, BackwardPath::Auto);
+                let got = run_gpu(gpu, &case, form, &e, RowPath::Auto);
                 check(
                     &case,
                     form,
                     &e,
                     &got,
-                    BackwardPath::Auto,
+                    RowPath::Auto,
                     &format!("{} k {k}", gpu.describe()),
                 );
             }
@@ -448,7 +448,7 @@ fn recompute_form_equals_the_stored_form() {
                 for i in 0..l.len() {
                     let err = f64::from(stored[i] - recomputed[i]).abs();
                     assert!(
-                        err <= rtol(form, tau, k, BackwardPath::Auto) * e.scale[i] + atol(tau),
+                        err <= rtol(form, tau, k, RowPath::Auto) * e.scale[i] + atol(tau),
                         "k {k} tau {tau} log {log} element {i}: stored {} recomputed {}",
                         stored[i],
                         recomputed[i]
@@ -505,7 +505,7 @@ fn rows_with_plus_infinite_logits_follow_the_forward_policy() {
             };
             for form in FORMS {
                 let e = expect(&case, *form);
-                for path in [BackwardPath::RowPerThread, BackwardPath::RowPerWorkgroup] {
+                for path in [RowPath::RowPerThread, RowPath::RowPerWorkgroup] {
                     let got = run_gpu(gpu(), &case, *form, &e, path);
                     check(
                         &case,
@@ -565,7 +565,7 @@ fn half_precision_logits_are_widened_exactly() {
                 Form::RecomputeSoft,
                 &e,
                 &got,
-                BackwardPath::Auto,
+                RowPath::Auto,
                 &format!("{format:?} k {k}"),
             );
         }

@@ -50,3 +50,6 @@ pub use softmax::*;
 
 mod backward;
 pub use backward::*;
+
+mod density;
+pub use density::*;
