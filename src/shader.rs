@@ -43,6 +43,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         "softmax_backward",
         include_str!("../shaders/softmax_backward.wgsl"),
     ),
+    (
+        "concrete_density",
+        include_str!("../shaders/concrete_density.wgsl"),
+    ),
 ];
 
 /// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.
