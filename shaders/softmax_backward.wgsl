@@ -8,6 +8,8 @@
 //        recompute:    the logits l (f32 / f16 / bf16 per `format`, read with logit_bits)
 //   2: storage, read, array<f32> grad: dy (soft) or dx (log), rows x k row-major
 //   3: storage, read_write, array<f32> out: dL/dl, rows x k row-major
+//   4: storage, read, array<f32> taus: one temperature per row when params.per_row != 0
+//      (row r of this dispatch at taus[base_row + r]); otherwise unused and params.tau applies
 // Bindings start at aligned offsets at or before the dispatch's first row; params.base(_logits)
 // say where that row starts inside them.
 // Per row (A = sum_j dy_j y_j, D = sum_j dx_j over live entries):
@@ -51,14 +53,30 @@ struct BackwardParams {
     // in logits elements, and in f32 elements for y / x, grad and out.
     base_logits: u32,
     base: u32,
-    _pad0: u32,
-    _pad1: u32,
+    per_row: u32,
+    base_row: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: BackwardParams;
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> taus: array<f32>;
+
+// The temperature of the row this invocation works on (set_row_tau).
+var<private> row_inv_tau: f32;
+var<private> row_clamp_half: f32;
+
+fn set_row_tau(r: u32) {
+    if (params.per_row == 0u) {
+        row_inv_tau = params.inv_tau;
+        row_clamp_half = params.clamp_half;
+        return;
+    }
+    let t = taus[params.base_row + r];
+    row_inv_tau = 1.0 / t;
+    row_clamp_half = -min(60.0 * t, 1.7e38);
+}
 
 const MODE_RECOMPUTE: u32 = 1u;
 const MODE_LOG: u32 = 2u;
@@ -94,8 +112,8 @@ fn empty_state() -> State {
 // exp((p - m) / tau) for p <= m, without overflow: the halves cannot overflow when subtracted,
 // and below -60 tau the result is 0 in f32 anyway (exp(-120) < 2^-149).
 fn sexp(p: f32, m: f32) -> f32 {
-    let h = max(0.5 * p - 0.5 * m, params.clamp_half);
-    return exp(2.0 * h * params.inv_tau);
+    let h = max(0.5 * p - 0.5 * m, row_clamp_half);
+    return exp(2.0 * h * row_inv_tau);
 }
 
 // An element as the mode sees it: kind, a (y, x, or l + g), and its gradient entry.
@@ -213,7 +231,7 @@ fn gradient(e: Elem, st: State) -> f32 {
         y = e.a;
     }
     if (log_space()) {
-        return params.inv_tau * (e.g - y * st.d);
+        return row_inv_tau * (e.g - y * st.d);
     }
     if (y == 0.0) {
         return 0.0;
@@ -222,7 +240,7 @@ fn gradient(e: Elem, st: State) -> f32 {
     if (recompute()) {
         mean = st.t / st.s;
     }
-    return params.inv_tau * y * (e.g - mean);
+    return row_inv_tau * y * (e.g - mean);
 }
 
 // The Philox words of dispatch-relative block q (only the recompute modes need them).
@@ -261,6 +279,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     if (r >= params.rows) {
         return;
     }
+    set_row_tau(r);
     let qs = row_blocks(r);
     var st = empty_state();
     for (var q = qs.x; q < qs.y; q++) {
@@ -308,6 +327,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
     if (r >= params.rows) {
         return;
     }
+    set_row_tau(r);
     let qs = row_blocks(r);
     // Invocation lid takes blocks qs.x + lid + c * WG_SIZE; the first CHIP_BLOCKS stay in registers.
     var kind: array<vec4<u32>, CHIP_BLOCKS>;

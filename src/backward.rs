@@ -61,6 +61,16 @@ pub enum BackwardInput<'a> {
     },
 }
 
+/// The forward's temperature at the buffer level.
+#[derive(Clone, Copy, Debug)]
+pub enum Temperature<'a> {
+    /// One temperature for every row; finite and > 0.
+    Fixed(f32),
+    /// One f32 temperature per row (`rows` of them). Each must be finite and > 0: the buffer is
+    /// not read back to check (the slice API checks).
+    PerRow(&'a wgpu::Buffer),
+}
+
 /// One backward job at the buffer level.
 #[derive(Clone, Copy, Debug)]
 pub struct BackwardArgs<'a> {
@@ -74,8 +84,8 @@ pub struct BackwardArgs<'a> {
     pub rows: u64,
     /// Categories per row.
     pub k: u32,
-    /// The forward's temperature.
-    pub tau: f32,
+    /// The forward's temperature (fixed or per row).
+    pub tau: Temperature<'a>,
 }
 
 /// Kernel choice; `Auto` picks from the shape. The others exist so tests reach every path.
@@ -104,7 +114,8 @@ struct BackwardParams {
     clamp_half: f32,
     base_logits: u32,
     base: u32,
-    _pad: [u32; 2],
+    per_row: u32,
+    base_row: u32,
 }
 
 const MODE_RECOMPUTE: u32 = 1;
@@ -124,7 +135,7 @@ pub struct GumbelSoftmaxBackward {
 impl KernelFamily for GumbelSoftmaxBackward {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("softmax_backward")?;
-        let layout = gpu.storage_layout("softmax_backward", &[true, true, false]);
+        let layout = gpu.storage_layout("softmax_backward", &[true, true, false, true]);
         let mut p = gpu
             .pipelines(&module, &layout, &["row_per_thread", "row_per_workgroup"])?
             .into_iter();
@@ -197,7 +208,13 @@ impl GumbelSoftmaxBackward {
         args: &BackwardArgs<'_>,
         path: RowPath,
     ) -> Result<(), Error> {
-        check_tau(args.tau)?;
+        let (fixed_tau, taus) = match args.tau {
+            Temperature::Fixed(t) => {
+                check_tau(t)?;
+                (t, None)
+            }
+            Temperature::PerRow(b) => (1.0, Some(b)),
+        };
         if args.k == 0 {
             return Err(Error::InvalidArgument(
                 "k (categories per row) must be at least 1".into(),
@@ -230,6 +247,9 @@ impl GumbelSoftmaxBackward {
         check_storage("forward input", input, format.buffer_bytes(len))?;
         check_storage("gradient", args.grad, len * 4)?;
         check_storage("output", args.out, len * 4)?;
+        if let Some(b) = taus {
+            check_storage("temperatures", b, args.rows * 4)?;
+        }
         if len == 0 {
             return Ok(());
         }
@@ -241,7 +261,7 @@ impl GumbelSoftmaxBackward {
         };
         let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
         let align = self.align;
-        let tau = f64::from(args.tau);
+        let tau = f64::from(fixed_tau);
         scoped(&self.device, || {
             let mut r0 = 0u64;
             while r0 < args.rows {
@@ -259,12 +279,13 @@ impl GumbelSoftmaxBackward {
                     block0_lo: block0 as u32,
                     block0_hi: (block0 >> 32) as u32,
                     phase: (s.offset % 4) as u32,
-                    tau: args.tau,
+                    tau: fixed_tau,
                     inv_tau: (1.0 / tau) as f32,
                     clamp_half: -(60.0 * tau).min(1.7e38) as f32,
                     base_logits: 0,
                     base: 0,
-                    _pad: [0; 2],
+                    per_row: u32::from(taus.is_some()),
+                    base_row: 0,
                 };
                 let groups = if per_thread {
                     rows.div_ceil(u64::from(WG_SIZE))
@@ -281,6 +302,12 @@ impl GumbelSoftmaxBackward {
                 let (out_res, _) = binding(args.out, e0, n, 4, align);
                 params.base_logits = base_logits;
                 params.base = base;
+                // Without per-row temperatures binding 4 is unused: any 4 bytes will do.
+                let (taus_res, base_row) = match taus {
+                    Some(b) => binding(b, r0, rows, 4, align),
+                    None => binding(args.grad, 0, 1, 4, align),
+                };
+                params.base_row = base_row;
                 let uniform = params_buffer(&self.device, &params)?;
                 let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("softmax_backward"),
@@ -302,6 +329,10 @@ impl GumbelSoftmaxBackward {
                             binding: 3,
                             resource: out_res,
                         },
+                        wgpu::BindGroupEntry {
+                            binding: 4,
+                            resource: taus_res,
+                        },
                     ],
                 });
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -321,6 +352,14 @@ impl GumbelSoftmaxBackward {
             Ok(())
         })
     }
+}
+
+/// The temperature on the host, for [`Gpu::gumbel_softmax_backward_with`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum HostTemperature<'a> {
+    Fixed(f32),
+    PerRow(&'a [f32]),
 }
 
 /// The forward's data on the host, for [`Gpu::gumbel_softmax_backward_with`].
@@ -363,10 +402,9 @@ impl Gpu {
         input: HostBackwardInput<'_>,
         grad: &[f32],
         k: usize,
-        tau: f32,
+        tau: HostTemperature<'_>,
         path: RowPath,
     ) -> Result<Vec<f32>, Error> {
-        check_tau(tau)?;
         let len = match input {
             HostBackwardInput::Probs(y) | HostBackwardInput::LogProbs(y) => y.len(),
             HostBackwardInput::Logits { len, .. } => len,
@@ -379,6 +417,24 @@ impl Gpu {
             )));
         }
         let k32 = u32::try_from(k).map_err(|_| Error::TooLarge(format!("k = {k}")))?;
+        match tau {
+            HostTemperature::Fixed(t) => check_tau(t)?,
+            HostTemperature::PerRow(taus) => {
+                if taus.len() != rows {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} temperatures for {rows} rows",
+                        taus.len()
+                    )));
+                }
+                for (r, &t) in taus.iter().enumerate() {
+                    check_tau(t).map_err(|_| {
+                        Error::InvalidArgument(format!(
+                            "temperature {t} of row {r} must be finite and > 0"
+                        ))
+                    })?;
+                }
+            }
+        }
         match input {
             HostBackwardInput::Probs(y) => {
                 if let Some(i) = y.iter().position(|x| x.is_nan()) {
@@ -439,13 +495,21 @@ impl Gpu {
                 space,
             },
         };
+        let taus_buf = match tau {
+            HostTemperature::PerRow(t) => Some(self.upload("backward taus", t)?),
+            HostTemperature::Fixed(_) => None,
+        };
         let args = BackwardArgs {
             input,
             grad: &grad_buf,
             out: &out,
             rows: rows as u64,
             k: k32,
-            tau,
+            tau: match (&taus_buf, tau) {
+                (Some(b), _) => Temperature::PerRow(b),
+                (None, HostTemperature::Fixed(t)) => Temperature::Fixed(t),
+                (None, HostTemperature::PerRow(_)) => Temperature::Fixed(f32::NAN),
+            },
         };
         self.submit(|enc| kernels.record_path(enc, &args, path))?;
         self.read_buffer(&out, len)
@@ -461,7 +525,13 @@ impl Gpu {
         k: usize,
         tau: f32,
     ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(HostBackwardInput::Probs(y), dy, k, tau, RowPath::Auto)
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Probs(y),
+            dy,
+            k,
+            HostTemperature::Fixed(tau),
+            RowPath::Auto,
+        )
     }
 
     /// `dL/dl` from a stored log-space sample `x = log y` (-inf where masked) and its gradient
@@ -479,7 +549,7 @@ impl Gpu {
             HostBackwardInput::LogProbs(log_y),
             dx,
             k,
-            tau,
+            HostTemperature::Fixed(tau),
             RowPath::Auto,
         )
     }
@@ -506,7 +576,7 @@ impl Gpu {
             },
             dy,
             k,
-            tau,
+            HostTemperature::Fixed(tau),
             RowPath::Auto,
         )
     }
@@ -536,7 +606,7 @@ impl Gpu {
             },
             dy,
             k,
-            tau,
+            HostTemperature::Fixed(tau),
             RowPath::Auto,
         )
     }
@@ -561,7 +631,7 @@ impl Gpu {
             },
             dx,
             k,
-            tau,
+            HostTemperature::Fixed(tau),
             RowPath::Auto,
         )
     }
@@ -578,5 +648,86 @@ impl Gpu {
         stream: Stream,
     ) -> Result<Vec<f32>, Error> {
         self.gumbel_softmax_backward_recompute(logits, dy, k, tau, stream)
+    }
+    /// [`Gpu::gumbel_softmax_backward`] with one temperature per row (`taus.len()` = rows).
+    pub fn gumbel_softmax_backward_per_row(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        k: usize,
+        taus: &[f32],
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Probs(y),
+            dy,
+            k,
+            HostTemperature::PerRow(taus),
+            RowPath::Auto,
+        )
+    }
+
+    /// [`Gpu::gumbel_softmax_log_backward`] with one temperature per row.
+    pub fn gumbel_softmax_log_backward_per_row(
+        &self,
+        log_y: &[f32],
+        dx: &[f32],
+        k: usize,
+        taus: &[f32],
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::LogProbs(log_y),
+            dx,
+            k,
+            HostTemperature::PerRow(taus),
+            RowPath::Auto,
+        )
+    }
+
+    /// [`Gpu::gumbel_softmax_backward_recompute`] with one temperature per row.
+    pub fn gumbel_softmax_backward_recompute_per_row(
+        &self,
+        logits: &[f32],
+        dy: &[f32],
+        k: usize,
+        taus: &[f32],
+        stream: Stream,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Logits {
+                words: bytemuck::cast_slice(logits),
+                len: logits.len(),
+                format: LogitsFormat::F32,
+                stream,
+                space: GradSpace::Probs,
+            },
+            dy,
+            k,
+            HostTemperature::PerRow(taus),
+            RowPath::Auto,
+        )
+    }
+
+    /// [`Gpu::gumbel_softmax_log_backward_recompute`] with one temperature per row.
+    pub fn gumbel_softmax_log_backward_recompute_per_row(
+        &self,
+        logits: &[f32],
+        dx: &[f32],
+        k: usize,
+        taus: &[f32],
+        stream: Stream,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_with(
+            HostBackwardInput::Logits {
+                words: bytemuck::cast_slice(logits),
+                len: logits.len(),
+                format: LogitsFormat::F32,
+                stream,
+                space: GradSpace::LogProbs,
+            },
+            dx,
+            k,
+            HostTemperature::PerRow(taus),
+            RowPath::Auto,
+        )
     }
 }

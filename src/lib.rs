@@ -46,7 +46,7 @@ pub mod shader;
 
 pub use backward::{
     BackwardArgs, BackwardInput, GradSpace, GumbelSoftmaxBackward, HostBackwardInput,
-    ROW_PER_THREAD_MAX_K, RowPath,
+    HostTemperature, ROW_PER_THREAD_MAX_K, RowPath, Temperature,
 };
 pub use density::{ConcreteDensity, DensityArgs};
 pub use error::Error;

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    BackwardArgs, BackwardInput, Error, Gpu, GpuOptions, GradSpace, LogitsFormat, RowPath, Stream,
-    cpu,
+    BackwardArgs, BackwardInput, Error, Gpu, GpuOptions, GradSpace, HostBackwardInput,
+    HostTemperature, LogitsFormat, RowPath, Stream, Temperature, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -287,7 +287,7 @@ fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: RowPath) -> Vec
         out: &out,
         rows: (len / case.k) as u64,
         k: case.k as u32,
-        tau: case.tau,
+        tau: Temperature::Fixed(case.tau),
     };
     run(gpu, |enc| kernels.record_path(enc, &args, path).unwrap());
     let mut got: Vec<f32> = gpu.read_buffer(&out, len + 7).unwrap();
@@ -475,6 +475,100 @@ fn recompute_form_equals_the_stored_form() {
 }
 
 #[test]
+fn per_row_temperatures_match_the_per_row_reference() {
+    let _serial = serial();
+    // Each row is checked as its own one-row case: its tau, and the stream advanced to its
+    // first element (row r of the batch uses words r * k + j).
+    let mut rng = StdRng::seed_from_u64(9);
+    let gpu = gpu();
+    for &k in &[3usize, 33, 4097] {
+        let rows = if k < 100 { 301 } else { 5 };
+        let l = logits(&mut rng, rows, k, 0.1);
+        let g = grads(&mut rng, rows * k);
+        let taus: Vec<f32> = (0..rows).map(|_| TAUS[rng.random_range(0..4)]).collect();
+        let stream = Stream {
+            seed: rng.random(),
+            offset: 5,
+        };
+        let t64: Vec<f64> = taus.iter().map(|&t| f64::from(t)).collect();
+        let y: Vec<f32> = cpu::gumbel_softmax_per_row(&l, k, &t64, stream)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let x: Vec<f32> = cpu::gumbel_softmax_log_per_row(&l, k, &t64, stream)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        for &form in FORMS {
+            for path in [RowPath::RowPerThread, RowPath::RowPerWorkgroup] {
+                let input = match form {
+                    Form::StoredSoft => HostBackwardInput::Probs(&y),
+                    Form::StoredLog => HostBackwardInput::LogProbs(&x),
+                    Form::RecomputeSoft | Form::RecomputeLog => HostBackwardInput::Logits {
+                        words: bytemuck::cast_slice(&l),
+                        len: l.len(),
+                        format: LogitsFormat::F32,
+                        stream,
+                        space: if form == Form::RecomputeSoft {
+                            GradSpace::Probs
+                        } else {
+                            GradSpace::LogProbs
+                        },
+                    },
+                };
+                let got = gpu
+                    .gumbel_softmax_backward_with(
+                        input,
+                        &g,
+                        k,
+                        HostTemperature::PerRow(&taus),
+                        path,
+                    )
+                    .unwrap();
+                for (r, &tau) in taus.iter().enumerate() {
+                    let row = r * k..(r + 1) * k;
+                    let case = Case {
+                        logits: l[row.clone()].to_vec(),
+                        grad: g[row.clone()].to_vec(),
+                        k,
+                        tau,
+                        stream: stream.advance((r * k) as u64),
+                    };
+                    let e = expect(&case, form);
+                    check(
+                        &case,
+                        form,
+                        &e,
+                        &got[row],
+                        path,
+                        &format!("k {k} row {r} {form:?} {path:?}"),
+                    );
+                }
+            }
+        }
+        // The public per-row entry points are the same computation.
+        let d = gpu
+            .gumbel_softmax_backward_recompute_per_row(&l, &g, k, &taus, stream)
+            .unwrap();
+        let want = cpu::gumbel_softmax_backward_per_row(&l, &g, k, &t64, stream);
+        assert!(
+            d.iter()
+                .zip(&want)
+                .all(|(a, b)| (f64::from(*a) - b).abs() < 1e-3 * (1.0 + b.abs()))
+        );
+    }
+    let bad = [1.0f32, 0.0];
+    assert!(matches!(
+        gpu.gumbel_softmax_backward_per_row(&[0.5; 4], &[0.0; 4], 2, &bad),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        gpu.gumbel_softmax_backward_per_row(&[0.5; 4], &[0.0; 4], 2, &[1.0]),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn hard_samples_take_the_soft_gradient() {
     let _serial = serial();
     let mut rng = StdRng::seed_from_u64(5);
@@ -656,6 +750,16 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
             "bf16 k {k}"
         );
     }
+    // Per-row temperatures: the chunk's rows find theirs through the binding's lead-in.
+    for &(k, rows) in &[(7usize, 1000usize), (33, 200)] {
+        let l = logits(&mut rng, rows, k, 0.1);
+        let dx = grads(&mut rng, rows * k);
+        let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % 4]).collect();
+        let s = Stream::new(rng.random());
+        let a = small.gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
+        let b = gpu().gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
+        assert_eq!(a, b, "per-row k {k}");
+    }
     // A row longer than a binding cannot be split.
     let l = vec![0.0f32; 2048];
     assert!(matches!(
@@ -724,7 +828,7 @@ fn bad_input_is_an_error_and_empty_input_is_empty() {
         out: &small,
         rows: 2,
         k: 2,
-        tau: 1.0,
+        tau: Temperature::Fixed(1.0),
     };
     assert!(matches!(
         kernels.record(&mut enc, &args),
