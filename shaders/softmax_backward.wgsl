@@ -10,6 +10,7 @@
 //   3: storage, read_write, array<f32> out: dL/dl, rows x k row-major
 //   4: storage, read, array<f32> taus: one temperature per row when params.per_row != 0
 //      (row r of this dispatch at taus[base_row + r]); otherwise unused and params.tau applies
+//   5: storage, read_write, array<State> partials: rows x segs partial states (split rows only)
 // Bindings start at aligned offsets at or before the dispatch's first row; params.base(_logits)
 // say where that row starts inside them.
 // Per row (A = sum_j dy_j y_j, D = sum_j dx_j over live entries):
@@ -29,6 +30,11 @@
 //   row_per_workgroup: one workgroup per row; each invocation keeps its first CHIP_BLOCKS groups
 //     of 4 elements in registers, so rows of up to 4 * CHIP_BLOCKS * WG_SIZE - 6 elements are
 //     read once; longer rows re-read the remaining groups in the write sweep.
+//   segment_partials + segment_write (long rows, few of them): each row is split into params.segs
+//     segments of params.seg_blocks blocks, one workgroup each. segment_partials writes each segment's
+//     state to partials[r * segs + s]; segment_write (a second dispatch) merges the row's
+//     partials in the same order in every workgroup of the row, then re-reads its segment and
+//     writes the gradients.
 // Workgroups are linearised over a 2-D grid (x fastest) to pass 65535 per dimension.
 #import config
 #import philox
@@ -55,6 +61,10 @@ struct BackwardParams {
     base: u32,
     per_row: u32,
     base_row: u32,
+    segs: u32,
+    seg_blocks: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: BackwardParams;
@@ -375,6 +385,69 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
         }
     }
     for (var q = qs.x + lid + CHIP_BLOCKS * WG_SIZE; q < qs.y; q += WG_SIZE) {
+        let w = words(q);
+        for (var lane = 0u; lane < 4u; lane++) {
+            let n = flat(q, lane);
+            if (in_row(n, r)) {
+                out[params.base + n] = gradient(element(n, w[lane]), row);
+            }
+        }
+    }
+}
+
+@group(0) @binding(5) var<storage, read_write> partials: array<State>;
+
+// Blocks [x, y) of segment `seg` of row r.
+fn segment_blocks(r: u32, seg: u32) -> vec2<u32> {
+    let qs = row_blocks(r);
+    let a = qs.x + seg * params.seg_blocks;
+    return vec2<u32>(a, min(qs.y, a + params.seg_blocks));
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn segment_partials(@builtin(local_invocation_index) lid: u32,
+                    @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let gi = row_index(wid, nwg);
+    if (gi >= params.rows * params.segs) {
+        return;
+    }
+    let r = gi / params.segs;
+    set_row_tau(r);
+    let sb = segment_blocks(r, gi % params.segs);
+    var st = empty_state();
+    for (var q = sb.x + lid; q < sb.y; q += WG_SIZE) {
+        let w = words(q);
+        for (var lane = 0u; lane < 4u; lane++) {
+            let n = flat(q, lane);
+            if (in_row(n, r)) {
+                push(&st, element(n, w[lane]));
+            }
+        }
+    }
+    let total = reduce_workgroup(lid, st);
+    if (lid == 0u) {
+        partials[gi] = total;
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn segment_write(@builtin(local_invocation_index) lid: u32,
+                 @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let gi = row_index(wid, nwg);
+    if (gi >= params.rows * params.segs) {
+        return;
+    }
+    let r = gi / params.segs;
+    set_row_tau(r);
+    var st = empty_state();
+    for (var i = lid; i < params.segs; i += WG_SIZE) {
+        st = merge(st, partials[r * params.segs + i]);
+    }
+    let row = reduce_workgroup(lid, st);
+    let sb = segment_blocks(r, gi % params.segs);
+    for (var q = sb.x + lid; q < sb.y; q += WG_SIZE) {
         let w = words(q);
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);

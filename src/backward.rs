@@ -95,6 +95,7 @@ pub enum RowPath {
     Auto,
     RowPerThread,
     RowPerWorkgroup,
+    SplitRows,
 }
 
 #[repr(C)]
@@ -116,7 +117,20 @@ struct BackwardParams {
     base: u32,
     per_row: u32,
     base_row: u32,
+    segs: u32,
+    seg_blocks: u32,
+    _pad: [u32; 2],
 }
+
+/// Rows of at least this many entries, when there are fewer than [`SPLIT_MAX_ROWS`] of them,
+/// are split over several workgroups (partial states, then a second pass).
+pub const SPLIT_MIN_K: u32 = 16384;
+/// See [`SPLIT_MIN_K`].
+pub const SPLIT_MAX_ROWS: u64 = 1024;
+/// Philox blocks (groups of 4 entries) per segment of a split row: 4 per invocation.
+const SEG_BLOCKS: u64 = 4 * WG_SIZE as u64;
+/// 32-bit words of the shader's `State` (m, s, t, d, inf).
+const STATE_WORDS: u64 = 5;
 
 const MODE_RECOMPUTE: u32 = 1;
 const MODE_LOG: u32 = 2;
@@ -127,6 +141,10 @@ pub struct GumbelSoftmaxBackward {
     layout: wgpu::BindGroupLayout,
     row_per_thread: wgpu::ComputePipeline,
     row_per_workgroup: wgpu::ComputePipeline,
+    segment_partials: wgpu::ComputePipeline,
+    segment_write: wgpu::ComputePipeline,
+    /// Bound as the partial states when a dispatch needs none.
+    no_partials: wgpu::Buffer,
     max_chunk: u64,
     align: u64,
     max_groups: u32,
@@ -135,9 +153,18 @@ pub struct GumbelSoftmaxBackward {
 impl KernelFamily for GumbelSoftmaxBackward {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("softmax_backward")?;
-        let layout = gpu.storage_layout("softmax_backward", &[true, true, false, true]);
+        let layout = gpu.storage_layout("softmax_backward", &[true, true, false, true, false]);
         let mut p = gpu
-            .pipelines(&module, &layout, &["row_per_thread", "row_per_workgroup"])?
+            .pipelines(
+                &module,
+                &layout,
+                &[
+                    "row_per_thread",
+                    "row_per_workgroup",
+                    "segment_partials",
+                    "segment_write",
+                ],
+            )?
             .into_iter();
         let mut next = || p.next().expect("one pipeline per entry point");
         let limits = gpu.limits();
@@ -146,6 +173,9 @@ impl KernelFamily for GumbelSoftmaxBackward {
             layout,
             row_per_thread: next(),
             row_per_workgroup: next(),
+            segment_partials: next(),
+            segment_write: next(),
+            no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
             max_chunk: gpu.max_binding_elements(),
             align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
             max_groups: limits.max_compute_workgroups_per_dimension,
@@ -254,11 +284,16 @@ impl GumbelSoftmaxBackward {
             return Ok(());
         }
         let k = u64::from(args.k);
-        let per_thread = match path {
-            RowPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
-            RowPath::RowPerThread => true,
-            RowPath::RowPerWorkgroup => false,
+        let path = match path {
+            RowPath::Auto if args.k <= ROW_PER_THREAD_MAX_K => RowPath::RowPerThread,
+            RowPath::Auto if args.k >= SPLIT_MIN_K && args.rows < SPLIT_MAX_ROWS => {
+                RowPath::SplitRows
+            }
+            RowPath::Auto => RowPath::RowPerWorkgroup,
+            p => p,
         };
+        // Segments per row for SplitRows: a row spans at most (k + 6) / 4 Philox blocks.
+        let segs = (k + 6).div_ceil(4).div_ceil(SEG_BLOCKS);
         let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
         let align = self.align;
         let tau = f64::from(fixed_tau);
@@ -286,11 +321,14 @@ impl GumbelSoftmaxBackward {
                     base: 0,
                     per_row: u32::from(taus.is_some()),
                     base_row: 0,
+                    segs: segs as u32,
+                    seg_blocks: SEG_BLOCKS as u32,
+                    _pad: [0; 2],
                 };
-                let groups = if per_thread {
-                    rows.div_ceil(u64::from(WG_SIZE))
-                } else {
-                    rows
+                let groups = match path {
+                    RowPath::RowPerThread => rows.div_ceil(u64::from(WG_SIZE)),
+                    RowPath::SplitRows => rows * segs,
+                    _ => rows,
                 };
                 let groups = u32::try_from(groups)
                     .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
@@ -308,6 +346,16 @@ impl GumbelSoftmaxBackward {
                     None => binding(args.grad, 0, 1, 4, align),
                 };
                 params.base_row = base_row;
+                let partials = if path == RowPath::SplitRows {
+                    self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("softmax_backward partials"),
+                        size: u64::from(groups) * 4 * STATE_WORDS,
+                        usage: wgpu::BufferUsages::STORAGE,
+                        mapped_at_creation: false,
+                    })
+                } else {
+                    self.no_partials.clone()
+                };
                 let uniform = params_buffer(&self.device, &params)?;
                 let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("softmax_backward"),
@@ -333,20 +381,27 @@ impl GumbelSoftmaxBackward {
                             binding: 4,
                             resource: taus_res,
                         },
+                        wgpu::BindGroupEntry {
+                            binding: 5,
+                            resource: partials.as_entire_binding(),
+                        },
                     ],
                 });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("softmax_backward"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(if per_thread {
-                    &self.row_per_thread
-                } else {
-                    &self.row_per_workgroup
-                });
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(gx, gy, 1);
-                drop(pass);
+                let pipelines: &[&wgpu::ComputePipeline] = match path {
+                    RowPath::RowPerThread => &[&self.row_per_thread],
+                    RowPath::SplitRows => &[&self.segment_partials, &self.segment_write],
+                    _ => &[&self.row_per_workgroup],
+                };
+                // One pass per kernel: the second reads what the first wrote.
+                for pipeline in pipelines {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("softmax_backward"),
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
                 r0 += rows;
             }
             Ok(())

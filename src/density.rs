@@ -135,6 +135,11 @@ impl ConcreteDensity {
             RowPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
             RowPath::RowPerThread => true,
             RowPath::RowPerWorkgroup => false,
+            RowPath::SplitRows => {
+                return Err(Error::InvalidArgument(
+                    "the density kernels do not split rows".into(),
+                ));
+            }
         };
         let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
         let align = self.align;

@@ -330,7 +330,7 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
     let mut worst = [[0f64; 4]; 4];
     for &k in KS {
         // A single row, and enough rows for several workgroups of row-per-thread invocations.
-        for rows in [1, (40_000 / k).clamp(1, 300)] {
+        for rows in [1, (20_000 / k).clamp(1, 300)] {
             for (ti, &tau) in TAUS.iter().enumerate() {
                 let case = Case {
                     logits: logits(&mut rng, rows, k, 0.1),
@@ -344,17 +344,20 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
                 };
                 for (fi, &form) in FORMS.iter().enumerate() {
                     let e = expect(&case, form);
-                    // One invocation walking a 65537-entry row is correct but slow on software
-                    // GL, which holds its context lock (1 s limit) for the whole dispatch.
-                    let paths: &[RowPath] = if k <= 4097 {
-                        &[
-                            RowPath::Auto,
+                    // Auto at every tau; the forced paths at the extreme taus (keeps the sweep
+                    // inside CI's time on software GL). One invocation walking a 65537-entry
+                    // row is correct but slow on software GL, which holds its context lock
+                    // (1 s limit) for the whole dispatch.
+                    let forced: &[RowPath] = match (tau == 0.1 || tau == 10.0, k <= 4097) {
+                        (false, _) => &[],
+                        (true, true) => &[
                             RowPath::RowPerThread,
                             RowPath::RowPerWorkgroup,
-                        ]
-                    } else {
-                        &[RowPath::Auto, RowPath::RowPerWorkgroup]
+                            RowPath::SplitRows,
+                        ],
+                        (true, false) => &[RowPath::RowPerWorkgroup, RowPath::SplitRows],
                     };
+                    let paths = [RowPath::Auto].iter().chain(forced);
                     for &path in paths {
                         let got = run_gpu(gpu, &case, form, &e, path);
                         let what = format!("k {k} rows {rows} tau {tau} {form:?} {path:?}");
@@ -500,7 +503,11 @@ fn per_row_temperatures_match_the_per_row_reference() {
             .map(|&v| v as f32)
             .collect();
         for &form in FORMS {
-            for path in [RowPath::RowPerThread, RowPath::RowPerWorkgroup] {
+            for path in [
+                RowPath::RowPerThread,
+                RowPath::RowPerWorkgroup,
+                RowPath::SplitRows,
+            ] {
                 let input = match form {
                     Form::StoredSoft => HostBackwardInput::Probs(&y),
                     Form::StoredLog => HostBackwardInput::LogProbs(&x),
@@ -569,6 +576,49 @@ fn per_row_temperatures_match_the_per_row_reference() {
 }
 
 #[test]
+fn split_rows_merge_dead_and_plus_infinite_segments() {
+    let _serial = serial();
+    // Rows long enough to be split into segments of 4096 entries (Auto splits k >= SPLIT_MIN_K
+    // when there are few rows): a row whose first three segments are all masked, a row with one
+    // +inf logit deep inside, and an ordinary row.
+    let k = 20_000;
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut l = logits(&mut rng, 3, k, 0.05);
+    for x in &mut l[..12_500] {
+        *x = f32::NEG_INFINITY;
+    }
+    l[k + 15_000] = f32::INFINITY;
+    let grad = grads(&mut rng, 3 * k);
+    assert!(k as u32 >= gumbel_wgpu::SPLIT_MIN_K);
+    for &tau in TAUS {
+        let case = Case {
+            logits: l.clone(),
+            grad: grad.clone(),
+            k,
+            tau,
+            stream: Stream {
+                seed: rng.random(),
+                offset: 1,
+            },
+        };
+        for &form in FORMS {
+            let e = expect(&case, form);
+            for path in [RowPath::Auto, RowPath::SplitRows, RowPath::RowPerWorkgroup] {
+                let got = run_gpu(gpu(), &case, form, &e, path);
+                check(
+                    &case,
+                    form,
+                    &e,
+                    &got,
+                    path,
+                    &format!("tau {tau} {form:?} {path:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn hard_samples_take_the_soft_gradient() {
     let _serial = serial();
     let mut rng = StdRng::seed_from_u64(5);
@@ -599,7 +649,7 @@ fn rows_with_plus_infinite_logits_follow_the_forward_policy() {
     ];
     let mut rng = StdRng::seed_from_u64(6);
     let dy = grads(&mut rng, l.len());
-    for &k_rows in &[1usize, 300] {
+    for &k_rows in &[1usize, 60] {
         let l: Vec<f32> = l.iter().copied().cycle().take(l.len() * k_rows).collect();
         let dy: Vec<f32> = dy.iter().copied().cycle().take(l.len()).collect();
         for &tau in TAUS {
@@ -760,6 +810,49 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
         let b = gpu().gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
         assert_eq!(a, b, "per-row k {k}");
     }
+    // Split rows across dispatches: bindings of 16384 elements hold 3 rows of 5000 entries, each
+    // row in 2 segments.
+    let mid = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(16384),
+        ..Default::default()
+    })
+    .unwrap();
+    let (k, rows) = (5000usize, 10usize);
+    let l = logits(&mut rng, rows, k, 0.1);
+    let dy = grads(&mut rng, rows * k);
+    let s = Stream::new(rng.random());
+    let input = HostBackwardInput::Logits {
+        words: bytemuck::cast_slice(&l),
+        len: l.len(),
+        format: LogitsFormat::F32,
+        stream: s,
+        space: GradSpace::Probs,
+    };
+    let split = mid
+        .gumbel_softmax_backward_with(
+            input,
+            &dy,
+            k,
+            HostTemperature::Fixed(0.5),
+            RowPath::SplitRows,
+        )
+        .unwrap();
+    let case = Case {
+        logits: l,
+        grad: dy,
+        k,
+        tau: 0.5,
+        stream: s,
+    };
+    let e = expect(&case, Form::RecomputeSoft);
+    check(
+        &case,
+        Form::RecomputeSoft,
+        &e,
+        &split,
+        RowPath::SplitRows,
+        "chunked split rows",
+    );
     // A row longer than a binding cannot be split.
     let l = vec![0.0f32; 2048];
     assert!(matches!(
