@@ -30,6 +30,8 @@
 //   row_per_workgroup: one workgroup per row; each invocation keeps its first CHIP_BLOCKS groups
 //     of 4 elements in registers, so rows of up to 4 * CHIP_BLOCKS * WG_SIZE - 6 elements are
 //     read once; longer rows re-read the remaining groups in the write sweep.
+//   row_per_team: the same with teams of params.team invocations, one row each (mid-sized rows;
+//     read once up to 4 * CHIP_BLOCKS * team - 6 elements).
 //   segment_partials + segment_write (long rows, few of them): each row is split into params.segs
 //     segments of params.seg_blocks blocks, one workgroup each. segment_partials writes each segment's
 //     state to partials[r * segs + s]; segment_write (a second dispatch) merges the row's
@@ -63,7 +65,8 @@ struct BackwardParams {
     base_row: u32,
     segs: u32,
     seg_blocks: u32,
-    _pad1: u32,
+    // Invocations per row in row_per_team (a power of two dividing WG_SIZE).
+    team: u32,
     _pad2: u32,
 }
 
@@ -314,41 +317,47 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 
 var<workgroup> shared_states: array<State, WG_SIZE>;
 
-// Reduces every invocation's state; all invocations get the row's state.
-fn reduce_workgroup(lid: u32, mine: State) -> State {
+// Reduces the states of each team of `size` consecutive invocations (size a power of two
+// dividing WG_SIZE); every invocation gets its team's state. All invocations of the workgroup
+// must call it (barriers).
+fn reduce_team(lid: u32, size: u32, mine: State) -> State {
     shared_states[lid] = mine;
     workgroupBarrier();
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
+    let t = lid % size;
+    for (var stride = size / 2u; stride > 0u; stride >>= 1u) {
+        if (t < stride) {
             shared_states[lid] = merge(shared_states[lid], shared_states[lid + stride]);
         }
         workgroupBarrier();
     }
-    let st = shared_states[0];
+    let st = shared_states[lid - t];
     workgroupBarrier();
     return st;
 }
 
-@compute @workgroup_size(WG_SIZE)
-fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
-                     @builtin(workgroup_id) wid: vec3<u32>,
-                     @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg);
-    if (r >= params.rows) {
-        return;
-    }
-    set_row_tau(r);
-    let qs = row_blocks(r);
-    // Invocation lid takes blocks qs.x + lid + c * WG_SIZE; the first CHIP_BLOCKS stay in registers.
+fn reduce_workgroup(lid: u32, mine: State) -> State {
+    return reduce_team(lid, WG_SIZE, mine);
+}
+
+// Row r on a team of `size` invocations, this one being number t of the team: invocation t takes
+// blocks qs.x + t + c * size; the first CHIP_BLOCKS stay in registers, so rows of up to
+// 4 * CHIP_BLOCKS * size - 6 entries are read once. `valid` is false for teams past the last row,
+// which still take part in the barriers.
+fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
     var kind: array<vec4<u32>, CHIP_BLOCKS>;
     var a: array<vec4<f32>, CHIP_BLOCKS>;
     var g: array<vec4<f32>, CHIP_BLOCKS>;
     var st = empty_state();
+    var qs = vec2<u32>(0u);
+    if (valid) {
+        set_row_tau(r);
+        qs = row_blocks(r);
+    }
     for (var c = 0u; c < CHIP_BLOCKS; c++) {
         kind[c] = vec4<u32>(DEAD);
         a[c] = vec4<f32>(0.0);
         g[c] = vec4<f32>(0.0);
-        let q = qs.x + lid + c * WG_SIZE;
+        let q = qs.x + t + c * size;
         if (q < qs.y) {
             let w = words(q);
             for (var lane = 0u; lane < 4u; lane++) {
@@ -363,7 +372,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    for (var q = qs.x + lid + CHIP_BLOCKS * WG_SIZE; q < qs.y; q += WG_SIZE) {
+    for (var q = qs.x + t + CHIP_BLOCKS * size; q < qs.y; q += size) {
         let w = words(q);
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
@@ -372,9 +381,9 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    let row = reduce_workgroup(lid, st);
+    let row = reduce_team(lid, size, st);
     for (var c = 0u; c < CHIP_BLOCKS; c++) {
-        let q = qs.x + lid + c * WG_SIZE;
+        let q = qs.x + t + c * size;
         if (q < qs.y) {
             for (var lane = 0u; lane < 4u; lane++) {
                 let n = flat(q, lane);
@@ -384,7 +393,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
-    for (var q = qs.x + lid + CHIP_BLOCKS * WG_SIZE; q < qs.y; q += WG_SIZE) {
+    for (var q = qs.x + t + CHIP_BLOCKS * size; q < qs.y; q += size) {
         let w = words(q);
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
@@ -393,6 +402,27 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
             }
         }
     }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
+                     @builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    team_row(lid, lid, WG_SIZE, r, true);
+}
+
+// Teams of params.team invocations, WG_SIZE / params.team rows per workgroup (mid-sized rows).
+
+@compute @workgroup_size(WG_SIZE)
+fn row_per_team(@builtin(local_invocation_index) lid: u32,
+                @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
+    team_row(lid, lid % params.team, params.team, r, r < params.rows);
 }
 
 @group(0) @binding(5) var<storage, read_write> partials: array<State>;

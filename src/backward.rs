@@ -94,6 +94,7 @@ pub struct BackwardArgs<'a> {
 pub enum RowPath {
     Auto,
     RowPerThread,
+    RowPerTeam,
     RowPerWorkgroup,
     SplitRows,
 }
@@ -119,8 +120,15 @@ struct BackwardParams {
     base_row: u32,
     segs: u32,
     seg_blocks: u32,
-    _pad: [u32; 2],
+    team: u32,
+    _pad: u32,
 }
+
+/// Rows of at most this many entries (and more than [`ROW_PER_THREAD_MAX_K`]) take a team of 32
+/// invocations each, 8 rows per workgroup.
+pub const ROW_PER_TEAM_MAX_K: u32 = 512;
+/// Invocations per row in the team kernel (a power of two dividing `WG_SIZE`).
+const TEAM_SIZE: u32 = 32;
 
 /// Rows of at least this many entries, when there are fewer than [`SPLIT_MAX_ROWS`] of them,
 /// are split over several workgroups (partial states, then a second pass).
@@ -143,6 +151,7 @@ pub struct GumbelSoftmaxBackward {
     row_per_workgroup: wgpu::ComputePipeline,
     segment_partials: wgpu::ComputePipeline,
     segment_write: wgpu::ComputePipeline,
+    row_per_team: wgpu::ComputePipeline,
     /// Bound as the partial states when a dispatch needs none.
     no_partials: wgpu::Buffer,
     max_chunk: u64,
@@ -163,6 +172,7 @@ impl KernelFamily for GumbelSoftmaxBackward {
                     "row_per_workgroup",
                     "segment_partials",
                     "segment_write",
+                    "row_per_team",
                 ],
             )?
             .into_iter();
@@ -175,6 +185,7 @@ impl KernelFamily for GumbelSoftmaxBackward {
             row_per_workgroup: next(),
             segment_partials: next(),
             segment_write: next(),
+            row_per_team: next(),
             no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
             max_chunk: gpu.max_binding_elements(),
             align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
@@ -286,6 +297,7 @@ impl GumbelSoftmaxBackward {
         let k = u64::from(args.k);
         let path = match path {
             RowPath::Auto if args.k <= ROW_PER_THREAD_MAX_K => RowPath::RowPerThread,
+            RowPath::Auto if args.k <= ROW_PER_TEAM_MAX_K => RowPath::RowPerTeam,
             RowPath::Auto if args.k >= SPLIT_MIN_K && args.rows < SPLIT_MAX_ROWS => {
                 RowPath::SplitRows
             }
@@ -323,10 +335,12 @@ impl GumbelSoftmaxBackward {
                     base_row: 0,
                     segs: segs as u32,
                     seg_blocks: SEG_BLOCKS as u32,
-                    _pad: [0; 2],
+                    team: TEAM_SIZE,
+                    _pad: 0,
                 };
                 let groups = match path {
                     RowPath::RowPerThread => rows.div_ceil(u64::from(WG_SIZE)),
+                    RowPath::RowPerTeam => rows.div_ceil(u64::from(WG_SIZE / TEAM_SIZE)),
                     RowPath::SplitRows => rows * segs,
                     _ => rows,
                 };
@@ -389,6 +403,7 @@ impl GumbelSoftmaxBackward {
                 });
                 let pipelines: &[&wgpu::ComputePipeline] = match path {
                     RowPath::RowPerThread => &[&self.row_per_thread],
+                    RowPath::RowPerTeam => &[&self.row_per_team],
                     RowPath::SplitRows => &[&self.segment_partials, &self.segment_write],
                     _ => &[&self.row_per_workgroup],
                 };

@@ -135,9 +135,9 @@ impl ConcreteDensity {
             RowPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
             RowPath::RowPerThread => true,
             RowPath::RowPerWorkgroup => false,
-            RowPath::SplitRows => {
+            RowPath::RowPerTeam | RowPath::SplitRows => {
                 return Err(Error::InvalidArgument(
-                    "the density kernels do not split rows".into(),
+                    "the density kernels have one row per invocation or per workgroup".into(),
                 ));
             }
         };

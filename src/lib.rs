@@ -46,7 +46,8 @@ pub mod shader;
 
 pub use backward::{
     BackwardArgs, BackwardInput, GradSpace, GumbelSoftmaxBackward, HostBackwardInput,
-    HostTemperature, ROW_PER_THREAD_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K, Temperature,
+    HostTemperature, ROW_PER_TEAM_MAX_K, ROW_PER_THREAD_MAX_K, RowPath, SPLIT_MAX_ROWS,
+    SPLIT_MIN_K, Temperature,
 };
 pub use density::{ConcreteDensity, DensityArgs};
 pub use error::Error;
