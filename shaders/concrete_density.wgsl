@@ -16,8 +16,12 @@
 // writes -inf there (the slice API rejects such rows before the dispatch).
 // One pass over the row: an online log-sum-exp (running max m, e = sum exp(s - m)) with the
 // plain sums of s and x and the count c, merged pairwise.
-// Entry points: row_per_thread (one invocation per row, small k) and row_per_workgroup (one
-// workgroup per row, strided coalesced reads, tree reduction in workgroup memory).
+// Entry points: row_per_thread (one invocation per row, small k), row_per_team (params.team
+// invocations per row, mid k), row_per_workgroup (one workgroup per row; strided coalesced
+// reads, tree reduction in workgroup memory), and for long rows, few of them,
+// segment_partials (one workgroup per segment of params.seg_len entries writes its state to
+// partials[r * segs + s]) followed by segment_finish (one invocation per row merges them).
+//   4: storage, read_write, array<State> partials (split rows only)
 #import config
 #import logits
 
@@ -33,9 +37,11 @@ struct DensityParams {
     base_logits: u32,
     base: u32,
     base_out: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Invocations per row in row_per_team (a power of two dividing WG_SIZE).
+    team: u32,
+    // Split rows: segments per row and entries per segment.
+    segs: u32,
+    seg_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: DensityParams;
@@ -148,6 +154,24 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 }
 
 var<workgroup> shared_states: array<State, WG_SIZE>;
+@group(0) @binding(4) var<storage, read_write> partials: array<State>;
+
+// Reduces the states of each team of `size` consecutive invocations (a power of two dividing
+// WG_SIZE); every invocation gets its team's state. Every invocation must call it (barriers).
+fn reduce_team(lid: u32, size: u32, mine: State) -> State {
+    shared_states[lid] = mine;
+    workgroupBarrier();
+    let t = lid % size;
+    for (var stride = size / 2u; stride > 0u; stride >>= 1u) {
+        if (t < stride) {
+            shared_states[lid] = merge(shared_states[lid], shared_states[lid + stride]);
+        }
+        workgroupBarrier();
+    }
+    let st = shared_states[lid - t];
+    workgroupBarrier();
+    return st;
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
@@ -161,15 +185,62 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
     for (var j = lid; j < params.k; j += WG_SIZE) {
         push(&st, r * params.k + j);
     }
-    shared_states[lid] = st;
-    workgroupBarrier();
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            shared_states[lid] = merge(shared_states[lid], shared_states[lid + stride]);
-        }
-        workgroupBarrier();
-    }
+    let row = reduce_team(lid, WG_SIZE, st);
     if (lid == 0u) {
-        finish(r, shared_states[0]);
+        finish(r, row);
     }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn row_per_team(@builtin(local_invocation_index) lid: u32,
+                @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
+    let t = lid % params.team;
+    var st = empty_state();
+    if (r < params.rows) {
+        for (var j = t; j < params.k; j += params.team) {
+            push(&st, r * params.k + j);
+        }
+    }
+    let row = reduce_team(lid, params.team, st);
+    if (r < params.rows && t == 0u) {
+        finish(r, row);
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn segment_partials(@builtin(local_invocation_index) lid: u32,
+                    @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let gi = row_index(wid, nwg);
+    if (gi >= params.rows * params.segs) {
+        return;
+    }
+    let r = gi / params.segs;
+    let j0 = (gi % params.segs) * params.seg_len;
+    let j1 = min(params.k, j0 + params.seg_len);
+    var st = empty_state();
+    for (var j = j0 + lid; j < j1; j += WG_SIZE) {
+        push(&st, r * params.k + j);
+    }
+    let seg = reduce_team(lid, WG_SIZE, st);
+    if (lid == 0u) {
+        partials[gi] = seg;
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn segment_finish(@builtin(local_invocation_index) lid: u32,
+                  @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(wid, nwg) * WG_SIZE + lid;
+    if (r >= params.rows) {
+        return;
+    }
+    var st = empty_state();
+    for (var i = 0u; i < params.segs; i++) {
+        st = merge(st, partials[r * params.segs + i]);
+    }
+    finish(r, st);
 }

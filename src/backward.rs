@@ -17,9 +17,22 @@
 //! logits, `y_j = 0` in the stored soft form, `x_j = -inf` in the stored log form, and the finite
 //! entries of a row holding +inf logits (the forward gives those exactly 0).
 //!
-//! Strategies, picked from the shape: rows of up to [`ROW_PER_THREAD_MAX_K`] entries take one
-//! invocation per row; longer rows one workgroup per row, holding up to 4094 entries on chip
-//! (read once) and re-reading the rest of longer rows in the write sweep.
+//! Temperatures are one `tau` for the batch, or one per row ([`Temperature::PerRow`]).
+//!
+//! Strategies, picked from the shape (every path computes the same function; tests force each):
+//! * `k <=` [`ROW_PER_THREAD_MAX_K`]: one invocation per row, two sweeps over the row (the second
+//!   hits the cache);
+//! * `k <=` [`ROW_PER_TEAM_MAX_K`]: a team of 32 invocations per row, 8 rows per workgroup, the
+//!   row held in registers (read once);
+//! * longer rows: one workgroup per row, up to 4094 entries held in registers (read once), the
+//!   rest of a longer row re-read in the write sweep;
+//! * `k >=` [`SPLIT_MIN_K`] with fewer than [`SPLIT_MAX_ROWS`] rows: each row split over
+//!   workgroups of 4096 entries; a first dispatch writes their partial states (online
+//!   log-sum-exp), a second merges a row's partials and writes the gradients (the input is read
+//!   twice, the second time typically from L2).
+//!
+//! Every path regenerates the noise in registers, four entries per Philox call, and reduces in
+//! workgroup memory (no subgroup operations).
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
 use crate::logits::{
@@ -128,7 +141,7 @@ struct BackwardParams {
 /// invocations each, 8 rows per workgroup.
 pub const ROW_PER_TEAM_MAX_K: u32 = 512;
 /// Invocations per row in the team kernel (a power of two dividing `WG_SIZE`).
-const TEAM_SIZE: u32 = 32;
+pub(crate) const TEAM_SIZE: u32 = 32;
 
 /// Rows of at least this many entries, when there are fewer than [`SPLIT_MAX_ROWS`] of them,
 /// are split over several workgroups (partial states, then a second pass).

@@ -15,10 +15,15 @@
 //! categories, and `x` at masked entries is ignored. The density needs finite `x` at live
 //! entries (a sample on the simplex's boundary has density 0 or unbounded) and no +inf logit.
 //!
-//! Strategies: rows of up to [`crate::ROW_PER_THREAD_MAX_K`] entries take one invocation per
-//! row, longer rows one workgroup per row; both read each entry once.
+//! Strategies (each reads every entry once; tests force each): rows of up to
+//! [`crate::ROW_PER_THREAD_MAX_K`] entries take one invocation per row, up to
+//! [`crate::ROW_PER_TEAM_MAX_K`] a team of 32 invocations, longer rows a workgroup; rows of at
+//! least [`crate::SPLIT_MIN_K`] entries, fewer than [`crate::SPLIT_MAX_ROWS`] of them, are split
+//! over workgroups of 4096 entries whose partial states a second, tiny pass merges.
 
-use crate::backward::{RowPath, binding, rows_per_chunk};
+use crate::backward::{
+    ROW_PER_TEAM_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K, TEAM_SIZE, binding, rows_per_chunk,
+};
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
@@ -58,8 +63,15 @@ struct DensityParams {
     base_logits: u32,
     base: u32,
     base_out: u32,
-    _pad: [u32; 3],
+    team: u32,
+    segs: u32,
+    seg_len: u32,
 }
+
+/// Entries per segment of a split row (16 per invocation).
+const SEG_LEN: u64 = 16 * WG_SIZE as u64;
+/// 32-bit words of the shader's `State` (m, e, sum_s, sum_x, c, bad).
+const STATE_WORDS: u64 = 6;
 
 /// The Concrete log-density kernels: own their bind-group layout and pipelines.
 pub struct ConcreteDensity {
@@ -67,6 +79,11 @@ pub struct ConcreteDensity {
     layout: wgpu::BindGroupLayout,
     row_per_thread: wgpu::ComputePipeline,
     row_per_workgroup: wgpu::ComputePipeline,
+    row_per_team: wgpu::ComputePipeline,
+    segment_partials: wgpu::ComputePipeline,
+    segment_finish: wgpu::ComputePipeline,
+    /// Bound as the partial states when a dispatch needs none.
+    no_partials: wgpu::Buffer,
     max_chunk: u64,
     align: u64,
     max_groups: u32,
@@ -75,9 +92,19 @@ pub struct ConcreteDensity {
 impl KernelFamily for ConcreteDensity {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("concrete_density")?;
-        let layout = gpu.storage_layout("concrete_density", &[true, true, false]);
+        let layout = gpu.storage_layout("concrete_density", &[true, true, false, false]);
         let mut p = gpu
-            .pipelines(&module, &layout, &["row_per_thread", "row_per_workgroup"])?
+            .pipelines(
+                &module,
+                &layout,
+                &[
+                    "row_per_thread",
+                    "row_per_workgroup",
+                    "row_per_team",
+                    "segment_partials",
+                    "segment_finish",
+                ],
+            )?
             .into_iter();
         let mut next = || p.next().expect("one pipeline per entry point");
         let limits = gpu.limits();
@@ -86,6 +113,10 @@ impl KernelFamily for ConcreteDensity {
             layout,
             row_per_thread: next(),
             row_per_workgroup: next(),
+            row_per_team: next(),
+            segment_partials: next(),
+            segment_finish: next(),
+            no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
             max_chunk: gpu.max_binding_elements(),
             align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
             max_groups: limits.max_compute_workgroups_per_dimension,
@@ -131,16 +162,16 @@ impl ConcreteDensity {
         if len == 0 {
             return Ok(());
         }
-        let per_thread = match path {
-            RowPath::Auto => args.k <= ROW_PER_THREAD_MAX_K,
-            RowPath::RowPerThread => true,
-            RowPath::RowPerWorkgroup => false,
-            RowPath::RowPerTeam | RowPath::SplitRows => {
-                return Err(Error::InvalidArgument(
-                    "the density kernels have one row per invocation or per workgroup".into(),
-                ));
+        let path = match path {
+            RowPath::Auto if args.k <= ROW_PER_THREAD_MAX_K => RowPath::RowPerThread,
+            RowPath::Auto if args.k <= ROW_PER_TEAM_MAX_K => RowPath::RowPerTeam,
+            RowPath::Auto if args.k >= SPLIT_MIN_K && args.rows < SPLIT_MAX_ROWS => {
+                RowPath::SplitRows
             }
+            RowPath::Auto => RowPath::RowPerWorkgroup,
+            p => p,
         };
+        let segs = k.div_ceil(SEG_LEN);
         let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
         let align = self.align;
         scoped(&self.device, || {
@@ -162,16 +193,41 @@ impl ConcreteDensity {
                     base_logits,
                     base,
                     base_out,
-                    _pad: [0; 3],
+                    team: TEAM_SIZE,
+                    segs: segs as u32,
+                    seg_len: SEG_LEN as u32,
                 };
-                let groups = if per_thread {
-                    rows.div_ceil(u64::from(WG_SIZE))
+                let per_thread_groups = rows.div_ceil(u64::from(WG_SIZE));
+                let groups = |g: u64| {
+                    u32::try_from(g)
+                        .map(|g| grid(g, self.max_groups))
+                        .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))
+                };
+                // (pipeline, workgroups) per dispatch, in order.
+                let dispatches = match path {
+                    RowPath::RowPerThread => {
+                        vec![(&self.row_per_thread, groups(per_thread_groups)?)]
+                    }
+                    RowPath::RowPerTeam => vec![(
+                        &self.row_per_team,
+                        groups(rows.div_ceil(u64::from(WG_SIZE / TEAM_SIZE)))?,
+                    )],
+                    RowPath::SplitRows => vec![
+                        (&self.segment_partials, groups(rows * segs)?),
+                        (&self.segment_finish, groups(per_thread_groups)?),
+                    ],
+                    _ => vec![(&self.row_per_workgroup, groups(rows)?)],
+                };
+                let partials = if path == RowPath::SplitRows {
+                    self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("concrete_density partials"),
+                        size: rows * segs * 4 * STATE_WORDS,
+                        usage: wgpu::BufferUsages::STORAGE,
+                        mapped_at_creation: false,
+                    })
                 } else {
-                    rows
+                    self.no_partials.clone()
                 };
-                let groups = u32::try_from(groups)
-                    .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
-                let (gx, gy) = grid(groups, self.max_groups);
                 let uniform = params_buffer(&self.device, &params)?;
                 let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("concrete_density"),
@@ -193,20 +249,22 @@ impl ConcreteDensity {
                             binding: 3,
                             resource: out_res,
                         },
+                        wgpu::BindGroupEntry {
+                            binding: 4,
+                            resource: partials.as_entire_binding(),
+                        },
                     ],
                 });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("concrete_density"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(if per_thread {
-                    &self.row_per_thread
-                } else {
-                    &self.row_per_workgroup
-                });
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(gx, gy, 1);
-                drop(pass);
+                // One pass per kernel: the second reads what the first wrote.
+                for (pipeline, (gx, gy)) in dispatches {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("concrete_density"),
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
                 r0 += rows;
             }
             Ok(())

@@ -68,14 +68,21 @@ fn scale(l: &[f32], x: &[f64], k: usize, tau: f64, simplex: bool) -> Vec<f64> {
 }
 
 /// Relative tolerance on |gpu - reference| / scale: a few f32 ulp plus the sums' rounding,
-/// 2 eps sqrt(m) for a sequential part of length m (the row on one invocation; k / 256 plus 8
-/// tree levels on a workgroup).
+/// 2 eps sqrt(m) for a sequential part of length m (the row on one invocation; k / T plus
+/// log2(T) tree levels on T invocations, plus one merge per segment of a split row).
 fn rtol(k: usize, path: RowPath) -> f64 {
-    let per_thread = match path {
-        RowPath::Auto => k <= gumbel_wgpu::ROW_PER_THREAD_MAX_K as usize,
-        p => p == RowPath::RowPerThread,
+    let team = match path {
+        RowPath::Auto if k <= gumbel_wgpu::ROW_PER_THREAD_MAX_K as usize => 0,
+        RowPath::Auto if k <= gumbel_wgpu::ROW_PER_TEAM_MAX_K as usize => 32,
+        RowPath::RowPerThread => 0,
+        RowPath::RowPerTeam => 32,
+        _ => 256,
     };
-    let m = if per_thread { k } else { k.div_ceil(256) + 8 };
+    let m = if team == 0 {
+        k
+    } else {
+        k.div_ceil(team) + team.ilog2() as usize + k.div_ceil(4096)
+    };
     f64::from(f32::EPSILON) * (8.0 + 2.0 * (m as f64).sqrt())
 }
 
@@ -120,7 +127,8 @@ fn gpu_log_density_matches_the_reference_at_awkward_shapes() {
     let gpu = gpu();
     let mut worst = [0f64; 2];
     for &k in KS {
-        for rows in [1, (40_000 / k).clamp(1, 300)] {
+        let many = (40_000 / k).clamp(1, 300);
+        for rows in if many > 1 { vec![1, many] } else { vec![1] } {
             for &tau in TAUS {
                 let l = logits(&mut rng, rows, k, 0.1);
                 let stream = Stream::new(rng.random());
@@ -138,16 +146,15 @@ fn gpu_log_density_matches_the_reference_at_awkward_shapes() {
                         cpu::concrete_log_prob(&l, &x, k, t)
                     };
                     let sc = scale(&l, &x, k, t, simplex);
-                    let paths: &[RowPath] = if k <= 4097 {
-                        &[
-                            RowPath::Auto,
-                            RowPath::RowPerThread,
-                            RowPath::RowPerWorkgroup,
-                        ]
-                    } else {
-                        // One invocation on a 65537-entry row: slow on software GL (1 s lock).
-                        &[RowPath::Auto, RowPath::RowPerWorkgroup]
-                    };
+                    let all = [
+                        RowPath::Auto,
+                        RowPath::RowPerThread,
+                        RowPath::RowPerTeam,
+                        RowPath::RowPerWorkgroup,
+                        RowPath::SplitRows,
+                    ];
+                    // One invocation on a 65537-entry row: slow on software GL (1 s lock).
+                    let paths = if k <= 4097 { &all[..] } else { &all[2..] };
                     for &path in paths {
                         let got = run_density(gpu, &l, &x32, k, tau, simplex, path);
                         let tol = rtol(k, path);
@@ -335,6 +342,43 @@ fn masked_categories_are_left_out() {
 }
 
 #[test]
+fn split_rows_merge_dead_segments() {
+    let _serial = serial();
+    // Rows of 20 000 entries in segments of 4096: the first row's first three segments masked.
+    let (k, rows) = (20_000usize, 3usize);
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut l = logits(&mut rng, rows, k, 0.05);
+    for v in &mut l[..12_500] {
+        *v = f32::NEG_INFINITY;
+    }
+    let x32: Vec<f32> = cpu::gumbel_softmax_log(&l, k, 0.5, Stream::new(6))
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let x: Vec<f64> = x32.iter().map(|&v| f64::from(v)).collect();
+    for simplex in [false, true] {
+        let want = if simplex {
+            cpu::concrete_log_prob_simplex(&l, &x, k, 0.5)
+        } else {
+            cpu::concrete_log_prob(&l, &x, k, 0.5)
+        };
+        let sc = scale(&l, &x, k, 0.5, simplex);
+        for path in [RowPath::Auto, RowPath::SplitRows] {
+            let got = run_density(gpu(), &l, &x32, k, 0.5, simplex, path);
+            for r in 0..rows {
+                let err = (f64::from(got[r]) - want[r]).abs();
+                assert!(
+                    err <= rtol(k, path) * sc[r],
+                    "{path:?} row {r}: {} vs {}",
+                    got[r],
+                    want[r]
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
     let _serial = serial();
     let small = Gpu::with_options(GpuOptions {
@@ -343,7 +387,12 @@ fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
     })
     .unwrap();
     let mut rng = StdRng::seed_from_u64(3);
-    for &(k, rows) in &[(7usize, 1000usize), (33, 200), (1000, 5)] {
+    for &(k, rows, path) in &[
+        (7usize, 1000usize, RowPath::Auto),
+        (33, 200, RowPath::Auto),
+        (1000, 5, RowPath::Auto),
+        (300, 10, RowPath::SplitRows),
+    ] {
         let l = logits(&mut rng, rows, k, 0.1);
         let x: Vec<f32> = cpu::gumbel_softmax_log(&l, k, 0.5, Stream::new(4))
             .iter()
@@ -351,10 +400,10 @@ fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
             .collect();
         for simplex in [false, true] {
             let a = small
-                .concrete_log_prob_with(&l, &x, k, 0.5, simplex, RowPath::Auto)
+                .concrete_log_prob_with(&l, &x, k, 0.5, simplex, path)
                 .unwrap();
             let b = gpu()
-                .concrete_log_prob_with(&l, &x, k, 0.5, simplex, RowPath::Auto)
+                .concrete_log_prob_with(&l, &x, k, 0.5, simplex, path)
                 .unwrap();
             assert_eq!(
                 a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
