@@ -7,6 +7,9 @@
 //      read with logit_bits); -inf = masked category
 //   2: storage, read, array<f32> log_y: rows x k, the log-space sample x = log y
 //   3: storage, read_write, array<f32> out: one value per row
+//   4: storage, read_write, array<State> partials: rows x segs partial states (split rows only)
+// Bindings start at aligned offsets at or before the dispatch's first row; params.base* say where
+// that row starts inside them.
 // With c the number of live (unmasked) categories of a row and s_i = l_i - tau x_i over them:
 //   log p(x) = lgamma(c) + (c - 1) log tau + sum_i s_i - c logsumexp_i(s_i)
 // (TFP ExpRelaxedOneHotCategorical, PyTorch ExpRelaxedCategorical.log_prob; masked categories
@@ -21,7 +24,6 @@
 // reads, tree reduction in workgroup memory), and for long rows, few of them,
 // segment_partials (one workgroup per segment of params.seg_len entries writes its state to
 // partials[r * segs + s]) followed by segment_finish (one invocation per row merges them).
-//   4: storage, read_write, array<State> partials (split rows only)
 #import config
 #import logits
 

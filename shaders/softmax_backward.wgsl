@@ -32,11 +32,11 @@
 //     read once; longer rows re-read the remaining groups in the write sweep.
 //   row_per_team: the same with teams of params.team invocations, one row each (mid-sized rows;
 //     read once up to 4 * CHIP_BLOCKS * team - 6 elements).
-//   segment_partials + segment_write (long rows, few of them): each row is split into params.segs
-//     segments of params.seg_blocks blocks, one workgroup each. segment_partials writes each segment's
-//     state to partials[r * segs + s]; segment_write (a second dispatch) merges the row's
-//     partials in the same order in every workgroup of the row, then re-reads its segment and
-//     writes the gradients.
+//   segment_partials + segment_write (long rows, few of them): each row is split into
+//     params.segs segments of params.seg_blocks blocks, one workgroup each. segment_partials
+//     writes each segment's state to partials[r * segs + s]; segment_write (a second dispatch)
+//     merges the row's partials in the same order in every workgroup of the row, then re-reads
+//     its segment and writes the gradients.
 // Workgroups are linearised over a 2-D grid (x fastest) to pass 65535 per dimension.
 #import config
 #import philox
