@@ -388,7 +388,8 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
             for (var lane = 0u; lane < 4u; lane++) {
                 let n = flat(q, lane);
                 if (in_row(n, r)) {
-                    out[params.base + n] = gradient(Elem(kind[c][lane], a[c][lane], g[c][lane]), row);
+                    let e = Elem(kind[c][lane], a[c][lane], g[c][lane]);
+                    out[params.base + n] = gradient(e, row);
                 }
             }
         }
