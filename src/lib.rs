@@ -32,19 +32,30 @@
 //! # Ok::<(), gumbel_wgpu::Error>(())
 //! ```
 
+mod backward;
 #[doc(hidden)]
 pub mod bench;
 pub mod cpu;
+mod density;
 mod error;
 mod gpu;
 pub mod logits;
 pub mod philox;
 mod random;
 mod sample;
+mod schedule;
 #[doc(hidden)]
 pub mod shader;
 mod softmax;
 
+pub use backward::{BackwardArgs, BackwardInput, GradSpace, GumbelSoftmaxBackward};
+// Path thresholds and knobs the tests use to reach every kernel.
+#[doc(hidden)]
+pub use backward::{
+    HostBackwardInput, ROW_PER_TEAM_MAX_K, ROW_PER_THREAD_MAX_K, RowPath, SPLIT_MAX_ROWS,
+    SPLIT_MIN_K,
+};
+pub use density::{ConcreteDensity, DensityArgs};
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::LogitsFormat;
@@ -53,7 +64,7 @@ pub use random::{RandomFill, RandomKind};
 pub use sample::{
     MAX_TOP, NO_INDEX, SampleLogits, SampleOptions, SampleShape, SampleStrategy, Sampler,
 };
+pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
-    GumbelSoftmax, LogitsSlice, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, Temperature,
-    softmax_max_register_k,
+    GumbelSoftmax, LogitsSlice, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };

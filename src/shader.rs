@@ -42,6 +42,14 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("copy", include_str!("../shaders/copy.wgsl")),
     ("sample", include_str!("../shaders/sample.wgsl")),
     ("softmax", include_str!("../shaders/softmax.wgsl")),
+    (
+        "softmax_backward",
+        include_str!("../shaders/softmax_backward.wgsl"),
+    ),
+    (
+        "concrete_density",
+        include_str!("../shaders/concrete_density.wgsl"),
+    ),
 ];
 
 /// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.

@@ -6,7 +6,7 @@
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, bf16_to_f32, check_rows, check_shape, check_tau, f16_to_f32};
 use crate::shader::WG_SIZE;
-use crate::{Error, Gpu, Stream};
+use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
 
 /// What the forward pass writes for each row.
@@ -19,16 +19,6 @@ pub enum SoftmaxMode {
     Hard,
     /// `log y = z - logsumexp(z)`: finite where `y` underflows; -inf for masked entries.
     Log,
-}
-
-/// The temperature: one for every row, or one per row (`T` is a `&[f32]` in the slice API and a
-/// `&wgpu::Buffer` of `rows` f32 at the buffer level).
-#[derive(Clone, Copy, Debug)]
-pub enum Temperature<T> {
-    /// The same tau for every row.
-    Scalar(f32),
-    /// `tau[r]` for row `r`.
-    PerRow(T),
 }
 
 /// Which kernel runs (tests force each one; [`SoftmaxStrategy::Auto`] picks by shape).

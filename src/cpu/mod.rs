@@ -49,3 +49,9 @@ mod sample;
 mod softmax;
 pub use sample::*;
 pub use softmax::*;
+
+mod backward;
+pub use backward::*;
+
+mod density;
+pub use density::*;

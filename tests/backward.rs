@@ -1,0 +1,933 @@
+//! The Gumbel-Softmax backward pass: the f64 reference against central finite differences of the
+//! f64 forward, then every kernel path and form on a real adapter against the reference, with
+//! poisoned outputs, masked entries, +inf logits, 16-bit logits, chunked dispatch and bad input.
+
+mod common;
+use common::*;
+use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+use gumbel_wgpu::{
+    BackwardArgs, BackwardInput, Error, Gpu, GpuOptions, GradSpace, HostBackwardInput,
+    LogitsFormat, RowPath, Stream, Temperature, cpu,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+/// wgpu's GL backend holds its context lock while it waits for the GPU and panics when another
+/// thread waits more than 1 s for it; software GL on a busy 2-core machine gets there. The GPU
+/// tests of this file therefore run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const KS: &[usize] = &[1, 2, 3, 7, 31, 33, 255, 257, 1000, 4097, 65537];
+const TAUS: &[f32] = &[0.1, 0.5, 1.0, 10.0];
+
+/// Logits in [-4, 4) with about `masked` of them -inf, every row keeping one finite entry.
+fn logits(rng: &mut StdRng, rows: usize, k: usize, masked: f64) -> Vec<f32> {
+    let mut l: Vec<f32> = (0..rows * k)
+        .map(|_| {
+            if rng.random::<f64>() < masked {
+                f32::NEG_INFINITY
+            } else {
+                rng.random_range(-4.0f32..4.0)
+            }
+        })
+        .collect();
+    for r in 0..rows {
+        let j = rng.random_range(0..k);
+        if l[r * k + j] == f32::NEG_INFINITY {
+            l[r * k + j] = 0.5;
+        }
+    }
+    l
+}
+
+fn grads(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference against finite differences.
+
+/// Central differences of L(l) = sum_j w_j f_j(l) in f64, where f is the CPU forward (soft, or log
+/// space over the live entries). Logits are multiples of 2^-8 and the step h a power of two near
+/// tau * 2^-12, so l +- h is exact in f32 and the forward sees exactly the perturbed logits.
+fn finite_difference(
+    l: &[f32],
+    w: &[f32],
+    k: usize,
+    tau: f64,
+    stream: Stream,
+    log: bool,
+) -> Vec<f64> {
+    let loss = |l: &[f32]| -> f64 {
+        let f = if log {
+            cpu::gumbel_softmax_log(l, k, tau, stream)
+        } else {
+            cpu::gumbel_softmax(l, k, tau, stream)
+        };
+        f.iter()
+            .zip(w)
+            .filter(|(f, _)| f.is_finite())
+            .map(|(f, &w)| f * f64::from(w))
+            .sum()
+    };
+    let h = 2f64.powi((tau * 2f64.powi(-12)).log2().round() as i32);
+    (0..l.len())
+        .map(|i| {
+            if l[i] == f32::NEG_INFINITY {
+                return 0.0;
+            }
+            let mut p = l.to_vec();
+            let mut m = l.to_vec();
+            p[i] = (f64::from(l[i]) + h) as f32;
+            m[i] = (f64::from(l[i]) - h) as f32;
+            assert_eq!(f64::from(p[i]) - f64::from(m[i]), 2.0 * h, "exact step");
+            (loss(&p) - loss(&m)) / (2.0 * h)
+        })
+        .collect()
+}
+
+#[test]
+fn reference_vjp_matches_central_finite_differences_of_the_f64_forward() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut worst: f64 = 0.0;
+    for k in [1usize, 2, 3, 5, 8] {
+        for &tau in TAUS {
+            let tau = f64::from(tau);
+            for log in [false, true] {
+                let rows = 3;
+                let mut l: Vec<f32> = logits(&mut rng, rows, k, 0.2);
+                for x in &mut l {
+                    if x.is_finite() {
+                        *x = (*x * 256.0).round() / 256.0;
+                    }
+                }
+                let w = grads(&mut rng, rows * k);
+                let stream = Stream::new(rng.random());
+                let fd = finite_difference(&l, &w, k, tau, stream, log);
+                let vjp = if log {
+                    cpu::gumbel_softmax_log_backward(&l, &w, k, tau, stream)
+                } else {
+                    cpu::gumbel_softmax_backward(&l, &w, k, tau, stream)
+                };
+                for (i, (&a, &b)) in vjp.iter().zip(&fd).enumerate() {
+                    // The gradient is O(1/tau); the difference quotient's error is
+                    // O((h/tau)^2 / tau) + O(eps_f64 * tau / h / tau) ~ 1e-8 / tau.
+                    let err = (a - b).abs() * tau;
+                    worst = worst.max(err);
+                    assert!(
+                        err < 1e-6,
+                        "k {k} tau {tau} log {log} element {i}: vjp {a}, finite difference {b}"
+                    );
+                    if l[i] == f32::NEG_INFINITY {
+                        assert_eq!(a, 0.0);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("worst tau-scaled |vjp - finite difference|: {worst:e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU against the reference.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Form {
+    StoredSoft,
+    StoredLog,
+    RecomputeSoft,
+    RecomputeLog,
+}
+
+const FORMS: &[Form] = &[
+    Form::StoredSoft,
+    Form::StoredLog,
+    Form::RecomputeSoft,
+    Form::RecomputeLog,
+];
+
+struct Case {
+    logits: Vec<f32>,
+    grad: Vec<f32>,
+    k: usize,
+    tau: f32,
+    stream: Stream,
+}
+
+/// What the GPU is given and what it must return, in f64: the stored forms get the reference
+/// forward cast to f32; the recompute forms the logits.
+struct Expect {
+    input_f32: Vec<f32>,
+    want: Vec<f64>,
+    /// Per element, the size of the terms the gradient is made of: (1/tau) * y * (|dy| + sum |dy y|)
+    /// (soft) or (1/tau) * (|dx| + y * sum |dx|) (log).
+    scale: Vec<f64>,
+}
+
+fn expect(case: &Case, form: Form) -> Expect {
+    let Case {
+        logits,
+        grad,
+        k,
+        tau,
+        stream,
+    } = case;
+    let (k, tau) = (*k, f64::from(*tau));
+    let soft = matches!(form, Form::StoredSoft | Form::RecomputeSoft);
+    let fwd = if soft {
+        cpu::gumbel_softmax(logits, k, tau, *stream)
+    } else {
+        cpu::gumbel_softmax_log(logits, k, tau, *stream)
+    };
+    let input_f32: Vec<f32> = fwd.iter().map(|&v| v as f32).collect();
+    // The stored forms are checked against the reference VJP of exactly what they were given.
+    let seen = match form {
+        Form::StoredSoft | Form::StoredLog => f64s(&input_f32),
+        _ => fwd,
+    };
+    let g = f64s(grad);
+    let want = if soft {
+        cpu::softmax_vjp(&seen, &g, k, tau)
+    } else {
+        cpu::log_softmax_vjp(&seen, &g, k, tau)
+    };
+    let mut scale = vec![0.0; want.len()];
+    for r in 0..want.len() / k {
+        let row = r * k..(r + 1) * k;
+        let y: Vec<f64> = seen[row.clone()]
+            .iter()
+            .map(|&v| if soft { v } else { v.exp() })
+            .collect();
+        let gr = &g[row.clone()];
+        let sum_abs: f64 = if soft {
+            y.iter().zip(gr).map(|(y, g)| (y * g).abs()).sum()
+        } else {
+            y.iter()
+                .zip(gr)
+                .filter(|(y, _)| **y > 0.0)
+                .map(|(_, g)| g.abs())
+                .sum()
+        };
+        for j in 0..k {
+            scale[r * k + j] = if soft {
+                y[j] * (gr[j].abs() + sum_abs) / tau
+            } else {
+                (gr[j].abs() + y[j] * sum_abs) / tau
+            };
+        }
+    }
+    Expect {
+        input_f32,
+        want,
+        scale,
+    }
+}
+
+/// Relative tolerance on |gpu - reference| / scale. Every form: a few f32 ulp, plus the row sums'
+/// rounding, which grows with the length m of the sequential part of a sum (the whole row for
+/// one invocation per row; k / (4 T) groups of 4 plus log2(T) tree levels for T invocations),
+/// allowed as 2 eps sqrt(m) (random-walk growth). Recompute forms also carry the f32 error of
+/// z = (l + g) / tau (|l + g| < 27, and the GPU's noise is within 4e-6 * max(1, |g|) of the f64
+/// noise), which scales with 1/tau.
+fn rtol(form: Form, tau: f32, k: usize, path: RowPath) -> f64 {
+    // Invocations sharing a row (0: one invocation walks the whole row).
+    let team = match path {
+        RowPath::Auto if k <= gumbel_wgpu::ROW_PER_THREAD_MAX_K as usize => 0,
+        RowPath::Auto if k <= gumbel_wgpu::ROW_PER_TEAM_MAX_K as usize => 32,
+        RowPath::RowPerThread => 0,
+        RowPath::RowPerTeam => 32,
+        _ => 256,
+    };
+    let m = if team == 0 {
+        k
+    } else {
+        4 * k.div_ceil(4 * team) + team.ilog2() as usize
+    };
+    let base = f64::from(f32::EPSILON) * (8.0 + 2.0 * (m as f64).sqrt());
+    match form {
+        Form::StoredSoft | Form::StoredLog => base,
+        Form::RecomputeSoft | Form::RecomputeLog => base + 2e-4 / f64::from(tau),
+    }
+}
+
+/// Absolute floor: y below f32's range flushes to 0 on the GPU.
+fn atol(tau: f32) -> f64 {
+    1e-30 / f64::from(tau)
+}
+
+/// Runs `form` through the buffer-level API with a poisoned output (7 spare elements after it).
+fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: RowPath) -> Vec<f32> {
+    let len = case.logits.len();
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    let input = match form {
+        Form::StoredSoft | Form::StoredLog => gpu.upload("in", &e.input_f32).unwrap(),
+        _ => gpu.upload("in", &case.logits).unwrap(),
+    };
+    let grad = gpu.upload("grad", &case.grad).unwrap();
+    let out = poisoned(gpu, len + 7);
+    let input = match form {
+        Form::StoredSoft => BackwardInput::Probs(&input),
+        Form::StoredLog => BackwardInput::LogProbs(&input),
+        Form::RecomputeSoft | Form::RecomputeLog => BackwardInput::Logits {
+            logits: &input,
+            format: LogitsFormat::F32,
+            stream: case.stream,
+            space: if form == Form::RecomputeSoft {
+                GradSpace::Probs
+            } else {
+                GradSpace::LogProbs
+            },
+        },
+    };
+    let args = BackwardArgs {
+        input,
+        grad: &grad,
+        out: &out,
+        rows: (len / case.k) as u64,
+        k: case.k as u32,
+        tau: Temperature::Scalar(case.tau),
+    };
+    run(gpu, |enc| kernels.record_path(enc, &args, path).unwrap());
+    let mut got: Vec<f32> = gpu.read_buffer(&out, len + 7).unwrap();
+    assert!(
+        got[len..].iter().all(|v| v.to_bits() == SENTINEL),
+        "wrote past the end"
+    );
+    got.truncate(len);
+    got
+}
+
+/// Checks `got` against the expectation; returns the worst |error| / scale.
+fn check(case: &Case, form: Form, e: &Expect, got: &[f32], path: RowPath, what: &str) -> f64 {
+    let mut worst: f64 = 0.0;
+    let tol = rtol(form, case.tau, case.k, path);
+    for (i, (&g, (&w, &s))) in got.iter().zip(e.want.iter().zip(&e.scale)).enumerate() {
+        if case.logits[i] == f32::NEG_INFINITY {
+            assert_eq!(g.to_bits(), 0, "{what}: masked element {i} is {g}, not +0");
+            continue;
+        }
+        let err = (f64::from(g) - w).abs();
+        assert!(
+            err <= tol * s + atol(case.tau),
+            "{what}: element {i} (row {}) gpu {g} reference {w} scale {s:e}",
+            i / case.k
+        );
+        // Reported without the absolute floor (underflowed y would dominate otherwise).
+        if s > 0.0 {
+            worst = worst.max((err - atol(case.tau)).max(0.0) / s);
+        }
+    }
+    worst
+}
+
+#[test]
+fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(2);
+    let gpu = gpu();
+    let mut worst = [[0f64; 4]; 4];
+    for &k in KS {
+        // A single row, and enough rows for several workgroups of row-per-thread invocations.
+        let many = (20_000 / k).clamp(1, 300);
+        for rows in if many > 1 { vec![1, many] } else { vec![1] } {
+            for (ti, &tau) in TAUS.iter().enumerate() {
+                let case = Case {
+                    logits: logits(&mut rng, rows, k, 0.1),
+                    grad: grads(&mut rng, rows * k),
+                    k,
+                    tau,
+                    stream: Stream {
+                        seed: rng.random(),
+                        offset: rng.random::<u64>() >> 2,
+                    },
+                };
+                for (fi, &form) in FORMS.iter().enumerate() {
+                    let e = expect(&case, form);
+                    // Auto at every tau; the forced paths at the extreme taus (keeps the sweep
+                    // inside CI's time on software GL). One invocation walking a 65537-entry
+                    // row is correct but slow on software GL, which holds its context lock
+                    // (1 s limit) for the whole dispatch.
+                    let forced: &[RowPath] = match (tau == 0.1 || tau == 10.0, k <= 4097) {
+                        (false, _) => &[],
+                        (true, true) => &[
+                            RowPath::RowPerThread,
+                            RowPath::RowPerTeam,
+                            RowPath::RowPerWorkgroup,
+                            RowPath::SplitRows,
+                        ],
+                        (true, false) => &[
+                            RowPath::RowPerTeam,
+                            RowPath::RowPerWorkgroup,
+                            RowPath::SplitRows,
+                        ],
+                    };
+                    let paths = [RowPath::Auto].iter().chain(forced);
+                    for &path in paths {
+                        let got = run_gpu(gpu, &case, form, &e, path);
+                        let what = format!("k {k} rows {rows} tau {tau} {form:?} {path:?}");
+                        let w = check(&case, form, &e, &got, path, &what);
+                        worst[fi][ti] = worst[fi][ti].max(w);
+                    }
+                }
+            }
+        }
+    }
+    for (fi, form) in FORMS.iter().enumerate() {
+        eprintln!(
+            "worst |error| / scale, {form:?}, tau {TAUS:?}: {:?}",
+            worst[fi]
+        );
+    }
+}
+
+#[test]
+fn portable_philox_path_recomputes_the_same_noise() {
+    let _serial = serial();
+    // Without SHADER_INT64 the recompute kernels multiply in 16-bit halves: same words, same y.
+    let mut rng = StdRng::seed_from_u64(3);
+    for gpu in gpus() {
+        for &k in &[3usize, 33, 4097] {
+            let case = Case {
+                logits: logits(&mut rng, 5, k, 0.1),
+                grad: grads(&mut rng, 5 * k),
+                k,
+                tau: 0.5,
+                stream: Stream {
+                    seed: rng.random(),
+                    offset: 3,
+                },
+            };
+            for form in [Form::RecomputeSoft, Form::RecomputeLog] {
+                let e = expect(&case, form);
+                let got = run_gpu(gpu, &case, form, &e, RowPath::Auto);
+                check(
+                    &case,
+                    form,
+                    &e,
+                    &got,
+                    RowPath::Auto,
+                    &format!("{} k {k}", gpu.describe()),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn recompute_form_equals_the_stored_form() {
+    let _serial = serial();
+    // Stored y (the f64 forward cast to f32) and recomputed y give the same gradient up to
+    // rounding: |recompute - stored| <= rtol(recompute) * scale.
+    let mut rng = StdRng::seed_from_u64(4);
+    let gpu = gpu();
+    let mut worst: f64 = 0.0;
+    for &k in &[2usize, 31, 257, 4097] {
+        for &tau in TAUS {
+            let rows = 4;
+            let l = logits(&mut rng, rows, k, 0.1);
+            let dy = grads(&mut rng, rows * k);
+            let stream = Stream::new(rng.random());
+            let t = f64::from(tau);
+            for log in [false, true] {
+                let fwd: Vec<f32> = if log {
+                    cpu::gumbel_softmax_log(&l, k, t, stream)
+                } else {
+                    cpu::gumbel_softmax(&l, k, t, stream)
+                }
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+                let (stored, recomputed) = if log {
+                    (
+                        gpu.gumbel_softmax_log_backward(&fwd, &dy, k, tau).unwrap(),
+                        gpu.gumbel_softmax_log_backward_recompute(&l, &dy, k, tau, stream)
+                            .unwrap(),
+                    )
+                } else {
+                    (
+                        gpu.gumbel_softmax_backward(&fwd, &dy, k, tau).unwrap(),
+                        gpu.gumbel_softmax_backward_recompute(&l, &dy, k, tau, stream)
+                            .unwrap(),
+                    )
+                };
+                let case = Case {
+                    logits: l.clone(),
+                    grad: dy.clone(),
+                    k,
+                    tau,
+                    stream,
+                };
+                let form = if log {
+                    Form::RecomputeLog
+                } else {
+                    Form::RecomputeSoft
+                };
+                let e = expect(&case, form);
+                for i in 0..l.len() {
+                    let err = f64::from(stored[i] - recomputed[i]).abs();
+                    assert!(
+                        err <= rtol(form, tau, k, RowPath::Auto) * e.scale[i] + atol(tau),
+                        "k {k} tau {tau} log {log} element {i}: stored {} recomputed {}",
+                        stored[i],
+                        recomputed[i]
+                    );
+                    if e.scale[i] > 0.0 {
+                        worst = worst.max((err - atol(tau)).max(0.0) / e.scale[i]);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("worst |recompute - stored| / scale: {worst:e}");
+}
+
+#[test]
+fn per_row_temperatures_match_the_per_row_reference() {
+    let _serial = serial();
+    // Each row is checked as its own one-row case: its tau, and the stream advanced to its
+    // first element (row r of the batch uses words r * k + j).
+    let mut rng = StdRng::seed_from_u64(9);
+    let gpu = gpu();
+    for &k in &[3usize, 33, 4097] {
+        let rows = if k < 100 { 301 } else { 5 };
+        let l = logits(&mut rng, rows, k, 0.1);
+        let g = grads(&mut rng, rows * k);
+        let taus: Vec<f32> = (0..rows).map(|_| TAUS[rng.random_range(0..4)]).collect();
+        let stream = Stream {
+            seed: rng.random(),
+            offset: 5,
+        };
+        let t64: Vec<f64> = taus.iter().map(|&t| f64::from(t)).collect();
+        let y: Vec<f32> = cpu::gumbel_softmax_per_row(&l, k, &t64, stream)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let x: Vec<f32> = cpu::gumbel_softmax_log_per_row(&l, k, &t64, stream)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        for &form in FORMS {
+            for path in [
+                RowPath::RowPerThread,
+                RowPath::RowPerTeam,
+                RowPath::RowPerWorkgroup,
+                RowPath::SplitRows,
+            ] {
+                let input = match form {
+                    Form::StoredSoft => HostBackwardInput::Probs(&y),
+                    Form::StoredLog => HostBackwardInput::LogProbs(&x),
+                    Form::RecomputeSoft | Form::RecomputeLog => HostBackwardInput::Logits {
+                        words: bytemuck::cast_slice(&l),
+                        len: l.len(),
+                        format: LogitsFormat::F32,
+                        stream,
+                        space: if form == Form::RecomputeSoft {
+                            GradSpace::Probs
+                        } else {
+                            GradSpace::LogProbs
+                        },
+                    },
+                };
+                let got = gpu
+                    .gumbel_softmax_backward_with(input, &g, k, Temperature::PerRow(&taus), path)
+                    .unwrap();
+                for (r, &tau) in taus.iter().enumerate() {
+                    let row = r * k..(r + 1) * k;
+                    let case = Case {
+                        logits: l[row.clone()].to_vec(),
+                        grad: g[row.clone()].to_vec(),
+                        k,
+                        tau,
+                        stream: stream.advance((r * k) as u64),
+                    };
+                    let e = expect(&case, form);
+                    check(
+                        &case,
+                        form,
+                        &e,
+                        &got[row],
+                        path,
+                        &format!("k {k} row {r} {form:?} {path:?}"),
+                    );
+                }
+            }
+        }
+        // The public per-row entry points are the same computation.
+        let d = gpu
+            .gumbel_softmax_backward_recompute_per_row(&l, &g, k, &taus, stream)
+            .unwrap();
+        let want = cpu::gumbel_softmax_backward_per_row(&l, &g, k, &t64, stream);
+        assert!(
+            d.iter()
+                .zip(&want)
+                .all(|(a, b)| (f64::from(*a) - b).abs() < 1e-3 * (1.0 + b.abs()))
+        );
+    }
+    let bad = [1.0f32, 0.0];
+    assert!(matches!(
+        gpu.gumbel_softmax_backward_per_row(&[0.5; 4], &[0.0; 4], 2, &bad),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        gpu.gumbel_softmax_backward_per_row(&[0.5; 4], &[0.0; 4], 2, &[1.0]),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn split_rows_merge_dead_and_plus_infinite_segments() {
+    let _serial = serial();
+    // Rows long enough to be split into segments of 4096 entries (Auto splits k >= SPLIT_MIN_K
+    // when there are few rows): a row whose first three segments are all masked, a row with one
+    // +inf logit deep inside, and an ordinary row.
+    let k = 20_000;
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut l = logits(&mut rng, 3, k, 0.05);
+    for x in &mut l[..12_500] {
+        *x = f32::NEG_INFINITY;
+    }
+    l[k + 15_000] = f32::INFINITY;
+    let grad = grads(&mut rng, 3 * k);
+    assert!(k as u32 >= gumbel_wgpu::SPLIT_MIN_K);
+    for &tau in TAUS {
+        let case = Case {
+            logits: l.clone(),
+            grad: grad.clone(),
+            k,
+            tau,
+            stream: Stream {
+                seed: rng.random(),
+                offset: 1,
+            },
+        };
+        for &form in FORMS {
+            let e = expect(&case, form);
+            for path in [RowPath::Auto, RowPath::SplitRows, RowPath::RowPerWorkgroup] {
+                let got = run_gpu(gpu(), &case, form, &e, path);
+                check(
+                    &case,
+                    form,
+                    &e,
+                    &got,
+                    path,
+                    &format!("tau {tau} {form:?} {path:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hard_samples_take_the_soft_gradient() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(5);
+    let (k, tau) = (10, 0.5);
+    let l = logits(&mut rng, 6, k, 0.1);
+    let dy = grads(&mut rng, 6 * k);
+    let stream = Stream::new(9);
+    let gpu = gpu();
+    assert_eq!(
+        gpu.gumbel_softmax_hard_backward(&l, &dy, k, tau, stream)
+            .unwrap(),
+        gpu.gumbel_softmax_backward_recompute(&l, &dy, k, tau, stream)
+            .unwrap()
+    );
+}
+
+#[test]
+fn rows_with_plus_infinite_logits_follow_the_forward_policy() {
+    let _serial = serial();
+    // The forward shares a row's mass equally among its +inf entries; the other entries are 0.
+    let inf = f32::INFINITY;
+    let ninf = f32::NEG_INFINITY;
+    let k = 5;
+    let l = vec![
+        1.0, inf, 2.0, inf, ninf, // two +inf entries
+        inf, 0.0, 0.0, 0.0, 0.0, // one
+        0.0, 1.0, ninf, 3.0, -2.0, // none
+    ];
+    let mut rng = StdRng::seed_from_u64(6);
+    let dy = grads(&mut rng, l.len());
+    for &k_rows in &[1usize, 60] {
+        let l: Vec<f32> = l.iter().copied().cycle().take(l.len() * k_rows).collect();
+        let dy: Vec<f32> = dy.iter().copied().cycle().take(l.len()).collect();
+        for &tau in TAUS {
+            let case = Case {
+                logits: l.clone(),
+                grad: dy.clone(),
+                k,
+                tau,
+                stream: Stream::new(11),
+            };
+            for form in FORMS {
+                let e = expect(&case, *form);
+                for path in [
+                    RowPath::RowPerThread,
+                    RowPath::RowPerTeam,
+                    RowPath::RowPerWorkgroup,
+                ] {
+                    let got = run_gpu(gpu(), &case, *form, &e, path);
+                    check(
+                        &case,
+                        *form,
+                        &e,
+                        &got,
+                        path,
+                        &format!("+inf {form:?} {path:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn half_precision_logits_are_widened_exactly() {
+    let _serial = serial();
+    let mut rng = StdRng::seed_from_u64(7);
+    let gpu = gpu();
+    for format in [LogitsFormat::F16, LogitsFormat::Bf16] {
+        for &k in &[3usize, 33, 4097] {
+            let rows = 3;
+            let l32 = logits(&mut rng, rows, k, 0.1);
+            let half: Vec<u16> = l32
+                .iter()
+                .map(|&x| match format {
+                    LogitsFormat::F16 => f32_to_f16(x),
+                    _ => f32_to_bf16(x),
+                })
+                .collect();
+            let widened: Vec<f32> = half
+                .iter()
+                .map(|&h| match format {
+                    LogitsFormat::F16 => f16_to_f32(h),
+                    _ => bf16_to_f32(h),
+                })
+                .collect();
+            let dy = grads(&mut rng, rows * k);
+            let stream = Stream {
+                seed: rng.random(),
+                offset: 1,
+            };
+            let tau = 0.5;
+            let got = gpu
+                .gumbel_softmax_backward_recompute_half(&half, format, &dy, k, tau, stream)
+                .unwrap();
+            let case = Case {
+                logits: widened,
+                grad: dy,
+                k,
+                tau,
+                stream,
+            };
+            let e = expect(&case, Form::RecomputeSoft);
+            check(
+                &case,
+                Form::RecomputeSoft,
+                &e,
+                &got,
+                RowPath::Auto,
+                &format!("{format:?} k {k}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
+    let _serial = serial();
+    // As if storage bindings held only 1024 elements: whole rows per dispatch, unaligned starts,
+    // the stream advancing by r0 * k. 16-bit logits check the lead-in of a 2-byte binding.
+    let small = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(1024),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(8);
+    for &(k, rows) in &[(7usize, 1000usize), (33, 200), (1000, 5)] {
+        let l = logits(&mut rng, rows, k, 0.1);
+        let dy = grads(&mut rng, rows * k);
+        let stream = Stream {
+            seed: rng.random(),
+            offset: 2,
+        };
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(
+                small
+                    .gumbel_softmax_backward_recompute(&l, &dy, k, 0.5, stream)
+                    .unwrap()
+            ),
+            bits(
+                gpu()
+                    .gumbel_softmax_backward_recompute(&l, &dy, k, 0.5, stream)
+                    .unwrap()
+            ),
+            "k {k}"
+        );
+        let y: Vec<f32> = cpu::gumbel_softmax(&l, k, 0.5, stream)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        assert_eq!(
+            bits(small.gumbel_softmax_backward(&y, &dy, k, 0.5).unwrap()),
+            bits(gpu().gumbel_softmax_backward(&y, &dy, k, 0.5).unwrap()),
+            "k {k}"
+        );
+        let half: Vec<u16> = l.iter().map(|&x| f32_to_bf16(x)).collect();
+        assert_eq!(
+            bits(
+                small
+                    .gumbel_softmax_backward_recompute_half(
+                        &half,
+                        LogitsFormat::Bf16,
+                        &dy,
+                        k,
+                        0.5,
+                        stream
+                    )
+                    .unwrap()
+            ),
+            bits(
+                gpu()
+                    .gumbel_softmax_backward_recompute_half(
+                        &half,
+                        LogitsFormat::Bf16,
+                        &dy,
+                        k,
+                        0.5,
+                        stream
+                    )
+                    .unwrap()
+            ),
+            "bf16 k {k}"
+        );
+    }
+    // Per-row temperatures: the chunk's rows find theirs through the binding's lead-in.
+    for &(k, rows) in &[(7usize, 1000usize), (33, 200)] {
+        let l = logits(&mut rng, rows, k, 0.1);
+        let dx = grads(&mut rng, rows * k);
+        let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % 4]).collect();
+        let s = Stream::new(rng.random());
+        let a = small.gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
+        let b = gpu().gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
+        assert_eq!(a, b, "per-row k {k}");
+    }
+    // Split rows across dispatches: bindings of 16384 elements hold 3 rows of 5000 entries, each
+    // row in 2 segments.
+    let mid = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(16384),
+        ..Default::default()
+    })
+    .unwrap();
+    let (k, rows) = (5000usize, 10usize);
+    let l = logits(&mut rng, rows, k, 0.1);
+    let dy = grads(&mut rng, rows * k);
+    let s = Stream::new(rng.random());
+    let input = HostBackwardInput::Logits {
+        words: bytemuck::cast_slice(&l),
+        len: l.len(),
+        format: LogitsFormat::F32,
+        stream: s,
+        space: GradSpace::Probs,
+    };
+    let split = mid
+        .gumbel_softmax_backward_with(input, &dy, k, Temperature::Scalar(0.5), RowPath::SplitRows)
+        .unwrap();
+    let case = Case {
+        logits: l,
+        grad: dy,
+        k,
+        tau: 0.5,
+        stream: s,
+    };
+    let e = expect(&case, Form::RecomputeSoft);
+    check(
+        &case,
+        Form::RecomputeSoft,
+        &e,
+        &split,
+        RowPath::SplitRows,
+        "chunked split rows",
+    );
+    // A row longer than a binding cannot be split.
+    let l = vec![0.0f32; 2048];
+    assert!(matches!(
+        small.gumbel_softmax_backward_recompute(&l, &l, 2048, 1.0, Stream::new(0)),
+        Err(Error::TooLarge(_))
+    ));
+}
+
+#[test]
+fn bad_input_is_an_error_and_empty_input_is_empty() {
+    let _serial = serial();
+    let gpu = gpu();
+    let s = Stream::new(1);
+    let y = [0.25f32, 0.75, 0.5, 0.5];
+    let dy = [1.0f32, 0.0, 0.0, 1.0];
+    let invalid = |r: Result<Vec<f32>, Error>| matches!(r, Err(Error::InvalidArgument(_)));
+    assert!(invalid(gpu.gumbel_softmax_backward(&y, &dy[..3], 2, 1.0)));
+    assert!(invalid(gpu.gumbel_softmax_backward(&y, &dy, 3, 1.0)));
+    assert!(invalid(gpu.gumbel_softmax_backward(&y, &dy, 0, 1.0)));
+    for tau in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(invalid(gpu.gumbel_softmax_backward(&y, &dy, 2, tau)));
+        assert!(invalid(
+            gpu.gumbel_softmax_backward_recompute(&y, &dy, 2, tau, s)
+        ));
+        assert!(invalid(gpu.gumbel_softmax_log_backward(&y, &dy, 2, tau)));
+    }
+    assert!(invalid(gpu.gumbel_softmax_backward(
+        &y,
+        &[0.0, f32::NAN, 0.0, 0.0],
+        2,
+        1.0
+    )));
+    let ninf = f32::NEG_INFINITY;
+    assert_eq!(
+        gpu.gumbel_softmax_backward_recompute(&[0.0, 1.0, ninf, ninf], &dy, 2, 1.0, s),
+        Err(Error::AllMaskedRow { row: 1 })
+    );
+    assert_eq!(
+        gpu.gumbel_softmax_backward_recompute(&[0.0, 1.0, f32::NAN, 0.0], &dy, 2, 1.0, s),
+        Err(Error::NanInRow { row: 1 })
+    );
+    assert_eq!(
+        gpu.gumbel_softmax_log_backward(&[-1.0, -0.5, ninf, ninf], &dy, 2, 1.0),
+        Err(Error::AllMaskedRow { row: 1 })
+    );
+    assert!(invalid(gpu.gumbel_softmax_backward_recompute_half(
+        &[0, 0],
+        LogitsFormat::F32,
+        &dy[..2],
+        2,
+        1.0,
+        s
+    )));
+    assert_eq!(gpu.gumbel_softmax_backward(&[], &[], 4, 1.0), Ok(vec![]));
+    assert_eq!(
+        gpu.gumbel_softmax_backward_recompute(&[], &[], 4, 1.0, s),
+        Ok(vec![])
+    );
+    // Buffer level: a buffer too small for the shape is an error, not a validation panic.
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    let small = gpu.upload("small", &[0.0f32; 3]).unwrap();
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let args = BackwardArgs {
+        input: BackwardInput::Probs(&small),
+        grad: &small,
+        out: &small,
+        rows: 2,
+        k: 2,
+        tau: Temperature::Scalar(1.0),
+    };
+    assert!(matches!(
+        kernels.record(&mut enc, &args),
+        Err(Error::InvalidArgument(_))
+    ));
+}
