@@ -8,6 +8,7 @@
 //! * soft: the relaxed sample y enters the loss, dL/dy = 2 (y - t);
 //! * straight-through: the hard one-hot enters the loss, dL/dy = 2 (e_z - t), and flows back
 //!   through the soft sample (the backward kernel recomputes y from the logits and the stream).
+//!
 //! The temperature is annealed as in the paper: tau = max(tau_min, tau_0 exp(-r step)).
 //! At the end, the variance of each estimator of grad E||e_z - t||^2 is measured next to
 //! REINFORCE's (f(z) (e_z - p)) on the same draws.
