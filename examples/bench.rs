@@ -5,7 +5,10 @@
 //!     cargo run --release --example bench -- [--quick] [--json PATH] [--only SUBSTRING]
 
 use gumbel_wgpu::bench::{Clock, median, time_gpu};
-use gumbel_wgpu::{Error, Gpu, RandomKind, SampleShape, Stream};
+use gumbel_wgpu::{
+    BackwardArgs, BackwardInput, Error, Gpu, GradSpace, LogitsFormat, RandomKind, SampleShape,
+    SoftmaxJob, SoftmaxMode, Stream, Temperature,
+};
 use std::io::Write;
 use std::time::Instant;
 
@@ -223,6 +226,9 @@ struct ShapeBuffers {
     k: u64,
     logits: wgpu::Buffer,
     indices: wgpu::Buffer,
+    y: wgpu::Buffer,
+    dy: wgpu::Buffer,
+    dl: wgpu::Buffer,
 }
 
 const TOP: u32 = 8;
@@ -242,20 +248,44 @@ fn shape_buffers(gpu: &Gpu, rows: usize, k: usize) -> Result<ShapeBuffers, Error
         )
     })?;
     let indices = gpu.storage_buffer("indices", rows as u64 * u64::from(TOP) * 4)?;
+    let y = gpu.storage_buffer("y", n as u64 * 4)?;
+    let dy = gpu.storage_buffer("dy", n as u64 * 4)?;
+    gpu.submit(|enc| fill.record(enc, RandomKind::Uniform, Stream::new(0xd1), &dy, n as u64))?;
+    let dl = gpu.storage_buffer("dl", n as u64 * 4)?;
     Ok(ShapeBuffers {
         rows: rows as u64,
         k: k as u64,
         logits,
         indices,
+        y,
+        dy,
+        dl,
     })
 }
 
-/// Gumbel-max sampling (4 B/element) and Gumbel-top-8 at every standard shape.
+/// The forward pass in `mode` into `s.y` (8 B/element: read the logits, write y).
+fn forward<'a>(s: &'a ShapeBuffers, mode: SoftmaxMode) -> SoftmaxJob<'a> {
+    SoftmaxJob {
+        mode,
+        format: LogitsFormat::F32,
+        logits: &s.logits,
+        k: s.k,
+        rows: s.rows,
+        tau: Temperature::Scalar(0.5),
+        stream: Stream::new(3),
+        out: &s.y,
+        status: None,
+    }
+}
+
+/// Every kernel family at every standard shape: the forward in three modes (8 B/element), the
+/// backward from a stored y and recomputing y (12 B/element), forward + recomputing backward
+/// (20 B/element), Gumbel-max sampling (4 B/element) and Gumbel-top-8 (4 B/element counted).
 fn measure_shapes(b: &mut Bench) -> Result<(), Error> {
     for &(rows, k) in SHAPES {
-        // --quick keeps k and takes 1/16 of the rows, so software adapters finish in minutes.
-        let rows = if b.args.quick {
-            rows.div_ceil(16)
+        // --quick keeps k and takes 1/16 of the rows (of 16 or more), so software adapters finish fast.
+        let rows = if b.args.quick && rows >= 16 {
+            rows / 16
         } else {
             rows
         };
@@ -263,6 +293,52 @@ fn measure_shapes(b: &mut Bench) -> Result<(), Error> {
         let s = shape_buffers(&b.gpu, rows, k)?;
         let n = s.rows * s.k;
         let sampler = b.gpu.sampler()?;
+        let softmax = b.gpu.gumbel_softmax_kernels()?;
+        let backward = b.gpu.gumbel_softmax_backward_kernels()?;
+        for (name, mode) in [
+            ("forward soft", SoftmaxMode::Soft),
+            ("forward hard", SoftmaxMode::Hard),
+            ("forward log", SoftmaxMode::Log),
+        ] {
+            if b.wanted(name) {
+                b.measure(name, &shape, n, 8 * n, |enc| {
+                    softmax.record(enc, &forward(&s, mode))
+                })?;
+            }
+        }
+        let from_y = BackwardArgs {
+            input: BackwardInput::Probs(&s.y),
+            grad: &s.dy,
+            out: &s.dl,
+            rows: s.rows,
+            k: s.k as u32,
+            tau: Temperature::Scalar(0.5),
+        };
+        let recompute = BackwardArgs {
+            input: BackwardInput::Logits {
+                logits: &s.logits,
+                format: LogitsFormat::F32,
+                stream: Stream::new(3),
+                space: GradSpace::Probs,
+            },
+            ..from_y
+        };
+        if b.wanted("backward from y") {
+            b.measure("backward from y", &shape, n, 12 * n, |enc| {
+                backward.record(enc, &from_y)
+            })?;
+        }
+        if b.wanted("backward recompute") {
+            b.measure("backward recompute", &shape, n, 12 * n, |enc| {
+                backward.record(enc, &recompute)
+            })?;
+        }
+        if b.wanted("forward+backward") {
+            b.measure("forward+backward recompute", &shape, n, 20 * n, |enc| {
+                softmax.record(enc, &forward(&s, SoftmaxMode::Soft))?;
+                backward.record(enc, &recompute)
+            })?;
+        }
         if b.wanted("sample") {
             b.measure("sample (Gumbel-max)", &shape, n, 4 * n, |enc| {
                 sampler.record(

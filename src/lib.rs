@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # gumbel-wgpu
 //!
 //! Gumbel-Softmax and Gumbel-max sampling on the GPU: hand-written WGSL compute kernels run
@@ -58,13 +59,11 @@ pub use backward::{
 pub use density::{ConcreteDensity, DensityArgs};
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
-pub use logits::LogitsFormat;
+pub use logits::{LogitsFormat, LogitsSlice};
 pub use philox::{Philox4x32, Stream};
 pub use random::{RandomFill, RandomKind};
-pub use sample::{
-    MAX_TOP, NO_INDEX, SampleLogits, SampleOptions, SampleShape, SampleStrategy, Sampler,
-};
+pub use sample::{MAX_TOP, NO_INDEX, SampleOptions, SampleShape, SampleStrategy, Sampler};
 pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
-    GumbelSoftmax, LogitsSlice, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
+    GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };

@@ -40,6 +40,59 @@ impl LogitsFormat {
     }
 }
 
+/// Logits on the host, in one of the formats the kernels read (f16/bf16 as raw bits): the input
+/// of the slice-level `*_with` calls.
+#[derive(Clone, Copy, Debug)]
+pub enum LogitsSlice<'a> {
+    /// f32 logits.
+    F32(&'a [f32]),
+    /// binary16 bit patterns.
+    F16(&'a [u16]),
+    /// bfloat16 bit patterns.
+    Bf16(&'a [u16]),
+}
+
+impl LogitsSlice<'_> {
+    /// Number of logits.
+    pub fn len(&self) -> usize {
+        match self {
+            LogitsSlice::F32(x) => x.len(),
+            LogitsSlice::F16(x) | LogitsSlice::Bf16(x) => x.len(),
+        }
+    }
+
+    /// Whether there are no logits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn format(&self) -> LogitsFormat {
+        match self {
+            LogitsSlice::F32(_) => LogitsFormat::F32,
+            LogitsSlice::F16(_) => LogitsFormat::F16,
+            LogitsSlice::Bf16(_) => LogitsFormat::Bf16,
+        }
+    }
+
+    /// The logits widened to f32 (exactly).
+    pub fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
+        match self {
+            LogitsSlice::F32(l) => Box::new(l.iter().copied()),
+            LogitsSlice::F16(l) => Box::new(l.iter().map(|&h| f16_to_f32(h))),
+            LogitsSlice::Bf16(l) => Box::new(l.iter().map(|&h| bf16_to_f32(h))),
+        }
+    }
+
+    /// The 32-bit words of a logits buffer in this format (16-bit formats packed two per word).
+    pub fn words(&self) -> Vec<u32> {
+        match self {
+            LogitsSlice::F32(l) => bytemuck::cast_slice(l).to_vec(),
+            LogitsSlice::F16(l) | LogitsSlice::Bf16(l) => pack_u16(l),
+        }
+    }
+}
+
 /// Widens binary16 bits to f32 exactly (the CPU twin of `f16_to_f32_bits` in
 /// `shaders/common/logits.wgsl`).
 pub fn f16_to_f32(h: u16) -> f32 {

@@ -39,7 +39,7 @@
 //! there (e.g. `top = 1024` with a 256-element segment or chunk per invocation).
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, check_rows, check_shape, check_tau, pack_u16};
+use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream};
 use std::sync::Arc;
@@ -458,43 +458,6 @@ impl Sampler {
     }
 }
 
-/// Logits for the slice API, in one of the [`LogitsFormat`]s (f16/bf16 as raw bits).
-#[derive(Clone, Copy, Debug)]
-pub enum SampleLogits<'a> {
-    /// f32 logits.
-    F32(&'a [f32]),
-    /// IEEE binary16 bits.
-    F16(&'a [u16]),
-    /// bfloat16 bits.
-    Bf16(&'a [u16]),
-}
-
-impl SampleLogits<'_> {
-    fn len(&self) -> usize {
-        match self {
-            SampleLogits::F32(l) => l.len(),
-            SampleLogits::F16(l) | SampleLogits::Bf16(l) => l.len(),
-        }
-    }
-
-    fn format(&self) -> LogitsFormat {
-        match self {
-            SampleLogits::F32(_) => LogitsFormat::F32,
-            SampleLogits::F16(_) => LogitsFormat::F16,
-            SampleLogits::Bf16(_) => LogitsFormat::Bf16,
-        }
-    }
-
-    /// The logits widened to f32 (exactly).
-    fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
-        match self {
-            SampleLogits::F32(l) => Box::new(l.iter().copied()),
-            SampleLogits::F16(l) => Box::new(l.iter().map(|&h| crate::logits::f16_to_f32(h))),
-            SampleLogits::Bf16(l) => Box::new(l.iter().map(|&h| crate::logits::bf16_to_f32(h))),
-        }
-    }
-}
-
 /// Options of [`Gpu::sample_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SampleOptions<'a> {
@@ -519,7 +482,7 @@ impl Gpu {
     /// row). Empty input gives an empty result.
     pub fn sample(&self, logits: &[f32], k: usize, stream: Stream) -> Result<Vec<u32>, Error> {
         self.sample_with(
-            SampleLogits::F32(logits),
+            LogitsSlice::F32(logits),
             k,
             1,
             stream,
@@ -541,7 +504,7 @@ impl Gpu {
         stream: Stream,
     ) -> Result<Vec<u32>, Error> {
         self.sample_with(
-            SampleLogits::F32(logits),
+            LogitsSlice::F32(logits),
             k,
             top,
             stream,
@@ -553,7 +516,7 @@ impl Gpu {
     /// sampling). With temperatures, every finite `l / t` must be finite in f32.
     pub fn sample_with(
         &self,
-        logits: SampleLogits<'_>,
+        logits: LogitsSlice<'_>,
         k: usize,
         top: usize,
         stream: Stream,
@@ -611,10 +574,7 @@ impl Gpu {
             ..SampleShape::new(rows as u64, k as u64)
         };
         let kernels = self.sampler()?;
-        let buf = match logits {
-            SampleLogits::F32(l) => self.upload("logits", l)?,
-            SampleLogits::F16(l) | SampleLogits::Bf16(l) => self.upload("logits", &pack_u16(l))?,
-        };
+        let buf = self.upload("logits", &logits.words())?;
         let temps = options
             .temperatures
             .map(|t| self.upload("temperatures", t))

@@ -4,7 +4,7 @@
 //! re-exported at the crate root).
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, bf16_to_f32, check_rows, check_shape, check_tau, f16_to_f32};
+use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
@@ -456,26 +456,6 @@ fn check_softmax_tau(tau: f32) -> Result<(), Error> {
     Ok(())
 }
 
-/// Logits on the host, in one of the formats the kernels read (f16/bf16 as raw bits).
-#[derive(Clone, Copy, Debug)]
-pub enum LogitsSlice<'a> {
-    /// f32 logits.
-    F32(&'a [f32]),
-    /// binary16 bit patterns.
-    F16(&'a [u16]),
-    /// bfloat16 bit patterns.
-    Bf16(&'a [u16]),
-}
-
-impl LogitsSlice<'_> {
-    fn len(&self) -> usize {
-        match self {
-            LogitsSlice::F32(x) => x.len(),
-            LogitsSlice::F16(x) | LogitsSlice::Bf16(x) => x.len(),
-        }
-    }
-}
-
 impl Gpu {
     /// The Gumbel-Softmax forward kernels of this device (built on first use).
     pub fn gumbel_softmax_kernels(&self) -> Result<Arc<GumbelSoftmax>, Error> {
@@ -581,20 +561,8 @@ impl Gpu {
                 }
             }
         }
-        let (format, words): (LogitsFormat, Vec<u32>) = match logits {
-            LogitsSlice::F32(x) => {
-                check_rows(x.iter().copied(), k)?;
-                (LogitsFormat::F32, bytemuck::cast_slice(x).to_vec())
-            }
-            LogitsSlice::F16(h) => {
-                check_rows(h.iter().map(|&h| f16_to_f32(h)), k)?;
-                (LogitsFormat::F16, crate::logits::pack_u16(h))
-            }
-            LogitsSlice::Bf16(h) => {
-                check_rows(h.iter().map(|&h| bf16_to_f32(h)), k)?;
-                (LogitsFormat::Bf16, crate::logits::pack_u16(h))
-            }
-        };
+        check_rows(logits.values(), k)?;
+        let (format, words) = (logits.format(), logits.words());
         if len == 0 {
             return Ok(Vec::new());
         }

@@ -11,14 +11,6 @@ use gumbel_wgpu::{
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-/// wgpu's GL backend holds its context lock while it waits for the GPU and panics when another
-/// thread waits more than 1 s for it; software GL on a busy 2-core machine gets there. The GPU
-/// tests of this file therefore run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 const KS: &[usize] = &[1, 2, 3, 7, 31, 33, 255, 257, 1000, 4097, 65537];
 const TAUS: &[f32] = &[0.1, 0.5, 1.0, 10.0];
 
@@ -328,7 +320,6 @@ fn check(case: &Case, form: Form, e: &Expect, got: &[f32], path: RowPath, what: 
 
 #[test]
 fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(2);
     let gpu = gpu();
     let mut worst = [[0f64; 4]; 4];
@@ -388,7 +379,6 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
 
 #[test]
 fn portable_philox_path_recomputes_the_same_noise() {
-    let _serial = serial();
     // Without SHADER_INT64 the recompute kernels multiply in 16-bit halves: same words, same y.
     let mut rng = StdRng::seed_from_u64(3);
     for gpu in gpus() {
@@ -421,7 +411,6 @@ fn portable_philox_path_recomputes_the_same_noise() {
 
 #[test]
 fn recompute_form_equals_the_stored_form() {
-    let _serial = serial();
     // Stored y (the f64 forward cast to f32) and recomputed y give the same gradient up to
     // rounding: |recompute - stored| <= rtol(recompute) * scale.
     let mut rng = StdRng::seed_from_u64(4);
@@ -489,7 +478,6 @@ fn recompute_form_equals_the_stored_form() {
 
 #[test]
 fn per_row_temperatures_match_the_per_row_reference() {
-    let _serial = serial();
     // Each row is checked as its own one-row case: its tau, and the stream advanced to its
     // first element (row r of the batch uses words r * k + j).
     let mut rng = StdRng::seed_from_u64(9);
@@ -582,7 +570,6 @@ fn per_row_temperatures_match_the_per_row_reference() {
 
 #[test]
 fn split_rows_merge_dead_and_plus_infinite_segments() {
-    let _serial = serial();
     // Rows long enough to be split into segments of 4096 entries (Auto splits k >= SPLIT_MIN_K
     // when there are few rows): a row whose first three segments are all masked, a row with one
     // +inf logit deep inside, and an ordinary row.
@@ -625,7 +612,6 @@ fn split_rows_merge_dead_and_plus_infinite_segments() {
 
 #[test]
 fn hard_samples_take_the_soft_gradient() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(5);
     let (k, tau) = (10, 0.5);
     let l = logits(&mut rng, 6, k, 0.1);
@@ -642,7 +628,6 @@ fn hard_samples_take_the_soft_gradient() {
 
 #[test]
 fn rows_with_plus_infinite_logits_follow_the_forward_policy() {
-    let _serial = serial();
     // The forward shares a row's mass equally among its +inf entries; the other entries are 0.
     let inf = f32::INFINITY;
     let ninf = f32::NEG_INFINITY;
@@ -689,7 +674,6 @@ fn rows_with_plus_infinite_logits_follow_the_forward_policy() {
 
 #[test]
 fn half_precision_logits_are_widened_exactly() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(7);
     let gpu = gpu();
     for format in [LogitsFormat::F16, LogitsFormat::Bf16] {
@@ -741,7 +725,6 @@ fn half_precision_logits_are_widened_exactly() {
 
 #[test]
 fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
-    let _serial = serial();
     // As if storage bindings held only 1024 elements: whole rows per dispatch, unaligned starts,
     // the stream advancing by r0 * k. 16-bit logits check the lead-in of a 2-byte binding.
     let small = Gpu::with_options(GpuOptions {
@@ -866,7 +849,6 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
 
 #[test]
 fn bad_input_is_an_error_and_empty_input_is_empty() {
-    let _serial = serial();
     let gpu = gpu();
     let s = Stream::new(1);
     let y = [0.25f32, 0.75, 0.5, 0.5];

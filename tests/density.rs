@@ -8,14 +8,6 @@ use common::*;
 use gumbel_wgpu::{DensityArgs, Error, Gpu, GpuOptions, LogitsFormat, RowPath, Stream, cpu};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-/// wgpu's GL backend holds its context lock while it waits for the GPU and panics when another
-/// thread waits more than 1 s for it; software GL on a busy 2-core machine gets there. The GPU
-/// tests of this file therefore run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 const KS: &[usize] = &[1, 2, 3, 7, 31, 33, 255, 257, 1000, 4097, 65537];
 const TAUS: &[f32] = &[0.1, 0.5, 1.0, 10.0];
 
@@ -122,7 +114,6 @@ fn run_density(
 
 #[test]
 fn gpu_log_density_matches_the_reference_at_awkward_shapes() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(1);
     let gpu = gpu();
     let mut worst = [0f64; 2];
@@ -202,7 +193,6 @@ fn log_point(t: f64) -> (f64, f64) {
 
 #[test]
 fn for_two_categories_the_density_is_the_logistic_law_and_integrates_to_one() {
-    let _serial = serial();
     let gpu = gpu();
     for &(l1, l2) in &[(0.7f32, -0.3f32), (0.0, 0.0), (-2.5, 1.25)] {
         for &tau in TAUS {
@@ -256,7 +246,6 @@ fn for_two_categories_the_density_is_the_logistic_law_and_integrates_to_one() {
 
 #[test]
 fn interval_probability_matches_monte_carlo_samples_of_the_forward() {
-    let _serial = serial();
     // P(a < y_1 < b) from the simplex density (trapezoid over y_1) against the fraction of
     // 200 000 samples of the CPU forward (fixed seed) in (a, b). Binomial standard deviation
     // sqrt(p (1 - p) / n) < 0.0012; we allow 5 of them. The analytic logistic CDF checks both.
@@ -309,7 +298,6 @@ fn interval_probability_matches_monte_carlo_samples_of_the_forward() {
 
 #[test]
 fn masked_categories_are_left_out() {
-    let _serial = serial();
     // A row with masked entries has the density of the smaller distribution over its live ones.
     let gpu = gpu();
     let ninf = f32::NEG_INFINITY;
@@ -343,7 +331,6 @@ fn masked_categories_are_left_out() {
 
 #[test]
 fn split_rows_merge_dead_segments() {
-    let _serial = serial();
     // Rows of 20 000 entries in segments of 4096: the first row's first three segments masked.
     let (k, rows) = (20_000usize, 3usize);
     let mut rng = StdRng::seed_from_u64(5);
@@ -380,7 +367,6 @@ fn split_rows_merge_dead_segments() {
 
 #[test]
 fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
-    let _serial = serial();
     let small = Gpu::with_options(GpuOptions {
         max_chunk_elements: Some(1024),
         ..Default::default()
@@ -416,7 +402,6 @@ fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
 
 #[test]
 fn bad_input_is_an_error_and_empty_input_is_empty() {
-    let _serial = serial();
     let gpu = gpu();
     let ninf = f32::NEG_INFINITY;
     let l = [0.0f32, 1.0, 2.0, 3.0];

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, LogitsFormat, MAX_TOP, NO_INDEX, SampleLogits, SampleOptions,
+    Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, MAX_TOP, NO_INDEX, SampleOptions,
     SampleShape, SampleStrategy, Sampler, Stream, cpu, logits,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -371,11 +371,11 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
             let b: Vec<u16> = f.iter().map(|&x| logits::f32_to_bf16(x)).collect();
             for (input, wide) in [
                 (
-                    SampleLogits::F16(&h),
+                    LogitsSlice::F16(&h),
                     h.iter().map(|&x| logits::f16_to_f32(x)).collect::<Vec<_>>(),
                 ),
                 (
-                    SampleLogits::Bf16(&b),
+                    LogitsSlice::Bf16(&b),
                     b.iter().map(|&x| logits::bf16_to_f32(x)).collect(),
                 ),
             ] {
@@ -599,7 +599,7 @@ fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
         };
         let stream = random_stream(&mut rng);
         let draws = gpu()
-            .sample_with(SampleLogits::F32(&logits), k, 1, stream, &opts)
+            .sample_with(LogitsSlice::F32(&logits), k, 1, stream, &opts)
             .unwrap();
         let mut counts = vec![0u64; k];
         for d in draws {
@@ -732,7 +732,7 @@ fn bad_input_is_an_error_naming_the_row() {
             ..Default::default()
         };
         assert!(
-            invalid(gpu.sample_with(SampleLogits::F32(&[0.0; 4]), 2, 1, s, &opts)),
+            invalid(gpu.sample_with(LogitsSlice::F32(&[0.0; 4]), 2, 1, s, &opts)),
             "temperature {t}"
         );
     }
@@ -741,7 +741,7 @@ fn bad_input_is_an_error_naming_the_row() {
         ..Default::default()
     };
     assert!(
-        invalid(gpu.sample_with(SampleLogits::F32(&[0.0; 4]), 2, 1, s, &opts)),
+        invalid(gpu.sample_with(LogitsSlice::F32(&[0.0; 4]), 2, 1, s, &opts)),
         "one temperature for two rows"
     );
     let opts = SampleOptions {
@@ -749,7 +749,7 @@ fn bad_input_is_an_error_naming_the_row() {
         ..Default::default()
     };
     assert!(
-        invalid(gpu.sample_with(SampleLogits::F32(&[3e38, 0.0]), 2, 1, s, &opts)),
+        invalid(gpu.sample_with(LogitsSlice::F32(&[3e38, 0.0]), 2, 1, s, &opts)),
         "l / t overflows"
     );
     // Empty input: empty output.

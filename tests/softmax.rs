@@ -17,12 +17,6 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 const NEG_INF_BITS: u32 = 0xff80_0000;
 
-/// One test at a time on the shared device: wgpu's GL backend gives up (panics) when a thread
-/// waits more than a second for the GL context another test's long job holds.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 const BAD_ROW_BITS: u32 = 0x7fc0_0000;
 
 /// The shapes of the accuracy sweep: (k, rows), around workgroup and Philox-block boundaries
@@ -297,7 +291,6 @@ fn check_hard(
 
 #[test]
 fn soft_log_and_hard_match_the_f64_reference_at_every_shape_and_temperature() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(10);
     for gpu in gpus() {
         let mut worst = Worst::default();
@@ -324,7 +317,6 @@ fn soft_log_and_hard_match_the_f64_reference_at_every_shape_and_temperature() {
 
 #[test]
 fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(11);
     let k_max = softmax_max_register_k() as usize;
     let gpu = gpu();
@@ -377,7 +369,6 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
 
 #[test]
 fn the_register_kernel_refuses_rows_it_cannot_hold() {
-    let _serial = serial();
     let gpu = gpu();
     let k = softmax_max_register_k() as usize + 1;
     let logits = vec![0f32; k];
@@ -396,7 +387,6 @@ fn the_register_kernel_refuses_rows_it_cannot_hold() {
 
 #[test]
 fn per_row_temperatures_match_the_reference() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(12);
     let mut worst = Worst::default();
     for gpu in gpus() {
@@ -444,7 +434,6 @@ fn per_row_temperatures_match_the_reference() {
 
 #[test]
 fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(13);
     let mut worst = Worst::default();
     for gpu in gpus() {
@@ -504,7 +493,6 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
 
 #[test]
 fn positive_infinite_logits_share_the_mass_equally() {
-    let _serial = serial();
     let inf = f32::INFINITY;
     let ninf = f32::NEG_INFINITY;
     // (k, logits, soft y)
@@ -565,7 +553,6 @@ fn positive_infinite_logits_share_the_mass_equally() {
 
 #[test]
 fn log_space_stays_finite_where_y_underflows() {
-    let _serial = serial();
     // Logits 1e4 apart at tau 0.1: y underflows to 0, log y is about -1e5 and exact-ish.
     let logits = [0.0f32, 1e4, -1e4, 5.0];
     let s = Stream::new(9);
@@ -586,7 +573,6 @@ fn log_space_stays_finite_where_y_underflows() {
 /// A k = 1 row is always y = 1 (log y = 0, hard = 1), whatever its logit and tau.
 #[test]
 fn single_category_rows_are_certain() {
-    let _serial = serial();
     let logits = [-1e30f32, 0.0, 3.5, 1e30, f32::INFINITY];
     for tau in [1e-30f32, 0.1, 1e30] {
         let s = Stream::new(4);
@@ -608,7 +594,6 @@ fn single_category_rows_are_certain() {
 /// Extreme but legal inputs produce finite, normalised rows (no inf/NaN is formed inside).
 #[test]
 fn extreme_logits_and_temperatures_stay_finite() {
-    let _serial = serial();
     let logits = [f32::MAX, -f32::MAX, 0.0, 1e38, f32::MIN_POSITIVE, -1e-30];
     for tau in [f32::MIN_POSITIVE, 1e-20, 1.0, 1e20, f32::MAX] {
         let s = Stream::new(5);
@@ -625,7 +610,6 @@ fn extreme_logits_and_temperatures_stay_finite() {
 
 #[test]
 fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
-    let _serial = serial();
     let nan = f32::NAN;
     let ninf = f32::NEG_INFINITY;
     let mut rng = StdRng::seed_from_u64(14);
@@ -706,7 +690,6 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
 
 #[test]
 fn status_stays_clear_for_good_rows_and_is_optional() {
-    let _serial = serial();
     let gpu = gpu();
     let logits = [1.0f32, 2.0, f32::NEG_INFINITY, 0.5];
     let logits_buf = gpu.upload("logits", &logits).unwrap();
@@ -734,7 +717,6 @@ fn status_stays_clear_for_good_rows_and_is_optional() {
 
 #[test]
 fn the_slice_api_rejects_bad_input_with_clear_errors() {
-    let _serial = serial();
     let gpu = gpu();
     let s = Stream::new(1);
     let ninf = f32::NEG_INFINITY;
@@ -796,7 +778,6 @@ fn the_slice_api_rejects_bad_input_with_clear_errors() {
 
 #[test]
 fn empty_input_gives_empty_output() {
-    let _serial = serial();
     let gpu = gpu();
     let s = Stream::new(1);
     assert_eq!(gpu.gumbel_softmax(&[], 3, 1.0, s), Ok(vec![]));
@@ -824,7 +805,6 @@ fn empty_input_gives_empty_output() {
 
 #[test]
 fn the_buffer_level_checks_its_buffers_and_arguments() {
-    let _serial = serial();
     let gpu = gpu();
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
     let logits = gpu.upload("logits", &[0f32; 8]).unwrap();
@@ -887,7 +867,6 @@ fn the_buffer_level_checks_its_buffers_and_arguments() {
 
 #[test]
 fn split_jobs_give_the_same_numbers_as_one_dispatch() {
-    let _serial = serial();
     // As if storage bindings held 4096 elements: 128-row dispatches, the stream continuing
     // across them, per-row taus and f16 logits offset with them.
     let small = Gpu::with_options(GpuOptions {
@@ -926,7 +905,6 @@ fn split_jobs_give_the_same_numbers_as_one_dispatch() {
 /// is seen through bit-identical outputs (different kernels sum in different orders).
 #[test]
 fn auto_picks_the_kernel_by_shape() {
-    let _serial = serial();
     let gpu = gpu();
     let mut rng = StdRng::seed_from_u64(16);
     let k_max = softmax_max_register_k() as usize;
@@ -982,7 +960,6 @@ fn gpu_with_small_grid() -> Gpu {
 /// u64::MAX continues as the contract says.
 #[test]
 fn two_dimensional_grids_and_a_wrapping_stream() {
-    let _serial = serial();
     let mut rng = StdRng::seed_from_u64(17);
     let small = gpu_with_small_grid();
     let mut worst = Worst::default();
