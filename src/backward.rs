@@ -583,6 +583,16 @@ impl Gpu {
     /// `dL/dl` from a stored soft sample `y` and its gradient `dy` (both `rows x k`, blocking):
     /// `(1/tau) * y * (dy - sum_j dy_j y_j)` per row; exactly 0 where `y` is 0.
     /// Errors: mismatched lengths or `k`, bad `tau`, NaN in `y` or `dy`.
+    ///
+    /// ```
+    /// use gumbel_wgpu::{Gpu, Stream};
+    /// let gpu = Gpu::new()?;
+    /// let y = gpu.gumbel_softmax(&[0.5, -0.5, 0.0], 3, 1.0, Stream::new(3))?;
+    /// // A gradient that is the same for every entry changes nothing: softmax is shift-invariant.
+    /// let dl = gpu.gumbel_softmax_backward(&y, &[2.0, 2.0, 2.0], 3, 1.0)?;
+    /// assert!(dl.iter().all(|g| g.abs() < 1e-6));
+    /// # Ok::<(), gumbel_wgpu::Error>(())
+    /// ```
     pub fn gumbel_softmax_backward(
         &self,
         y: &[f32],

@@ -25,7 +25,7 @@
 //!   stop the upper tail at 6.9 (candle) or 15.9 (FlashInfer).
 //!
 //! ## Quick start
-//! ```no_run
+//! ```
 //! use gumbel_wgpu::{Gpu, Stream};
 //! let gpu = Gpu::new()?;
 //! let noise = gpu.gumbel(Stream::new(42), 1000)?;
@@ -57,6 +57,11 @@ pub use backward::{
     SPLIT_MIN_K,
 };
 pub use density::{ConcreteDensity, DensityArgs};
+// The README's code compiles (as a doctest), so its API tour cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::{LogitsFormat, LogitsSlice};

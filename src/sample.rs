@@ -480,6 +480,16 @@ impl Gpu {
     ///
     /// `Err` for `k = 0`, a length `k` does not divide, a NaN logit or an all -inf row (naming the
     /// row). Empty input gives an empty result.
+    ///
+    /// ```
+    /// use gumbel_wgpu::{Gpu, Stream};
+    /// let gpu = Gpu::new()?;
+    /// // Two rows of k = 3; the second can only draw index 2.
+    /// let logits = [0.0, 1.0, 2.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0];
+    /// let idx = gpu.sample(&logits, 3, Stream::new(1))?;
+    /// assert!(idx[0] < 3 && idx[1] == 2);
+    /// # Ok::<(), gumbel_wgpu::Error>(())
+    /// ```
     pub fn sample(&self, logits: &[f32], k: usize, stream: Stream) -> Result<Vec<u32>, Error> {
         self.sample_with(
             LogitsSlice::F32(logits),

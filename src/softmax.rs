@@ -465,6 +465,15 @@ impl Gpu {
     /// The soft Gumbel-Softmax sample `y = softmax((l + g) / tau)` of every row of `k` logits
     /// (blocking). `Err` for `k = 0`, a length that is not a multiple of `k`, a tau that is not
     /// normal, finite and > 0, and (naming the first) rows holding a NaN or only -inf.
+    ///
+    /// ```
+    /// use gumbel_wgpu::{Gpu, Stream};
+    /// let gpu = Gpu::new()?;
+    /// let logits = [0.0, 1.0, 2.0, f32::NEG_INFINITY]; // one row, k = 4; the last is masked
+    /// let y = gpu.gumbel_softmax(&logits, 4, 0.5, Stream::new(7))?;
+    /// assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6 && y[3] == 0.0);
+    /// # Ok::<(), gumbel_wgpu::Error>(())
+    /// ```
     pub fn gumbel_softmax(
         &self,
         logits: &[f32],
