@@ -26,6 +26,7 @@
 // partials[r * segs + s]) followed by segment_finish (one invocation per row merges them).
 #import config
 #import logits
+#import team_reduce
 
 struct DensityParams {
     rows: u32,
@@ -158,22 +159,6 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 var<workgroup> shared_states: array<State, WG_SIZE>;
 @group(0) @binding(4) var<storage, read_write> partials: array<State>;
 
-// Reduces the states of each team of `size` consecutive invocations (a power of two dividing
-// WG_SIZE); every invocation gets its team's state. Every invocation must call it (barriers).
-fn reduce_team(lid: u32, size: u32, mine: State) -> State {
-    shared_states[lid] = mine;
-    workgroupBarrier();
-    let t = lid % size;
-    for (var stride = size / 2u; stride > 0u; stride >>= 1u) {
-        if (t < stride) {
-            shared_states[lid] = merge(shared_states[lid], shared_states[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    let st = shared_states[lid - t];
-    workgroupBarrier();
-    return st;
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
