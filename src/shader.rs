@@ -57,7 +57,10 @@ const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
     ("logits", include_str!("../shaders/common/logits.wgsl")),
-    ("team_reduce", include_str!("../shaders/common/team_reduce.wgsl")),
+    (
+        "team_reduce",
+        include_str!("../shaders/common/team_reduce.wgsl"),
+    ),
 ];
 
 const MULHI_U64: &str = include_str!("../shaders/common/mulhi_u64.wgsl");

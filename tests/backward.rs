@@ -14,26 +14,6 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 const KS: &[usize] = &[1, 2, 3, 7, 31, 33, 255, 257, 1000, 4097, 65537];
 const TAUS: &[f32] = &[0.1, 0.5, 1.0, 10.0];
 
-/// Logits in [-4, 4) with about `masked` of them -inf, every row keeping one finite entry.
-fn logits(rng: &mut StdRng, rows: usize, k: usize, masked: f64) -> Vec<f32> {
-    let mut l: Vec<f32> = (0..rows * k)
-        .map(|_| {
-            if rng.random::<f64>() < masked {
-                f32::NEG_INFINITY
-            } else {
-                rng.random_range(-4.0f32..4.0)
-            }
-        })
-        .collect();
-    for r in 0..rows {
-        let j = rng.random_range(0..k);
-        if l[r * k + j] == f32::NEG_INFINITY {
-            l[r * k + j] = 0.5;
-        }
-    }
-    l
-}
-
 fn grads(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
@@ -93,7 +73,7 @@ fn reference_vjp_matches_central_finite_differences_of_the_f64_forward() {
             let tau = f64::from(tau);
             for log in [false, true] {
                 let rows = 3;
-                let mut l: Vec<f32> = logits(&mut rng, rows, k, 0.2);
+                let mut l: Vec<f32> = masked_logits(&mut rng, rows, k, 0.2);
                 for x in &mut l {
                     if x.is_finite() {
                         *x = (*x * 256.0).round() / 256.0;
@@ -329,7 +309,7 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
         for rows in if many > 1 { vec![1, many] } else { vec![1] } {
             for (ti, &tau) in TAUS.iter().enumerate() {
                 let case = Case {
-                    logits: logits(&mut rng, rows, k, 0.1),
+                    logits: masked_logits(&mut rng, rows, k, 0.1),
                     grad: grads(&mut rng, rows * k),
                     k,
                     tau,
@@ -384,7 +364,7 @@ fn portable_philox_path_recomputes_the_same_noise() {
     for gpu in gpus() {
         for &k in &[3usize, 33, 4097] {
             let case = Case {
-                logits: logits(&mut rng, 5, k, 0.1),
+                logits: masked_logits(&mut rng, 5, k, 0.1),
                 grad: grads(&mut rng, 5 * k),
                 k,
                 tau: 0.5,
@@ -419,7 +399,7 @@ fn recompute_form_equals_the_stored_form() {
     for &k in &[2usize, 31, 257, 4097] {
         for &tau in TAUS {
             let rows = 4;
-            let l = logits(&mut rng, rows, k, 0.1);
+            let l = masked_logits(&mut rng, rows, k, 0.1);
             let dy = grads(&mut rng, rows * k);
             let stream = Stream::new(rng.random());
             let t = f64::from(tau);
@@ -484,7 +464,7 @@ fn per_row_temperatures_match_the_per_row_reference() {
     let gpu = gpu();
     for &k in &[3usize, 33, 4097] {
         let rows = if k < 100 { 301 } else { 5 };
-        let l = logits(&mut rng, rows, k, 0.1);
+        let l = masked_logits(&mut rng, rows, k, 0.1);
         let g = grads(&mut rng, rows * k);
         let taus: Vec<f32> = (0..rows).map(|_| TAUS[rng.random_range(0..4)]).collect();
         let stream = Stream {
@@ -575,7 +555,7 @@ fn split_rows_merge_dead_and_plus_infinite_segments() {
     // +inf logit deep inside, and an ordinary row.
     let k = 20_000;
     let mut rng = StdRng::seed_from_u64(10);
-    let mut l = logits(&mut rng, 3, k, 0.05);
+    let mut l = masked_logits(&mut rng, 3, k, 0.05);
     for x in &mut l[..12_500] {
         *x = f32::NEG_INFINITY;
     }
@@ -614,7 +594,7 @@ fn split_rows_merge_dead_and_plus_infinite_segments() {
 fn hard_samples_take_the_soft_gradient() {
     let mut rng = StdRng::seed_from_u64(5);
     let (k, tau) = (10, 0.5);
-    let l = logits(&mut rng, 6, k, 0.1);
+    let l = masked_logits(&mut rng, 6, k, 0.1);
     let dy = grads(&mut rng, 6 * k);
     let stream = Stream::new(9);
     let gpu = gpu();
@@ -679,7 +659,7 @@ fn half_precision_logits_are_widened_exactly() {
     for format in [LogitsFormat::F16, LogitsFormat::Bf16] {
         for &k in &[3usize, 33, 4097] {
             let rows = 3;
-            let l32 = logits(&mut rng, rows, k, 0.1);
+            let l32 = masked_logits(&mut rng, rows, k, 0.1);
             let half: Vec<u16> = l32
                 .iter()
                 .map(|&x| match format {
@@ -734,7 +714,7 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
     .unwrap();
     let mut rng = StdRng::seed_from_u64(8);
     for &(k, rows) in &[(7usize, 1000usize), (33, 200), (1000, 5)] {
-        let l = logits(&mut rng, rows, k, 0.1);
+        let l = masked_logits(&mut rng, rows, k, 0.1);
         let dy = grads(&mut rng, rows * k);
         let stream = Stream {
             seed: rng.random(),
@@ -794,7 +774,7 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
     }
     // Per-row temperatures: the chunk's rows find theirs through the binding's lead-in.
     for &(k, rows) in &[(7usize, 1000usize), (33, 200)] {
-        let l = logits(&mut rng, rows, k, 0.1);
+        let l = masked_logits(&mut rng, rows, k, 0.1);
         let dx = grads(&mut rng, rows * k);
         let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % 4]).collect();
         let s = Stream::new(rng.random());
@@ -810,7 +790,7 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
     })
     .unwrap();
     let (k, rows) = (5000usize, 10usize);
-    let l = logits(&mut rng, rows, k, 0.1);
+    let l = masked_logits(&mut rng, rows, k, 0.1);
     let dy = grads(&mut rng, rows * k);
     let s = Stream::new(rng.random());
     let input = HostBackwardInput::Logits {

@@ -11,25 +11,6 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 const KS: &[usize] = &[1, 2, 3, 7, 31, 33, 255, 257, 1000, 4097, 65537];
 const TAUS: &[f32] = &[0.1, 0.5, 1.0, 10.0];
 
-fn logits(rng: &mut StdRng, rows: usize, k: usize, masked: f64) -> Vec<f32> {
-    let mut l: Vec<f32> = (0..rows * k)
-        .map(|_| {
-            if rng.random::<f64>() < masked {
-                f32::NEG_INFINITY
-            } else {
-                rng.random_range(-4.0f32..4.0)
-            }
-        })
-        .collect();
-    for r in 0..rows {
-        let j = rng.random_range(0..k);
-        if l[r * k + j] == f32::NEG_INFINITY {
-            l[r * k + j] = 0.5;
-        }
-    }
-    l
-}
-
 /// Per row, the magnitude of the terms the log-density sums: lgamma(c) + (c - 1) |log tau| +
 /// sum |s_i| + c |lse| (+ sum |x_i| on the simplex). f32 rounding is relative to this.
 fn scale(l: &[f32], x: &[f64], k: usize, tau: f64, simplex: bool) -> Vec<f64> {
@@ -121,7 +102,7 @@ fn gpu_log_density_matches_the_reference_at_awkward_shapes() {
         let many = (40_000 / k).clamp(1, 300);
         for rows in if many > 1 { vec![1, many] } else { vec![1] } {
             for &tau in TAUS {
-                let l = logits(&mut rng, rows, k, 0.1);
+                let l = masked_logits(&mut rng, rows, k, 0.1);
                 let stream = Stream::new(rng.random());
                 // Real samples of the forward, in log space, as f32.
                 let x32: Vec<f32> = cpu::gumbel_softmax_log(&l, k, f64::from(tau), stream)
@@ -334,7 +315,7 @@ fn split_rows_merge_dead_segments() {
     // Rows of 20 000 entries in segments of 4096: the first row's first three segments masked.
     let (k, rows) = (20_000usize, 3usize);
     let mut rng = StdRng::seed_from_u64(5);
-    let mut l = logits(&mut rng, rows, k, 0.05);
+    let mut l = masked_logits(&mut rng, rows, k, 0.05);
     for v in &mut l[..12_500] {
         *v = f32::NEG_INFINITY;
     }
@@ -379,7 +360,7 @@ fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
         (1000, 5, RowPath::Auto),
         (300, 10, RowPath::SplitRows),
     ] {
-        let l = logits(&mut rng, rows, k, 0.1);
+        let l = masked_logits(&mut rng, rows, k, 0.1);
         let x: Vec<f32> = cpu::gumbel_softmax_log(&l, k, 0.5, Stream::new(4))
             .iter()
             .map(|&v| v as f32)

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use gumbel_wgpu::{Gpu, GpuOptions};
+use rand::{RngExt, rngs::StdRng};
 use std::sync::OnceLock;
 
 /// The device under test. A test that needs an adapter fails loudly when none is found.
@@ -73,3 +74,23 @@ pub fn ks_statistic(samples: &mut [f64], cdf: impl Fn(f64) -> f64) -> f64 {
 
 /// Critical value of sqrt(n) * D for significance 0.001 (asymptotic Kolmogorov law).
 pub const KS_CRITICAL_0_001: f64 = 1.9495;
+
+/// Random logits in [-4, 4) with about `masked` of them -inf, every row keeping one finite entry.
+pub fn masked_logits(rng: &mut StdRng, rows: usize, k: usize, masked: f64) -> Vec<f32> {
+    let mut l: Vec<f32> = (0..rows * k)
+        .map(|_| {
+            if rng.random::<f64>() < masked {
+                f32::NEG_INFINITY
+            } else {
+                rng.random_range(-4.0f32..4.0)
+            }
+        })
+        .collect();
+    for r in 0..rows {
+        let j = rng.random_range(0..k);
+        if l[r * k + j] == f32::NEG_INFINITY {
+            l[r * k + j] = 0.5;
+        }
+    }
+    l
+}
