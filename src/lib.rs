@@ -24,6 +24,22 @@
 //!   `-ln(24 ln 2) ≈ -2.8115` (word `0xffffffff`), where `P(g < -2.81) ≈ 6e-8`. Other libraries
 //!   stop the upper tail at 6.9 (candle) or 15.9 (FlashInfer).
 //!
+//! ## Rows, masking and ties
+//! Logits are row-major `rows x k` matrices (f32, or f16 / bf16 packed two per word, see
+//! [`LogitsFormat`]). A -inf logit is a masked category: probability exactly 0, never sampled,
+//! detected by its bit pattern on the GPU (WGSL may assume no infinities). Among equal values the
+//! lowest index wins (the hard sample, `sample`, `sample_top_k`). +inf logits share the row's mass
+//! equally; the first of them is the hard / sampled index. The slice API returns `Err` naming the
+//! first row that holds a NaN or only -inf; the buffer API, which cannot scan on the host, writes
+//! NaN bits into such rows (forward, with an optional status buffer) or [`NO_INDEX`] (sampling).
+//!
+//! ## Kernels by shape
+//! Each family chooses its strategy from the shape: one row per thread for small `k`, a team of
+//! threads or a workgroup per row with the row in registers for mid `k`, and rows split across
+//! workgroups (partial states, then a small combine pass) for few rows of huge `k`. None needs
+//! subgroups or 64-bit integers; inputs larger than one storage binding are dispatched in chunks
+//! of whole rows, and grids past 65535 workgroups use a second dimension.
+//!
 //! ## Quick start
 //! ```
 //! use gumbel_wgpu::{Gpu, Stream};
