@@ -278,6 +278,17 @@ impl Gpu {
             .map_or(max, |c| c.min(max).max(align))
     }
 
+    /// The most loop iterations one shader invocation may run, where the driver caps it:
+    /// llvmpipe (Mesa's software rasterizer, behind lavapipe and llvmpipe GL) silently ends every
+    /// loop of an invocation once their iterations add up to 65535. Kernels whose loop count grows
+    /// with the input check against this and return an error instead of a wrong result.
+    pub(crate) fn loop_budget(&self) -> Option<u64> {
+        let info = self.device.adapter_info();
+        let software = |s: &str| s.to_lowercase().contains("llvmpipe");
+        (software(&info.name) || software(&info.driver) || software(&info.driver_info))
+            .then_some(65_535)
+    }
+
     /// The kernel family `F`, built on first use and cached.
     pub(crate) fn family<F: KernelFamily>(&self) -> Result<Arc<F>, Error> {
         let id = TypeId::of::<F>();

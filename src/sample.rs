@@ -36,7 +36,8 @@
 //! once their iterations add up to 65535, silently. An invocation here iterates about
 //! `top * (blocks it scans + 9)` times: far inside the budget on the automatic paths for
 //! `top = 1` (at most ~4100 for a 2^22-wide row), but large `top` on wide rows can exceed it
-//! there (e.g. `top = 1024` with a 256-element segment or chunk per invocation).
+//! (e.g. `top = 1024` of 65536). On llvmpipe, [`Sampler::record`] estimates the count and returns
+//! [`Error::Unsupported`] past the budget instead of a wrong answer; other drivers have no cap.
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
@@ -154,6 +155,26 @@ pub struct Sampler {
     max_elements: u64,
     align: u64,
     max_groups: u32,
+    /// The driver's cap on loop iterations per invocation (llvmpipe), see [`Sampler::record`].
+    loop_budget: Option<u64>,
+}
+
+/// Loop iterations one invocation of `strategy` runs, about `top * (blocks it scans + 9)` per
+/// pass (the module docs); the split path's combine pass scans `chunks * top` candidates a round.
+fn loop_iterations(strategy: SampleStrategy, k: u64, top: u64) -> u64 {
+    let blocks = k / 4 + 2;
+    let per_round = match strategy {
+        SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks,
+        SampleStrategy::RowPerSegment { threads } => blocks.div_ceil(u64::from(threads.max(1))),
+        SampleStrategy::RowPerWorkgroup => blocks.div_ceil(u64::from(WG_SIZE)),
+        SampleStrategy::SplitRow { chunks } => {
+            let c = u64::from(chunks.max(1));
+            blocks
+                .div_ceil(c * u64::from(WG_SIZE))
+                .max((c * top).div_ceil(u64::from(WG_SIZE)))
+        }
+    };
+    top * (per_round + 9)
 }
 
 impl KernelFamily for Sampler {
@@ -186,6 +207,7 @@ impl KernelFamily for Sampler {
             max_elements: gpu.max_binding_elements(),
             align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
             max_groups: limits.max_compute_workgroups_per_dimension,
+            loop_budget: gpu.loop_budget(),
         })
     }
 }
@@ -293,6 +315,16 @@ impl Sampler {
             SampleStrategy::SplitRow { chunks } => u64::from(chunks),
             _ => 1,
         };
+        if let Some(budget) = self.loop_budget {
+            let iterations = loop_iterations(strategy, k, u64::from(top));
+            if iterations > budget {
+                return Err(Error::Unsupported(format!(
+                    "top {top} of rows of {k} logits takes about {iterations} loop iterations per \
+                     invocation on this path; this driver (llvmpipe) silently stops loops after \
+                     {budget}: use a smaller top (or a GPU)"
+                )));
+            }
+        }
         // Rows per dispatch: each binding window (plus its alignment shift) must fit in one
         // storage binding, and so must the split path's scratch.
         let cap = self

@@ -810,3 +810,29 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
         .record(&mut enc, SampleShape::new(0, 6), &logits, None, s, &out)
         .unwrap();
 }
+
+#[test]
+fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
+    // llvmpipe silently ends an invocation's loops after 65535 iterations in all; top 1024 of a
+    // 65536-wide row needs more on its path. Without the check this returned wrong indices.
+    let mut rng = StdRng::seed_from_u64(77);
+    let (k, top) = (65_536usize, 1024usize);
+    let l = masked_logits(&mut rng, 1, k, 0.0);
+    let s = Stream::new(4);
+    match gpu().sample_top_k(&l, k, top, s) {
+        Ok(v) => assert_eq!(v, cpu::top_k(&l, k, top, None, s)),
+        Err(e) => {
+            assert!(matches!(e, Error::Unsupported(_)), "{e}");
+            assert!(
+                gpu().describe().contains("llvmpipe"),
+                "only llvmpipe refuses: {e}"
+            );
+        }
+    }
+    // Well inside the budget the same adapter gives the exact answer.
+    let top = 64;
+    assert_eq!(
+        gpu().sample_top_k(&l, k, top, s).unwrap(),
+        cpu::top_k(&l, k, top, None, s)
+    );
+}
