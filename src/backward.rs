@@ -35,9 +35,7 @@
 //! workgroup memory (no subgroup operations).
 
 use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
-use crate::logits::{
-    LogitsFormat, bf16_to_f32, check_rows, check_shape, check_tau, f16_to_f32, pack_u16,
-};
+use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
@@ -427,19 +425,20 @@ impl GumbelSoftmaxBackward {
     }
 }
 
-/// The forward's data on the host, for [`Gpu::gumbel_softmax_backward_with`].
-#[doc(hidden)]
+/// What the forward produced, on the host: the input of [`Gpu::gumbel_softmax_backward_with`].
 #[derive(Clone, Copy, Debug)]
-pub enum HostBackwardInput<'a> {
+pub enum BackwardSlice<'a> {
+    /// A stored soft sample `y` (`rows x k`).
     Probs(&'a [f32]),
+    /// A stored log-space sample `x = log y` (-inf where masked).
     LogProbs(&'a [f32]),
+    /// Recompute from the logits and the forward's stream; nothing stored between the passes.
     Logits {
-        /// f32 bits, or 16-bit values packed two per word (element 2i low).
-        words: &'a [u32],
-        /// Number of logits.
-        len: usize,
-        format: LogitsFormat,
+        /// The forward's logits (f32, f16 or bf16).
+        logits: LogitsSlice<'a>,
+        /// The forward's stream.
         stream: Stream,
+        /// Whether the gradient is of `y` or of `log y`.
         space: GradSpace,
     },
 }
@@ -460,19 +459,33 @@ impl Gpu {
         self.family::<GumbelSoftmaxBackward>()
     }
 
-    /// The general slice-level backward pass, with the kernel chosen by `path`.
-    #[doc(hidden)]
+    /// The general slice-level backward pass (blocking): any forward form (stored `y`, stored
+    /// `log y`, or recomputed from f32/f16/bf16 logits), a scalar or per-row temperature, and
+    /// the gradient `grad` of the forward's output. Errors: shapes, bad temperatures (naming the
+    /// row), NaN in the input or `grad`, NaN or all -inf rows of logits or of `log y`.
     pub fn gumbel_softmax_backward_with(
         &self,
-        input: HostBackwardInput<'_>,
+        input: BackwardSlice<'_>,
+        grad: &[f32],
+        k: usize,
+        tau: Temperature<&[f32]>,
+    ) -> Result<Vec<f32>, Error> {
+        self.gumbel_softmax_backward_path(input, grad, k, tau, RowPath::Auto)
+    }
+
+    /// [`Gpu::gumbel_softmax_backward_with`] with the kernel chosen by `path` (tests).
+    #[doc(hidden)]
+    pub fn gumbel_softmax_backward_path(
+        &self,
+        input: BackwardSlice<'_>,
         grad: &[f32],
         k: usize,
         tau: Temperature<&[f32]>,
         path: RowPath,
     ) -> Result<Vec<f32>, Error> {
         let len = match input {
-            HostBackwardInput::Probs(y) | HostBackwardInput::LogProbs(y) => y.len(),
-            HostBackwardInput::Logits { len, .. } => len,
+            BackwardSlice::Probs(y) | BackwardSlice::LogProbs(y) => y.len(),
+            BackwardSlice::Logits { logits, .. } => logits.len(),
         };
         let rows = check_shape(len, k)?;
         if grad.len() != len {
@@ -501,36 +514,13 @@ impl Gpu {
             }
         }
         match input {
-            HostBackwardInput::Probs(y) => {
+            BackwardSlice::Probs(y) => {
                 if let Some(i) = y.iter().position(|x| x.is_nan()) {
                     return Err(Error::NanInRow { row: i / k });
                 }
             }
-            HostBackwardInput::LogProbs(x) => check_rows(x.iter().copied(), k)?,
-            HostBackwardInput::Logits {
-                words, len, format, ..
-            } => {
-                if (words.len() as u64) * 4 < format.buffer_bytes(len as u64) {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} words cannot hold {len} {format:?} logits",
-                        words.len()
-                    )));
-                }
-                match format {
-                    LogitsFormat::F32 => {
-                        check_rows(words[..len].iter().map(|&w| f32::from_bits(w)), k)?
-                    }
-                    LogitsFormat::F16 | LogitsFormat::Bf16 => {
-                        let half = |i: usize| (words[i / 2] >> ((i % 2) * 16)) as u16;
-                        let widen = if format == LogitsFormat::F16 {
-                            f16_to_f32
-                        } else {
-                            bf16_to_f32
-                        };
-                        check_rows((0..len).map(|i| widen(half(i))), k)?
-                    }
-                }
-            }
+            BackwardSlice::LogProbs(x) => check_rows(x.iter().copied(), k)?,
+            BackwardSlice::Logits { logits, .. } => check_rows(logits.values(), k)?,
         }
         check_grad(grad, k)?;
         if len == 0 {
@@ -540,22 +530,21 @@ impl Gpu {
         let grad_buf = self.upload("backward grad", grad)?;
         let out = self.storage_buffer("backward out", len as u64 * 4)?;
         let input_buf = match input {
-            HostBackwardInput::Probs(y) | HostBackwardInput::LogProbs(y) => {
-                self.upload("backward y", y)?
+            BackwardSlice::Probs(y) | BackwardSlice::LogProbs(y) => self.upload("backward y", y)?,
+            BackwardSlice::Logits { logits, .. } => {
+                self.upload("backward logits", &logits.words())?
             }
-            HostBackwardInput::Logits { words, .. } => self.upload("backward logits", words)?,
         };
         let input = match input {
-            HostBackwardInput::Probs(_) => BackwardInput::Probs(&input_buf),
-            HostBackwardInput::LogProbs(_) => BackwardInput::LogProbs(&input_buf),
-            HostBackwardInput::Logits {
-                format,
+            BackwardSlice::Probs(_) => BackwardInput::Probs(&input_buf),
+            BackwardSlice::LogProbs(_) => BackwardInput::LogProbs(&input_buf),
+            BackwardSlice::Logits {
+                logits,
                 stream,
                 space,
-                ..
             } => BackwardInput::Logits {
                 logits: &input_buf,
-                format,
+                format: logits.format(),
                 stream,
                 space,
             },
@@ -600,13 +589,7 @@ impl Gpu {
         k: usize,
         tau: f32,
     ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::Probs(y),
-            dy,
-            k,
-            Temperature::Scalar(tau),
-            RowPath::Auto,
-        )
+        self.gumbel_softmax_backward_with(BackwardSlice::Probs(y), dy, k, Temperature::Scalar(tau))
     }
 
     /// `dL/dl` from a stored log-space sample `x = log y` (-inf where masked) and its gradient
@@ -621,11 +604,10 @@ impl Gpu {
         tau: f32,
     ) -> Result<Vec<f32>, Error> {
         self.gumbel_softmax_backward_with(
-            HostBackwardInput::LogProbs(log_y),
+            BackwardSlice::LogProbs(log_y),
             dx,
             k,
             Temperature::Scalar(tau),
-            RowPath::Auto,
         )
     }
 
@@ -642,47 +624,14 @@ impl Gpu {
         stream: Stream,
     ) -> Result<Vec<f32>, Error> {
         self.gumbel_softmax_backward_with(
-            HostBackwardInput::Logits {
-                words: bytemuck::cast_slice(logits),
-                len: logits.len(),
-                format: LogitsFormat::F32,
+            BackwardSlice::Logits {
+                logits: LogitsSlice::F32(logits),
                 stream,
                 space: GradSpace::Probs,
             },
             dy,
             k,
             Temperature::Scalar(tau),
-            RowPath::Auto,
-        )
-    }
-
-    /// Like [`Gpu::gumbel_softmax_backward_recompute`] for f16 or bf16 logits (raw bits).
-    pub fn gumbel_softmax_backward_recompute_half(
-        &self,
-        logits: &[u16],
-        format: LogitsFormat,
-        dy: &[f32],
-        k: usize,
-        tau: f32,
-        stream: Stream,
-    ) -> Result<Vec<f32>, Error> {
-        if format == LogitsFormat::F32 {
-            return Err(Error::InvalidArgument(
-                "16-bit logits need LogitsFormat::F16 or Bf16".into(),
-            ));
-        }
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::Logits {
-                words: &pack_u16(logits),
-                len: logits.len(),
-                format,
-                stream,
-                space: GradSpace::Probs,
-            },
-            dy,
-            k,
-            Temperature::Scalar(tau),
-            RowPath::Auto,
         )
     }
 
@@ -697,17 +646,14 @@ impl Gpu {
         stream: Stream,
     ) -> Result<Vec<f32>, Error> {
         self.gumbel_softmax_backward_with(
-            HostBackwardInput::Logits {
-                words: bytemuck::cast_slice(logits),
-                len: logits.len(),
-                format: LogitsFormat::F32,
+            BackwardSlice::Logits {
+                logits: LogitsSlice::F32(logits),
                 stream,
                 space: GradSpace::LogProbs,
             },
             dx,
             k,
             Temperature::Scalar(tau),
-            RowPath::Auto,
         )
     }
 
@@ -723,86 +669,5 @@ impl Gpu {
         stream: Stream,
     ) -> Result<Vec<f32>, Error> {
         self.gumbel_softmax_backward_recompute(logits, dy, k, tau, stream)
-    }
-    /// [`Gpu::gumbel_softmax_backward`] with one temperature per row (`taus.len()` = rows).
-    pub fn gumbel_softmax_backward_per_row(
-        &self,
-        y: &[f32],
-        dy: &[f32],
-        k: usize,
-        taus: &[f32],
-    ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::Probs(y),
-            dy,
-            k,
-            Temperature::PerRow(taus),
-            RowPath::Auto,
-        )
-    }
-
-    /// [`Gpu::gumbel_softmax_log_backward`] with one temperature per row.
-    pub fn gumbel_softmax_log_backward_per_row(
-        &self,
-        log_y: &[f32],
-        dx: &[f32],
-        k: usize,
-        taus: &[f32],
-    ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::LogProbs(log_y),
-            dx,
-            k,
-            Temperature::PerRow(taus),
-            RowPath::Auto,
-        )
-    }
-
-    /// [`Gpu::gumbel_softmax_backward_recompute`] with one temperature per row.
-    pub fn gumbel_softmax_backward_recompute_per_row(
-        &self,
-        logits: &[f32],
-        dy: &[f32],
-        k: usize,
-        taus: &[f32],
-        stream: Stream,
-    ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::Logits {
-                words: bytemuck::cast_slice(logits),
-                len: logits.len(),
-                format: LogitsFormat::F32,
-                stream,
-                space: GradSpace::Probs,
-            },
-            dy,
-            k,
-            Temperature::PerRow(taus),
-            RowPath::Auto,
-        )
-    }
-
-    /// [`Gpu::gumbel_softmax_log_backward_recompute`] with one temperature per row.
-    pub fn gumbel_softmax_log_backward_recompute_per_row(
-        &self,
-        logits: &[f32],
-        dx: &[f32],
-        k: usize,
-        taus: &[f32],
-        stream: Stream,
-    ) -> Result<Vec<f32>, Error> {
-        self.gumbel_softmax_backward_with(
-            HostBackwardInput::Logits {
-                words: bytemuck::cast_slice(logits),
-                len: logits.len(),
-                format: LogitsFormat::F32,
-                stream,
-                space: GradSpace::LogProbs,
-            },
-            dx,
-            k,
-            Temperature::PerRow(taus),
-            RowPath::Auto,
-        )
     }
 }

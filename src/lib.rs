@@ -65,12 +65,11 @@ mod schedule;
 pub mod shader;
 mod softmax;
 
-pub use backward::{BackwardArgs, BackwardInput, GradSpace, GumbelSoftmaxBackward};
+pub use backward::{BackwardArgs, BackwardInput, BackwardSlice, GradSpace, GumbelSoftmaxBackward};
 // Path thresholds and knobs the tests use to reach every kernel.
 #[doc(hidden)]
 pub use backward::{
-    HostBackwardInput, ROW_PER_TEAM_MAX_K, ROW_PER_THREAD_MAX_K, RowPath, SPLIT_MAX_ROWS,
-    SPLIT_MIN_K,
+    ROW_PER_TEAM_MAX_K, ROW_PER_THREAD_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K,
 };
 pub use density::{ConcreteDensity, DensityArgs};
 // The README's code compiles (as a doctest), so its API tour cannot drift from the API.

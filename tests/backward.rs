@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    BackwardArgs, BackwardInput, Error, Gpu, GpuOptions, GradSpace, HostBackwardInput,
-    LogitsFormat, RowPath, Stream, Temperature, cpu,
+    BackwardArgs, BackwardInput, BackwardSlice, Error, Gpu, GpuOptions, GradSpace, LogitsFormat,
+    LogitsSlice, RowPath, Stream, Temperature, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -488,12 +488,10 @@ fn per_row_temperatures_match_the_per_row_reference() {
                 RowPath::SplitRows,
             ] {
                 let input = match form {
-                    Form::StoredSoft => HostBackwardInput::Probs(&y),
-                    Form::StoredLog => HostBackwardInput::LogProbs(&x),
-                    Form::RecomputeSoft | Form::RecomputeLog => HostBackwardInput::Logits {
-                        words: bytemuck::cast_slice(&l),
-                        len: l.len(),
-                        format: LogitsFormat::F32,
+                    Form::StoredSoft => BackwardSlice::Probs(&y),
+                    Form::StoredLog => BackwardSlice::LogProbs(&x),
+                    Form::RecomputeSoft | Form::RecomputeLog => BackwardSlice::Logits {
+                        logits: LogitsSlice::F32(&l),
                         stream,
                         space: if form == Form::RecomputeSoft {
                             GradSpace::Probs
@@ -503,7 +501,7 @@ fn per_row_temperatures_match_the_per_row_reference() {
                     },
                 };
                 let got = gpu
-                    .gumbel_softmax_backward_with(input, &g, k, Temperature::PerRow(&taus), path)
+                    .gumbel_softmax_backward_path(input, &g, k, Temperature::PerRow(&taus), path)
                     .unwrap();
                 for (r, &tau) in taus.iter().enumerate() {
                     let row = r * k..(r + 1) * k;
@@ -526,9 +524,14 @@ fn per_row_temperatures_match_the_per_row_reference() {
                 }
             }
         }
-        // The public per-row entry points are the same computation.
+        // The public entry point is the same computation.
+        let input = BackwardSlice::Logits {
+            logits: LogitsSlice::F32(&l),
+            stream,
+            space: GradSpace::Probs,
+        };
         let d = gpu
-            .gumbel_softmax_backward_recompute_per_row(&l, &g, k, &taus, stream)
+            .gumbel_softmax_backward_with(input, &g, k, Temperature::PerRow(&taus))
             .unwrap();
         let want = cpu::gumbel_softmax_backward_per_row(&l, &g, k, &t64, stream);
         assert!(
@@ -539,11 +542,21 @@ fn per_row_temperatures_match_the_per_row_reference() {
     }
     let bad = [1.0f32, 0.0];
     assert!(matches!(
-        gpu.gumbel_softmax_backward_per_row(&[0.5; 4], &[0.0; 4], 2, &bad),
+        gpu.gumbel_softmax_backward_with(
+            BackwardSlice::Probs(&[0.5; 4]),
+            &[0.0; 4],
+            2,
+            Temperature::PerRow(&bad)
+        ),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        gpu.gumbel_softmax_backward_per_row(&[0.5; 4], &[0.0; 4], 2, &[1.0]),
+        gpu.gumbel_softmax_backward_with(
+            BackwardSlice::Probs(&[0.5; 4]),
+            &[0.0; 4],
+            2,
+            Temperature::PerRow(&[1.0])
+        ),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -681,7 +694,12 @@ fn half_precision_logits_are_widened_exactly() {
             };
             let tau = 0.5;
             let got = gpu
-                .gumbel_softmax_backward_recompute_half(&half, format, &dy, k, tau, stream)
+                .gumbel_softmax_backward_with(
+                    half_input(&half, format, stream),
+                    &dy,
+                    k,
+                    Temperature::Scalar(tau),
+                )
                 .unwrap();
             let case = Case {
                 logits: widened,
@@ -747,25 +765,21 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
         assert_eq!(
             bits(
                 small
-                    .gumbel_softmax_backward_recompute_half(
-                        &half,
-                        LogitsFormat::Bf16,
+                    .gumbel_softmax_backward_with(
+                        half_input(&half, LogitsFormat::Bf16, stream),
                         &dy,
                         k,
-                        0.5,
-                        stream
+                        Temperature::Scalar(0.5)
                     )
                     .unwrap()
             ),
             bits(
                 gpu()
-                    .gumbel_softmax_backward_recompute_half(
-                        &half,
-                        LogitsFormat::Bf16,
+                    .gumbel_softmax_backward_with(
+                        half_input(&half, LogitsFormat::Bf16, stream),
                         &dy,
                         k,
-                        0.5,
-                        stream
+                        Temperature::Scalar(0.5)
                     )
                     .unwrap()
             ),
@@ -778,8 +792,13 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
         let dx = grads(&mut rng, rows * k);
         let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % 4]).collect();
         let s = Stream::new(rng.random());
-        let a = small.gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
-        let b = gpu().gumbel_softmax_log_backward_recompute_per_row(&l, &dx, k, &taus, s);
+        let input = BackwardSlice::Logits {
+            logits: LogitsSlice::F32(&l),
+            stream: s,
+            space: GradSpace::LogProbs,
+        };
+        let a = small.gumbel_softmax_backward_with(input, &dx, k, Temperature::PerRow(&taus));
+        let b = gpu().gumbel_softmax_backward_with(input, &dx, k, Temperature::PerRow(&taus));
         assert_eq!(a, b, "per-row k {k}");
     }
     // Split rows across dispatches: bindings of 16384 elements hold 3 rows of 5000 entries, each
@@ -793,15 +812,13 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
     let l = masked_logits(&mut rng, rows, k, 0.1);
     let dy = grads(&mut rng, rows * k);
     let s = Stream::new(rng.random());
-    let input = HostBackwardInput::Logits {
-        words: bytemuck::cast_slice(&l),
-        len: l.len(),
-        format: LogitsFormat::F32,
+    let input = BackwardSlice::Logits {
+        logits: LogitsSlice::F32(&l),
         stream: s,
         space: GradSpace::Probs,
     };
     let split = mid
-        .gumbel_softmax_backward_with(input, &dy, k, Temperature::Scalar(0.5), RowPath::SplitRows)
+        .gumbel_softmax_backward_path(input, &dy, k, Temperature::Scalar(0.5), RowPath::SplitRows)
         .unwrap();
     let case = Case {
         logits: l,
@@ -863,14 +880,6 @@ fn bad_input_is_an_error_and_empty_input_is_empty() {
         gpu.gumbel_softmax_log_backward(&[-1.0, -0.5, ninf, ninf], &dy, 2, 1.0),
         Err(Error::AllMaskedRow { row: 1 })
     );
-    assert!(invalid(gpu.gumbel_softmax_backward_recompute_half(
-        &[0, 0],
-        LogitsFormat::F32,
-        &dy[..2],
-        2,
-        1.0,
-        s
-    )));
     assert_eq!(gpu.gumbel_softmax_backward(&[], &[], 4, 1.0), Ok(vec![]));
     assert_eq!(
         gpu.gumbel_softmax_backward_recompute(&[], &[], 4, 1.0, s),
@@ -892,4 +901,17 @@ fn bad_input_is_an_error_and_empty_input_is_empty() {
         kernels.record(&mut enc, &args),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// Recompute input from 16-bit logits of `format` (F16 or Bf16).
+fn half_input(half: &[u16], format: LogitsFormat, stream: Stream) -> BackwardSlice<'_> {
+    let logits = match format {
+        LogitsFormat::F16 => LogitsSlice::F16(half),
+        _ => LogitsSlice::Bf16(half),
+    };
+    BackwardSlice::Logits {
+        logits,
+        stream,
+        space: GradSpace::Probs,
+    }
 }
