@@ -125,6 +125,9 @@ struct BackwardParams {
     _pad: u32,
 }
 
+/// Size of [`BackwardParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<BackwardParams>();
+
 /// Rows of at most this many entries (and more than [`ROW_PER_THREAD_MAX_K`]) take a team of 32
 /// invocations each, 8 rows per workgroup.
 pub const ROW_PER_TEAM_MAX_K: u32 = 512;

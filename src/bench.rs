@@ -14,6 +14,9 @@ struct CopyParams {
     _pad: [u32; 3],
 }
 
+/// Size of [`CopyParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<CopyParams>();
+
 /// A vec4 device-to-device copy: the roofline for memory-bound kernels.
 pub struct CopyKernel {
     device: wgpu::Device,

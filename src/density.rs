@@ -68,6 +68,9 @@ struct DensityParams {
     seg_len: u32,
 }
 
+/// Size of [`DensityParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<DensityParams>();
+
 /// Entries per segment of a split row (16 per invocation).
 const SEG_LEN: u64 = 16 * WG_SIZE as u64;
 /// 32-bit words of the shader's `State` (m, e, sum_s, sum_x, c, bad).

@@ -28,6 +28,9 @@ pub(crate) struct RandomParams {
     _pad: [u32; 2],
 }
 
+/// Size of [`RandomParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<RandomParams>();
+
 impl RandomParams {
     fn new(stream: Stream, len: u32) -> Self {
         let [key_lo, key_hi] = stream.key();

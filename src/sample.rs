@@ -141,6 +141,9 @@ struct SampleParams {
     _pad: u32,
 }
 
+/// Size of [`SampleParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<SampleParams>();
+
 /// The sampling kernels: owns their bind-group layout and pipelines.
 pub struct Sampler {
     device: wgpu::Device,

@@ -52,6 +52,28 @@ pub const KERNELS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Each kernel family's uniform parameter struct: (family, struct name in WGSL and Rust, size of
+/// the Rust twin). `tests/shaders.rs` checks that each WGSL struct has that size and only 32-bit
+/// fields, so the two definitions cannot drift apart silently.
+pub fn uniform_params() -> Vec<(&'static str, &'static str, usize)> {
+    vec![
+        ("random", "RandomParams", crate::random::PARAMS_SIZE),
+        ("copy", "CopyParams", crate::bench::PARAMS_SIZE),
+        ("sample", "SampleParams", crate::sample::PARAMS_SIZE),
+        ("softmax", "SoftmaxParams", crate::softmax::PARAMS_SIZE),
+        (
+            "softmax_backward",
+            "BackwardParams",
+            crate::backward::PARAMS_SIZE,
+        ),
+        (
+            "concrete_density",
+            "DensityParams",
+            crate::density::PARAMS_SIZE,
+        ),
+    ]
+}
+
 /// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.
 const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),

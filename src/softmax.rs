@@ -117,6 +117,9 @@ struct SoftmaxParams {
     group: u32,
 }
 
+/// Size of [`SoftmaxParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<SoftmaxParams>();
+
 /// The fused Gumbel-Softmax forward kernels (`shaders/softmax.wgsl`): owns their bind-group
 /// layout and pipelines. Get them with [`Gpu::gumbel_softmax_kernels`]; the blocking slice API
 /// is [`Gpu::gumbel_softmax`], [`Gpu::gumbel_softmax_hard`], [`Gpu::gumbel_softmax_log`] and

@@ -1,7 +1,7 @@
 //! Every kernel family, composed for every device configuration, parses and validates with naga.
 //! Needs no GPU.
 
-use gumbel_wgpu::shader::{KERNELS, ShaderConfig, compose};
+use gumbel_wgpu::shader::{KERNELS, ShaderConfig, compose, uniform_params};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn capabilities(cfg: &ShaderConfig) -> Capabilities {
@@ -88,6 +88,62 @@ fn shared_constants_come_from_rust() {
         assert!(
             src.contains(&format!("const {name}: u32 = {value:#010x}u;")),
             "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_uniform_struct_matches_its_rust_twin() {
+    let params = uniform_params();
+    for (name, _) in KERNELS {
+        assert!(
+            params.iter().any(|(f, _, _)| f == name),
+            "{name}: no uniform struct registered"
+        );
+    }
+    for (family, struct_name, rust_size) in params {
+        let src = compose(
+            family,
+            &ShaderConfig {
+                int64: true,
+                subgroups: false,
+                f16: false,
+            },
+        )
+        .unwrap();
+        let module = naga::front::wgsl::parse_str(&src).unwrap();
+        let (_, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(struct_name))
+            .unwrap_or_else(|| panic!("{family}: no struct {struct_name}"));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{family}: {struct_name} is not a struct");
+        };
+        assert_eq!(
+            *span as usize, rust_size,
+            "{family}: {struct_name} size differs from Rust"
+        );
+        for m in members {
+            let inner = &module.types[m.ty].inner;
+            assert!(
+                matches!(inner, naga::TypeInner::Scalar(s) if s.width == 4),
+                "{family}: {struct_name}.{:?} is not a 32-bit scalar",
+                m.name
+            );
+        }
+        assert_eq!(
+            members.len() * 4,
+            rust_size,
+            "{family}: {struct_name} has padding or arrays"
+        );
+        // And it is what binding 0 holds.
+        assert!(
+            module
+                .global_variables
+                .iter()
+                .any(|(_, g)| g.space == naga::AddressSpace::Uniform
+                    && module.types[g.ty].name.as_deref() == Some(struct_name))
         );
     }
 }
