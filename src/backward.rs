@@ -167,29 +167,32 @@ impl KernelFamily for GumbelSoftmaxBackward {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("softmax_backward")?;
         let layout = gpu.storage_layout("softmax_backward", &[true, true, false, true, false]);
-        let mut p = gpu
-            .pipelines(
-                &module,
-                &layout,
-                &[
-                    "row_per_thread",
-                    "row_per_workgroup",
-                    "segment_partials",
-                    "segment_write",
-                    "row_per_team",
-                ],
-            )?
-            .into_iter();
-        let mut next = || p.next().expect("one pipeline per entry point");
+        let [
+            row_per_thread,
+            row_per_workgroup,
+            segment_partials,
+            segment_write,
+            row_per_team,
+        ] = gpu.pipelines(
+            &module,
+            &layout,
+            [
+                "row_per_thread",
+                "row_per_workgroup",
+                "segment_partials",
+                "segment_write",
+                "row_per_team",
+            ],
+        )?;
         let limits = gpu.limits();
         Ok(GumbelSoftmaxBackward {
             device: gpu.device().clone(),
             layout,
-            row_per_thread: next(),
-            row_per_workgroup: next(),
-            segment_partials: next(),
-            segment_write: next(),
-            row_per_team: next(),
+            row_per_thread,
+            row_per_workgroup,
+            segment_partials,
+            segment_write,
+            row_per_team,
             no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
             max_chunk: gpu.max_binding_elements(),
             align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),

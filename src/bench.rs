@@ -29,7 +29,7 @@ impl KernelFamily for CopyKernel {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("copy")?;
         let layout = gpu.storage_layout("copy", &[true, false]);
-        let pipeline = gpu.pipelines(&module, &layout, &["copy"])?.remove(0);
+        let [pipeline] = gpu.pipelines(&module, &layout, ["copy"])?;
         Ok(CopyKernel {
             device: gpu.device().clone(),
             layout,

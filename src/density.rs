@@ -96,29 +96,32 @@ impl KernelFamily for ConcreteDensity {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("concrete_density")?;
         let layout = gpu.storage_layout("concrete_density", &[true, true, false, false]);
-        let mut p = gpu
-            .pipelines(
-                &module,
-                &layout,
-                &[
-                    "row_per_thread",
-                    "row_per_workgroup",
-                    "row_per_team",
-                    "segment_partials",
-                    "segment_finish",
-                ],
-            )?
-            .into_iter();
-        let mut next = || p.next().expect("one pipeline per entry point");
+        let [
+            row_per_thread,
+            row_per_workgroup,
+            row_per_team,
+            segment_partials,
+            segment_finish,
+        ] = gpu.pipelines(
+            &module,
+            &layout,
+            [
+                "row_per_thread",
+                "row_per_workgroup",
+                "row_per_team",
+                "segment_partials",
+                "segment_finish",
+            ],
+        )?;
         let limits = gpu.limits();
         Ok(ConcreteDensity {
             device: gpu.device().clone(),
             layout,
-            row_per_thread: next(),
-            row_per_workgroup: next(),
-            row_per_team: next(),
-            segment_partials: next(),
-            segment_finish: next(),
+            row_per_thread,
+            row_per_workgroup,
+            row_per_team,
+            segment_partials,
+            segment_finish,
             no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
             max_chunk: gpu.max_binding_elements(),
             align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),

@@ -380,13 +380,14 @@ impl Gpu {
             })
     }
 
-    /// One compute pipeline per entry point of `module`, all sharing `layout`.
-    pub(crate) fn pipelines(
+    /// One compute pipeline per entry point of `module`, all sharing `layout`, in the order of
+    /// `entry_points` (destructure the array by name at the call).
+    pub(crate) fn pipelines<const N: usize>(
         &self,
         module: &wgpu::ShaderModule,
         layout: &wgpu::BindGroupLayout,
-        entry_points: &[&str],
-    ) -> Result<Vec<wgpu::ComputePipeline>, Error> {
+        entry_points: [&str; N],
+    ) -> Result<[wgpu::ComputePipeline; N], Error> {
         self.scoped(|| {
             let pl = self
                 .device
@@ -395,20 +396,17 @@ impl Gpu {
                     bind_group_layouts: &[Some(layout)],
                     immediate_size: 0,
                 });
-            Ok(entry_points
-                .iter()
-                .map(|ep| {
-                    self.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(ep),
-                            layout: Some(&pl),
-                            module,
-                            entry_point: Some(ep),
-                            compilation_options: wgpu::PipelineCompilationOptions::default(),
-                            cache: None,
-                        })
-                })
-                .collect())
+            Ok(entry_points.map(|ep| {
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(ep),
+                        layout: Some(&pl),
+                        module,
+                        entry_point: Some(ep),
+                        compilation_options: wgpu::PipelineCompilationOptions::default(),
+                        cache: None,
+                    })
+            }))
         })
     }
 

@@ -61,25 +61,28 @@ impl KernelFamily for RandomFill {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("random")?;
         let layout = gpu.storage_layout("random", &[false]);
-        let mut p = gpu
-            .pipelines(
-                &module,
-                &layout,
-                &[
-                    "fill_words",
-                    "fill_uniform",
-                    "fill_gumbel",
-                    "transform_uniform",
-                    "transform_gumbel",
-                ],
-            )?
-            .into_iter();
-        let mut next = || p.next().expect("one pipeline per entry point");
+        let [
+            fill_words,
+            fill_uniform,
+            fill_gumbel,
+            transform_uniform,
+            transform_gumbel,
+        ] = gpu.pipelines(
+            &module,
+            &layout,
+            [
+                "fill_words",
+                "fill_uniform",
+                "fill_gumbel",
+                "transform_uniform",
+                "transform_gumbel",
+            ],
+        )?;
         Ok(RandomFill {
             device: gpu.device().clone(),
             layout,
-            fill: [next(), next(), next()],
-            transform: [next(), next()],
+            fill: [fill_words, fill_uniform, fill_gumbel],
+            transform: [transform_uniform, transform_gumbel],
             max_chunk: gpu.max_binding_elements(),
             max_groups: gpu.limits().max_compute_workgroups_per_dimension,
         })

@@ -184,27 +184,24 @@ impl KernelFamily for Sampler {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("sample")?;
         let layout = gpu.storage_layout("sample", &[true, true, false, false]);
-        let mut p = gpu
-            .pipelines(
-                &module,
-                &layout,
-                &[
-                    "sample_thread",
-                    "sample_group",
-                    "sample_partial",
-                    "sample_combine",
-                ],
-            )?
-            .into_iter();
-        let mut next = || p.next().expect("one pipeline per entry point");
+        let [thread, group, partial, combine] = gpu.pipelines(
+            &module,
+            &layout,
+            [
+                "sample_thread",
+                "sample_group",
+                "sample_partial",
+                "sample_combine",
+            ],
+        )?;
         let limits = gpu.limits();
         Ok(Sampler {
             device: gpu.device().clone(),
             layout,
-            thread: next(),
-            group: next(),
-            partial: next(),
-            combine: next(),
+            thread,
+            group,
+            partial,
+            combine,
             dummy_read: gpu.storage_buffer("sample dummy", 16)?,
             dummy_write: gpu.storage_buffer("sample dummy", 16)?,
             max_elements: gpu.max_binding_elements(),

@@ -175,27 +175,24 @@ impl KernelFamily for GumbelSoftmax {
     fn build(gpu: &Gpu) -> Result<Self, Error> {
         let module = gpu.shader_module("softmax")?;
         let layout = gpu.storage_layout("softmax", &[true, true, false, false, false]);
-        let mut p = gpu
-            .pipelines(
-                &module,
-                &layout,
-                &[
-                    "softmax_rows",
-                    "softmax_registers",
-                    "softmax_online",
-                    "softmax_split_partial",
-                    "softmax_split_write",
-                ],
-            )?
-            .into_iter();
-        let mut next = || p.next().expect("one pipeline per entry point");
+        let [rows, registers, online, split_partial, split_write] = gpu.pipelines(
+            &module,
+            &layout,
+            [
+                "softmax_rows",
+                "softmax_registers",
+                "softmax_online",
+                "softmax_split_partial",
+                "softmax_split_write",
+            ],
+        )?;
         Ok(GumbelSoftmax {
             device: gpu.device().clone(),
             layout,
-            rows: next(),
-            registers: next(),
-            online: next(),
-            split: [next(), next()],
+            rows,
+            registers,
+            online,
+            split: [split_partial, split_write],
             no_taus: gpu.storage_buffer("softmax: no taus", 16)?,
             no_status: gpu.storage_buffer("softmax: no status", 16)?,
             no_partials: gpu.storage_buffer("softmax: no partials", STATE_BYTES)?,
