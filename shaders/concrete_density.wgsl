@@ -27,6 +27,7 @@
 #import config
 #import logits
 #import team_reduce
+#import grid
 
 struct DensityParams {
     rows: u32,
@@ -138,14 +139,10 @@ fn finish(r: u32, st: State) {
     out[params.base_out + r] = bitcast<u32>(lp);
 }
 
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg) * WG_SIZE + lid;
+    let r = group_index(wid, nwg) * WG_SIZE + lid;
     if (r >= params.rows) {
         return;
     }
@@ -164,7 +161,7 @@ var<workgroup> shared_states: array<State, WG_SIZE>;
 fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
                      @builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg);
+    let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
     }
@@ -182,7 +179,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
 fn row_per_team(@builtin(local_invocation_index) lid: u32,
                 @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
+    let r = group_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
     let t = lid % params.team;
     var st = empty_state();
     if (r < params.rows) {
@@ -200,7 +197,7 @@ fn row_per_team(@builtin(local_invocation_index) lid: u32,
 fn segment_partials(@builtin(local_invocation_index) lid: u32,
                     @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gi = row_index(wid, nwg);
+    let gi = group_index(wid, nwg);
     if (gi >= params.rows * params.segs) {
         return;
     }
@@ -221,7 +218,7 @@ fn segment_partials(@builtin(local_invocation_index) lid: u32,
 fn segment_finish(@builtin(local_invocation_index) lid: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg) * WG_SIZE + lid;
+    let r = group_index(wid, nwg) * WG_SIZE + lid;
     if (r >= params.rows) {
         return;
     }

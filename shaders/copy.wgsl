@@ -6,6 +6,7 @@
 //   2: storage, read_write  array<vec4<u32>> dst
 // Grid-stride loop over a 2-D grid of workgroups (x fastest).
 #import config
+#import grid
 
 struct CopyParams {
     len4: u32,
@@ -22,7 +23,7 @@ struct CopyParams {
 fn copy(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     let threads = nwg.x * nwg.y * WG_SIZE;
-    var i = (wid.x + wid.y * nwg.x) * WG_SIZE + lid;
+    var i = group_index(wid, nwg) * WG_SIZE + lid;
     for (; i < params.len4; i += threads) {
         dst[i] = src[i];
     }

@@ -11,6 +11,7 @@
 #import config
 #import philox
 #import gumbel
+#import grid
 
 struct RandomParams {
     key_lo: u32,
@@ -27,7 +28,7 @@ struct RandomParams {
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 
 fn invocation_index(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG_SIZE + lid;
+    return group_index(wid, nwg) * WG_SIZE + lid;
 }
 
 // mode 0: words, 1: uniform bits, 2: Gumbel bits.

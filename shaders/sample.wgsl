@@ -38,6 +38,7 @@
 #import philox
 #import gumbel
 #import logits
+#import grid
 
 struct SampleParams {
     key_lo: u32,
@@ -134,10 +135,6 @@ fn row_blocks(r: u32) -> vec2<u32> {
     let first = (params.phase + r * params.k) / 4u;
     let last = (params.phase + r * params.k + params.k - 1u) / 4u;
     return vec2<u32>(first, last + 1u);
-}
-
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
 }
 
 @compute @workgroup_size(WG_SIZE)

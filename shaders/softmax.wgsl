@@ -38,6 +38,7 @@
 #import philox
 #import gumbel
 #import logits
+#import grid
 
 struct SoftmaxParams {
     key_lo: u32,
@@ -338,10 +339,6 @@ fn reduce_group(lid: u32, st: State, row: Row, group: u32) -> State {
 // Workgroup-wide merge: every thread gets the workgroup's state.
 fn reduce(lid: u32, st: State, row: Row) -> State {
     return reduce_group(lid, st, row, WG_SIZE);
-}
-
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
 }
 
 // Many rows of small k: one row per thread, two passes over it (the second hits the cache).

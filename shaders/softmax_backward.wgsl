@@ -43,6 +43,7 @@
 #import gumbel
 #import logits
 #import team_reduce
+#import grid
 
 struct BackwardParams {
     rows: u32,
@@ -282,14 +283,10 @@ fn in_row(n: u32, r: u32) -> bool {
     return n - r * params.k < params.k;
 }
 
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg) * WG_SIZE + lid;
+    let r = group_index(wid, nwg) * WG_SIZE + lid;
     if (r >= params.rows) {
         return;
     }
@@ -393,7 +390,7 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
 fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
                      @builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg);
+    let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
     }
@@ -406,7 +403,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
 fn row_per_team(@builtin(local_invocation_index) lid: u32,
                 @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
+    let r = group_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
     team_row(lid, lid % params.team, params.team, r, r < params.rows);
 }
 
@@ -423,7 +420,7 @@ fn segment_blocks(r: u32, seg: u32) -> vec2<u32> {
 fn segment_partials(@builtin(local_invocation_index) lid: u32,
                     @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gi = row_index(wid, nwg);
+    let gi = group_index(wid, nwg);
     if (gi >= params.rows * params.segs) {
         return;
     }
@@ -450,7 +447,7 @@ fn segment_partials(@builtin(local_invocation_index) lid: u32,
 fn segment_write(@builtin(local_invocation_index) lid: u32,
                  @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gi = row_index(wid, nwg);
+    let gi = group_index(wid, nwg);
     if (gi >= params.rows * params.segs) {
         return;
     }

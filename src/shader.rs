@@ -78,6 +78,7 @@ pub fn uniform_params() -> Vec<(&'static str, &'static str, usize)> {
 const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
+    ("grid", include_str!("../shaders/common/grid.wgsl")),
     ("logits", include_str!("../shaders/common/logits.wgsl")),
     (
         "team_reduce",
