@@ -34,7 +34,7 @@
 //! Every path regenerates the noise in registers, four entries per Philox call, and reduces in
 //! workgroup memory (no subgroup operations).
 
-use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
+use crate::gpu::{KernelFamily, aligned_binding, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream, Temperature};
@@ -218,25 +218,6 @@ pub(crate) fn rows_per_chunk(
     Ok(fit.min(rows))
 }
 
-/// Binds elements `e0 .. e0 + n` (of `bytes` each) of `buffer` from the aligned offset at or
-/// before `e0`; returns the binding and the index of element `e0` inside it.
-pub(crate) fn binding(
-    buffer: &wgpu::Buffer,
-    e0: u64,
-    n: u64,
-    bytes: u64,
-    align: u64,
-) -> (wgpu::BindingResource<'_>, u32) {
-    let offset = e0 * bytes / align * align;
-    let end = ((e0 + n) * bytes).next_multiple_of(4);
-    let resource = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer,
-        offset,
-        size: wgpu::BufferSize::new((end - offset).max(4)),
-    });
-    (resource, (e0 - offset / bytes) as u32)
-}
-
 impl GumbelSoftmaxBackward {
     /// Records the backward pass of `args` into `encoder`. Never submits. Inputs larger than one
     /// storage binding are split into dispatches of whole rows (the stream advances with them).
@@ -320,9 +301,8 @@ impl GumbelSoftmaxBackward {
             let mut r0 = 0u64;
             while r0 < args.rows {
                 let rows = chunk_rows.min(args.rows - r0);
-                let [key_lo, key_hi] = stream.key();
-                let s = stream.advance(r0 * k);
-                let block0 = s.offset / 4;
+                let [key_lo, key_hi, block0_lo, block0_hi, phase] =
+                    stream.advance(r0 * k).kernel_words();
                 let mut params = BackwardParams {
                     rows: rows as u32,
                     k: args.k,
@@ -330,9 +310,9 @@ impl GumbelSoftmaxBackward {
                     format: format.code(),
                     key_lo,
                     key_hi,
-                    block0_lo: block0 as u32,
-                    block0_hi: (block0 >> 32) as u32,
-                    phase: (s.offset % 4) as u32,
+                    block0_lo,
+                    block0_hi,
+                    phase,
                     tau: fixed_tau,
                     inv_tau: (1.0 / tau) as f32,
                     clamp_half: -(60.0 * tau).min(1.7e38) as f32,
@@ -356,15 +336,15 @@ impl GumbelSoftmaxBackward {
                 let (gx, gy) = grid(groups, self.max_groups);
                 let e0 = r0 * k;
                 let n = rows * k;
-                let (input_res, base_logits) = binding(input, e0, n, format.bytes(), align);
-                let (grad_res, base) = binding(args.grad, e0, n, 4, align);
-                let (out_res, _) = binding(args.out, e0, n, 4, align);
+                let (input_res, base_logits) = aligned_binding(input, e0, n, format.bytes(), align);
+                let (grad_res, base) = aligned_binding(args.grad, e0, n, 4, align);
+                let (out_res, _) = aligned_binding(args.out, e0, n, 4, align);
                 params.base_logits = base_logits;
                 params.base = base;
                 // Without per-row temperatures binding 4 is unused: any 4 bytes will do.
                 let (taus_res, base_row) = match taus {
-                    Some(b) => binding(b, r0, rows, 4, align),
-                    None => binding(args.grad, 0, 1, 4, align),
+                    Some(b) => aligned_binding(b, r0, rows, 4, align),
+                    None => aligned_binding(args.grad, 0, 1, 4, align),
                 };
                 params.base_row = base_row;
                 let partials = if path == RowPath::SplitRows {
@@ -388,19 +368,19 @@ impl GumbelSoftmaxBackward {
                         },
                         wgpu::BindGroupEntry {
                             binding: 1,
-                            resource: input_res,
+                            resource: wgpu::BindingResource::Buffer(input_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 2,
-                            resource: grad_res,
+                            resource: wgpu::BindingResource::Buffer(grad_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 3,
-                            resource: out_res,
+                            resource: wgpu::BindingResource::Buffer(out_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 4,
-                            resource: taus_res,
+                            resource: wgpu::BindingResource::Buffer(taus_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 5,

@@ -22,9 +22,9 @@
 //! over workgroups of 4096 entries whose partial states a second, tiny pass merges.
 
 use crate::backward::{
-    ROW_PER_TEAM_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K, TEAM_SIZE, binding, rows_per_chunk,
+    ROW_PER_TEAM_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K, TEAM_SIZE, rows_per_chunk,
 };
-use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
+use crate::gpu::{KernelFamily, aligned_binding, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, ROW_PER_THREAD_MAX_K};
@@ -186,9 +186,9 @@ impl ConcreteDensity {
                 let rows = chunk_rows.min(args.rows - r0);
                 let (e0, n) = (r0 * k, rows * k);
                 let (logits_res, base_logits) =
-                    binding(args.logits, e0, n, args.format.bytes(), align);
-                let (log_y_res, base) = binding(args.log_y, e0, n, 4, align);
-                let (out_res, base_out) = binding(args.out, r0, rows, 4, align);
+                    aligned_binding(args.logits, e0, n, args.format.bytes(), align);
+                let (log_y_res, base) = aligned_binding(args.log_y, e0, n, 4, align);
+                let (out_res, base_out) = aligned_binding(args.out, r0, rows, 4, align);
                 let params = DensityParams {
                     rows: rows as u32,
                     k: args.k,
@@ -245,15 +245,15 @@ impl ConcreteDensity {
                         },
                         wgpu::BindGroupEntry {
                             binding: 1,
-                            resource: logits_res,
+                            resource: wgpu::BindingResource::Buffer(logits_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 2,
-                            resource: log_y_res,
+                            resource: wgpu::BindingResource::Buffer(log_y_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 3,
-                            resource: out_res,
+                            resource: wgpu::BindingResource::Buffer(out_res),
                         },
                         wgpu::BindGroupEntry {
                             binding: 4,

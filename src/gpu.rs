@@ -572,3 +572,24 @@ pub(crate) fn check_storage(what: &str, buffer: &wgpu::Buffer, bytes: u64) -> Re
     }
     Ok(())
 }
+
+/// Binds elements `e0 .. e0 + n` (of `bytes` each) of `buffer` from the aligned offset at or
+/// before `e0` (`align` bytes, the device's storage offset alignment); returns the binding and
+/// the index of element `e0` inside it, which the kernel adds to its element indices. This lets
+/// row chunks start anywhere, whatever `k` and the element size.
+pub(crate) fn aligned_binding(
+    buffer: &wgpu::Buffer,
+    e0: u64,
+    n: u64,
+    bytes: u64,
+    align: u64,
+) -> (wgpu::BufferBinding<'_>, u32) {
+    let offset = e0 * bytes / align * align;
+    let end = ((e0 + n) * bytes).next_multiple_of(4);
+    let binding = wgpu::BufferBinding {
+        buffer,
+        offset,
+        size: wgpu::BufferSize::new((end - offset).max(4)),
+    };
+    (binding, (e0 - offset / bytes) as u32)
+}

@@ -89,6 +89,20 @@ impl Stream {
         [self.seed as u32, (self.seed >> 32) as u32]
     }
 
+    /// The stream as the kernels receive it (`shaders/common/philox.wgsl`): the key halves, the
+    /// first block `offset / 4` as (lo, hi), and the phase `offset % 4`.
+    pub(crate) const fn kernel_words(self) -> [u32; 5] {
+        let block0 = self.offset / 4;
+        let [key_lo, key_hi] = self.key();
+        [
+            key_lo,
+            key_hi,
+            block0 as u32,
+            (block0 >> 32) as u32,
+            (self.offset % 4) as u32,
+        ]
+    }
+
     /// Word `n` of the stream (see the contract above).
     pub fn word(self, n: u64) -> u32 {
         let m = self.offset.wrapping_add(n);

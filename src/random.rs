@@ -33,14 +33,13 @@ pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<RandomParams>();
 
 impl RandomParams {
     fn new(stream: Stream, len: u32) -> Self {
-        let [key_lo, key_hi] = stream.key();
-        let block0 = stream.offset / 4;
+        let [key_lo, key_hi, block0_lo, block0_hi, phase] = stream.kernel_words();
         RandomParams {
             key_lo,
             key_hi,
-            block0_lo: block0 as u32,
-            block0_hi: (block0 >> 32) as u32,
-            phase: (stream.offset % 4) as u32,
+            block0_lo,
+            block0_hi,
+            phase,
             len,
             _pad: [0; 2],
         }

@@ -39,7 +39,7 @@
 //! (e.g. `top = 1024` of 65536). On llvmpipe, [`Sampler::record`] estimates the count and returns
 //! [`Error::Unsupported`] past the budget instead of a wrong answer; other drivers have no cap.
 
-use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
+use crate::gpu::{KernelFamily, aligned_binding, check_storage, grid, params_buffer, scoped};
 use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream};
@@ -212,13 +212,6 @@ impl KernelFamily for Sampler {
     }
 }
 
-/// A binding of `len` bytes of `buffer` from byte `start`: the binding starts at the aligned
-/// offset below `start`, and the kernel skips the `shift` elements (of `elem` bytes) in between.
-struct Window<'a> {
-    binding: wgpu::BufferBinding<'a>,
-    shift: u32,
-}
-
 impl Sampler {
     /// The path [`Sampler::record`] takes for `shape` (forced strategies are returned as given,
     /// `SplitRow { chunks: 0 }` with its chunk count filled in).
@@ -359,19 +352,6 @@ impl Sampler {
         })
     }
 
-    fn window<'a>(&self, buffer: &'a wgpu::Buffer, start: u64, len: u64, elem: u64) -> Window<'a> {
-        let base = start / self.align * self.align;
-        let size = (start - base + len).next_multiple_of(4);
-        Window {
-            binding: wgpu::BufferBinding {
-                buffer,
-                offset: base,
-                size: wgpu::BufferSize::new(size),
-            },
-            shift: ((start - base) / elem) as u32,
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn record_dispatch(
         &self,
@@ -386,9 +366,9 @@ impl Sampler {
     ) -> Result<(), Error> {
         let (k, top) = (shape.k, u64::from(shape.top));
         let bpe = shape.format.bytes();
-        let lw = self.window(logits, r0 * k * bpe, n * k * bpe, bpe);
-        let ow = self.window(out, r0 * top * 4, n * top * 4, 4);
-        let tw = temperatures.map(|t| self.window(t, r0 * 4, n * 4, 4));
+        let (logits_binding, logit_base) = aligned_binding(logits, r0 * k, n * k, bpe, self.align);
+        let (out_binding, out_base) = aligned_binding(out, r0 * top, n * top, 4, self.align);
+        let tw = temperatures.map(|t| aligned_binding(t, r0, n, 4, self.align));
         let chunks = match strategy {
             SampleStrategy::SplitRow { chunks } => chunks,
             _ => 1,
@@ -408,28 +388,27 @@ impl Sampler {
             }
             _ => None,
         };
-        let [key_lo, key_hi] = stream.key();
-        let block0 = stream.offset / 4;
+        let [key_lo, key_hi, block0_lo, block0_hi, phase] = stream.kernel_words();
         let params = SampleParams {
             key_lo,
             key_hi,
-            block0_lo: block0 as u32,
-            block0_hi: (block0 >> 32) as u32,
-            phase: (stream.offset % 4) as u32,
+            block0_lo,
+            block0_hi,
+            phase,
             rows: n as u32,
             k: k as u32,
             top: top as u32,
             format: shape.format.code(),
             has_temps: u32::from(tw.is_some()),
             chunks,
-            logit_base: lw.shift,
-            temp_base: tw.as_ref().map_or(0, |t| t.shift),
-            out_base: ow.shift,
+            logit_base,
+            temp_base: tw.as_ref().map_or(0, |t| t.1),
+            out_base,
             seg,
             _pad: 0,
         };
         let uniform = params_buffer(&self.device, &params)?;
-        let temps = tw.map_or(self.dummy_read.as_entire_buffer_binding(), |t| t.binding);
+        let temps = tw.map_or(self.dummy_read.as_entire_buffer_binding(), |t| t.0);
         let scratch_binding = scratch
             .as_ref()
             .map_or(self.dummy_write.as_entire_buffer_binding(), |s| {
@@ -445,7 +424,7 @@ impl Sampler {
                 },
                 wgpu::BindGroupEntry {
                     binding: 1,
-                    resource: wgpu::BindingResource::Buffer(lw.binding),
+                    resource: wgpu::BindingResource::Buffer(logits_binding),
                 },
                 wgpu::BindGroupEntry {
                     binding: 2,
@@ -453,7 +432,7 @@ impl Sampler {
                 },
                 wgpu::BindGroupEntry {
                     binding: 3,
-                    resource: wgpu::BindingResource::Buffer(ow.binding),
+                    resource: wgpu::BindingResource::Buffer(out_binding),
                 },
                 wgpu::BindGroupEntry {
                     binding: 4,

@@ -332,8 +332,7 @@ impl GumbelSoftmax {
     ) -> Result<(), Error> {
         let k = job.k;
         let stream = job.stream.advance(row0 * k);
-        let [key_lo, key_hi] = stream.key();
-        let block0 = stream.offset / 4;
+        let [key_lo, key_hi, block0_lo, block0_hi, phase] = stream.kernel_words();
         let group = register_group(k);
         // Split kernels: segments of SEG_BLOCKS Philox blocks; a row spans <= (k + 6) / 4.
         let segments = match strategy {
@@ -347,9 +346,9 @@ impl GumbelSoftmax {
         let params = SoftmaxParams {
             key_lo,
             key_hi,
-            block0_lo: block0 as u32,
-            block0_hi: (block0 >> 32) as u32,
-            phase: (stream.offset % 4) as u32,
+            block0_lo,
+            block0_hi,
+            phase,
             rows: rows as u32,
             k: k as u32,
             format: job.format.code(),
