@@ -64,6 +64,7 @@ mod schedule;
 #[doc(hidden)]
 pub mod shader;
 mod softmax;
+mod tokens;
 
 pub use backward::{BackwardArgs, BackwardInput, BackwardSlice, GradSpace, GumbelSoftmaxBackward};
 // Path thresholds and knobs the tests use to reach every kernel.
@@ -87,3 +88,4 @@ pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
+pub use tokens::{MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeResult, TokenSampling};
