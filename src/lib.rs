@@ -88,4 +88,7 @@ pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
-pub use tokens::{MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeResult, TokenSampling};
+pub use tokens::{
+    MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeResult, TokenJob, TokenRowParams,
+    TokenSampler, TokenSampling,
+};

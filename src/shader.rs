@@ -50,6 +50,7 @@ pub const KERNELS: &[(&str, &str)] = &[
         "concrete_density",
         include_str!("../shaders/concrete_density.wgsl"),
     ),
+    ("tokens", include_str!("../shaders/tokens.wgsl")),
 ];
 
 /// Each kernel family's uniform parameter struct: (family, struct name in WGSL and Rust, size of
@@ -71,6 +72,7 @@ pub fn uniform_params() -> Vec<(&'static str, &'static str, usize)> {
             "DensityParams",
             crate::density::PARAMS_SIZE,
         ),
+        ("tokens", "TokenParams", crate::tokens::PARAMS_SIZE),
     ]
 }
 

@@ -243,3 +243,463 @@ pub(crate) fn check_speculative(
     }
     Ok((rows, n))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The GPU family.
+
+use crate::Gpu;
+use crate::gpu::{KernelFamily, grid, params_buffer, scoped};
+use crate::logits::{LogitsFormat, LogitsSlice, check_shape};
+use crate::shader::WG_SIZE;
+use std::sync::Arc;
+
+/// One row's parameters on the device (8 words, the layout `shaders/tokens.wgsl` reads): a
+/// decode loop keeps `rows` of them in a buffer and updates them on the device (e.g. the stream
+/// offsets, advanced by `k` per step) without reading back.
+///
+/// The kernel never fails on device data: a temperature that is not > 0 (or NaN) samples
+/// greedily, `top_k` 0 or >= k, `top_p` >= 1 or NaN, and `min_p` <= 0 or NaN are off, a `top_p`
+/// <= 0 keeps one token and a `min_p` >= 1 keeps the largest logit(s).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TokenRowParams {
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Top-k (0 = off).
+    pub top_k: u32,
+    /// Top-p (1 = off).
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    pub min_p: f32,
+    /// Low 32 bits of the row's stream seed.
+    pub seed_lo: u32,
+    /// High 32 bits of the seed.
+    pub seed_hi: u32,
+    /// Low 32 bits of the row's stream offset (its word 0).
+    pub offset_lo: u32,
+    /// High 32 bits of the offset.
+    pub offset_hi: u32,
+}
+
+impl TokenRowParams {
+    /// The device form of a row's parameters and stream.
+    pub fn new(row: RowSampling, stream: Stream) -> Self {
+        TokenRowParams {
+            temperature: row.temperature,
+            top_k: row.top_k,
+            top_p: row.top_p,
+            min_p: row.min_p,
+            seed_lo: stream.seed as u32,
+            seed_hi: (stream.seed >> 32) as u32,
+            offset_lo: stream.offset as u32,
+            offset_hi: (stream.offset >> 32) as u32,
+        }
+    }
+
+    /// Every row of a slice-level parameter set (checked first).
+    pub fn rows(params: &TokenSampling<'_>, rows: usize) -> Result<Vec<Self>, Error> {
+        params.check(rows)?;
+        Ok((0..rows)
+            .map(|r| TokenRowParams::new(params.row(r), params.streams[r]))
+            .collect())
+    }
+}
+
+/// A buffer-level token-sampling job for [`TokenSampler::record`]. Every slice's offset must be
+/// a multiple of 4 and its buffer have `STORAGE` usage.
+#[derive(Clone, Debug)]
+pub struct TokenJob<'a> {
+    /// `rows x k` logits, row-major, in `format` (f16 / bf16 packed two per word).
+    pub logits: wgpu::BufferSlice<'a>,
+    /// Element format of `logits`.
+    pub format: LogitsFormat,
+    /// Rows.
+    pub rows: u64,
+    /// Categories per row.
+    pub k: u64,
+    /// `rows` [`TokenRowParams`].
+    pub row_params: wgpu::BufferSlice<'a>,
+    /// Receives `rows` u32 tokens ([`crate::NO_INDEX`] for a row with a NaN, a +inf or only -inf).
+    pub tokens: wgpu::BufferSlice<'a>,
+    /// Receives `rows` f32: `log_softmax(l)[token]` of the raw logits (NaN for bad rows).
+    pub logprobs: Option<wgpu::BufferSlice<'a>>,
+    /// `n` of the top-n log-probabilities, `0..=20` (with `top`).
+    pub top_n: u32,
+    /// Receives `rows * top_n` pairs of words (index, f32 log-probability bits): the `n` largest
+    /// raw logits, decreasing, ties to the lower index.
+    pub top: Option<wgpu::BufferSlice<'a>>,
+    /// Receives `rows` u32 statuses: 0, or one of [`TokenSampler::STATUS_NAN`],
+    /// [`TokenSampler::STATUS_POS_INF`], [`TokenSampler::STATUS_ALL_MASKED`].
+    pub status: Option<wgpu::BufferSlice<'a>>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct TokenParams {
+    rows: u32,
+    k: u32,
+    format: u32,
+    logit_base: u32,
+    row_base: u32,
+    token_base: u32,
+    logprob_base: u32,
+    top_base: u32,
+    status_base: u32,
+    n_top: u32,
+    outputs: u32,
+    idx_rounds: u32,
+}
+
+/// Size of `TokenParams`, checked against the WGSL struct by `tests/shaders.rs`.
+pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<TokenParams>();
+
+const OUT_LOGPROB: u32 = 1;
+const OUT_TOP: u32 = 2;
+const OUT_STATUS: u32 = 4;
+
+/// The token-sampling kernel (`shaders/tokens.wgsl`): one workgroup per row.
+pub struct TokenSampler {
+    device: wgpu::Device,
+    layout: wgpu::BindGroupLayout,
+    row: wgpu::ComputePipeline,
+    dummy: wgpu::Buffer,
+    max_elements: u64,
+    align: u64,
+    max_groups: u32,
+    loop_budget: Option<u64>,
+}
+
+impl KernelFamily for TokenSampler {
+    fn build(gpu: &Gpu) -> Result<Self, Error> {
+        let module = gpu.shader_module("tokens")?;
+        let layout = gpu.storage_layout("tokens", &[true, true, false, false, false, false]);
+        let [row] = gpu.pipelines(&module, &layout, ["tokens_row"])?;
+        let limits = gpu.limits();
+        Ok(TokenSampler {
+            device: gpu.device().clone(),
+            layout,
+            row,
+            dummy: gpu.storage_buffer("tokens dummy", 16)?,
+            max_elements: gpu.max_binding_elements(),
+            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
+            max_groups: limits.max_compute_workgroups_per_dimension,
+            loop_budget: gpu.loop_budget(),
+        })
+    }
+}
+
+/// Checks that `slice` (argument `what`) can be bound as storage and holds `bytes` bytes.
+fn check_slice(what: &str, slice: &wgpu::BufferSlice<'_>, bytes: u64) -> Result<(), Error> {
+    if !slice.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the buffer lacks BufferUsages::STORAGE"
+        )));
+    }
+    if !slice.offset().is_multiple_of(4) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the slice starts at byte {}, not a multiple of 4",
+            slice.offset()
+        )));
+    }
+    if slice.size() < bytes {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the slice holds {} bytes; {bytes} are needed",
+            slice.size()
+        )));
+    }
+    Ok(())
+}
+
+/// Rounds of 8-bit index digits the select needs to tell `k` indices apart.
+fn index_rounds(k: u64) -> u32 {
+    let bits = 64 - (k.max(1) - 1).leading_zeros();
+    bits.div_ceil(8)
+}
+
+/// Loop iterations one invocation runs with every filter and `n` top log-probabilities on (see
+/// the pass count in `shaders/tokens.wgsl`): passes times elements per invocation, plus the
+/// reductions and the select's histogram scans.
+fn loop_iterations(k: u64, n: u64) -> u64 {
+    let per_pass = k.div_ceil(u64::from(WG_SIZE));
+    let r = u64::from(index_rounds(k));
+    let passes = 1 + (4 + r) + (1 + 8 + r) + 1;
+    // Insertion into the top-n list: at most n moves per element.
+    passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16
+}
+
+impl TokenSampler {
+    /// Status of a row holding a NaN logit.
+    pub const STATUS_NAN: u32 = 1;
+    /// Status of a row holding a +inf logit (its softmax is undefined).
+    pub const STATUS_POS_INF: u32 = 2;
+    /// Status of a row whose logits are all -inf.
+    pub const STATUS_ALL_MASKED: u32 = 3;
+
+    /// Binds elements `first .. first + n` (of `bytes` each) of `slice` from the device-aligned
+    /// offset at or below; returns the binding and the element index where the range starts.
+    fn window<'a>(
+        &self,
+        slice: &wgpu::BufferSlice<'a>,
+        first: u64,
+        n: u64,
+        bytes: u64,
+    ) -> (wgpu::BufferBinding<'a>, u32) {
+        let start = slice.offset() + first * bytes;
+        let offset = start / self.align * self.align;
+        let end = (start + n * bytes).next_multiple_of(4);
+        (
+            wgpu::BufferBinding {
+                buffer: slice.buffer(),
+                offset,
+                size: wgpu::BufferSize::new((end - offset).max(4)),
+            },
+            ((start - offset) / bytes) as u32,
+        )
+    }
+
+    /// Records token sampling (see the module docs) into `encoder`; never submits. Every
+    /// per-row parameter comes from `job.row_params` on the device, so a decode loop records
+    /// step after step without reading back. Rows with a NaN, a +inf or only -inf logits get
+    /// [`crate::NO_INDEX`] and a status (no host scan).
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'_>,
+    ) -> Result<(), Error> {
+        let (rows, k) = (job.rows, job.k);
+        if k == 0 {
+            return Err(Error::InvalidArgument(
+                "k (categories per row) must be at least 1".into(),
+            ));
+        }
+        if k > u64::from(u32::MAX) / 2 {
+            return Err(Error::TooLarge(format!("rows of {k} logits")));
+        }
+        let n = u64::from(job.top_n);
+        if n > MAX_LOGPROBS as u64 || n > k {
+            return Err(Error::InvalidArgument(format!(
+                "top_n = {n} must be at most {MAX_LOGPROBS} and at most k = {k}"
+            )));
+        }
+        if n > 0 && job.top.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "top: top_n = {n} needs a buffer for the top log-probabilities"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let too_large = || Error::TooLarge(format!("{rows} rows of {k} logits"));
+        let len = rows.checked_mul(k).ok_or_else(too_large)?;
+        check_slice("logits", &job.logits, job.format.buffer_bytes(len))?;
+        check_slice("row_params", &job.row_params, rows * 32)?;
+        check_slice("tokens", &job.tokens, rows * 4)?;
+        if let Some(s) = &job.logprobs {
+            check_slice("logprobs", s, rows * 4)?;
+        }
+        if let Some(s) = &job.top {
+            check_slice("top", s, rows * n * 8)?;
+        }
+        if let Some(s) = &job.status {
+            check_slice("status", s, rows * 4)?;
+        }
+        if let Some(budget) = self.loop_budget {
+            let it = loop_iterations(k, n);
+            if it > budget {
+                return Err(Error::Unsupported(format!(
+                    "token sampling of rows of {k} logits takes about {it} loop iterations per \
+                     invocation; this driver (llvmpipe) silently stops loops after {budget}: use \
+                     a GPU"
+                )));
+            }
+        }
+        // Whole rows per dispatch: each window must fit one binding.
+        let cap = self.max_elements.saturating_sub(self.align / 4);
+        let per_row = (k * job.format.bytes()).div_ceil(4).max(2 * n).max(8) + 1;
+        let rows_per_dispatch = (cap / per_row).min(u64::from(u32::MAX));
+        if rows_per_dispatch == 0 {
+            return Err(Error::TooLarge(format!(
+                "a row of {k} logits exceeds one storage binding on this device"
+            )));
+        }
+        scoped(&self.device, || {
+            let mut r0 = 0;
+            while r0 < rows {
+                let m = (rows - r0).min(rows_per_dispatch);
+                self.record_dispatch(encoder, job, r0, m)?;
+                r0 += m;
+            }
+            Ok(())
+        })
+    }
+
+    fn record_dispatch<'a>(
+        &'a self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'a>,
+        r0: u64,
+        m: u64,
+    ) -> Result<(), Error> {
+        let (k, n) = (job.k, u64::from(job.top_n));
+        let (logits, logit_base) = self.window(&job.logits, r0 * k, m * k, job.format.bytes());
+        let (rowp, row_base) = self.window(&job.row_params, r0 * 8, m * 8, 4);
+        let (tokens, token_base) = self.window(&job.tokens, r0, m, 4);
+        let dummy = || (self.dummy.as_entire_buffer_binding(), 0);
+        let opt = |s: &Option<wgpu::BufferSlice<'a>>, per: u64| {
+            s.as_ref().map(|s| self.window(s, r0 * per, m * per, 4))
+        };
+        let lp = opt(&job.logprobs, 1);
+        let top = if n > 0 { opt(&job.top, 2 * n) } else { None };
+        let st = opt(&job.status, 1);
+        let outputs = lp.as_ref().map_or(0, |_| OUT_LOGPROB)
+            | top.as_ref().map_or(0, |_| OUT_TOP)
+            | st.as_ref().map_or(0, |_| OUT_STATUS);
+        let (lp, logprob_base) = lp.unwrap_or_else(dummy);
+        let (top, top_base) = top.unwrap_or_else(dummy);
+        let (st, status_base) = st.unwrap_or_else(dummy);
+        let params = TokenParams {
+            rows: m as u32,
+            k: k as u32,
+            format: job.format.code(),
+            logit_base,
+            row_base,
+            token_base,
+            logprob_base,
+            top_base,
+            status_base,
+            n_top: n as u32,
+            outputs,
+            idx_rounds: index_rounds(k),
+        };
+        let uniform = params_buffer(&self.device, &params)?;
+        let resources = [
+            uniform.as_entire_buffer_binding(),
+            logits,
+            rowp,
+            tokens,
+            lp,
+            top,
+            st,
+        ];
+        let entries: Vec<_> = resources
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(b),
+            })
+            .collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("tokens"),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        let (gx, gy) = grid(m as u32, self.max_groups);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("tokens"),
+            timestamp_writes: None,
+        });
+        pass.set_bind_group(0, &bind, &[]);
+        pass.set_pipeline(&self.row);
+        pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
+    }
+}
+
+impl Gpu {
+    /// The token-sampling kernel of this device (built on first use).
+    pub fn token_sampler(&self) -> Result<Arc<TokenSampler>, Error> {
+        self.family::<TokenSampler>()
+    }
+
+    /// Token sampling for language models (blocking): per row of `k` f32 logits, temperature,
+    /// min-p, top-k and top-p, then a Gumbel-max draw over the kept set from the row's own
+    /// stream, and the raw log-probabilities (see the [`crate::tokens`] module docs for the
+    /// semantics, [`crate::cpu::sample_tokens`] for the reference).
+    ///
+    /// `Err` naming the argument for parameters out of their domain or counts that are not one
+    /// per row, `logprobs > 20` or `> k`; naming the row for a NaN, a +inf, only -inf logits, or
+    /// an `l / t` that overflows f32.
+    ///
+    /// ```
+    /// use gumbel_wgpu::{Gpu, Stream, TokenSampling};
+    /// let gpu = Gpu::new()?;
+    /// let logits = [0.0, 2.0, 1.0, -1.0, 3.0, 0.5];
+    /// let params = TokenSampling {
+    ///     temperature: &[0.8, 0.0],
+    ///     top_k: &[2, 0],
+    ///     streams: &[Stream::new(7), Stream::new(8)],
+    ///     logprobs: 1,
+    ///     ..Default::default()
+    /// };
+    /// let out = gpu.sample_tokens(&logits, 3, &params)?;
+    /// assert!(out.tokens[0] == 1 || out.tokens[0] == 2); // top-2 of row 0
+    /// assert_eq!(out.tokens[1], 1); // greedy
+    /// assert_eq!(out.top_tokens, [1, 1]);
+    /// # Ok::<(), gumbel_wgpu::Error>(())
+    /// ```
+    pub fn sample_tokens(
+        &self,
+        logits: &[f32],
+        k: usize,
+        params: &TokenSampling<'_>,
+    ) -> Result<SampledTokens, Error> {
+        self.sample_tokens_with(LogitsSlice::F32(logits), k, params)
+    }
+
+    /// [`Gpu::sample_tokens`] with f32, f16 or bf16 logits.
+    pub fn sample_tokens_with(
+        &self,
+        logits: LogitsSlice<'_>,
+        k: usize,
+        params: &TokenSampling<'_>,
+    ) -> Result<SampledTokens, Error> {
+        let rows = check_shape(logits.len(), k)?;
+        let row_params = TokenRowParams::rows(params, rows)?;
+        let n = params.logprobs;
+        if n > k {
+            return Err(Error::InvalidArgument(format!(
+                "logprobs = {n} exceeds k = {k}"
+            )));
+        }
+        check_token_logits(logits.values(), k, params.temperature)?;
+        if rows == 0 {
+            return Ok(SampledTokens::default());
+        }
+        let kernels = self.token_sampler()?;
+        let buf = self.upload("logits", &logits.words())?;
+        let rp = self.upload("row params", &row_params)?;
+        let tokens = self.storage_buffer("tokens", rows as u64 * 4)?;
+        let lp = self.storage_buffer("logprobs", rows as u64 * 4)?;
+        let top = self.storage_buffer("top", (rows * n * 8).max(4) as u64)?;
+        self.submit(|enc| {
+            kernels.record(
+                enc,
+                &TokenJob {
+                    logits: buf.slice(..),
+                    format: logits.format(),
+                    rows: rows as u64,
+                    k: k as u64,
+                    row_params: rp.slice(..),
+                    tokens: tokens.slice(..),
+                    logprobs: Some(lp.slice(..)),
+                    top_n: n as u32,
+                    top: (n > 0).then(|| top.slice(..)),
+                    status: None,
+                },
+            )
+        })?;
+        let pairs: Vec<u32> = self.read_buffer(&top, rows * n * 2)?;
+        Ok(SampledTokens {
+            tokens: self.read_buffer(&tokens, rows)?,
+            logprobs: self.read_buffer(&lp, rows)?,
+            top_tokens: pairs.iter().step_by(2).copied().collect(),
+            top_logprobs: pairs
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .map(|&b| f32::from_bits(b))
+                .collect(),
+        })
+    }
+}
