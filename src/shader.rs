@@ -51,6 +51,7 @@ pub const KERNELS: &[(&str, &str)] = &[
         include_str!("../shaders/concrete_density.wgsl"),
     ),
     ("tokens", include_str!("../shaders/tokens.wgsl")),
+    ("speculative", include_str!("../shaders/speculative.wgsl")),
 ];
 
 /// Each kernel family's uniform parameter struct: (family, struct name in WGSL and Rust, size of
@@ -73,6 +74,7 @@ pub fn uniform_params() -> Vec<(&'static str, &'static str, usize)> {
             crate::density::PARAMS_SIZE,
         ),
         ("tokens", "TokenParams", crate::tokens::PARAMS_SIZE),
+        ("speculative", "SpecParams", crate::tokens::SPEC_PARAMS_SIZE),
     ]
 }
 

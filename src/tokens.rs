@@ -241,6 +241,15 @@ pub(crate) fn check_speculative(
             )));
         }
     }
+    for (c, law) in target_probs.chunks(k).enumerate() {
+        if !law.iter().any(|&x| x > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "target_probs: row {} position {} has no positive probability",
+                c / (n + 1),
+                c % (n + 1)
+            )));
+        }
+    }
     Ok((rows, n))
 }
 
@@ -700,6 +709,289 @@ impl Gpu {
                 .step_by(2)
                 .map(|&b| f32::from_bits(b))
                 .collect(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Speculative verification.
+
+/// A stream as the 4 words a device buffer of streams holds per row: seed lo, seed hi, offset
+/// lo, offset hi.
+pub fn stream_words(stream: Stream) -> [u32; 4] {
+    [
+        stream.seed as u32,
+        (stream.seed >> 32) as u32,
+        stream.offset as u32,
+        (stream.offset >> 32) as u32,
+    ]
+}
+
+/// A buffer-level speculative verification job for [`SpeculativeVerifier::record`] (see
+/// [`crate::cpu::verify_speculative`] for the rule and the stream words used).
+#[derive(Clone, Debug)]
+pub struct SpeculativeJob<'a> {
+    /// Rows.
+    pub rows: u64,
+    /// Drafts per row.
+    pub n: u64,
+    /// Categories.
+    pub k: u64,
+    /// `rows * n` u32 draft tokens (a token >= k ends its row: nothing is emitted, the slot
+    /// holds [`crate::NO_INDEX`]).
+    pub draft_tokens: wgpu::BufferSlice<'a>,
+    /// `rows x n x k` f32 draft probabilities.
+    pub draft_probs: wgpu::BufferSlice<'a>,
+    /// `rows x (n + 1) x k` f32 target probabilities.
+    pub target_probs: wgpu::BufferSlice<'a>,
+    /// `rows` streams, 4 words each ([`stream_words`]).
+    pub streams: wgpu::BufferSlice<'a>,
+    /// Receives `rows` u32 counts of accepted drafts.
+    pub accepted: wgpu::BufferSlice<'a>,
+    /// Receives `rows * (n + 1)` u32: accepted drafts, the emitted token, then `NO_INDEX`.
+    pub tokens: wgpu::BufferSlice<'a>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SpecParams {
+    rows: u32,
+    k: u32,
+    n: u32,
+    draft_base: u32,
+    q_base: u32,
+    p_base: u32,
+    stream_base: u32,
+    accepted_base: u32,
+    out_base: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+/// Size of `SpecParams`, checked against the WGSL struct by `tests/shaders.rs`.
+pub(crate) const SPEC_PARAMS_SIZE: usize = std::mem::size_of::<SpecParams>();
+
+/// The speculative verification kernel (`shaders/speculative.wgsl`): one workgroup per row.
+pub struct SpeculativeVerifier {
+    device: wgpu::Device,
+    layout: wgpu::BindGroupLayout,
+    row: wgpu::ComputePipeline,
+    max_elements: u64,
+    align: u64,
+    max_groups: u32,
+    loop_budget: Option<u64>,
+}
+
+impl KernelFamily for SpeculativeVerifier {
+    fn build(gpu: &Gpu) -> Result<Self, Error> {
+        let module = gpu.shader_module("speculative")?;
+        let layout = gpu.storage_layout("speculative", &[true, true, true, true, false, false]);
+        let [row] = gpu.pipelines(&module, &layout, ["verify_row"])?;
+        let limits = gpu.limits();
+        Ok(SpeculativeVerifier {
+            device: gpu.device().clone(),
+            layout,
+            row,
+            max_elements: gpu.max_binding_elements(),
+            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
+            max_groups: limits.max_compute_workgroups_per_dimension,
+            loop_budget: gpu.loop_budget(),
+        })
+    }
+}
+
+impl SpeculativeVerifier {
+    fn window<'a>(
+        &self,
+        slice: &wgpu::BufferSlice<'a>,
+        first: u64,
+        n: u64,
+    ) -> (wgpu::BufferBinding<'a>, u32) {
+        let start = slice.offset() + first * 4;
+        let offset = start / self.align * self.align;
+        let end = start + n * 4;
+        (
+            wgpu::BufferBinding {
+                buffer: slice.buffer(),
+                offset,
+                size: wgpu::BufferSize::new((end - offset).max(4)),
+            },
+            ((start - offset) / 4) as u32,
+        )
+    }
+
+    /// Records the verification of `job.rows` rows into `encoder`; never submits. Probabilities
+    /// are read as they are (the slice level checks them; here a NaN or negative one is treated
+    /// as 0 in the draws).
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &SpeculativeJob<'_>,
+    ) -> Result<(), Error> {
+        let (rows, n, k) = (job.rows, job.n, job.k);
+        if k == 0 {
+            return Err(Error::InvalidArgument(
+                "k (categories per row) must be at least 1".into(),
+            ));
+        }
+        if (n + 1)
+            .checked_mul(k + 1)
+            .is_none_or(|w| w > u64::from(u32::MAX))
+        {
+            return Err(Error::TooLarge(format!(
+                "(n + 1) x (k + 1) = {} x {} stream words per row exceed 2^32",
+                n + 1,
+                k + 1
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        check_slice("draft_tokens", &job.draft_tokens, rows * n * 4)?;
+        check_slice("draft_probs", &job.draft_probs, rows * n * k * 4)?;
+        check_slice("target_probs", &job.target_probs, rows * (n + 1) * k * 4)?;
+        check_slice("streams", &job.streams, rows * 16)?;
+        check_slice("accepted", &job.accepted, rows * 4)?;
+        check_slice("tokens", &job.tokens, rows * (n + 1) * 4)?;
+        if let Some(budget) = self.loop_budget {
+            // Two draws at most, each k / 4 blocks over the workgroup, plus the walk.
+            let it = 2 * (k.div_ceil(4 * u64::from(WG_SIZE)) * 4 + 8) + n;
+            if it > budget {
+                return Err(Error::Unsupported(format!(
+                    "verification of {n} drafts over {k} categories exceeds llvmpipe's loop cap"
+                )));
+            }
+        }
+        let cap = self.max_elements.saturating_sub(self.align / 4);
+        let per_row = (n + 1) * k + 4;
+        let rows_per_dispatch = (cap / per_row).min(u64::from(u32::MAX));
+        if rows_per_dispatch == 0 {
+            return Err(Error::TooLarge(format!(
+                "{} x {k} target probabilities of a row exceed one storage binding",
+                n + 1
+            )));
+        }
+        scoped(&self.device, || {
+            let mut r0 = 0;
+            while r0 < rows {
+                let m = (rows - r0).min(rows_per_dispatch);
+                let (drafts, draft_base) = self.window(&job.draft_tokens, r0 * n, m * n);
+                let (q, q_base) = self.window(&job.draft_probs, r0 * n * k, m * n * k);
+                let (p, p_base) = self.window(&job.target_probs, r0 * (n + 1) * k, m * (n + 1) * k);
+                let (streams, stream_base) = self.window(&job.streams, r0 * 4, m * 4);
+                let (acc, accepted_base) = self.window(&job.accepted, r0, m);
+                let (out, out_base) = self.window(&job.tokens, r0 * (n + 1), m * (n + 1));
+                let params = SpecParams {
+                    rows: m as u32,
+                    k: k as u32,
+                    n: n as u32,
+                    draft_base,
+                    q_base,
+                    p_base,
+                    stream_base,
+                    accepted_base,
+                    out_base,
+                    ..Default::default()
+                };
+                let uniform = params_buffer(&self.device, &params)?;
+                let entries: Vec<_> = [
+                    uniform.as_entire_buffer_binding(),
+                    drafts,
+                    q,
+                    p,
+                    streams,
+                    acc,
+                    out,
+                ]
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: wgpu::BindingResource::Buffer(b),
+                })
+                .collect();
+                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("speculative"),
+                    layout: &self.layout,
+                    entries: &entries,
+                });
+                let (gx, gy) = grid(m as u32, self.max_groups);
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("speculative"),
+                    timestamp_writes: None,
+                });
+                pass.set_bind_group(0, &bind, &[]);
+                pass.set_pipeline(&self.row);
+                pass.dispatch_workgroups(gx, gy, 1);
+                r0 += m;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Gpu {
+    /// The speculative verification kernel of this device (built on first use).
+    pub fn speculative_verifier(&self) -> Result<Arc<SpeculativeVerifier>, Error> {
+        self.family::<SpeculativeVerifier>()
+    }
+
+    /// Speculative verification (blocking; Leviathan et al. 2023, Chen et al. 2023): per row,
+    /// accept draft `i` while `u_i < p_i(d_i) / q_i(d_i)`, then emit a draw from
+    /// `normalise(max(0, p_i - q_i))` at the first rejection, or a bonus draw from `p_n` after `n`
+    /// acceptances. Whatever the draft law, the first emitted token follows `p_0`.
+    /// `rows = streams.len()`, `n = draft_tokens.len() / rows`; `draft_probs` is `rows x n x k`,
+    /// `target_probs` `rows x (n + 1) x k` (laws; they need not sum to 1). See
+    /// [`crate::cpu::verify_speculative`] for the stream words each decision uses.
+    ///
+    /// `Err` naming the argument for lengths that do not fit, a draft token `>= k`, and negative,
+    /// NaN or infinite probabilities.
+    pub fn verify_speculative(
+        &self,
+        draft_tokens: &[u32],
+        draft_probs: &[f32],
+        target_probs: &[f32],
+        k: usize,
+        streams: &[Stream],
+    ) -> Result<SpeculativeResult, Error> {
+        let (rows, n) =
+            check_speculative(draft_tokens, draft_probs, target_probs, k, streams.len())?;
+        let kernels = self.speculative_verifier()?;
+        let words: Vec<u32> = streams.iter().flat_map(|&s| stream_words(s)).collect();
+        // Buffers of at least one word: a zero-sized slice cannot be bound.
+        let up = |label: &str, data: &[u32]| {
+            if data.is_empty() {
+                self.upload(label, &[0u32])
+            } else {
+                self.upload(label, data)
+            }
+        };
+        let d = up("draft tokens", draft_tokens)?;
+        let q = up("draft probs", bytemuck::cast_slice(draft_probs))?;
+        let p = self.upload("target probs", target_probs)?;
+        let s = self.upload("streams", &words)?;
+        let acc = self.storage_buffer("accepted", rows as u64 * 4)?;
+        let out = self.storage_buffer("tokens", (rows * (n + 1)) as u64 * 4)?;
+        self.submit(|enc| {
+            kernels.record(
+                enc,
+                &SpeculativeJob {
+                    rows: rows as u64,
+                    n: n as u64,
+                    k: k as u64,
+                    draft_tokens: d.slice(..),
+                    draft_probs: q.slice(..),
+                    target_probs: p.slice(..),
+                    streams: s.slice(..),
+                    accepted: acc.slice(..),
+                    tokens: out.slice(..),
+                },
+            )
+        })?;
+        Ok(SpeculativeResult {
+            accepted: self.read_buffer(&acc, rows)?,
+            tokens: self.read_buffer(&out, rows * (n + 1))?,
         })
     }
 }

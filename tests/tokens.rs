@@ -845,3 +845,177 @@ fn buffer_level_misuse_is_an_error() {
     );
     assert!(sampler.record(&mut enc, &job).is_ok());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Speculative verification.
+
+/// A random law over k categories (some zeros), summing to 1 in f64 before rounding to f32.
+fn random_law(rng: &mut StdRng, k: usize) -> Vec<f32> {
+    let mut w: Vec<f64> = (0..k)
+        .map(|_| {
+            if rng.random::<f32>() < 0.2 {
+                0.0
+            } else {
+                rng.random::<f64>().powi(3)
+            }
+        })
+        .collect();
+    if w.iter().all(|&x| x == 0.0) {
+        w[rng.random_range(0..k)] = 1.0;
+    }
+    let s: f64 = w.iter().sum();
+    w.iter().map(|x| (x / s) as f32).collect()
+}
+
+/// An index drawn from `law` with the test's own generator (the drafts' sampler).
+fn draw_from(rng: &mut StdRng, law: &[f32]) -> u32 {
+    let s: f64 = law.iter().map(|&x| f64::from(x)).sum();
+    let mut u = rng.random::<f64>() * s;
+    for (j, &x) in law.iter().enumerate() {
+        u -= f64::from(x);
+        if u < 0.0 && x > 0.0 {
+            return j as u32;
+        }
+    }
+    law.iter().rposition(|&x| x > 0.0).unwrap() as u32
+}
+
+#[test]
+fn speculative_verification_matches_the_reference() {
+    let mut rng = StdRng::seed_from_u64(0x5bec);
+    for &k in &[1usize, 2, 3, 33, 257, 4097] {
+        for &n in &[0usize, 1, 3] {
+            let rows = 6;
+            let q: Vec<f32> = (0..rows * n)
+                .flat_map(|_| random_law(&mut rng, k))
+                .collect();
+            let p: Vec<f32> = (0..rows * (n + 1))
+                .flat_map(|_| random_law(&mut rng, k))
+                .collect();
+            let drafts: Vec<u32> = q.chunks(k).map(|law| draw_from(&mut rng, law)).collect();
+            let streams: Vec<Stream> = (0..rows).map(|_| stream(&mut rng)).collect();
+            let got = gpu()
+                .verify_speculative(&drafts, &q, &p, k, &streams)
+                .unwrap();
+            let want = cpu::verify_speculative(&drafts, &q, &p, k, &streams).unwrap();
+            assert_eq!(got.accepted, want.accepted, "k {k} n {n}");
+            for r in 0..rows {
+                let (g, w) = (
+                    &got.tokens[r * (n + 1)..][..n + 1],
+                    &want.tokens[r * (n + 1)..][..n + 1],
+                );
+                let a = want.accepted[r] as usize;
+                assert_eq!(g[..a], w[..a], "k {k} n {n} row {r}");
+                assert!(
+                    g[a + 1..].iter().all(|&t| t == NO_INDEX),
+                    "k {k} n {n} row {r}"
+                );
+                if g[a] != w[a] {
+                    // Only an f32 near tie of ln w + g may differ.
+                    let law = &p[(r * (n + 1) + a) * k..][..k];
+                    let res = |j: u32| {
+                        let j = j as usize;
+                        let x = f64::from(law[j])
+                            - if a < n {
+                                f64::from(q[(r * n + a) * k + j])
+                            } else {
+                                0.0
+                            };
+                        x.max(0.0).ln()
+                            + cpu::gumbel_from_word(streams[r].word(cpu::speculative_word(a, j, k)))
+                    };
+                    let (zg, zw) = (res(g[a]), res(w[a]));
+                    assert!(
+                        (zg - zw).abs() < 1e-5 * zg.abs().max(1.0),
+                        "k {k} n {n} row {r}: emitted {} (z {zg}) vs {} (z {zw})",
+                        g[a],
+                        w[a]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn speculative_first_token_follows_the_target_law_and_acceptance_is_sum_min() {
+    let mut rng = StdRng::seed_from_u64(0xacc);
+    let (k, n, rows) = (50usize, 2usize, 20_000usize);
+    let q0 = random_law(&mut rng, k);
+    let p0 = random_law(&mut rng, k);
+    let q: Vec<f32> = (0..rows)
+        .flat_map(|_| [q0.clone(), q0.clone()].concat())
+        .collect();
+    let p: Vec<f32> = (0..rows)
+        .flat_map(|_| [p0.clone(), p0.clone(), p0.clone()].concat())
+        .collect();
+    let drafts: Vec<u32> = (0..rows * n).map(|_| draw_from(&mut rng, &q0)).collect();
+    let streams: Vec<Stream> = (0..rows as u64)
+        .map(|i| Stream::new(0x5eed ^ (i << 20)))
+        .collect();
+    let got = gpu()
+        .verify_speculative(&drafts, &q, &p, k, &streams)
+        .unwrap();
+    let mut counts = vec![0u64; k];
+    for r in 0..rows {
+        counts[got.tokens[r * (n + 1)] as usize] += 1;
+    }
+    let law: Vec<f64> = p0.iter().map(|&x| f64::from(x)).collect();
+    let s: f64 = law.iter().sum();
+    let law: Vec<f64> = law.iter().map(|x| x / s).collect();
+    let pv = chi_square_p_value(&counts, &law);
+    eprintln!("speculative first token: chi-square p = {pv}");
+    assert!(pv > ALPHA, "first emitted token: chi-square p = {pv}");
+    // The first draft is accepted with probability sum_j min(p_j, q_j): a two-sided z test at
+    // 3.29 sigma (p = 0.001).
+    let rate: f64 = p0.iter().zip(&q0).map(|(&a, &b)| f64::from(a.min(b))).sum();
+    let hits = got.accepted.iter().filter(|&&a| a >= 1).count() as f64;
+    let z = (hits - rate * rows as f64) / (rate * (1.0 - rate) * rows as f64).sqrt();
+    eprintln!(
+        "acceptance {} vs sum min(p, q) = {rate}: z = {z}",
+        hits / rows as f64
+    );
+    assert!(z.abs() < 3.29, "acceptance rate z = {z}");
+}
+
+#[test]
+fn speculative_bad_input_is_an_error_naming_the_argument() {
+    let s = [Stream::new(1)];
+    let q = [0.5f32, 0.5];
+    let p = [0.5f32, 0.5, 0.5, 0.5];
+    let cases: Vec<(&str, Vec<u32>, Vec<f32>, Vec<f32>)> = vec![
+        ("draft_tokens[0]", vec![2], q.to_vec(), p.to_vec()),
+        ("draft_probs", vec![0], vec![0.5], p.to_vec()),
+        ("target_probs", vec![0], q.to_vec(), vec![0.5; 3]),
+        ("draft_probs[1]", vec![0], vec![0.5, -0.1], p.to_vec()),
+        (
+            "target_probs[2]",
+            vec![0],
+            q.to_vec(),
+            vec![0.5, 0.5, f32::NAN, 0.5],
+        ),
+        (
+            "target_probs: row 0 position 1",
+            vec![0],
+            q.to_vec(),
+            vec![0.5, 0.5, 0.0, 0.0],
+        ),
+    ];
+    for (name, d, q, p) in cases {
+        for (what, r) in [
+            ("gpu", gpu().verify_speculative(&d, &q, &p, 2, &s)),
+            ("cpu", cpu::verify_speculative(&d, &q, &p, 2, &s)),
+        ] {
+            match r {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.contains(name), "{what} {name}: {m}")
+                }
+                other => panic!("{what} {name}: {other:?}"),
+            }
+        }
+    }
+    match gpu().verify_speculative(&[0, 1, 0], &[0.5; 6], &[0.5; 8], 2, &[Stream::new(1); 2]) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("draft_tokens"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
