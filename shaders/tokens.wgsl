@@ -276,7 +276,8 @@ fn top_p_limit(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<
     var mask = 0u;
     for (var round = 0u; round < 8u; round++) {
         let shift = 28u - 4u * round;
-        var mass: array<f32, 16>;
+        // Explicitly zeroed: kernels may be compiled without wgpu's zero-initialisation.
+        var mass = array<f32, 16>();
         for (var j = lid; j < params.k; j += WG_SIZE) {
             let bits = row_logit_bits(r, j);
             let key = logit_key(bits);
@@ -378,7 +379,7 @@ fn tokens_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     // Pass A: max and sum exp(l - max) of the raw logits (online), the top-n lists, bad logits.
     var m_lse = vec2<f32>(-3.4e38, 0.0);
     var bad = 0u;
-    var list: array<vec2<u32>, 20>;
+    var list = array<vec2<u32>, 20>();
     if (need_stats) {
         for (var i = 0u; i < MAX_TOP_N; i++) {
             list[i] = EMPTY;
