@@ -20,7 +20,9 @@
 // Counter scheme: element j of row r uses word j of the row's own stream (seed, offset) from
 // rowp: lane (phase + j) % 4 of Philox block block0 + (phase + j) / 4 with block0 = offset / 4,
 // phase = offset % 4. The final pass walks the row in whole blocks (one philox call per 4
-// elements). Nothing depends on the row's position in the batch.
+// elements). With noise64 != 0, element j uses words 2j (high half) and 2j + 1 (low half): two
+// elements per block, and for an odd phase each block's last pair ends in the next block (a
+// second philox call). Nothing depends on the row's position in the batch.
 //
 // One workgroup per row (group_index = dispatch row; surplus groups return). Every index stays
 // in range because each loop runs j < k (or the block's lanes are tested against phase and k),
@@ -67,6 +69,10 @@ struct TokenParams {
     n_top: u32,
     outputs: u32,
     idx_rounds: u32,
+    noise64: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: TokenParams;
@@ -345,6 +351,36 @@ fn insert_top(list: ptr<function, array<vec2<u32>, 20>>, n: u32, c: vec2<u32>) {
     (*list)[i] = c;
 }
 
+// 2^e for -126 <= e <= 127, exact (so the scaling below rounds nothing).
+fn pow2(e: i32) -> f32 {
+    return bitcast<f32>(u32(127 + e) << 23u);
+}
+
+// The uniform of the 64-bit word x = hi * 2^32 + lo: (x + 1/2) / 2^64 with the significand cut
+// to 24 bits (toward zero), in [2^-65, 1 - 2^-24]; twin of cpu::uniform_from_words64.
+fn uniform_from_words64(hi: u32, lo: u32) -> f32 {
+    if (hi == 0u) {
+        if (lo < 0x800000u) {
+            return f32(2u * lo + 1u) * pow2(-65);
+        }
+        let drop = 8u - countLeadingZeros(lo);
+        return f32(lo >> drop) * pow2(i32(drop) - 64);
+    }
+    // The top 24 significant bits of x: `drop` bits (9..40) lie below them.
+    let drop = 40u - countLeadingZeros(hi);
+    var top = 0u;
+    if (drop >= 32u) {
+        top = hi >> (drop - 32u);
+    } else {
+        top = (hi << (32u - drop)) | (lo >> drop);
+    }
+    return f32(top) * pow2(i32(drop) - 64);
+}
+
+fn gumbel_from_words64(hi: u32, lo: u32) -> f32 {
+    return -log(exponential_from_uniform(uniform_from_words64(hi, lo)));
+}
+
 // The candidate of element j for the draw: (key of l / t + g, j), or EMPTY if not kept.
 fn draw_candidate(bits: u32, j: u32, th: vec2<u32>, t: f32, w: u32) -> vec2<u32> {
     if (!is_kept(logit_key(bits), j, th)) {
@@ -433,6 +469,35 @@ fn tokens_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
             let c = vec2<u32>(logit_key(bits), j);
             if (c.x != 0u && before(c, best)) {
                 best = c;
+            }
+        }
+    } else if (params.noise64 != 0u) {
+        let phase = cfg.offset.x & 3u;
+        let block0 = vec2<u32>((cfg.offset.x >> 2u) | (cfg.offset.y << 30u), cfg.offset.y >> 2u);
+        let blocks = (phase + 2u * k + 3u) / 4u;
+        for (var b = lid; b < blocks; b += WG_SIZE) {
+            let words = philox_block(cfg.seed, block0, b);
+            var next = 0u;
+            if ((phase & 1u) != 0u) {
+                next = philox_block(cfg.seed, block0, b + 1u).x;
+            }
+            let ws = array<u32, 5>(words.x, words.y, words.z, words.w, next);
+            for (var e = 0u; e < 4u; e++) {
+                let s = 4u * b + e;
+                if (s < phase || ((s - phase) & 1u) != 0u || (s - phase) / 2u >= k) {
+                    continue;
+                }
+                let j = (s - phase) / 2u;
+                let bits = row_logit_bits(r, j);
+                bad |= select(0u, 1u, is_nan_bits(bits)) | select(0u, 2u, is_pos_inf_bits(bits));
+                // Noise only for kept entries (two logs each).
+                if (is_kept(logit_key(bits), j, th)) {
+                    let z = bitcast<f32>(bits) / cfg.t + gumbel_from_words64(ws[e], ws[e + 1u]);
+                    let c = vec2<u32>(key_of(bitcast<u32>(z)), j);
+                    if (before(c, best)) {
+                        best = c;
+                    }
+                }
             }
         }
     } else {

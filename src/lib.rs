@@ -89,6 +89,6 @@ pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
 pub use tokens::{
-    MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
+    MAX_LOGPROBS, Noise, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
     SpeculativeVerifier, TokenJob, TokenRowParams, TokenSampler, TokenSampling, stream_words,
 };

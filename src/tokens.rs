@@ -24,6 +24,24 @@
 
 use crate::{Error, Stream};
 
+/// The noise a draw uses per category.
+///
+/// * `Bits32` (the default): category `j` uses word `j` of the row's stream; the uniform has 32
+///   bits of resolution near 0, so the Gumbel upper tail ends at `33 ln 2 ~ 22.87`: a token whose
+///   scaled logit trails the best by more than about 25.7 can never be drawn (its true chance is
+///   below `e^-25.7 ~ 7e-12` per competitor).
+/// * `Bits64`: category `j` uses words `2j` (high half) and `2j + 1` (low half): the uniform
+///   `(x + 1/2) / 2^64` of the 64-bit `x`, its significand cut to 24 bits, so the tail reaches
+///   `65 ln 2 ~ 45.05` (rare-token frequencies unbiased far deeper), at twice the Philox work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Noise {
+    /// One word per category.
+    #[default]
+    Bits32,
+    /// Two words per category.
+    Bits64,
+}
+
 /// The most top log-probabilities per row ([`TokenSampling::logprobs`]).
 pub const MAX_LOGPROBS: usize = 20;
 
@@ -340,6 +358,8 @@ pub struct TokenJob<'a> {
     /// Receives `rows` u32 statuses: 0, or one of [`TokenSampler::STATUS_NAN`],
     /// [`TokenSampler::STATUS_POS_INF`], [`TokenSampler::STATUS_ALL_MASKED`].
     pub status: Option<wgpu::BufferSlice<'a>>,
+    /// Words per category of the noise.
+    pub noise: Noise,
 }
 
 #[repr(C)]
@@ -357,6 +377,10 @@ struct TokenParams {
     n_top: u32,
     outputs: u32,
     idx_rounds: u32,
+    noise64: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 /// Size of `TokenParams`, checked against the WGSL struct by `tests/shaders.rs`.
@@ -579,6 +603,8 @@ impl TokenSampler {
             n_top: n as u32,
             outputs,
             idx_rounds: index_rounds(k),
+            noise64: u32::from(job.noise == Noise::Bits64),
+            ..Default::default()
         };
         let uniform = params_buffer(&self.device, &params)?;
         let resources = [
@@ -653,15 +679,16 @@ impl Gpu {
         k: usize,
         params: &TokenSampling<'_>,
     ) -> Result<SampledTokens, Error> {
-        self.sample_tokens_with(LogitsSlice::F32(logits), k, params)
+        self.sample_tokens_with(LogitsSlice::F32(logits), k, params, Noise::Bits32)
     }
 
-    /// [`Gpu::sample_tokens`] with f32, f16 or bf16 logits.
+    /// [`Gpu::sample_tokens`] with f32, f16 or bf16 logits and a choice of [`Noise`].
     pub fn sample_tokens_with(
         &self,
         logits: LogitsSlice<'_>,
         k: usize,
         params: &TokenSampling<'_>,
+        noise: Noise,
     ) -> Result<SampledTokens, Error> {
         let rows = check_shape(logits.len(), k)?;
         let row_params = TokenRowParams::rows(params, rows)?;
@@ -695,6 +722,7 @@ impl Gpu {
                     top_n: n as u32,
                     top: (n > 0).then(|| top.slice(..)),
                     status: None,
+                    noise,
                 },
             )
         })?;

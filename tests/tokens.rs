@@ -7,8 +7,8 @@ mod common;
 
 use common::{SENTINEL, gpu, poisoned, run};
 use gumbel_wgpu::{
-    Error, LogitsFormat, LogitsSlice, NO_INDEX, RowSampling, Stream, TokenJob, TokenRowParams,
-    TokenSampler, TokenSampling, cpu,
+    Error, LogitsFormat, LogitsSlice, NO_INDEX, Noise, RowSampling, Stream, TokenJob,
+    TokenRowParams, TokenSampler, TokenSampling, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -133,9 +133,10 @@ fn compare(
     k: usize,
     p: &TokenSampling<'_>,
     got: &gumbel_wgpu::SampledTokens,
+    noise: Noise,
     what: &str,
 ) -> usize {
-    let want = cpu::sample_tokens(l, k, p).unwrap();
+    let want = cpu::sample_tokens_with(l, k, p, noise).unwrap();
     let n = p.logprobs;
     assert_eq!(got.tokens.len(), want.tokens.len(), "{what}");
     assert_eq!(got.top_tokens, want.top_tokens, "{what}: top tokens");
@@ -166,8 +167,8 @@ fn compare(
         }
         let tight = kept(row, &rp, -CUT_EPS);
         let (zg, zw) = (
-            cpu::token_score(row, g as usize, rp.temperature, p.streams[r]),
-            cpu::token_score(row, w as usize, rp.temperature, p.streams[r]),
+            cpu::token_score(row, g as usize, rp.temperature, p.streams[r], noise),
+            cpu::token_score(row, w as usize, rp.temperature, p.streams[r], noise),
         );
         let tie = (zg - zw).abs() < 1e-5 * zg.abs().max(zw.abs()).max(1.0);
         assert!(
@@ -196,7 +197,14 @@ fn every_filter_setting_matches_the_reference_at_awkward_sizes() {
             // Both Philox multiply paths (u64 and the portable 16-bit halves) where there are two.
             for (d, gpu) in common::gpus().into_iter().enumerate() {
                 let got = gpu.sample_tokens(&l, k, &p.get()).unwrap();
-                let near = compare(&l, k, &p.get(), &got, &format!("k {k} q {quantised} {d}"));
+                let near = compare(
+                    &l,
+                    k,
+                    &p.get(),
+                    &got,
+                    Noise::Bits32,
+                    &format!("k {k} q {quantised} {d}"),
+                );
                 eprintln!("k {k} quantised {quantised}: {near} of {rows} rows near ties");
                 assert!(near <= 1, "k {k}: {near} near ties in {rows} rows");
             }
@@ -235,13 +243,20 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
         let wh: Vec<f32> = h.iter().map(|&x| f16_to_f32(x)).collect();
         let wb: Vec<f32> = b.iter().map(|&x| bf16_to_f32(x)).collect();
         let got = gpu()
-            .sample_tokens_with(LogitsSlice::F16(&h), k, &p.get())
+            .sample_tokens_with(LogitsSlice::F16(&h), k, &p.get(), Noise::Bits32)
             .unwrap();
-        compare(&wh, k, &p.get(), &got, &format!("f16 k {k}"));
+        compare(&wh, k, &p.get(), &got, Noise::Bits32, &format!("f16 k {k}"));
         let got = gpu()
-            .sample_tokens_with(LogitsSlice::Bf16(&b), k, &p.get())
+            .sample_tokens_with(LogitsSlice::Bf16(&b), k, &p.get(), Noise::Bits32)
             .unwrap();
-        compare(&wb, k, &p.get(), &got, &format!("bf16 k {k}"));
+        compare(
+            &wb,
+            k,
+            &p.get(),
+            &got,
+            Noise::Bits32,
+            &format!("bf16 k {k}"),
+        );
     }
 }
 
@@ -391,6 +406,10 @@ fn zipf_row(rng: &mut StdRng, k: usize, a: f32) -> Vec<f32> {
 /// Draws `draws` tokens from `row` under `p` (each draw its own row and stream), checks each is
 /// in the kept set, and returns the chi-square p-value against `cpu::token_probabilities`.
 fn draw_law(row: &[f32], p: RowSampling, draws: usize, seed: u64) -> f64 {
+    draw_law_with(row, p, draws, seed, Noise::Bits32)
+}
+
+fn draw_law_with(row: &[f32], p: RowSampling, draws: usize, seed: u64, noise: Noise) -> f64 {
     let k = row.len();
     let l: Vec<f32> = row.iter().copied().cycle().take(k * draws).collect();
     let params = Params::of(
@@ -400,7 +419,9 @@ fn draw_law(row: &[f32], p: RowSampling, draws: usize, seed: u64) -> f64 {
             .collect(),
         0,
     );
-    let got = gpu().sample_tokens(&l, k, &params.get()).unwrap();
+    let got = gpu()
+        .sample_tokens_with(LogitsSlice::F32(&l), k, &params.get(), noise)
+        .unwrap();
     let law = cpu::token_probabilities(row, &p);
     let keep = kept(row, &p, CUT_EPS);
     let mut counts = vec![0u64; k];
@@ -690,6 +711,7 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
                     top_n: n as u32,
                     top: Some(at(&topb, rows * n * 2)),
                     status: Some(at(&sb, rows)),
+                    noise: Noise::Bits32,
                 },
             )
             .unwrap()
@@ -749,7 +771,14 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
                 .map(|&b| f32::from_bits(b))
                 .collect(),
         };
-        compare(row, k, &one.get(), &got, &format!("buffer row {r}"));
+        compare(
+            row,
+            k,
+            &one.get(),
+            &got,
+            Noise::Bits32,
+            &format!("buffer row {r}"),
+        );
     }
 }
 
@@ -769,6 +798,7 @@ fn buffer_level_misuse_is_an_error() {
         top_n: 0,
         top: None,
         status: None,
+        noise: Noise::Bits32,
     };
     let mut enc = gpu.device().create_command_encoder(&Default::default());
     let check = |r: Result<(), Error>, name: &str| match r {
@@ -1021,5 +1051,89 @@ fn speculative_bad_input_is_an_error_naming_the_argument() {
     match gpu().verify_speculative(&[0, 1, 0], &[0.5; 6], &[0.5; 8], 2, &[Stream::new(1); 2]) {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("draft_tokens"), "{m}"),
         other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The 64-bit noise mode.
+
+#[test]
+fn uniform_from_64_bits_spans_2_pow_minus_65_to_1_minus_2_pow_minus_24() {
+    // Smallest and largest words; the tail ends near 65 ln 2 (vs 33 ln 2 from one word).
+    assert_eq!(cpu::uniform_from_words64(0, 0), 2f32.powi(-65));
+    assert_eq!(
+        cpu::uniform_from_words64(u32::MAX, u32::MAX),
+        1.0 - 2f32.powi(-24)
+    );
+    assert_eq!(cpu::uniform_from_words64(0, 1), 3.0 * 2f32.powi(-65));
+    let top = cpu::gumbel_from_words64(0, 0);
+    assert!((top - 65.0 * 2f64.ln()).abs() < 1e-6, "{top}");
+    assert!(cpu::gumbel_from_word(0) < 23.0);
+    // High word first: (1, 0) is 2^32 times (0, 1)'s neighbourhood, and the map is monotone.
+    let mut rng = StdRng::seed_from_u64(64);
+    let mut xs: Vec<u64> = (0..10_000)
+        .map(|_| rng.random::<u64>() >> rng.random_range(0..64))
+        .collect();
+    xs.sort_unstable();
+    let u: Vec<f32> = xs
+        .iter()
+        .map(|&x| cpu::uniform_from_words64((x >> 32) as u32, x as u32))
+        .collect();
+    assert!(u.windows(2).all(|w| w[0] <= w[1]));
+    // The cut keeps 24 significant bits: within 2^-23 relative of (x + 1/2) / 2^64.
+    for (&x, &v) in xs.iter().zip(&u) {
+        let exact = (x as f64 + 0.5) / 2f64.powi(64);
+        assert!(
+            (f64::from(v) - exact).abs() <= exact * 2f64.powi(-23),
+            "{x}: {v} vs {exact}"
+        );
+    }
+}
+
+#[test]
+fn noise_64_matches_the_reference_at_awkward_sizes_and_phases() {
+    let mut rng = StdRng::seed_from_u64(0x64);
+    for &k in &[1usize, 2, 3, 33, 257, 4097] {
+        let rows = 16;
+        let l = logits(&mut rng, rows, k, false);
+        let rp: Vec<RowSampling> = (0..rows).map(|_| row_params(&mut rng, k)).collect();
+        // Every offset phase (mod 4), so the pairs straddle blocks in half the rows.
+        let streams = (0..rows)
+            .map(|r| Stream {
+                offset: (stream(&mut rng).offset & !3) + (r % 4) as u64,
+                ..stream(&mut rng)
+            })
+            .collect();
+        let p = Params::of(&rp, streams, 2.min(k));
+        for gpu in common::gpus() {
+            let got = gpu
+                .sample_tokens_with(LogitsSlice::F32(&l), k, &p.get(), Noise::Bits64)
+                .unwrap();
+            let near = compare(
+                &l,
+                k,
+                &p.get(),
+                &got,
+                Noise::Bits64,
+                &format!("64-bit k {k}"),
+            );
+            assert!(near <= 1, "k {k}: {near} near ties");
+            // Not the 32-bit draws: the two modes read different words.
+            let want32 = cpu::sample_tokens(&l, k, &p.get()).unwrap();
+            if k >= 257 {
+                assert_ne!(got.tokens, want32.tokens, "k {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn noise_64_draws_follow_the_filtered_law() {
+    let mut rng = StdRng::seed_from_u64(6464);
+    let row = zipf_row(&mut rng, 1000, 1.5);
+    for (i, (name, p)) in law_settings().into_iter().enumerate().step_by(2) {
+        let pv = draw_law_with(&row, p, 1500, 640 + i as u64, Noise::Bits64);
+        eprintln!("64-bit k 1000 {name}: chi-square p = {pv}");
+        assert!(pv > ALPHA, "64-bit k 1000 {name}: chi-square p = {pv}");
     }
 }
