@@ -452,10 +452,12 @@ fn index_rounds(k: u64) -> u32 {
 /// Loop iterations one invocation runs with every filter and `n` top log-probabilities on (see
 /// the pass count in `shaders/tokens.wgsl`): passes times elements per invocation, plus the
 /// reductions and the select's histogram scans.
-fn loop_iterations(k: u64, n: u64) -> u64 {
+fn loop_iterations(k: u64, n: u64, noise: Noise) -> u64 {
     let per_pass = k.div_ceil(u64::from(WG_SIZE));
     let r = u64::from(index_rounds(k));
-    let passes = 1 + (4 + r) + (1 + 8 + r) + 1;
+    // The draw walks 2k words with 64-bit noise.
+    let draw = if noise == Noise::Bits64 { 2 } else { 1 };
+    let passes = 1 + (4 + r) + (1 + 8 + r) + draw;
     // Insertion into the top-n list: at most n moves per element.
     passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16
 }
@@ -537,7 +539,7 @@ impl TokenSampler {
             check_slice("status", s, rows * 4)?;
         }
         if let Some(budget) = self.loop_budget {
-            let it = loop_iterations(k, n);
+            let it = loop_iterations(k, n, job.noise);
             if it > budget {
                 return Err(Error::Unsupported(format!(
                     "token sampling of rows of {k} logits takes about {it} loop iterations per \

@@ -213,6 +213,39 @@ fn every_filter_setting_matches_the_reference_at_awkward_sizes() {
 }
 
 #[test]
+fn vocabularies_of_131075_and_65537_match_the_reference() {
+    // LM-sized rows (one workgroup walks each row about 20 times with every filter on; within
+    // llvmpipe's loop cap), every filter on, both noise modes.
+    let mut rng = StdRng::seed_from_u64(0x20003);
+    for &k in &[65537usize, 131075] {
+        let rows = 2;
+        let l = logits(&mut rng, rows, k, false);
+        let rp = [
+            RowSampling {
+                temperature: 0.8,
+                top_k: 50,
+                top_p: 0.9,
+                min_p: 0.0,
+            },
+            RowSampling {
+                temperature: 1.3,
+                top_k: 20_000,
+                top_p: 0.95,
+                min_p: 0.001,
+            },
+        ];
+        let p = Params::of(&rp, (0..rows).map(|_| stream(&mut rng)).collect(), 20);
+        for noise in [Noise::Bits32, Noise::Bits64] {
+            let got = gpu()
+                .sample_tokens_with(LogitsSlice::F32(&l), k, &p.get(), noise)
+                .unwrap();
+            let near = compare(&l, k, &p.get(), &got, noise, &format!("k {k} {noise:?}"));
+            assert!(near <= 1, "k {k}: {near} near ties");
+        }
+    }
+}
+
+#[test]
 fn greedy_rows_take_the_first_largest_logit() {
     let mut rng = StdRng::seed_from_u64(0x6eed);
     for &k in &[1usize, 2, 3, 33, 257, 4097] {
@@ -1135,5 +1168,64 @@ fn noise_64_draws_follow_the_filtered_law() {
         let pv = draw_law_with(&row, p, 1500, 640 + i as u64, Noise::Bits64);
         eprintln!("64-bit k 1000 {name}: chi-square p = {pv}");
         assert!(pv > ALPHA, "64-bit k 1000 {name}: chi-square p = {pv}");
+    }
+}
+
+#[test]
+fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readback() {
+    // Three steps in one encoder: between steps the row parameters (streams advanced by k, new
+    // filters) are copied on the device; each step's tokens must equal the slice level's.
+    let gpu = gpu();
+    let mut rng = StdRng::seed_from_u64(0xdec0);
+    let (rows, k, steps) = (3usize, 300usize, 3usize);
+    let l = logits(&mut rng, rows, k, false);
+    let lb = gpu.upload("logits", &l).unwrap();
+    let mut per_step = Vec::new();
+    for step in 0..steps {
+        let rp: Vec<RowSampling> = (0..rows).map(|_| row_params(&mut rng, k)).collect();
+        let streams: Vec<Stream> = (0..rows)
+            .map(|r| Stream::new(r as u64 + 11).advance((step * k) as u64))
+            .collect();
+        per_step.push((rp, streams));
+    }
+    let staged: Vec<wgpu::Buffer> = per_step
+        .iter()
+        .map(|(rp, s)| {
+            let dev: Vec<TokenRowParams> = (0..rows)
+                .map(|r| TokenRowParams::new(rp[r], s[r]))
+                .collect();
+            gpu.upload("staged params", &dev).unwrap()
+        })
+        .collect();
+    let params = poisoned(gpu, rows * 8);
+    let outs: Vec<wgpu::Buffer> = (0..steps).map(|_| poisoned(gpu, rows)).collect();
+    let sampler = gpu.token_sampler().unwrap();
+    run(gpu, |enc| {
+        for step in 0..steps {
+            enc.copy_buffer_to_buffer(&staged[step], 0, &params, 0, Some((rows * 32) as u64));
+            sampler
+                .record(
+                    enc,
+                    &TokenJob {
+                        logits: lb.slice(..),
+                        format: LogitsFormat::F32,
+                        rows: rows as u64,
+                        k: k as u64,
+                        row_params: params.slice(..),
+                        tokens: outs[step].slice(..),
+                        logprobs: None,
+                        top_n: 0,
+                        top: None,
+                        status: None,
+                        noise: Noise::Bits32,
+                    },
+                )
+                .unwrap();
+        }
+    });
+    for (step, (rp, streams)) in per_step.iter().enumerate() {
+        let p = Params::of(rp, streams.clone(), 0);
+        let want = gpu.sample_tokens(&l, k, &p.get()).unwrap();
+        assert_eq!(words(gpu, &outs[step], rows), want.tokens, "step {step}");
     }
 }
