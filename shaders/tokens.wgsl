@@ -338,19 +338,6 @@ fn top_p_limit(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<
 
 // ---- the kernel ----
 
-// Inserts candidate c (key, index) into a list sorted in the order, keeping the first n.
-fn insert_top(list: ptr<function, array<vec2<u32>, 20>>, n: u32, c: vec2<u32>) {
-    if (!before(c, (*list)[n - 1u])) {
-        return;
-    }
-    var i = n - 1u;
-    while (i > 0u && before(c, (*list)[i - 1u])) {
-        (*list)[i] = (*list)[i - 1u];
-        i--;
-    }
-    (*list)[i] = c;
-}
-
 // 2^e for -126 <= e <= 127, exact (so the scaling below rounds nothing).
 fn pow2(e: i32) -> f32 {
     return bitcast<f32>(u32(127 + e) << 23u);
@@ -424,9 +411,20 @@ fn tokens_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         var s = 0.0;
         for (var j = lid; j < k; j += WG_SIZE) {
             let bits = row_logit_bits(r, j);
-            if (n_top > 0u && !is_nan_bits(bits)) {
-                // Masked entries take part with the key of -inf: the top n lists every entry.
-                insert_top(&list, n_top, vec2<u32>(key_of(bits), j));
+            // Masked entries take part with the key of -inf: the top n lists every entry.
+            let c = vec2<u32>(key_of(bits), j);
+            if (n_top > 0u && !is_nan_bits(bits) && before(c, list[max(n_top, 1u) - 1u])) {
+                // Insertion into the sorted list, written inline as a fixed-length bubble (a
+                // helper taking the list by pointer with a while loop lost entries on
+                // llvmpipe GL for rows of 110000+ entries: measured).
+                var x = c;
+                for (var i = 0u; i < n_top; i++) {
+                    if (before(x, list[i])) {
+                        let y = list[i];
+                        list[i] = x;
+                        x = y;
+                    }
+                }
             }
             if (is_masked_bits(bits) || is_nan_bits(bits) || is_pos_inf_bits(bits)) {
                 continue;
