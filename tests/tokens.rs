@@ -7,8 +7,8 @@ mod common;
 
 use common::{SENTINEL, gpu, poisoned, run};
 use gumbel_wgpu::{
-    Error, LogitsFormat, LogitsSlice, NO_INDEX, Noise, RowSampling, Stream, TokenJob,
-    TokenRowParams, TokenSampler, TokenSampling, cpu,
+    Error, LogitsFormat, LogitsSlice, NO_INDEX, Noise, RowSampling, SpeculativeJob, Stream,
+    TokenJob, TokenRowParams, TokenSampler, TokenSampling, cpu, stream_words,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -1228,4 +1228,72 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
         let want = gpu.sample_tokens(&l, k, &p.get()).unwrap();
         assert_eq!(words(gpu, &outs[step], rows), want.tokens, "step {step}");
     }
+}
+
+#[test]
+fn speculative_buffer_level_writes_only_its_windows() {
+    // Every input and output at a word offset of 3 into a larger buffer; outputs poisoned.
+    let gpu = gpu();
+    let mut rng = StdRng::seed_from_u64(0x5b0f);
+    let (rows, n, k) = (5usize, 2usize, 33usize);
+    let q: Vec<f32> = (0..rows * n)
+        .flat_map(|_| random_law(&mut rng, k))
+        .collect();
+    let p: Vec<f32> = (0..rows * (n + 1))
+        .flat_map(|_| random_law(&mut rng, k))
+        .collect();
+    let drafts: Vec<u32> = q.chunks(k).map(|law| draw_from(&mut rng, law)).collect();
+    let streams: Vec<Stream> = (0..rows).map(|_| stream(&mut rng)).collect();
+    let lead = 3usize;
+    let with_lead = |w: Vec<u32>| [vec![SENTINEL; lead], w, vec![SENTINEL]].concat();
+    let db = gpu.upload("d", &with_lead(drafts.clone())).unwrap();
+    let qb = gpu
+        .upload("q", &with_lead(q.iter().map(|x| x.to_bits()).collect()))
+        .unwrap();
+    let pb = gpu
+        .upload("p", &with_lead(p.iter().map(|x| x.to_bits()).collect()))
+        .unwrap();
+    let sb = gpu
+        .upload(
+            "s",
+            &with_lead(streams.iter().flat_map(|&s| stream_words(s)).collect()),
+        )
+        .unwrap();
+    let ab = poisoned(gpu, lead + rows + 1);
+    let tb = poisoned(gpu, lead + rows * (n + 1) + 1);
+    fn at(b: &wgpu::Buffer, len: usize) -> wgpu::BufferSlice<'_> {
+        b.slice(3 * 4..(3 + len) as u64 * 4)
+    }
+    let verifier = gpu.speculative_verifier().unwrap();
+    run(gpu, |enc| {
+        verifier
+            .record(
+                enc,
+                &SpeculativeJob {
+                    rows: rows as u64,
+                    n: n as u64,
+                    k: k as u64,
+                    draft_tokens: at(&db, rows * n),
+                    draft_probs: at(&qb, rows * n * k),
+                    target_probs: at(&pb, rows * (n + 1) * k),
+                    streams: at(&sb, rows * 4),
+                    accepted: at(&ab, rows),
+                    tokens: at(&tb, rows * (n + 1)),
+                },
+            )
+            .unwrap()
+    });
+    let acc = words(gpu, &ab, lead + rows + 1);
+    let tok = words(gpu, &tb, lead + rows * (n + 1) + 1);
+    assert!(acc[..lead].iter().all(|&w| w == SENTINEL) && acc[lead + rows] == SENTINEL);
+    assert!(tok[..lead].iter().all(|&w| w == SENTINEL) && tok[lead + rows * (n + 1)] == SENTINEL);
+    let want = cpu::verify_speculative(&drafts, &q, &p, k, &streams).unwrap();
+    assert_eq!(acc[lead..lead + rows], want.accepted[..]);
+    // Every slot written: no sentinel left inside the window.
+    assert!(
+        tok[lead..lead + rows * (n + 1)]
+            .iter()
+            .all(|&w| w != SENTINEL)
+    );
+    assert_eq!(tok[lead..lead + rows * (n + 1)], want.tokens[..]);
 }
