@@ -1297,3 +1297,34 @@ fn speculative_buffer_level_writes_only_its_windows() {
     );
     assert_eq!(tok[lead..lead + rows * (n + 1)], want.tokens[..]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's algorithm, on the CPU.
+
+#[test]
+fn the_kernels_sort_free_search_keeps_exactly_the_sorted_reference_set() {
+    // `cpu::token_kept_radix` runs the kernel's threshold search (radix select for top-k, radix
+    // search on mass for top-p, index select among ties) in f64: it must keep exactly what the
+    // sort-based reference keeps, ties included, on many rows (no GPU: fast, so many cases).
+    let mut rng = StdRng::seed_from_u64(0x50f7);
+    let mut sizes: Vec<usize> = vec![1, 2, 3, 31, 33, 255, 256, 257, 1025, 4097, 70_001];
+    sizes.extend((0..40).map(|_| rng.random_range(1..3000)));
+    let mut checked = 0;
+    for &k in &sizes {
+        for quantised in [false, true] {
+            let reps = if k > 10_000 { 4 } else { 12 };
+            for _ in 0..reps {
+                let row = logits(&mut rng, 1, k, quantised);
+                let mut p = row_params(&mut rng, k);
+                if p.temperature == 0.0 {
+                    p.temperature = 0.7;
+                }
+                let radix = cpu::token_kept_radix(&row, &p).unwrap();
+                let sorted = kept(&row, &p, 0.0);
+                assert_eq!(radix, sorted, "k {k} quantised {quantised} {p:?}");
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} rows");
+}

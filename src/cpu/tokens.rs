@@ -253,3 +253,187 @@ pub fn verify_speculative(
     }
     Ok(out)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's sort-free search, in its loop shape (`shaders/tokens.wgsl`), with f64 masses.
+
+/// The order-preserving u32 image of an f32's bits (-0 as +0), as the kernel's `key_of`.
+fn key_of(bits: u32) -> u32 {
+    let b = if bits == 0x8000_0000 { 0 } else { bits };
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The f32 whose key is `key`.
+fn value_of_key(key: u32) -> f32 {
+    f32::from_bits(if key & 0x8000_0000 != 0 {
+        key & 0x7fff_ffff
+    } else {
+        !key
+    })
+}
+
+/// 0 for entries never kept (-inf, NaN).
+fn logit_key(x: f32) -> u32 {
+    if x.is_nan() || x == f32::NEG_INFINITY {
+        0
+    } else {
+        key_of(x.to_bits())
+    }
+}
+
+fn is_kept(key: u32, j: u32, th: (u32, u32)) -> bool {
+    key != 0 && (key > th.0 || (key == th.0 && j <= th.1))
+}
+
+/// `a` before `b` in the order: larger key, then lower index.
+fn before(a: (u32, u32), b: (u32, u32)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+fn tighter(a: (u32, u32), b: (u32, u32)) -> (u32, u32) {
+    if before(a, b) { a } else { b }
+}
+
+/// The kernel's radix select: the `rank`-th entry (1-based) in the order among those kept by
+/// `th` (with key `key0` when `index_only`): 4 rounds of 8-bit key digits scanned from the top,
+/// then the index's 8-bit digits scanned from the bottom.
+fn select_rank(
+    row: &[f32],
+    th: (u32, u32),
+    rank: u32,
+    index_only: Option<u32>,
+) -> Option<(u32, u32)> {
+    let idx_rounds = (32 - (row.len().max(1) as u32 - 1).leading_zeros()).div_ceil(8);
+    let (mut key_prefix, mut key_mask) = index_only.map_or((0, 0), |k| (k, u32::MAX));
+    let (mut idx_prefix, mut idx_mask) = (0u32, 0u32);
+    let mut left = rank;
+    let first = if index_only.is_some() { 4 } else { 0 };
+    for round in first..4 + idx_rounds {
+        let on_key = round < 4;
+        let shift = if on_key {
+            24 - 8 * round
+        } else {
+            8 * (idx_rounds - 1 - (round - 4))
+        };
+        let mut hist = [0u32; 256];
+        for (j, &x) in row.iter().enumerate() {
+            let (key, j) = (logit_key(x), j as u32);
+            if is_kept(key, j, th) && key & key_mask == key_prefix && j & idx_mask == idx_prefix {
+                hist[((if on_key { key } else { j } >> shift) & 0xff) as usize] += 1;
+            }
+        }
+        let mut acc = 0;
+        let mut found = None;
+        for i in 0..256u32 {
+            let d = if on_key { 255 - i } else { i };
+            let c = hist[d as usize];
+            if acc + c >= left {
+                found = Some(d);
+                break;
+            }
+            acc += c;
+        }
+        let d = found?;
+        left -= acc;
+        if on_key {
+            key_prefix |= d << shift;
+            key_mask |= 0xff << shift;
+        } else {
+            idx_prefix |= d << shift;
+            idx_mask |= 0xff << shift;
+        }
+    }
+    Some((key_prefix, idx_prefix))
+}
+
+/// The kept set's last entry `(key, index)` as the kernel finds it without sorting (see
+/// `shaders/tokens.wgsl`): min-p as a logit threshold, top-k by radix select, top-p by a radix
+/// search on the key over kept mass (4-bit digits) and the index select among the ties. Entry
+/// `j` with key `key` is kept iff `key > th.0`, or `key == th.0` and `j <= th.1`; an all -inf
+/// row keeps nothing. Masses are f64 here (f32 on the GPU). Greedy rows: `None`.
+pub fn token_limit_radix(row: &[f32], p: &RowSampling) -> Option<(u32, u32)> {
+    const NO: u32 = u32::MAX;
+    if !(p.temperature > 0.0) {
+        return None;
+    }
+    let t = f64::from(p.temperature);
+    let m = row
+        .iter()
+        .filter(|x| **x != f32::NEG_INFINITY)
+        .fold(f64::NEG_INFINITY, |a, &x| a.max(f64::from(x)));
+    let mut th = (1u32, NO);
+    if p.min_p > 0.0 {
+        // l >= m + t ln(min_p), the smallest f32 at or above the threshold as the key.
+        let thr = m + t * f64::from(p.min_p).ln();
+        let mut f = thr as f32;
+        if f64::from(f) < thr {
+            f = f.next_up();
+        }
+        th = (key_of(f.to_bits()).max(1), NO);
+    }
+    if p.top_k > 0 && (p.top_k as usize) < row.len() {
+        if let Some(e) = select_rank(row, th, p.top_k, None) {
+            th = tighter(th, e);
+        }
+    }
+    if p.top_p < 1.0 {
+        let mass = |x: f32| ((f64::from(x) - m) / t).exp();
+        let kept = |j: usize| is_kept(logit_key(row[j]), j as u32, th);
+        let z: f64 = (0..row.len())
+            .filter(|&j| kept(j))
+            .map(|j| mass(row[j]))
+            .sum();
+        let goal = f64::from(p.top_p) * z;
+        let (mut above, mut prefix, mut mask) = (0.0, 0u32, 0u32);
+        for round in 0..8 {
+            let shift = 28 - 4 * round;
+            let mut bins = [0.0f64; 16];
+            for (j, &x) in row.iter().enumerate() {
+                let key = logit_key(x);
+                if kept(j) && key & mask == prefix {
+                    bins[((key >> shift) & 15) as usize] += mass(x);
+                }
+            }
+            let (mut digit, mut last, mut acc, mut acc_last) = (None, 0, above, above);
+            for d in (0..16).rev() {
+                if bins[d] > 0.0 {
+                    (last, acc_last) = (d, acc);
+                    if acc + bins[d] >= goal {
+                        digit = Some(d);
+                        break;
+                    }
+                    acc += bins[d];
+                }
+            }
+            let d = digit.unwrap_or_else(|| {
+                acc = acc_last;
+                last
+            });
+            above = acc;
+            prefix |= (d as u32) << shift;
+            mask |= 15 << shift;
+        }
+        let mu = mass(value_of_key(prefix));
+        let c = ((goal - above) / mu).ceil().clamp(1.0, 4_294_967_040.0) as u32;
+        th = match select_rank(row, th, c, Some(prefix)) {
+            Some(e) => tighter(th, e),
+            None => tighter(th, (prefix, NO)),
+        };
+    }
+    Some(th)
+}
+
+/// The kept set of [`token_limit_radix`] as a mask (`None` for greedy rows).
+pub fn token_kept_radix(row: &[f32], p: &RowSampling) -> Option<Vec<bool>> {
+    let th = token_limit_radix(row, p)?;
+    Some(
+        row.iter()
+            .enumerate()
+            .map(|(j, &x)| is_kept(logit_key(x), j as u32, th))
+            .collect(),
+    )
+}
