@@ -357,7 +357,8 @@ fn select_rank(
 /// row keeps nothing. Masses are f64 here (f32 on the GPU). Greedy rows: `None`.
 pub fn token_limit_radix(row: &[f32], p: &RowSampling) -> Option<(u32, u32)> {
     const NO: u32 = u32::MAX;
-    if !(p.temperature > 0.0) {
+    // Like the kernel: anything but a positive temperature (0, or NaN on the device) is greedy.
+    if p.temperature.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let t = f64::from(p.temperature);
@@ -375,10 +376,11 @@ pub fn token_limit_radix(row: &[f32], p: &RowSampling) -> Option<(u32, u32)> {
         }
         th = (key_of(f.to_bits()).max(1), NO);
     }
-    if p.top_k > 0 && (p.top_k as usize) < row.len() {
-        if let Some(e) = select_rank(row, th, p.top_k, None) {
-            th = tighter(th, e);
-        }
+    if p.top_k > 0
+        && (p.top_k as usize) < row.len()
+        && let Some(e) = select_rank(row, th, p.top_k, None)
+    {
+        th = tighter(th, e);
     }
     if p.top_p < 1.0 {
         let mass = |x: f32| ((f64::from(x) - m) / t).exp();
