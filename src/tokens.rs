@@ -20,7 +20,53 @@
 //! **Log-probabilities** are those of the raw logits, `log_softmax(l)`, whatever the temperature
 //! and filters: the token's, and the `n` largest (decreasing, ties to the lower index).
 //!
-//! Rows holding a NaN, a +inf, or only -inf logits are an `Err` at the slice level.
+//! Rows holding a NaN, a +inf, or only -inf logits are an `Err` at the slice level; at the buffer
+//! level ([`TokenSampler::record`]) they get [`crate::NO_INDEX`], NaN log-probabilities and a
+//! status code.
+//!
+//! ## The kernel (`shaders/tokens.wgsl`): sort-free, one workgroup per row
+//! Every filter keeps a prefix of the row in the order "larger logit, then lower index", so the
+//! kernel only has to find the kept set's *last* entry `(key, index)` (key: the order-preserving
+//! u32 image of the logit's bits):
+//! * **min-p** is a logit threshold: `l >= max + t ln(min_p)` (a key threshold);
+//! * **top-k** is a radix select of the k-th entry on `(key, index)`: 4 rounds of 8-bit key
+//!   digits then `ceil(log2(k) / 8)` rounds of index digits, each a 256-bin count histogram in
+//!   workgroup memory (ties at the cut are resolved to the lower index exactly);
+//! * **top-p** is a radix search on the key over *mass* `exp((l - max) / t)`: 8 rounds of 4-bit
+//!   digits (16 sums per invocation, reduced in workgroup memory) find the key where the mass
+//!   in order reaches `top_p` times the kept mass; the ties at that key share one mass, so
+//!   `c = ceil(rest / mass)` of them are needed, and the index rounds of the select find the
+//!   c-th in index order;
+//! * then **one Gumbel-max** over the kept entries; the log-probability pass (max and
+//!   `sum exp(l - max)`, online) also keeps per-invocation top-n lists, merged in `n` rounds.
+//!
+//! [`crate::cpu::token_limit_radix`] is the same search on the CPU (f64 masses); a test checks it
+//! keeps exactly the sorted reference's set.
+//!
+//! Passes over the logits (each reads every logit once):
+//!
+//! | setting | passes |
+//! |---|---|
+//! | temperature only, no log-probabilities | 1 (the draw) |
+//! | greedy (`t = 0`) | 1 |
+//! | log-probabilities (token's or top n) | +1 |
+//! | min-p | +1 (the max; shared with the log-probability pass) |
+//! | top-k | +4 + `ceil(log2(k) / 8)` (6 at k = 32000, 7 at 131072) |
+//! | top-p | +1 (max, shared) + 1 (kept mass) + 8 + `ceil(log2(k) / 8)` |
+//!
+//! So temperature 0.8 with top-k 50 and top-p 0.9 at k = 131072 reads the row about 21 times
+//! from one workgroup; the row (512 KiB in f32) stays in cache on a GPU. One workgroup per row
+//! suits batches of tens of rows and more; a single huge row uses one workgroup (a split-row
+//! path is future work). On llvmpipe (which silently stops an invocation's loops after 65535
+//! iterations) [`TokenSampler::record`] refuses rows whose estimate exceeds that (about k > 250k
+//! with every filter and 20 top log-probabilities).
+//!
+//! ## Streams and noise
+//! Row `r` uses its own stream `streams[r]`: category `j` uses word `j` ([`Noise::Bits32`]) or
+//! words `2j` and `2j + 1` ([`Noise::Bits64`], a Gumbel tail to 45 instead of 22.9). A decode
+//! loop advances each request's offset by `k` (or `2k`) per step; the draw never depends on the
+//! batch. Speculative verification (see [`crate::cpu::verify_speculative`]) uses words
+//! `i (k + 1) + j` for position `i`.
 
 use crate::{Error, Stream};
 
