@@ -697,7 +697,7 @@ impl Gpu {
 
     /// Token sampling for language models (blocking): per row of `k` f32 logits, temperature,
     /// min-p, top-k and top-p, then a Gumbel-max draw over the kept set from the row's own
-    /// stream, and the raw log-probabilities (see the [`crate::tokens`] module docs for the
+    /// stream, and the raw log-probabilities (see the [`TokenSampler`](crate::TokenSampler) docs for the
     /// semantics, [`crate::cpu::sample_tokens`] for the reference).
     ///
     /// `Err` naming the argument for parameters out of their domain or counts that are not one

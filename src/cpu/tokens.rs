@@ -25,7 +25,7 @@ fn argmax(row: &[f32]) -> Option<usize> {
 }
 
 /// The kept set of `row` under `p` (min-p, then top-k, then top-p; module docs of
-/// [`crate::tokens`]), in the filters' order, with each entry's unnormalised mass
+/// [`crate::TokenSampler`]), in the filters' order, with each entry's unnormalised mass
 /// `exp((l - max) / t)`. Greedy rows keep their argmax alone (mass 1).
 pub fn token_kept(row: &[f32], p: &RowSampling) -> Vec<(usize, f64)> {
     let order = by_logit(row);
