@@ -326,8 +326,11 @@ fn top_p_limit(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<
         mask |= 15u << shift;
     }
     // Ties at key `prefix` share one mass; c of them close the prefix.
+    // mu > 0: the chosen bin holds kept mass (the row's max has mass 1, so the kept mass is
+    // >= 1). A NaN or out-of-range quotient (only possible on a bad row) takes c = 1.
     let mu = exp((value_of_key(prefix) - m) / t);
-    let c = u32(clamp(ceil((goal - above) / mu), 1.0, 4294967040.0));
+    let quot = ceil((goal - above) / mu);
+    let c = select(1u, u32(quot), quot >= 1.0 && quot < 4.0e9);
     let e = select_rank(lid, r, th, c, true, prefix);
     if (e.z == 0u) {
         // Fewer than c ties kept (rounding): all of them.
