@@ -448,7 +448,8 @@ fn tokens_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     // The kept set's limit.
     var th = KEEP_ALL;
     if (use_min_p) {
-        let thr = m + cfg.t * log(cfg.min_p);
+        // Never above the max: a device-side min_p >= 1 keeps the largest logit(s).
+        let thr = min(m + cfg.t * log(cfg.min_p), m);
         th = vec2<u32>(max(key_of(bitcast<u32>(thr)), 1u), NO_INDEX);
     }
     if (use_top_k) {

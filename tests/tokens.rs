@@ -1365,3 +1365,124 @@ fn chunked_dispatch_gives_the_same_results_as_one_dispatch() {
         }
     }
 }
+
+#[test]
+fn buffer_level_out_of_domain_parameters_behave_as_documented() {
+    // Device-side parameters are not checked; TokenRowParams documents what the kernel does
+    // with each out-of-domain value. Distinct logits, so the argmax is unique.
+    let gpu = gpu();
+    let mut rng = StdRng::seed_from_u64(0xd0d);
+    let k = 300usize;
+    let base = RowSampling::new(1.0);
+    let cases: Vec<(&str, RowSampling, RowSampling)> = vec![
+        // (what, device parameters, the slice-level parameters they must act like)
+        (
+            "NaN temperature",
+            RowSampling {
+                temperature: f32::NAN,
+                ..base
+            },
+            RowSampling::new(0.0),
+        ),
+        (
+            "negative temperature",
+            RowSampling {
+                temperature: -1.0,
+                ..base
+            },
+            RowSampling::new(0.0),
+        ),
+        (
+            "top_k >= k",
+            RowSampling {
+                top_k: k as u32 + 5,
+                ..base
+            },
+            base,
+        ),
+        (
+            "NaN top_p",
+            RowSampling {
+                top_p: f32::NAN,
+                ..base
+            },
+            base,
+        ),
+        ("top_p > 1", RowSampling { top_p: 3.0, ..base }, base),
+        (
+            "NaN min_p",
+            RowSampling {
+                min_p: f32::NAN,
+                ..base
+            },
+            base,
+        ),
+        (
+            "negative min_p",
+            RowSampling {
+                min_p: -0.5,
+                ..base
+            },
+            base,
+        ),
+        (
+            "top_p <= 0",
+            RowSampling {
+                top_p: -1.0,
+                ..base
+            },
+            RowSampling::new(0.0),
+        ),
+        (
+            "min_p >= 1",
+            RowSampling { min_p: 1.5, ..base },
+            RowSampling::new(0.0),
+        ),
+    ];
+    let rows = cases.len();
+    let l: Vec<f32> = (0..rows * k)
+        .map(|_| rng.random_range(-4.0f32..4.0))
+        .collect();
+    let streams: Vec<Stream> = (0..rows).map(|_| stream(&mut rng)).collect();
+    let dev: Vec<TokenRowParams> = (0..rows)
+        .map(|r| TokenRowParams::new(cases[r].1, streams[r]))
+        .collect();
+    let lb = gpu.upload("logits", &l).unwrap();
+    let pb = gpu.upload("params", &dev).unwrap();
+    let tb = poisoned(gpu, rows);
+    let sampler = gpu.token_sampler().unwrap();
+    run(gpu, |enc| {
+        sampler
+            .record(enc, &token_job(&lb, &pb, &tb, rows, k))
+            .unwrap()
+    });
+    let got = words(gpu, &tb, rows);
+    let like: Vec<RowSampling> = cases.iter().map(|c| c.2).collect();
+    let want = cpu::sample_tokens(&l, k, &Params::of(&like, streams, 0).get()).unwrap();
+    for (r, c) in cases.iter().enumerate() {
+        assert_eq!(got[r], want.tokens[r], "{}", c.0);
+    }
+}
+
+/// A plain f32 job: `rows x k` logits, row parameters, tokens out, nothing else.
+fn token_job<'a>(
+    logits: &'a wgpu::Buffer,
+    params: &'a wgpu::Buffer,
+    out: &'a wgpu::Buffer,
+    rows: usize,
+    k: usize,
+) -> TokenJob<'a> {
+    TokenJob {
+        logits: logits.slice(..),
+        format: LogitsFormat::F32,
+        rows: rows as u64,
+        k: k as u64,
+        row_params: params.slice(..),
+        tokens: out.slice(..),
+        logprobs: None,
+        top_n: 0,
+        top: None,
+        status: None,
+        noise: Noise::Bits32,
+    }
+}

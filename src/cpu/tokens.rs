@@ -369,7 +369,7 @@ pub fn token_limit_radix(row: &[f32], p: &RowSampling) -> Option<(u32, u32)> {
     let mut th = (1u32, NO);
     if p.min_p > 0.0 {
         // l >= m + t ln(min_p), the smallest f32 at or above the threshold as the key.
-        let thr = m + t * f64::from(p.min_p).ln();
+        let thr = (m + t * f64::from(p.min_p).ln()).min(m);
         let mut f = thr as f32;
         if f64::from(f) < thr {
             f = f.next_up();
