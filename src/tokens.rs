@@ -58,7 +58,7 @@
 //! from one workgroup; the row (512 KiB in f32) stays in cache on a GPU. One workgroup per row
 //! suits batches of tens of rows and more; a single huge row uses one workgroup (a split-row
 //! path is future work). On llvmpipe (which silently stops an invocation's loops after 65535
-//! iterations) [`TokenSampler::record`] refuses rows whose estimate exceeds that (about k > 250k
+//! iterations) [`TokenSampler::record`] refuses rows whose estimate exceeds that (about k > 360k
 //! with every filter and 20 top log-probabilities).
 //!
 //! ## Streams and noise
