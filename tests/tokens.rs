@@ -650,6 +650,14 @@ fn bad_parameters_are_errors_naming_the_argument() {
     }
     assert!(gpu().sample_tokens(&l, 2, &base).is_ok());
     assert!(cpu::sample_tokens(&l, 2, &base).is_ok());
+    // No rows: an empty result, not an error (and k = 0 is one).
+    let none = TokenSampling::default();
+    assert_eq!(gpu().sample_tokens(&[], 5, &none), Ok(Default::default()));
+    assert_eq!(cpu::sample_tokens(&[], 5, &none), Ok(Default::default()));
+    assert!(matches!(
+        gpu().sample_tokens(&[], 0, &none),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
