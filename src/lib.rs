@@ -49,21 +49,26 @@
 //! # Ok::<(), gumbel_wgpu::Error>(())
 //! ```
 
-mod backward;
-#[doc(hidden)]
-pub mod bench;
-pub mod cpu;
-mod density;
-mod error;
+// Declared in the order a reader meets them (rustdoc lists `Gpu`'s methods in this order):
+// opening the device, random numbers, the forward pass, the backward pass, densities,
+// sampling; then the buffer-level skeleton and helpers.
 mod gpu;
+mod random;
+mod softmax;
+mod backward;
+mod density;
+mod sample;
+pub mod cpu;
+mod error;
+mod family;
 pub mod logits;
 pub mod philox;
-mod random;
-mod sample;
 mod schedule;
 #[doc(hidden)]
 pub mod shader;
-mod softmax;
+
+/// The wgpu this crate is built on: use it to name wgpu types, so the versions always match.
+pub use wgpu;
 
 pub use backward::{BackwardArgs, BackwardInput, BackwardSlice, GradSpace, GumbelSoftmaxBackward};
 // Path thresholds and knobs the tests use to reach every kernel.
@@ -79,11 +84,27 @@ struct ReadmeDoctests;
 
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
-pub use logits::{LogitsFormat, LogitsSlice};
+pub use logits::{LogitsFormat, LogitsSlice, LogitsView};
 pub use philox::{Philox4x32, Stream};
-pub use random::{RandomFill, RandomKind};
-pub use sample::{MAX_TOP, NO_INDEX, SampleOptions, SampleShape, SampleStrategy, Sampler};
+pub use random::{RandomFill, RandomJob, RandomKind};
+pub use sample::{MAX_TOP, NO_INDEX, SampleJob, SampleOptions, SampleStrategy, Sampler};
 pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
+
+/// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer
+/// knows no family, so the list lives here, at the root that declares them.
+#[doc(hidden)]
+pub fn kernel_specs() -> Vec<family::FamilySpec> {
+    use family::KernelFamily;
+    vec![
+        random::RandomFill::SPEC,
+        softmax::GumbelSoftmax::SPEC,
+        backward::GumbelSoftmaxBackward::SPEC,
+        density::ConcreteDensity::SPEC,
+        sample::Sampler::SPEC,
+    ]
+}
+#[doc(hidden)]
+pub use family::FamilySpec;

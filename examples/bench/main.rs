@@ -4,7 +4,9 @@
 //!
 //!     cargo run --release --example bench -- [--quick] [--json PATH] [--only SUBSTRING]
 
-use gumbel_wgpu::bench::{Clock, median, time_gpu};
+mod roofline;
+
+use roofline::{Clock, CopyKernel, median, time_gpu};
 use gumbel_wgpu::{
     BackwardArgs, BackwardInput, Error, Gpu, GradSpace, LogitsFormat, RandomKind, SampleShape,
     SoftmaxJob, SoftmaxMode, Stream, Temperature,
