@@ -19,7 +19,8 @@
 //                          element n of this dispatch is logit_bits(logit_base + n) (16-bit
 //                          formats: logit_base counts halves)
 //   2: storage, read       taus: array<u32>    row r's tau bits at taus[tau_base + r] (when
-//                          per_row_tau; a dummy buffer otherwise, and params.tau is the tau)
+//                          per_row_tau; otherwise the logits window again, never read, and
+//                          params.tau is the tau)
 //   3: storage, read_write out: array<u32>     f32 bits of y / log y / the one-hot row:
 //                          element n at out[out_base + n]
 //   4: storage, read_write status: array<atomic<u32>> (when use_status, else a dummy): atomicMin
