@@ -44,8 +44,12 @@ impl Default for GpuOptions {
 
 /// The GPU this crate runs on: a wgpu device and queue, with the kernels built for it.
 ///
-/// Cheap to share by reference across threads; every operation either records into a caller's
-/// encoder or submits and waits on its own.
+/// Share it by reference across threads (`&Gpu` is `Send + Sync`); every operation either
+/// records into a caller's encoder or submits and waits on its own. On OpenGL, whose one context
+/// wgpu-hal guards with a lock that panics after 6 seconds of waiting, this crate serialises its
+/// own device work behind a lock of its own, so threads wait for each other as long as jobs
+/// take, and never panic. (Work an application submits to the same GL device itself, outside
+/// this crate, is not covered.)
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -187,7 +191,32 @@ impl Gpu {
         wgpu::Instance::new(desc).enumerate_adapters(backends).await
     }
 
+    /// Keeps Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` from printing
+    /// "error: XDG_RUNTIME_DIR is invalid or not set" twice per device open on machines without
+    /// a session (servers, CI, containers). wgpu always enables `VK_KHR_wayland_surface`, which
+    /// makes that layer connect to Wayland to find the compositor's GPU, and libwayland prints
+    /// the error when `XDG_RUNTIME_DIR` is unset. Without it no compositor can be reached anyway,
+    /// and this crate ranks the adapters itself, so the layer has nothing to add: we set its own
+    /// off switch, `NODEVICE_SELECT=1`, once, only then, and never over a value the user set.
+    #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
+    fn quiet_device_select_layer() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+                && std::env::var_os("NODEVICE_SELECT").is_none()
+            {
+                // SAFETY: set once, before this crate's first Vulkan instance; the variable is
+                // only read by the Vulkan loader when an instance is created. A program that
+                // reads the environment from C on another thread at this very moment should set
+                // XDG_RUNTIME_DIR or NODEVICE_SELECT itself, which turns this off.
+                unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+            }
+        });
+    }
+
     async fn pick_adapter() -> Result<wgpu::Adapter, Error> {
+        #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
+        Self::quiet_device_select_layer();
         // GL (EGL) only when asked for or when nothing else serves: probing EGL prints errors
         // of its own on machines without a display server.
         let asked = wgpu::Backends::from_env();
@@ -359,11 +388,21 @@ impl Gpu {
         self.check_alive()?;
         let limits = FamilyLimits {
             max_elements: self.max_binding_elements(),
-            align: u64::from(self.device.limits().min_storage_buffer_offset_alignment.max(4)),
+            align: u64::from(
+                self.device
+                    .limits()
+                    .min_storage_buffer_offset_alignment
+                    .max(4),
+            ),
             max_groups: self.device.limits().max_compute_workgroups_per_dimension,
             loop_budget: self.loop_budget(),
         };
-        let built = Arc::new(family::build::<F>(&self.device, &self.lock, &self.config, limits)?);
+        let built = Arc::new(family::build::<F>(
+            &self.device,
+            &self.lock,
+            &self.config,
+            limits,
+        )?);
         self.check_alive()?;
         let mut map = self.families.lock().unwrap();
         let entry = map
