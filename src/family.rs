@@ -122,10 +122,21 @@ pub(crate) fn build<F: KernelFamily>(
     let spec = F::SPEC;
     let source = crate::shader::compose(&spec, config)?;
     let (layout, pipelines, unused) = scoped(device, lock, || {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
             source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        };
+        let module = if limits.runtime_checks {
+            device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel's header contract (shaders/*.wgsl) states how it keeps its
+            // buffer and array indices inside the bound windows, why each loop ends, why no
+            // divisor is zero, and that workgroup memory is written (behind a barrier) before
+            // it is read; the test suite runs every kernel with and without these checks.
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         let buffer = |read_only: Option<bool>| wgpu::BindingType::Buffer {
             ty: match read_only {
                 None => wgpu::BufferBindingType::Uniform,
@@ -162,7 +173,11 @@ pub(crate) fn build<F: KernelFamily>(
                     layout: Some(&pipeline_layout),
                     module: &module,
                     entry_point: Some(ep),
-                    compilation_options: wgpu::PipelineCompilationOptions::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[],
+                        // Every kernel writes its workgroup memory before reading it (contracts).
+                        zero_initialize_workgroup_memory: limits.runtime_checks,
+                    },
                     cache: None,
                 })
             })
@@ -203,6 +218,8 @@ pub(crate) struct FamilyLimits {
     pub align: u64,
     pub max_groups: u32,
     pub loop_budget: Option<u64>,
+    /// Compile with wgpu's runtime checks (`GpuOptions::runtime_checks`).
+    pub runtime_checks: bool,
 }
 
 impl FamilyCore {

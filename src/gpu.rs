@@ -25,6 +25,13 @@ pub struct GpuOptions {
     pub subgroups: bool,
     /// Accept `f16` logits natively where the adapter has `SHADER_F16`.
     pub f16: bool,
+    /// Compile the kernels with wgpu's runtime checks: naga's bounds checks on every buffer and
+    /// array index, a counter on every loop, guarded integer division, and zero-initialised
+    /// workgroup memory. Off by default: each shader's contract states why its indices stay in
+    /// range, its loops end, its divisors are non-zero and its workgroup memory is written
+    /// before it is read, and the test suite runs every kernel both ways. Turn it on to rule the
+    /// kernels out when something looks wrong.
+    pub runtime_checks: bool,
     /// Split work into dispatches of at most this many elements, as if the device's storage
     /// bindings were this small (a multiple of 64). Tests use it to exercise chunking.
     #[doc(hidden)]
@@ -37,6 +44,7 @@ impl Default for GpuOptions {
             int64: true,
             subgroups: true,
             f16: true,
+            runtime_checks: false,
             max_chunk_elements: None,
         }
     }
@@ -60,6 +68,7 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     owns_device: bool,
     max_chunk_override: Option<u64>,
+    runtime_checks: bool,
     lock: Arc<DeviceLock>,
 }
 
@@ -173,6 +182,7 @@ impl Gpu {
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let mut gpu = Gpu::wrap(device, queue, Some(adapter.get_info()));
         gpu.owns_device = true;
+        gpu.runtime_checks = options.runtime_checks;
         gpu.max_chunk_override = options.max_chunk_elements.map(|c| c.max(64) / 64 * 64);
         // We own this device: errors outside our scopes are recorded, never a panic.
         let uncaptured = gpu.uncaptured.clone();
@@ -293,6 +303,7 @@ impl Gpu {
             uncaptured: Arc::new(Mutex::new(None)),
             owns_device: false,
             max_chunk_override: None,
+            runtime_checks: false,
             lock: Arc::new(DeviceLock::new(gl)),
         }
     }
@@ -322,7 +333,7 @@ impl Gpu {
             None => "application-provided device".to_string(),
         };
         format!(
-            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}",
+            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}; runtime checks: {}",
             if self.config.int64 {
                 "u64"
             } else {
@@ -330,7 +341,8 @@ impl Gpu {
             },
             self.config.subgroups,
             self.config.f16,
-            self.has_timestamps()
+            self.has_timestamps(),
+            self.runtime_checks
         )
     }
 
@@ -396,6 +408,7 @@ impl Gpu {
             ),
             max_groups: self.device.limits().max_compute_workgroups_per_dimension,
             loop_budget: self.loop_budget(),
+            runtime_checks: self.runtime_checks,
         };
         let built = Arc::new(family::build::<F>(
             &self.device,

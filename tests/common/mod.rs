@@ -16,25 +16,25 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
-/// The same adapter opened without 64-bit integers: kernels take the portable Philox path.
+/// The same adapter opened without 64-bit integers, with wgpu's runtime checks on (bounds
+/// checks, loop counters, zero-initialised workgroup memory): kernels take the portable Philox
+/// path, compiled the checked way. [`gpu`] is the shipping configuration: unchecked.
 pub fn gpu_without_int64() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         Gpu::with_options(GpuOptions {
             int64: false,
+            runtime_checks: true,
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
     })
 }
 
-/// Both Philox multiply paths where the adapter has int64, else the portable one alone.
+/// The shipping configuration and the portable, runtime-checked one: every kernel tested on
+/// both runs both ways (and both Philox multiply paths where the adapter has int64).
 pub fn gpus() -> Vec<&'static Gpu> {
-    let mut v = vec![gpu()];
-    if gpu().shader_config().int64 {
-        v.push(gpu_without_int64());
-    }
-    v
+    vec![gpu(), gpu_without_int64()]
 }
 
 /// The value unwritten output elements hold: a NaN payload no kernel produces.
