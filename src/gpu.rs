@@ -70,6 +70,55 @@ pub struct Gpu {
     max_chunk_override: Option<u64>,
     runtime_checks: bool,
     lock: Arc<DeviceLock>,
+    pool: BufferPool,
+}
+
+/// Buffers the slice API reuses across calls (uploads, outputs and readback staging), so a
+/// blocking call allocates nothing in the steady state. Each call takes the buffers it needs
+/// and gives them back when done, so threads never share one. Bounded: at most
+/// [`BufferPool::KEEP`] buffers of each kind, each at most [`BufferPool::MAX_BYTES`].
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<wgpu::Buffer>>,
+}
+
+impl BufferPool {
+    const KEEP: usize = 8;
+    const MAX_BYTES: u64 = 64 << 20;
+}
+
+/// A buffer on loan from the pool; it goes back when dropped.
+pub(crate) struct Pooled<'a> {
+    buffer: Option<wgpu::Buffer>,
+    pool: &'a BufferPool,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until dropped")
+    }
+}
+
+impl Pooled<'_> {
+    /// Keeps the buffer out of the pool (a failed map may leave it mapped).
+    fn discard(mut self) {
+        self.buffer = None;
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(b) = self.buffer.take() else { return };
+        if b.size() > BufferPool::MAX_BYTES {
+            return;
+        }
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        let same_kind = free.iter().filter(|f| f.usage() == b.usage()).count();
+        if same_kind < BufferPool::KEEP {
+            free.push(b);
+        }
+    }
 }
 
 /// Serialises this crate's device work where the backend needs it: wgpu's GL backend guards its
@@ -305,6 +354,7 @@ impl Gpu {
             max_chunk_override: None,
             runtime_checks: false,
             lock: Arc::new(DeviceLock::new(gl)),
+            pool: BufferPool::default(),
         }
     }
 
@@ -502,6 +552,139 @@ impl Gpu {
         })
     }
 
+    /// A buffer of at least `bytes` bytes (a power of two, at least 256) with `usage`, from the
+    /// pool when one is free, for the duration of a slice-level call.
+    pub(crate) fn pooled(
+        &self,
+        label: &str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<Pooled<'_>, Error> {
+        let size = bytes.max(256).next_power_of_two();
+        let max = self.device.limits().max_buffer_size;
+        if bytes > max {
+            return Err(Error::TooLarge(format!(
+                "{label} needs a buffer of {bytes} bytes; this device allows at most {max}"
+            )));
+        }
+        let taken = {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.iter()
+                .position(|b| b.usage() == usage && b.size() >= bytes && b.size() <= 2 * size)
+                .map(|i| free.swap_remove(i))
+        };
+        let buffer = match taken {
+            Some(b) => b,
+            None => self.scoped(|| {
+                Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: size.min(max.max(4) / 4 * 4).max(bytes.next_multiple_of(4)),
+                    usage,
+                    mapped_at_creation: false,
+                }))
+            })?,
+        };
+        Ok(Pooled {
+            buffer: Some(buffer),
+            pool: &self.pool,
+        })
+    }
+
+    /// A pooled storage buffer holding `data` from byte 0 (the rest of it is stale).
+    pub(crate) fn pooled_upload<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+    ) -> Result<Pooled<'_>, Error> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = self.pooled(label, bytes.len() as u64, Self::STORAGE_USAGE)?;
+        if !bytes.is_empty() {
+            let _device = self.lock.lock();
+            let padded = bytes.len().next_multiple_of(4);
+            if padded == bytes.len() {
+                self.queue.write_buffer(&buffer, 0, bytes);
+            } else {
+                let mut v = bytes.to_vec();
+                v.resize(padded, 0);
+                self.queue.write_buffer(&buffer, 0, &v);
+            }
+        }
+        Ok(buffer)
+    }
+
+    /// A pooled storage buffer of at least `bytes` bytes (contents stale).
+    pub(crate) fn pooled_storage(&self, label: &str, bytes: u64) -> Result<Pooled<'_>, Error> {
+        self.pooled(label, bytes, Self::STORAGE_USAGE)
+    }
+
+    const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+        .union(wgpu::BufferUsages::COPY_SRC)
+        .union(wgpu::BufferUsages::COPY_DST);
+
+    /// The slice API's round trip in one submission: records `record`, copies the first `len`
+    /// elements of `out` into a pooled staging buffer behind it, submits once, waits once and
+    /// reads them back.
+    pub(crate) fn run_and_read<T: bytemuck::Pod>(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
+        out: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>, Error> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let _device = self.lock.lock();
+        let staging = self.pooled(
+            "readback",
+            bytes.max(4),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        self.scoped(|| {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            record(&mut encoder)?;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(out, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
+            }
+            self.queue.submit([encoder.finish()]);
+            Ok(())
+        })?;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let read = self.map_and_read(&staging, bytes);
+        if read.is_err() {
+            staging.discard();
+        }
+        read
+    }
+
+    /// Maps the first `bytes` of a staging buffer whose copy is submitted, waits, and reads.
+    fn map_and_read<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<T>, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mapped = bytes.next_multiple_of(4);
+        staging.map_async(wgpu::MapMode::Read, ..mapped, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..mapped)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+        drop(view);
+        staging.unmap();
+        self.check_alive()?;
+        Ok(out)
+    }
+
     /// Copies `len` elements of `buffer` (from element 0) back to the host.
     pub fn read_buffer<T: bytemuck::Pod>(
         &self,
@@ -526,22 +709,6 @@ impl Gpu {
             enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
             Ok(())
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        self.map_and_read(&staging, bytes)
     }
 }

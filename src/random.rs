@@ -176,18 +176,21 @@ impl Gpu {
             .checked_mul(4)
             .ok_or_else(|| Error::TooLarge(format!("{len} elements")))?;
         let kernels = self.random_fill()?;
-        let out = self.storage_buffer("random out", bytes)?;
-        self.submit(|enc| {
-            kernels.record(
-                enc,
-                &RandomJob {
-                    kind,
-                    stream,
-                    out: out.slice(..bytes),
-                },
-            )
-        })?;
-        self.read_buffer(&out, len)
+        let out = self.pooled_storage("random out", bytes)?;
+        self.run_and_read(
+            |enc| {
+                kernels.record(
+                    enc,
+                    &RandomJob {
+                        kind,
+                        stream,
+                        out: out.slice(..bytes),
+                    },
+                )
+            },
+            &out,
+            len,
+        )
     }
 
     /// Words `0..len` of `stream` (blocking).

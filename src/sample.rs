@@ -476,13 +476,13 @@ impl Gpu {
             }
         }
         let kernels = self.sampler()?;
-        let buf = self.upload("logits", &logits.words())?;
+        let buf = self.pooled_upload("logits", &logits.words())?;
         let temps = options
             .temperatures
-            .map(|t| self.upload("temperatures", t))
+            .map(|t| self.pooled_upload("temperatures", t))
             .transpose()?;
         let len = rows * top;
-        let out = self.storage_buffer("samples", (len as u64) * 4)?;
+        let out = self.pooled_storage("samples", (len as u64) * 4)?;
         let job = SampleJob {
             logits: LogitsView {
                 data: buf.slice(..),
@@ -497,7 +497,10 @@ impl Gpu {
             stream,
             out: out.slice(..),
         };
-        self.submit(|enc| kernels.record_path(enc, &job, options.strategy))?;
-        self.read_buffer(&out, len)
+        self.run_and_read(
+            |enc| kernels.record_path(enc, &job, options.strategy),
+            &out,
+            len,
+        )
     }
 }
