@@ -45,14 +45,14 @@ pub fn poisoned(gpu: &Gpu, len: usize) -> wgpu::Buffer {
     gpu.upload("poisoned", &vec![SENTINEL; len]).unwrap()
 }
 
-/// Records with `record`, submits and waits.
+/// Records with `record`, submits and waits, through [`Gpu::submit`]: on GL its device lock
+/// keeps the test threads sharing one `Gpu` from timing out on wgpu's GL context lock.
 pub fn run(gpu: &Gpu, record: impl FnOnce(&mut wgpu::CommandEncoder)) {
-    let mut enc = gpu.device().create_command_encoder(&Default::default());
-    record(&mut enc);
-    gpu.queue().submit([enc.finish()]);
-    gpu.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
+    gpu.submit(|enc| {
+        record(enc);
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// The awkward sizes every kernel is swept over: around workgroup and block boundaries.
