@@ -97,8 +97,9 @@ pub(crate) struct FamilyCore {
     lock: Arc<DeviceLock>,
     name: &'static str,
     layout: wgpu::BindGroupLayout,
-    /// 16 bytes bound where a job has no buffer for a binding (a binding cannot stay empty).
-    dummy: wgpu::Buffer,
+    /// 16 bytes per storage binding, bound where a job has no buffer for it (a binding cannot
+    /// stay empty, and one buffer may not be bound read-only and read-write in one dispatch).
+    unused: Vec<wgpu::Buffer>,
     scratch: Mutex<Option<wgpu::Buffer>>,
     /// Elements of 4 bytes one storage binding may hold (a multiple of the alignment).
     pub(crate) max_elements: u64,
@@ -120,11 +121,22 @@ pub(crate) fn build<F: KernelFamily>(
 ) -> Result<F, Error> {
     let spec = F::SPEC;
     let source = crate::shader::compose(&spec, config)?;
-    let (layout, pipelines, dummy) = scoped(device, lock, || {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let (layout, pipelines, unused) = scoped(device, lock, || {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
             source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        };
+        let module = if limits.runtime_checks {
+            device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel's header contract (shaders/*.wgsl) states how it keeps its
+            // buffer and array indices inside the bound windows, why each loop ends, why no
+            // divisor is zero, and that workgroup memory is written (behind a barrier) before
+            // it is read; the test suite runs every kernel with and without these checks.
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         let buffer = |read_only: Option<bool>| wgpu::BindingType::Buffer {
             ty: match read_only {
                 None => wgpu::BufferBindingType::Uniform,
@@ -161,25 +173,35 @@ pub(crate) fn build<F: KernelFamily>(
                     layout: Some(&pipeline_layout),
                     module: &module,
                     entry_point: Some(ep),
-                    compilation_options: wgpu::PipelineCompilationOptions::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[],
+                        // Every kernel writes its workgroup memory before reading it (contracts).
+                        zero_initialize_workgroup_memory: limits.runtime_checks,
+                    },
                     cache: None,
                 })
             })
             .collect::<Vec<_>>();
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        Ok((layout, pipelines, dummy))
+        let unused = spec
+            .storage_read_only
+            .iter()
+            .map(|_| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("unused binding"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok((layout, pipelines, unused))
     })?;
     let core = FamilyCore {
         device: device.clone(),
         lock: lock.clone(),
         name: spec.name,
         layout,
-        dummy,
+        unused,
         scratch: Mutex::new(None),
         max_elements: limits.max_elements,
         align: limits.align,
@@ -196,6 +218,8 @@ pub(crate) struct FamilyLimits {
     pub align: u64,
     pub max_groups: u32,
     pub loop_budget: Option<u64>,
+    /// Compile with wgpu's runtime checks (`GpuOptions::runtime_checks`).
+    pub runtime_checks: bool,
 }
 
 impl FamilyCore {
@@ -229,24 +253,11 @@ impl FamilyCore {
         }
     }
 
-    /// The window of an optional slice, or of the dummy buffer (base 0) where there is none.
-    pub(crate) fn window_or_dummy<'a>(
-        &'a self,
-        slice: Option<wgpu::BufferSlice<'a>>,
-        first: u64,
-        n: u64,
-        bytes: u64,
-    ) -> Window<'a> {
-        match slice {
-            Some(s) => self.window(s, first, n, bytes),
-            None => self.dummy(),
-        }
-    }
-
-    /// The 16-byte dummy buffer, for a binding the job leaves unused.
-    pub(crate) fn dummy(&self) -> Window<'_> {
+    /// A window on a 16-byte buffer of this family's own, for storage binding `binding` (1..)
+    /// when the job leaves it unused.
+    pub(crate) fn unused(&self, binding: usize) -> Window<'_> {
         Window {
-            binding: self.dummy.as_entire_buffer_binding(),
+            binding: self.unused[binding - 1].as_entire_buffer_binding(),
             base: 0,
         }
     }
@@ -316,7 +327,10 @@ impl FamilyCore {
         pass.set_bind_group(0, &bind, &[]);
         for &(pipeline, groups) in passes {
             let groups = u32::try_from(groups).map_err(|_| {
-                Error::TooLarge(format!("{}: {groups} workgroups in one dispatch", self.name))
+                Error::TooLarge(format!(
+                    "{}: {groups} workgroups in one dispatch",
+                    self.name
+                ))
             })?;
             let (gx, gy) = grid(groups, self.max_groups);
             pass.set_pipeline(pipeline);

@@ -25,6 +25,13 @@ pub struct GpuOptions {
     pub subgroups: bool,
     /// Accept `f16` logits natively where the adapter has `SHADER_F16`.
     pub f16: bool,
+    /// Compile the kernels with wgpu's runtime checks: naga's bounds checks on every buffer and
+    /// array index, a counter on every loop, guarded integer division, and zero-initialised
+    /// workgroup memory. Off by default: each shader's contract states why its indices stay in
+    /// range, its loops end, its divisors are non-zero and its workgroup memory is written
+    /// before it is read, and the test suite runs every kernel both ways. Turn it on to rule the
+    /// kernels out when something looks wrong.
+    pub runtime_checks: bool,
     /// Split work into dispatches of at most this many elements, as if the device's storage
     /// bindings were this small (a multiple of 64). Tests use it to exercise chunking.
     #[doc(hidden)]
@@ -37,6 +44,7 @@ impl Default for GpuOptions {
             int64: true,
             subgroups: true,
             f16: true,
+            runtime_checks: false,
             max_chunk_elements: None,
         }
     }
@@ -44,8 +52,12 @@ impl Default for GpuOptions {
 
 /// The GPU this crate runs on: a wgpu device and queue, with the kernels built for it.
 ///
-/// Cheap to share by reference across threads; every operation either records into a caller's
-/// encoder or submits and waits on its own.
+/// Share it by reference across threads (`&Gpu` is `Send + Sync`); every operation either
+/// records into a caller's encoder or submits and waits on its own. On OpenGL, whose one context
+/// wgpu-hal guards with a lock that panics after 6 seconds of waiting, this crate serialises its
+/// own device work behind a lock of its own, so threads wait for each other as long as jobs
+/// take, and never panic. (Work an application submits to the same GL device itself, outside
+/// this crate, is not covered.)
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -56,7 +68,57 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     owns_device: bool,
     max_chunk_override: Option<u64>,
+    runtime_checks: bool,
     lock: Arc<DeviceLock>,
+    pool: BufferPool,
+}
+
+/// Buffers the slice API reuses across calls (uploads, outputs and readback staging), so a
+/// blocking call allocates nothing in the steady state. Each call takes the buffers it needs
+/// and gives them back when done, so threads never share one. Bounded: at most
+/// [`BufferPool::KEEP`] buffers of each kind, each at most [`BufferPool::MAX_BYTES`].
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<wgpu::Buffer>>,
+}
+
+impl BufferPool {
+    const KEEP: usize = 8;
+    const MAX_BYTES: u64 = 64 << 20;
+}
+
+/// A buffer on loan from the pool; it goes back when dropped.
+pub(crate) struct Pooled<'a> {
+    buffer: Option<wgpu::Buffer>,
+    pool: &'a BufferPool,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until dropped")
+    }
+}
+
+impl Pooled<'_> {
+    /// Keeps the buffer out of the pool (a failed map may leave it mapped).
+    fn discard(mut self) {
+        self.buffer = None;
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(b) = self.buffer.take() else { return };
+        if b.size() > BufferPool::MAX_BYTES {
+            return;
+        }
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        let same_kind = free.iter().filter(|f| f.usage() == b.usage()).count();
+        if same_kind < BufferPool::KEEP {
+            free.push(b);
+        }
+    }
 }
 
 /// Serialises this crate's device work where the backend needs it: wgpu's GL backend guards its
@@ -169,6 +231,7 @@ impl Gpu {
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let mut gpu = Gpu::wrap(device, queue, Some(adapter.get_info()));
         gpu.owns_device = true;
+        gpu.runtime_checks = options.runtime_checks;
         gpu.max_chunk_override = options.max_chunk_elements.map(|c| c.max(64) / 64 * 64);
         // We own this device: errors outside our scopes are recorded, never a panic.
         let uncaptured = gpu.uncaptured.clone();
@@ -187,7 +250,32 @@ impl Gpu {
         wgpu::Instance::new(desc).enumerate_adapters(backends).await
     }
 
+    /// Keeps Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` from printing
+    /// "error: XDG_RUNTIME_DIR is invalid or not set" twice per device open on machines without
+    /// a session (servers, CI, containers). wgpu always enables `VK_KHR_wayland_surface`, which
+    /// makes that layer connect to Wayland to find the compositor's GPU, and libwayland prints
+    /// the error when `XDG_RUNTIME_DIR` is unset. Without it no compositor can be reached anyway,
+    /// and this crate ranks the adapters itself, so the layer has nothing to add: we set its own
+    /// off switch, `NODEVICE_SELECT=1`, once, only then, and never over a value the user set.
+    #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
+    fn quiet_device_select_layer() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+                && std::env::var_os("NODEVICE_SELECT").is_none()
+            {
+                // SAFETY: set once, before this crate's first Vulkan instance; the variable is
+                // only read by the Vulkan loader when an instance is created. A program that
+                // reads the environment from C on another thread at this very moment should set
+                // XDG_RUNTIME_DIR or NODEVICE_SELECT itself, which turns this off.
+                unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+            }
+        });
+    }
+
     async fn pick_adapter() -> Result<wgpu::Adapter, Error> {
+        #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
+        Self::quiet_device_select_layer();
         // GL (EGL) only when asked for or when nothing else serves: probing EGL prints errors
         // of its own on machines without a display server.
         let asked = wgpu::Backends::from_env();
@@ -264,7 +352,9 @@ impl Gpu {
             uncaptured: Arc::new(Mutex::new(None)),
             owns_device: false,
             max_chunk_override: None,
+            runtime_checks: false,
             lock: Arc::new(DeviceLock::new(gl)),
+            pool: BufferPool::default(),
         }
     }
 
@@ -293,7 +383,7 @@ impl Gpu {
             None => "application-provided device".to_string(),
         };
         format!(
-            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}",
+            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}; runtime checks: {}",
             if self.config.int64 {
                 "u64"
             } else {
@@ -301,7 +391,8 @@ impl Gpu {
             },
             self.config.subgroups,
             self.config.f16,
-            self.has_timestamps()
+            self.has_timestamps(),
+            self.runtime_checks
         )
     }
 
@@ -359,11 +450,22 @@ impl Gpu {
         self.check_alive()?;
         let limits = FamilyLimits {
             max_elements: self.max_binding_elements(),
-            align: u64::from(self.device.limits().min_storage_buffer_offset_alignment.max(4)),
+            align: u64::from(
+                self.device
+                    .limits()
+                    .min_storage_buffer_offset_alignment
+                    .max(4),
+            ),
             max_groups: self.device.limits().max_compute_workgroups_per_dimension,
             loop_budget: self.loop_budget(),
+            runtime_checks: self.runtime_checks,
         };
-        let built = Arc::new(family::build::<F>(&self.device, &self.lock, &self.config, limits)?);
+        let built = Arc::new(family::build::<F>(
+            &self.device,
+            &self.lock,
+            &self.config,
+            limits,
+        )?);
         self.check_alive()?;
         let mut map = self.families.lock().unwrap();
         let entry = map
@@ -450,6 +552,139 @@ impl Gpu {
         })
     }
 
+    /// A buffer of at least `bytes` bytes (a power of two, at least 256) with `usage`, from the
+    /// pool when one is free, for the duration of a slice-level call.
+    pub(crate) fn pooled(
+        &self,
+        label: &str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<Pooled<'_>, Error> {
+        let size = bytes.max(256).next_power_of_two();
+        let max = self.device.limits().max_buffer_size;
+        if bytes > max {
+            return Err(Error::TooLarge(format!(
+                "{label} needs a buffer of {bytes} bytes; this device allows at most {max}"
+            )));
+        }
+        let taken = {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.iter()
+                .position(|b| b.usage() == usage && b.size() >= bytes && b.size() <= 2 * size)
+                .map(|i| free.swap_remove(i))
+        };
+        let buffer = match taken {
+            Some(b) => b,
+            None => self.scoped(|| {
+                Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: size.min(max.max(4) / 4 * 4).max(bytes.next_multiple_of(4)),
+                    usage,
+                    mapped_at_creation: false,
+                }))
+            })?,
+        };
+        Ok(Pooled {
+            buffer: Some(buffer),
+            pool: &self.pool,
+        })
+    }
+
+    /// A pooled storage buffer holding `data` from byte 0 (the rest of it is stale).
+    pub(crate) fn pooled_upload<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+    ) -> Result<Pooled<'_>, Error> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = self.pooled(label, bytes.len() as u64, Self::STORAGE_USAGE)?;
+        if !bytes.is_empty() {
+            let _device = self.lock.lock();
+            let padded = bytes.len().next_multiple_of(4);
+            if padded == bytes.len() {
+                self.queue.write_buffer(&buffer, 0, bytes);
+            } else {
+                let mut v = bytes.to_vec();
+                v.resize(padded, 0);
+                self.queue.write_buffer(&buffer, 0, &v);
+            }
+        }
+        Ok(buffer)
+    }
+
+    /// A pooled storage buffer of at least `bytes` bytes (contents stale).
+    pub(crate) fn pooled_storage(&self, label: &str, bytes: u64) -> Result<Pooled<'_>, Error> {
+        self.pooled(label, bytes, Self::STORAGE_USAGE)
+    }
+
+    const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+        .union(wgpu::BufferUsages::COPY_SRC)
+        .union(wgpu::BufferUsages::COPY_DST);
+
+    /// The slice API's round trip in one submission: records `record`, copies the first `len`
+    /// elements of `out` into a pooled staging buffer behind it, submits once, waits once and
+    /// reads them back.
+    pub(crate) fn run_and_read<T: bytemuck::Pod>(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
+        out: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>, Error> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let _device = self.lock.lock();
+        let staging = self.pooled(
+            "readback",
+            bytes.max(4),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        self.scoped(|| {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            record(&mut encoder)?;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(out, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
+            }
+            self.queue.submit([encoder.finish()]);
+            Ok(())
+        })?;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let read = self.map_and_read(&staging, bytes);
+        if read.is_err() {
+            staging.discard();
+        }
+        read
+    }
+
+    /// Maps the first `bytes` of a staging buffer whose copy is submitted, waits, and reads.
+    fn map_and_read<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<T>, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mapped = bytes.next_multiple_of(4);
+        staging.map_async(wgpu::MapMode::Read, ..mapped, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..mapped)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+        drop(view);
+        staging.unmap();
+        self.check_alive()?;
+        Ok(out)
+    }
+
     /// Copies `len` elements of `buffer` (from element 0) back to the host.
     pub fn read_buffer<T: bytemuck::Pod>(
         &self,
@@ -474,22 +709,6 @@ impl Gpu {
             enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
             Ok(())
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        self.map_and_read(&staging, bytes)
     }
 }

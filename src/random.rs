@@ -1,6 +1,8 @@
 //! Random fills on the GPU: Philox words, uniforms and Gumbel noise (`shaders/random.wgsl`).
 
-use crate::family::{FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream};
 use std::sync::Arc;
@@ -80,7 +82,11 @@ impl RandomFill {
     /// Records the fill `job` into `encoder`; never submits. Outputs longer than one storage
     /// binding are filled by several dispatches; the stream contract makes the result
     /// independent of the split. `Err` if `out` is not 4-byte aligned or lacks `STORAGE` usage.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, job: &RandomJob<'_>) -> Result<(), Error> {
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &RandomJob<'_>,
+    ) -> Result<(), Error> {
         let pipeline = &self.fill[match job.kind {
             RandomKind::Words => 0,
             RandomKind::Uniform => 1,
@@ -170,18 +176,21 @@ impl Gpu {
             .checked_mul(4)
             .ok_or_else(|| Error::TooLarge(format!("{len} elements")))?;
         let kernels = self.random_fill()?;
-        let out = self.storage_buffer("random out", bytes)?;
-        self.submit(|enc| {
-            kernels.record(
-                enc,
-                &RandomJob {
-                    kind,
-                    stream,
-                    out: out.slice(..bytes),
-                },
-            )
-        })?;
-        self.read_buffer(&out, len)
+        let out = self.pooled_storage("random out", bytes)?;
+        self.run_and_read(
+            |enc| {
+                kernels.record(
+                    enc,
+                    &RandomJob {
+                        kind,
+                        stream,
+                        out: out.slice(..bytes),
+                    },
+                )
+            },
+            &out,
+            len,
+        )
     }
 
     /// Words `0..len` of `stream` (blocking).

@@ -39,8 +39,12 @@
 //! (e.g. `top = 1024` of 65536). On llvmpipe, [`Sampler::record`] estimates the count and returns
 //! [`Error::Unsupported`] past the budget instead of a wrong answer; other drivers have no cap.
 
-use crate::family::{FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params};
-use crate::logits::{LogitsFormat, LogitsSlice, LogitsView, check_rows, check_shape, check_taus, check_temperature};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
+use crate::logits::{
+    LogitsSlice, LogitsView, check_rows, check_shape, check_taus, check_temperature,
+};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
@@ -93,7 +97,7 @@ pub enum SampleStrategy {
 /// One sampling job at the buffer level.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleJob<'a> {
-    /// The logits, `rows x k` in any [`LogitsFormat`].
+    /// The logits, `rows x k` in any [`LogitsFormat`](crate::LogitsFormat).
     pub logits: LogitsView<'a>,
     /// Indices drawn per row, `1..=min(k, MAX_TOP)`; 1 is plain Gumbel-max sampling.
     pub top: u32,
@@ -224,7 +228,11 @@ impl Sampler {
     /// them). The split-row path keeps its scratch buffer (`rows * chunks * top * 8` bytes per
     /// dispatch) across calls. `Err` for bad views (naming the argument), `k = 0`, a `top` out of
     /// range, or a bad scalar temperature.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, job: &SampleJob<'_>) -> Result<(), Error> {
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &SampleJob<'_>,
+    ) -> Result<(), Error> {
         self.record_path(encoder, job, SampleStrategy::Auto)
     }
 
@@ -294,7 +302,7 @@ impl Sampler {
         let logits = core.window(job.logits.data, r0 * k, n * k, job.logits.format.bytes());
         let out = core.window(job.out, r0 * top, n * top, 4);
         let (tau, temps) = match job.tau {
-            Temperature::Scalar(t) => (t, core.dummy()),
+            Temperature::Scalar(t) => (t, core.unused(2)),
             Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
         };
         let chunks = match strategy {
@@ -329,7 +337,9 @@ impl Sampler {
             out_base: out.base,
             seg,
         };
-        let scratch = scratch.as_ref().map_or(core.dummy().binding, |s| s.as_entire_buffer_binding());
+        let scratch = scratch
+            .as_ref()
+            .map_or(core.unused(4).binding, |s| s.as_entire_buffer_binding());
         let bindings = [logits.binding, temps.binding, out.binding, scratch];
         match strategy {
             SampleStrategy::RowPerThread => core.dispatch(
@@ -466,13 +476,13 @@ impl Gpu {
             }
         }
         let kernels = self.sampler()?;
-        let buf = self.upload("logits", &logits.words())?;
+        let buf = self.pooled_upload("logits", &logits.words())?;
         let temps = options
             .temperatures
-            .map(|t| self.upload("temperatures", t))
+            .map(|t| self.pooled_upload("temperatures", t))
             .transpose()?;
         let len = rows * top;
-        let out = self.storage_buffer("samples", (len as u64) * 4)?;
+        let out = self.pooled_storage("samples", (len as u64) * 4)?;
         let job = SampleJob {
             logits: LogitsView {
                 data: buf.slice(..),
@@ -481,13 +491,16 @@ impl Gpu {
                 k: k as u64,
             },
             top: top as u32,
-            tau: temps
-                .as_ref()
-                .map_or(Temperature::Scalar(1.0), |t| Temperature::PerRow(t.slice(..))),
+            tau: temps.as_ref().map_or(Temperature::Scalar(1.0), |t| {
+                Temperature::PerRow(t.slice(..))
+            }),
             stream,
             out: out.slice(..),
         };
-        self.submit(|enc| kernels.record_path(enc, &job, options.strategy))?;
-        self.read_buffer(&out, len)
+        self.run_and_read(
+            |enc| kernels.record_path(enc, &job, options.strategy),
+            &out,
+            len,
+        )
     }
 }

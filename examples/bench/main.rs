@@ -6,11 +6,11 @@
 
 mod roofline;
 
-use roofline::{Clock, CopyKernel, median, time_gpu};
 use gumbel_wgpu::{
     BackwardArgs, BackwardInput, Error, Gpu, GradSpace, LogitsFormat, RandomKind, SampleShape,
     SoftmaxJob, SoftmaxMode, Stream, Temperature,
 };
+use roofline::{Clock, CopyKernel, median, time_gpu};
 use std::io::Write;
 use std::time::Instant;
 
