@@ -19,8 +19,8 @@
 //                          element n of this dispatch is logit_bits(logit_base + n) (16-bit
 //                          formats: logit_base counts halves)
 //   2: storage, read       taus: array<u32>    row r's tau bits at taus[tau_base + r] (when
-//                          per_row_tau; otherwise the logits window again, never read, and
-//                          params.tau is the tau)
+//                          per_row_tau; an unused 16-byte buffer otherwise, and params.tau is
+//                          the tau)
 //   3: storage, read_write out: array<u32>     f32 bits of y / log y / the one-hot row:
 //                          element n at out[out_base + n]
 //   4: storage, read_write status: array<atomic<u32>> (when use_status, else a dummy): atomicMin
@@ -32,6 +32,20 @@
 // Counter scheme: row r of the dispatch (global row row0 + r; the host advances the stream by
 // row0 * k per dispatch) holds dispatch-relative flat elements n0 = r*k .. n0 + k - 1; element n
 // uses stream word n: block block0 + (phase + n) / 4, lane (phase + n) % 4.
+// Safety contract (the modules are compiled without wgpu's runtime checks by default):
+//   * indices stay in the windows: logits/out are read/written at base + r*k + j with
+//     r < params.rows and j < params.k, and the host binds rows * k elements from each base;
+//     taus[tau_base + r] only when per_row_tau (rows words bound); status[status_base + 0..2]
+//     only when use_status (3 words bound); partials[partial_base + i] with
+//     i < rows * segments, split kernels only (rows * segments states bound); register slots
+//     4 * i + lane < REG_SLOTS; red[lid + w] with lid % group < w <= group / 2 < WG_SIZE.
+//   * every loop ends: bounds are params (k, nblocks, segments) or constants, steps >= 1, and
+//     the tree reductions halve w down to 0.
+//   * no divisor is zero: params.k >= 1 (host check), segments >= 1, group a power of two in
+//     1..WG_SIZE, tau normal and > 0 (bad per-row taus are replaced by 1 and flagged).
+//   * workgroup memory (red) is written by every thread of the workgroup before the barrier that
+//     precedes any read; early returns are uniform per workgroup (they depend on the
+//     workgroup index and params only).
 // Rows are walked in Philox blocks (one philox call yields the noise of 4 consecutive elements);
 // a row's block q (0 .. nblocks) holds elements j = 4q + lane - off.
 //

@@ -4,7 +4,7 @@
 //! re-exported at the crate root).
 
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, Params, Window, check_slice, take, uniform_params,
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
 };
 use crate::logits::{
     LogitsSlice, LogitsView, check_rows, check_shape, check_tau, check_taus, check_temperature,
@@ -301,22 +301,17 @@ impl GumbelSoftmax {
         let group = register_group(k);
         let logits = core.window(job.logits.data, row0 * k, n * k, job.logits.format.bytes());
         let out = core.window(job.out, row0 * k, n * k, 4);
-        // A scalar tau binds the logits window again where the taus go (read-only, never read):
-        // the dummy buffer serves the read-write status binding, and one buffer cannot be bound
-        // read-only and read-write in the same dispatch.
         let (tau, taus) = match job.tau {
-            Temperature::Scalar(t) => (
-                t,
-                Window {
-                    binding: logits.binding.clone(),
-                    base: 0,
-                },
-            ),
+            Temperature::Scalar(t) => (t, core.unused(2)),
             Temperature::PerRow(s) => (1.0, core.window(s, row0, n, 4)),
         };
-        let status = core.window_or_dummy(job.status, 0, Self::STATUS_WORDS as u64, 4);
+        let status = match job.status {
+            Some(s) => core.window(s, 0, Self::STATUS_WORDS as u64, 4),
+            None => core.unused(4),
+        };
         // Partial states of the split kernels; the other paths bind one state's worth of the
-        // same reused buffer (a binding of `array<State>` must hold one State).
+        // same reused buffer (a binding of `array<State>` must hold one 32-byte State, more
+        // than the 16-byte unused-binding buffers).
         let states = if strategy == SoftmaxStrategy::Split {
             n * segments
         } else {
