@@ -1,12 +1,13 @@
 //! Throughput of every kernel family against the device's own copy bandwidth, measured in the
 //! same run with GPU timestamp queries (wall clock around a blocking submit where the adapter has
-//! none). Prints a table and writes it as JSON.
+//! none). Prints a table, writes it as JSON and draws it as an SVG bar chart beside the JSON.
 //!
-//!     cargo run --release --example bench -- [--quick] [--json PATH] [--filter SUBSTRING]
-//!         [--reps N]
+//!     cargo run --release --example bench -- [--quick] [--json PATH] [--svg PATH]
+//!         [--filter SUBSTRING] [--reps N]
 //!
 //! One line per measurement goes to stderr as it finishes; the table goes to stdout at the end.
 
+mod chart;
 mod roofline;
 
 use clap::Parser;
@@ -43,6 +44,10 @@ struct Args {
     /// Write the results as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Write the bar chart (percent of copy bandwidth by kernel and shape) to PATH
+    /// [default: the JSON's path with the extension .svg; none without --json].
+    #[arg(long, value_name = "PATH")]
+    svg: Option<PathBuf>,
     /// Measure only the kernels whose name contains SUBSTRING (the copy, the roofline every
     /// percentage is taken against, is always measured).
     #[arg(long, value_name = "SUBSTRING", visible_alias = "only")]
@@ -354,6 +359,43 @@ impl Bench {
         out += "\n  ]\n}\n";
         out
     }
+
+    fn chart(&self, date: &str) -> chart::Chart {
+        chart::Chart {
+            title: format!("gumbel-wgpu kernels on {}, {date}", adapter_name(&self.gpu)),
+            cpu: is_cpu(&self.gpu),
+            copy_gbps: self.copy_bytes_per_s / 1e9,
+            clock: match self.results.first().map(|m| m.clock) {
+                Some(Clock::WallClock) => {
+                    "wall clock around blocking submits (no timestamp queries)"
+                }
+                _ => "GPU timestamp queries",
+            },
+            reps: self.reps,
+            quick: self.args.quick,
+            bars: self
+                .results
+                .iter()
+                .filter(|m| m.kernel != Kernel::Copy.name())
+                .map(|m| chart::Bar {
+                    kernel: m.kernel.to_string(),
+                    shape: if m.shape.contains('x') {
+                        m.shape.clone()
+                    } else {
+                        format!("{} elements", m.shape)
+                    },
+                    pct_copy: self.pct_copy(m),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The adapter's name (no driver details), for the chart's title.
+fn adapter_name(gpu: &Gpu) -> String {
+    gpu.adapter_info()
+        .map(|i| format!("{} ({:?})", i.name, i.backend))
+        .unwrap_or_else(|| "an application-provided device".into())
 }
 
 /// Whether the adapter is a CPU emulating a GPU (lavapipe / llvmpipe, WARP, SwiftShader).
@@ -646,6 +688,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &b.args.json {
         create_parent(path)?;
         std::fs::write(path, b.json(&date))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let svg = b
+        .args
+        .svg
+        .clone()
+        .or_else(|| b.args.json.as_ref().map(|j| j.with_extension("svg")));
+    if let Some(path) = svg {
+        create_parent(&path)?;
+        chart::write_svg(&path, &b.chart(&date))?;
         eprintln!("wrote {}", path.display());
     }
     eprintln!("finished in {:.1} s", started.elapsed().as_secs_f64());
