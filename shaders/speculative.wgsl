@@ -26,22 +26,7 @@
 #import gumbel
 #import grid
 
-struct SpecParams {
-    rows: u32,
-    k: u32,
-    n: u32,
-    draft_base: u32,
-    q_base: u32,
-    p_base: u32,
-    stream_base: u32,
-    accepted_base: u32,
-    out_base: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: SpecParams;
+#import params
 @group(0) @binding(1) var<storage, read> drafts: array<u32>;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> p: array<f32>;

@@ -56,26 +56,7 @@
 #import logits
 #import grid
 
-struct TokenParams {
-    rows: u32,
-    k: u32,
-    format: u32,
-    logit_base: u32,
-    row_base: u32,
-    token_base: u32,
-    logprob_base: u32,
-    top_base: u32,
-    status_base: u32,
-    n_top: u32,
-    outputs: u32,
-    idx_rounds: u32,
-    noise64: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: TokenParams;
+#import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> rowp: array<u32>;
 @group(0) @binding(3) var<storage, read_write> tokens: array<u32>;

@@ -321,11 +321,12 @@ pub(crate) fn check_speculative(
 // The GPU family.
 
 use crate::Gpu;
-use crate::gpu::{KernelFamily, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, LogitsSlice, check_shape};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
+use crate::logits::{LogitsSlice, LogitsView, check_shape};
 use crate::shader::WG_SIZE;
 use std::sync::Arc;
-
 /// One row's parameters on the device (8 words, the layout `shaders/tokens.wgsl` reads): a
 /// decode loop keeps `rows` of them in a buffer and updates them on the device (e.g. the stream
 /// offsets, advanced by `k` per step) without reading back.
@@ -380,20 +381,15 @@ impl TokenRowParams {
 
 /// A buffer-level token-sampling job for [`TokenSampler::record`]. Every slice's offset must be
 /// a multiple of 4 and its buffer have `STORAGE` usage.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TokenJob<'a> {
-    /// `rows x k` logits, row-major, in `format` (f16 / bf16 packed two per word).
-    pub logits: wgpu::BufferSlice<'a>,
-    /// Element format of `logits`.
-    pub format: LogitsFormat,
-    /// Rows.
-    pub rows: u64,
-    /// Categories per row.
-    pub k: u64,
-    /// `rows` [`TokenRowParams`].
+    /// `rows x k` logits in any [`LogitsFormat`](crate::LogitsFormat).
+    pub logits: LogitsView<'a>,
+    /// `rows` [`TokenRowParams`] (32 bytes each).
     pub row_params: wgpu::BufferSlice<'a>,
-    /// Receives `rows` u32 tokens ([`crate::NO_INDEX`] for a row with a NaN, a +inf or only -inf).
-    pub tokens: wgpu::BufferSlice<'a>,
+    /// Receives `rows` u32 tokens ([`crate::NO_INDEX`] for a row with a NaN, a +inf or only
+    /// -inf logits).
+    pub out: wgpu::BufferSlice<'a>,
     /// Receives `rows` f32: `log_softmax(l)[token]` of the raw logits (NaN for bad rows).
     pub logprobs: Option<wgpu::BufferSlice<'a>>,
     /// `n` of the top-n log-probabilities, `0..=20` (with `top`).
@@ -408,87 +404,49 @@ pub struct TokenJob<'a> {
     pub noise: Noise,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct TokenParams {
-    rows: u32,
-    k: u32,
-    format: u32,
-    logit_base: u32,
-    row_base: u32,
-    token_base: u32,
-    logprob_base: u32,
-    top_base: u32,
-    status_base: u32,
-    n_top: u32,
-    outputs: u32,
-    idx_rounds: u32,
-    noise64: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+uniform_params! {
+    struct TokenParams {
+        rows: u32,
+        k: u32,
+        format: u32,
+        logit_base: u32,
+        row_base: u32,
+        token_base: u32,
+        logprob_base: u32,
+        top_base: u32,
+        status_base: u32,
+        n_top: u32,
+        outputs: u32,
+        idx_rounds: u32,
+        noise64: u32,
+    }
 }
-
-/// Size of `TokenParams`, checked against the WGSL struct by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<TokenParams>();
 
 const OUT_LOGPROB: u32 = 1;
 const OUT_TOP: u32 = 2;
 const OUT_STATUS: u32 = 4;
 
-/// The token-sampling kernel (`shaders/tokens.wgsl`): one workgroup per row.
+/// The token-sampling kernel (`shaders/tokens.wgsl`): one workgroup per row. Get it with
+/// [`Gpu::token_sampler`].
 pub struct TokenSampler {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     row: wgpu::ComputePipeline,
-    dummy: wgpu::Buffer,
-    max_elements: u64,
-    align: u64,
-    max_groups: u32,
-    loop_budget: Option<u64>,
 }
 
 impl KernelFamily for TokenSampler {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("tokens")?;
-        let layout = gpu.storage_layout("tokens", &[true, true, false, false, false, false]);
-        let [row] = gpu.pipelines(&module, &layout, ["tokens_row"])?;
-        let limits = gpu.limits();
-        Ok(TokenSampler {
-            device: gpu.device().clone(),
-            layout,
-            row,
-            dummy: gpu.storage_buffer("tokens dummy", 16)?,
-            max_elements: gpu.max_binding_elements(),
-            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
-            max_groups: limits.max_compute_workgroups_per_dimension,
-            loop_budget: gpu.loop_budget(),
-        })
+    const SPEC: FamilySpec = FamilySpec {
+        name: "tokens",
+        source: include_str!("../shaders/tokens.wgsl"),
+        params: TokenParams::WGSL,
+        storage_read_only: &[true, true, false, false, false, false],
+        entry_points: &["tokens_row"],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [row] = take(pipelines)?;
+        Ok(TokenSampler { core, row })
     }
 }
-
-/// Checks that `slice` (argument `what`) can be bound as storage and holds `bytes` bytes.
-fn check_slice(what: &str, slice: &wgpu::BufferSlice<'_>, bytes: u64) -> Result<(), Error> {
-    if !slice.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: the buffer lacks BufferUsages::STORAGE"
-        )));
-    }
-    if !slice.offset().is_multiple_of(4) {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: the slice starts at byte {}, not a multiple of 4",
-            slice.offset()
-        )));
-    }
-    if slice.size() < bytes {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: the slice holds {} bytes; {bytes} are needed",
-            slice.size()
-        )));
-    }
-    Ok(())
-}
-
 /// Rounds of 8-bit index digits the select needs to tell `k` indices apart.
 fn index_rounds(k: u64) -> u32 {
     let bits = 64 - (k.max(1) - 1).leading_zeros();
@@ -516,45 +474,19 @@ impl TokenSampler {
     /// Status of a row whose logits are all -inf.
     pub const STATUS_ALL_MASKED: u32 = 3;
 
-    /// Binds elements `first .. first + n` (of `bytes` each) of `slice` from the device-aligned
-    /// offset at or below; returns the binding and the element index where the range starts.
-    fn window<'a>(
-        &self,
-        slice: &wgpu::BufferSlice<'a>,
-        first: u64,
-        n: u64,
-        bytes: u64,
-    ) -> (wgpu::BufferBinding<'a>, u32) {
-        let start = slice.offset() + first * bytes;
-        let offset = start / self.align * self.align;
-        let end = (start + n * bytes).next_multiple_of(4);
-        (
-            wgpu::BufferBinding {
-                buffer: slice.buffer(),
-                offset,
-                size: wgpu::BufferSize::new((end - offset).max(4)),
-            },
-            ((start - offset) / bytes) as u32,
-        )
-    }
-
     /// Records token sampling (see the module docs) into `encoder`; never submits. Every
     /// per-row parameter comes from `job.row_params` on the device, so a decode loop records
     /// step after step without reading back. Rows with a NaN, a +inf or only -inf logits get
-    /// [`crate::NO_INDEX`] and a status (no host scan).
+    /// [`crate::NO_INDEX`] and a status (no host scan). Bad views are `Err` naming the argument.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         job: &TokenJob<'_>,
     ) -> Result<(), Error> {
-        let (rows, k) = (job.rows, job.k);
-        if k == 0 {
-            return Err(Error::InvalidArgument(
-                "k (categories per row) must be at least 1".into(),
-            ));
-        }
+        let LogitsView { rows, k, .. } = job.logits;
+        job.logits.check("logits")?;
         if k > u64::from(u32::MAX) / 2 {
-            return Err(Error::TooLarge(format!("rows of {k} logits")));
+            return Err(Error::TooLarge(format!("logits: rows of {k}")));
         }
         let n = u64::from(job.top_n);
         if n > MAX_LOGPROBS as u64 || n > k {
@@ -567,43 +499,31 @@ impl TokenSampler {
                 "top: top_n = {n} needs a buffer for the top log-probabilities"
             )));
         }
+        check_slice("row_params", job.row_params, rows * 32)?;
+        check_slice("out", job.out, rows * 4)?;
+        if let Some(s) = job.logprobs {
+            check_slice("logprobs", s, rows * 4)?;
+        }
+        if let Some(s) = job.top {
+            check_slice("top", s, rows * n * 8)?;
+        }
+        if let Some(s) = job.status {
+            check_slice("status", s, rows * 4)?;
+        }
         if rows == 0 {
             return Ok(());
         }
-        let too_large = || Error::TooLarge(format!("{rows} rows of {k} logits"));
-        let len = rows.checked_mul(k).ok_or_else(too_large)?;
-        check_slice("logits", &job.logits, job.format.buffer_bytes(len))?;
-        check_slice("row_params", &job.row_params, rows * 32)?;
-        check_slice("tokens", &job.tokens, rows * 4)?;
-        if let Some(s) = &job.logprobs {
-            check_slice("logprobs", s, rows * 4)?;
-        }
-        if let Some(s) = &job.top {
-            check_slice("top", s, rows * n * 8)?;
-        }
-        if let Some(s) = &job.status {
-            check_slice("status", s, rows * 4)?;
-        }
-        if let Some(budget) = self.loop_budget {
-            let it = loop_iterations(k, n, job.noise);
-            if it > budget {
-                return Err(Error::Unsupported(format!(
-                    "token sampling of rows of {k} logits takes about {it} loop iterations per \
-                     invocation; this driver (llvmpipe) silently stops loops after {budget}: use \
-                     a GPU"
-                )));
-            }
-        }
+        self.core.check_loop_budget(
+            loop_iterations(k, n, job.noise),
+            &format!("token sampling of rows of {k} logits"),
+        )?;
         // Whole rows per dispatch: each window must fit one binding.
-        let cap = self.max_elements.saturating_sub(self.align / 4);
-        let per_row = (k * job.format.bytes()).div_ceil(4).max(2 * n).max(8) + 1;
-        let rows_per_dispatch = (cap / per_row).min(u64::from(u32::MAX));
-        if rows_per_dispatch == 0 {
-            return Err(Error::TooLarge(format!(
-                "a row of {k} logits exceeds one storage binding on this device"
-            )));
-        }
-        scoped(&self.device, || {
+        let per_row = (k * job.logits.format.bytes())
+            .div_ceil(4)
+            .max(2 * n)
+            .max(8);
+        let rows_per_dispatch = self.core.rows_per_dispatch(rows, per_row)?;
+        self.core.scoped(|| {
             let mut r0 = 0;
             while r0 < rows {
                 let m = (rows - r0).min(rows_per_dispatch);
@@ -621,71 +541,49 @@ impl TokenSampler {
         r0: u64,
         m: u64,
     ) -> Result<(), Error> {
-        let (k, n) = (job.k, u64::from(job.top_n));
-        let (logits, logit_base) = self.window(&job.logits, r0 * k, m * k, job.format.bytes());
-        let (rowp, row_base) = self.window(&job.row_params, r0 * 8, m * 8, 4);
-        let (tokens, token_base) = self.window(&job.tokens, r0, m, 4);
-        let dummy = || (self.dummy.as_entire_buffer_binding(), 0);
-        let opt = |s: &Option<wgpu::BufferSlice<'a>>, per: u64| {
-            s.as_ref().map(|s| self.window(s, r0 * per, m * per, 4))
+        let core = &self.core;
+        let (k, n) = (job.logits.k, u64::from(job.top_n));
+        let logits = core.window(job.logits.data, r0 * k, m * k, job.logits.format.bytes());
+        let rowp = core.window(job.row_params, r0 * 8, m * 8, 4);
+        let tokens = core.window(job.out, r0, m, 4);
+        let opt = |s: Option<wgpu::BufferSlice<'a>>, per: u64, binding: usize| match s {
+            Some(s) if per > 0 => (core.window(s, r0 * per, m * per, 4), true),
+            _ => (core.unused(binding), false),
         };
-        let lp = opt(&job.logprobs, 1);
-        let top = if n > 0 { opt(&job.top, 2 * n) } else { None };
-        let st = opt(&job.status, 1);
-        let outputs = lp.as_ref().map_or(0, |_| OUT_LOGPROB)
-            | top.as_ref().map_or(0, |_| OUT_TOP)
-            | st.as_ref().map_or(0, |_| OUT_STATUS);
-        let (lp, logprob_base) = lp.unwrap_or_else(dummy);
-        let (top, top_base) = top.unwrap_or_else(dummy);
-        let (st, status_base) = st.unwrap_or_else(dummy);
+        let (lp, has_lp) = opt(job.logprobs, 1, 4);
+        let (top, has_top) = opt(job.top, 2 * n, 5);
+        let (st, has_st) = opt(job.status, 1, 6);
+        let outputs = if has_lp { OUT_LOGPROB } else { 0 }
+            | if has_top { OUT_TOP } else { 0 }
+            | if has_st { OUT_STATUS } else { 0 };
         let params = TokenParams {
             rows: m as u32,
             k: k as u32,
-            format: job.format.code(),
-            logit_base,
-            row_base,
-            token_base,
-            logprob_base,
-            top_base,
-            status_base,
+            format: job.logits.format.code(),
+            logit_base: logits.base,
+            row_base: rowp.base,
+            token_base: tokens.base,
+            logprob_base: lp.base,
+            top_base: top.base,
+            status_base: st.base,
             n_top: n as u32,
             outputs,
             idx_rounds: index_rounds(k),
             noise64: u32::from(job.noise == Noise::Bits64),
-            ..Default::default()
         };
-        let uniform = params_buffer(&self.device, &params)?;
-        let resources = [
-            uniform.as_entire_buffer_binding(),
-            logits,
-            rowp,
-            tokens,
-            lp,
-            top,
-            st,
-        ];
-        let entries: Vec<_> = resources
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: wgpu::BindingResource::Buffer(b),
-            })
-            .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("tokens"),
-            layout: &self.layout,
-            entries: &entries,
-        });
-        let (gx, gy) = grid(m as u32, self.max_groups);
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("tokens"),
-            timestamp_writes: None,
-        });
-        pass.set_bind_group(0, &bind, &[]);
-        pass.set_pipeline(&self.row);
-        pass.dispatch_workgroups(gx, gy, 1);
-        Ok(())
+        core.dispatch(
+            encoder,
+            &params,
+            &[
+                logits.binding,
+                rowp.binding,
+                tokens.binding,
+                lp.binding,
+                top.binding,
+                st.binding,
+            ],
+            &[(&self.row, m)],
+        )
     }
 }
 
@@ -694,7 +592,6 @@ impl Gpu {
     pub fn token_sampler(&self) -> Result<Arc<TokenSampler>, Error> {
         self.family::<TokenSampler>()
     }
-
     /// Token sampling for language models (blocking): per row of `k` f32 logits, temperature,
     /// min-p, top-k and top-p, then a Gumbel-max draw over the kept set from the row's own
     /// stream, and the raw log-probabilities (see the [`TokenSampler`](crate::TokenSampler) docs for the
@@ -751,33 +648,36 @@ impl Gpu {
             return Ok(SampledTokens::default());
         }
         let kernels = self.token_sampler()?;
-        let buf = self.upload("logits", &logits.words())?;
-        let rp = self.upload("row params", &row_params)?;
-        let tokens = self.storage_buffer("tokens", rows as u64 * 4)?;
-        let lp = self.storage_buffer("logprobs", rows as u64 * 4)?;
-        let top = self.storage_buffer("top", (rows * n * 8).max(4) as u64)?;
-        self.submit(|enc| {
-            kernels.record(
-                enc,
-                &TokenJob {
-                    logits: buf.slice(..),
-                    format: logits.format(),
-                    rows: rows as u64,
-                    k: k as u64,
-                    row_params: rp.slice(..),
-                    tokens: tokens.slice(..),
-                    logprobs: Some(lp.slice(..)),
-                    top_n: n as u32,
-                    top: (n > 0).then(|| top.slice(..)),
-                    status: None,
-                    noise,
-                },
-            )
-        })?;
-        let pairs: Vec<u32> = self.read_buffer(&top, rows * n * 2)?;
+        let buf = self.pooled_upload("logits", &logits.words())?;
+        let rp = self.pooled_upload("row params", &row_params)?;
+        // One output buffer, read back at once: tokens, log-probabilities, then the top pairs.
+        let words = rows * (2 + 2 * n);
+        let out = self.pooled_storage("tokens", words as u64 * 4)?;
+        let at =
+            |w0: usize, len: usize| out.slice(w0 as u64 * 4..(w0 + len).max(w0 + 1) as u64 * 4);
+        let job = TokenJob {
+            logits: LogitsView {
+                data: buf.slice(..),
+                format: logits.format(),
+                rows: rows as u64,
+                k: k as u64,
+            },
+            row_params: rp.slice(..),
+            out: at(0, rows),
+            logprobs: Some(at(rows, rows)),
+            top_n: n as u32,
+            top: (n > 0).then(|| at(2 * rows, 2 * rows * n)),
+            status: None,
+            noise,
+        };
+        let w: Vec<u32> = self.run_and_read(|enc| kernels.record(enc, &job), &out, words)?;
+        let pairs = &w[2 * rows..];
         Ok(SampledTokens {
-            tokens: self.read_buffer(&tokens, rows)?,
-            logprobs: self.read_buffer(&lp, rows)?,
+            tokens: w[..rows].to_vec(),
+            logprobs: w[rows..2 * rows]
+                .iter()
+                .map(|&b| f32::from_bits(b))
+                .collect(),
             top_tokens: pairs.iter().step_by(2).copied().collect(),
             top_logprobs: pairs
                 .iter()
@@ -791,7 +691,6 @@ impl Gpu {
 
 // ---------------------------------------------------------------------------------------------
 // Speculative verification.
-
 /// A stream as the 4 words a device buffer of streams holds per row: seed lo, seed hi, offset
 /// lo, offset hi.
 pub fn stream_words(stream: Stream) -> [u32; 4] {
@@ -805,7 +704,7 @@ pub fn stream_words(stream: Stream) -> [u32; 4] {
 
 /// A buffer-level speculative verification job for [`SpeculativeVerifier::record`] (see
 /// [`crate::cpu::verify_speculative`] for the rule and the stream words used).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct SpeculativeJob<'a> {
     /// Rows.
     pub rows: u64,
@@ -828,75 +727,42 @@ pub struct SpeculativeJob<'a> {
     pub tokens: wgpu::BufferSlice<'a>,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct SpecParams {
-    rows: u32,
-    k: u32,
-    n: u32,
-    draft_base: u32,
-    q_base: u32,
-    p_base: u32,
-    stream_base: u32,
-    accepted_base: u32,
-    out_base: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+uniform_params! {
+    struct SpecParams {
+        rows: u32,
+        k: u32,
+        n: u32,
+        draft_base: u32,
+        q_base: u32,
+        p_base: u32,
+        stream_base: u32,
+        accepted_base: u32,
+        out_base: u32,
+    }
 }
-
-/// Size of `SpecParams`, checked against the WGSL struct by `tests/shaders.rs`.
-pub(crate) const SPEC_PARAMS_SIZE: usize = std::mem::size_of::<SpecParams>();
 
 /// The speculative verification kernel (`shaders/speculative.wgsl`): one workgroup per row.
 pub struct SpeculativeVerifier {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     row: wgpu::ComputePipeline,
-    max_elements: u64,
-    align: u64,
-    max_groups: u32,
-    loop_budget: Option<u64>,
 }
 
 impl KernelFamily for SpeculativeVerifier {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("speculative")?;
-        let layout = gpu.storage_layout("speculative", &[true, true, true, true, false, false]);
-        let [row] = gpu.pipelines(&module, &layout, ["verify_row"])?;
-        let limits = gpu.limits();
-        Ok(SpeculativeVerifier {
-            device: gpu.device().clone(),
-            layout,
-            row,
-            max_elements: gpu.max_binding_elements(),
-            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
-            max_groups: limits.max_compute_workgroups_per_dimension,
-            loop_budget: gpu.loop_budget(),
-        })
+    const SPEC: FamilySpec = FamilySpec {
+        name: "speculative",
+        source: include_str!("../shaders/speculative.wgsl"),
+        params: SpecParams::WGSL,
+        storage_read_only: &[true, true, true, true, false, false],
+        entry_points: &["verify_row"],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [row] = take(pipelines)?;
+        Ok(SpeculativeVerifier { core, row })
     }
 }
 
 impl SpeculativeVerifier {
-    fn window<'a>(
-        &self,
-        slice: &wgpu::BufferSlice<'a>,
-        first: u64,
-        n: u64,
-    ) -> (wgpu::BufferBinding<'a>, u32) {
-        let start = slice.offset() + first * 4;
-        let offset = start / self.align * self.align;
-        let end = start + n * 4;
-        (
-            wgpu::BufferBinding {
-                buffer: slice.buffer(),
-                offset,
-                size: wgpu::BufferSize::new((end - offset).max(4)),
-            },
-            ((start - offset) / 4) as u32,
-        )
-    }
-
     /// Records the verification of `job.rows` rows into `encoder`; never submits. Probabilities
     /// are read as they are (the slice level checks them; here a NaN or negative one is treated
     /// as 0 in the draws).
@@ -921,85 +787,59 @@ impl SpeculativeVerifier {
                 k + 1
             )));
         }
+        if rows > u64::from(u32::MAX) {
+            return Err(Error::TooLarge(format!("{rows} rows in one job")));
+        }
+        check_slice("draft_tokens", job.draft_tokens, rows * n * 4)?;
+        check_slice("draft_probs", job.draft_probs, rows * n * k * 4)?;
+        check_slice("target_probs", job.target_probs, rows * (n + 1) * k * 4)?;
+        check_slice("streams", job.streams, rows * 16)?;
+        check_slice("accepted", job.accepted, rows * 4)?;
+        check_slice("tokens", job.tokens, rows * (n + 1) * 4)?;
         if rows == 0 {
             return Ok(());
         }
-        check_slice("draft_tokens", &job.draft_tokens, rows * n * 4)?;
-        check_slice("draft_probs", &job.draft_probs, rows * n * k * 4)?;
-        check_slice("target_probs", &job.target_probs, rows * (n + 1) * k * 4)?;
-        check_slice("streams", &job.streams, rows * 16)?;
-        check_slice("accepted", &job.accepted, rows * 4)?;
-        check_slice("tokens", &job.tokens, rows * (n + 1) * 4)?;
-        if let Some(budget) = self.loop_budget {
-            // Two draws at most, each k / 4 blocks over the workgroup, plus the walk.
-            let it = 2 * (k.div_ceil(4 * u64::from(WG_SIZE)) * 4 + 8) + n;
-            if it > budget {
-                return Err(Error::Unsupported(format!(
-                    "verification of {n} drafts over {k} categories exceeds llvmpipe's loop cap"
-                )));
-            }
-        }
-        let cap = self.max_elements.saturating_sub(self.align / 4);
-        let per_row = (n + 1) * k + 4;
-        let rows_per_dispatch = (cap / per_row).min(u64::from(u32::MAX));
-        if rows_per_dispatch == 0 {
-            return Err(Error::TooLarge(format!(
-                "{} x {k} target probabilities of a row exceed one storage binding",
-                n + 1
-            )));
-        }
-        scoped(&self.device, || {
+        // Two draws at most, each k / 4 blocks of 4 lanes over the workgroup, plus the walk.
+        self.core.check_loop_budget(
+            2 * (k.div_ceil(4 * u64::from(WG_SIZE)) * 4 + 8) + n,
+            &format!("verification of {n} drafts over {k} categories"),
+        )?;
+        let rows_per_dispatch = self.core.rows_per_dispatch(rows, (n + 1) * k + 4)?;
+        let core = &self.core;
+        core.scoped(|| {
             let mut r0 = 0;
             while r0 < rows {
                 let m = (rows - r0).min(rows_per_dispatch);
-                let (drafts, draft_base) = self.window(&job.draft_tokens, r0 * n, m * n);
-                let (q, q_base) = self.window(&job.draft_probs, r0 * n * k, m * n * k);
-                let (p, p_base) = self.window(&job.target_probs, r0 * (n + 1) * k, m * (n + 1) * k);
-                let (streams, stream_base) = self.window(&job.streams, r0 * 4, m * 4);
-                let (acc, accepted_base) = self.window(&job.accepted, r0, m);
-                let (out, out_base) = self.window(&job.tokens, r0 * (n + 1), m * (n + 1));
+                let drafts = core.window(job.draft_tokens, r0 * n, m * n, 4);
+                let q = core.window(job.draft_probs, r0 * n * k, m * n * k, 4);
+                let p = core.window(job.target_probs, r0 * (n + 1) * k, m * (n + 1) * k, 4);
+                let streams = core.window(job.streams, r0 * 4, m * 4, 4);
+                let acc = core.window(job.accepted, r0, m, 4);
+                let out = core.window(job.tokens, r0 * (n + 1), m * (n + 1), 4);
                 let params = SpecParams {
                     rows: m as u32,
                     k: k as u32,
                     n: n as u32,
-                    draft_base,
-                    q_base,
-                    p_base,
-                    stream_base,
-                    accepted_base,
-                    out_base,
-                    ..Default::default()
+                    draft_base: drafts.base,
+                    q_base: q.base,
+                    p_base: p.base,
+                    stream_base: streams.base,
+                    accepted_base: acc.base,
+                    out_base: out.base,
                 };
-                let uniform = params_buffer(&self.device, &params)?;
-                let entries: Vec<_> = [
-                    uniform.as_entire_buffer_binding(),
-                    drafts,
-                    q,
-                    p,
-                    streams,
-                    acc,
-                    out,
-                ]
-                .into_iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource: wgpu::BindingResource::Buffer(b),
-                })
-                .collect();
-                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("speculative"),
-                    layout: &self.layout,
-                    entries: &entries,
-                });
-                let (gx, gy) = grid(m as u32, self.max_groups);
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("speculative"),
-                    timestamp_writes: None,
-                });
-                pass.set_bind_group(0, &bind, &[]);
-                pass.set_pipeline(&self.row);
-                pass.dispatch_workgroups(gx, gy, 1);
+                core.dispatch(
+                    encoder,
+                    &params,
+                    &[
+                        drafts.binding,
+                        q.binding,
+                        p.binding,
+                        streams.binding,
+                        acc.binding,
+                        out.binding,
+                    ],
+                    &[(&self.row, m)],
+                )?;
                 r0 += m;
             }
             Ok(())
@@ -1012,7 +852,6 @@ impl Gpu {
     pub fn speculative_verifier(&self) -> Result<Arc<SpeculativeVerifier>, Error> {
         self.family::<SpeculativeVerifier>()
     }
-
     /// Speculative verification (blocking; Leviathan et al. 2023, Chen et al. 2023): per row,
     /// accept draft `i` while `u_i < p_i(d_i) / q_i(d_i)`, then emit a draw from
     /// `normalise(max(0, p_i - q_i))` at the first rejection, or a bonus draw from `p_n` after `n`
@@ -1035,39 +874,32 @@ impl Gpu {
             check_speculative(draft_tokens, draft_probs, target_probs, k, streams.len())?;
         let kernels = self.speculative_verifier()?;
         let words: Vec<u32> = streams.iter().flat_map(|&s| stream_words(s)).collect();
-        // Buffers of at least one word: a zero-sized slice cannot be bound.
-        let up = |label: &str, data: &[u32]| {
-            if data.is_empty() {
-                self.upload(label, &[0u32])
-            } else {
-                self.upload(label, data)
-            }
+        // Buffers of at least one word: n = 0 leaves the drafts empty.
+        let d = self.pooled_upload("draft tokens", draft_tokens)?;
+        let q = self.pooled_upload("draft probs", draft_probs)?;
+        let p = self.pooled_upload("target probs", target_probs)?;
+        let s = self.pooled_upload("streams", &words)?;
+        // One output buffer: the accepted counts, then the tokens.
+        let len = rows + rows * (n + 1);
+        let out = self.pooled_storage("speculative out", len as u64 * 4)?;
+        fn nonempty(b: &wgpu::Buffer, bytes: usize) -> wgpu::BufferSlice<'_> {
+            b.slice(..bytes.max(4) as u64)
+        }
+        let job = SpeculativeJob {
+            rows: rows as u64,
+            n: n as u64,
+            k: k as u64,
+            draft_tokens: nonempty(&d, draft_tokens.len() * 4),
+            draft_probs: nonempty(&q, draft_probs.len() * 4),
+            target_probs: nonempty(&p, target_probs.len() * 4),
+            streams: nonempty(&s, words.len() * 4),
+            accepted: out.slice(..rows as u64 * 4),
+            tokens: out.slice(rows as u64 * 4..len as u64 * 4),
         };
-        let d = up("draft tokens", draft_tokens)?;
-        let q = up("draft probs", bytemuck::cast_slice(draft_probs))?;
-        let p = self.upload("target probs", target_probs)?;
-        let s = self.upload("streams", &words)?;
-        let acc = self.storage_buffer("accepted", rows as u64 * 4)?;
-        let out = self.storage_buffer("tokens", (rows * (n + 1)) as u64 * 4)?;
-        self.submit(|enc| {
-            kernels.record(
-                enc,
-                &SpeculativeJob {
-                    rows: rows as u64,
-                    n: n as u64,
-                    k: k as u64,
-                    draft_tokens: d.slice(..),
-                    draft_probs: q.slice(..),
-                    target_probs: p.slice(..),
-                    streams: s.slice(..),
-                    accepted: acc.slice(..),
-                    tokens: out.slice(..),
-                },
-            )
-        })?;
+        let w: Vec<u32> = self.run_and_read(|enc| kernels.record(enc, &job), &out, len)?;
         Ok(SpeculativeResult {
-            accepted: self.read_buffer(&acc, rows)?,
-            tokens: self.read_buffer(&out, rows * (n + 1))?,
+            accepted: w[..rows].to_vec(),
+            tokens: w[rows..].to_vec(),
         })
     }
 }

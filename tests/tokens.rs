@@ -7,8 +7,8 @@ mod common;
 
 use common::{SENTINEL, gpu, poisoned, run};
 use gumbel_wgpu::{
-    Error, LogitsFormat, LogitsSlice, NO_INDEX, Noise, RowSampling, SpeculativeJob, Stream,
-    TokenJob, TokenRowParams, TokenSampler, TokenSampling, cpu, stream_words,
+    Error, LogitsSlice, LogitsView, NO_INDEX, Noise, RowSampling, SpeculativeJob, Stream, TokenJob,
+    TokenRowParams, TokenSampler, TokenSampling, cpu, stream_words,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -742,12 +742,9 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
             .record(
                 enc,
                 &TokenJob {
-                    logits: at(&lb, rows * k),
-                    format: LogitsFormat::F32,
-                    rows: rows as u64,
-                    k: k as u64,
+                    logits: LogitsView::f32(at(&lb, rows * k), rows as u64, k as u64),
                     row_params: at(&pb, rows * 8),
-                    tokens: at(&tb, rows),
+                    out: at(&tb, rows),
                     logprobs: Some(at(&lpb, rows)),
                     top_n: n as u32,
                     top: Some(at(&topb, rows * n * 2)),
@@ -829,12 +826,9 @@ fn buffer_level_misuse_is_an_error() {
     let b = gpu.storage_buffer("b", 4096).unwrap();
     let sampler = gpu.token_sampler().unwrap();
     let job = TokenJob {
-        logits: b.slice(..),
-        format: LogitsFormat::F32,
-        rows: 2,
-        k: 100,
+        logits: LogitsView::f32(b.slice(..), 2, 100),
         row_params: b.slice(..64),
-        tokens: b.slice(..8),
+        out: b.slice(..8),
         logprobs: None,
         top_n: 0,
         top: None,
@@ -850,8 +844,8 @@ fn buffer_level_misuse_is_an_error() {
         sampler.record(
             &mut enc,
             &TokenJob {
-                k: 2000,
-                ..job.clone()
+                logits: LogitsView::f32(b.slice(..), 2, 2000),
+                ..job
             },
         ),
         "logits",
@@ -861,7 +855,7 @@ fn buffer_level_misuse_is_an_error() {
             &mut enc,
             &TokenJob {
                 row_params: b.slice(..60),
-                ..job.clone()
+                ..job
             },
         ),
         "row_params",
@@ -870,30 +864,24 @@ fn buffer_level_misuse_is_an_error() {
         sampler.record(
             &mut enc,
             &TokenJob {
-                tokens: b.slice(..4),
-                ..job.clone()
+                out: b.slice(..4),
+                ..job
             },
         ),
-        "tokens",
+        "out",
     );
     check(
         sampler.record(
             &mut enc,
             &TokenJob {
-                tokens: b.slice(2..10),
-                ..job.clone()
+                out: b.slice(2..10),
+                ..job
             },
         ),
-        "tokens",
+        "out",
     );
     check(
-        sampler.record(
-            &mut enc,
-            &TokenJob {
-                top_n: 2,
-                ..job.clone()
-            },
-        ),
+        sampler.record(&mut enc, &TokenJob { top_n: 2, ..job }),
         "top",
     );
     check(
@@ -902,7 +890,7 @@ fn buffer_level_misuse_is_an_error() {
             &TokenJob {
                 top_n: 21,
                 top: Some(b.slice(..)),
-                ..job.clone()
+                ..job
             },
         ),
         "top_n",
@@ -911,11 +899,11 @@ fn buffer_level_misuse_is_an_error() {
         sampler.record(
             &mut enc,
             &TokenJob {
-                k: 0,
-                ..job.clone()
+                logits: LogitsView::f32(b.slice(..), 2, 0),
+                ..job
             },
         ),
-        "k",
+        "k (categories",
     );
     assert!(sampler.record(&mut enc, &job).is_ok());
 }
@@ -1215,12 +1203,9 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
                 .record(
                     enc,
                     &TokenJob {
-                        logits: lb.slice(..),
-                        format: LogitsFormat::F32,
-                        rows: rows as u64,
-                        k: k as u64,
+                        logits: LogitsView::f32(lb.slice(..), rows as u64, k as u64),
                         row_params: params.slice(..),
-                        tokens: outs[step].slice(..),
+                        out: outs[step].slice(..),
                         logprobs: None,
                         top_n: 0,
                         top: None,
@@ -1481,12 +1466,9 @@ fn token_job<'a>(
     k: usize,
 ) -> TokenJob<'a> {
     TokenJob {
-        logits: logits.slice(..),
-        format: LogitsFormat::F32,
-        rows: rows as u64,
-        k: k as u64,
+        logits: LogitsView::f32(logits.slice(..), rows as u64, k as u64),
         row_params: params.slice(..),
-        tokens: out.slice(..),
+        out: out.slice(..),
         logprobs: None,
         top_n: 0,
         top: None,
