@@ -145,8 +145,9 @@ impl TokenSampling<'_> {
         }
     }
 
-    /// Checks the parameters against `rows` rows and returns `rows`; every path (CPU reference,
-    /// slice and buffer level) uses this one check. Errors name the argument and the row.
+    /// Checks the parameters against `rows` rows: the CPU reference and the slice level share this
+    /// one check ([`TokenRowParams::rows`] runs it too; the buffer level reads parameters on the
+    /// device, see [`TokenRowParams`]). Errors name the argument and the row.
     pub fn check(&self, rows: usize) -> Result<(), Error> {
         let count = |name: &str, len: usize, optional: bool| {
             if len == rows || (optional && len == 0) {
