@@ -12,8 +12,8 @@ mod roofline;
 
 use clap::Parser;
 use gumbel_wgpu::{
-    BackwardInput, BackwardJob, Error, Gpu, GradSpace, LogitsView, RandomJob, RandomKind,
-    SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature,
+    BackwardInput, BackwardJob, Error, Gpu, GradSpace, LogitsView, Noise, RandomJob, RandomKind,
+    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature, TokenJob, TokenRowParams,
 };
 use roofline::{Clock, CopyKernel, median, time_gpu};
 use std::path::PathBuf;
@@ -72,9 +72,10 @@ enum Kernel {
     ForwardBackward,
     Sample,
     SampleTop,
-    // Token sampling (the token-sampler issue) adds its kernels here: their names and bytes
-    // below, `Family::Tokens` in `family`, their cases in `plan`, their measurement in
-    // `measure_tokens`.
+    /// LM token sampling, temperature 0.8 only (no filter: one pass over the logits).
+    TokensTemperature,
+    /// LM token sampling, temperature 0.8, top-k 50, top-p 0.9 (vLLM's common setting).
+    TokensFiltered,
     /// Host round trip of `Gpu::sample` on one row: wall clock, not a bandwidth.
     RoundTrip,
 }
@@ -86,8 +87,7 @@ enum Family {
     Fill,
     /// Forward, backward and sampling at one standard shape.
     Shape,
-    /// Token sampling (none yet).
-    #[allow(dead_code)]
+    /// LM token sampling at one batch x vocabulary shape.
     Tokens,
     RoundTrip,
 }
@@ -118,6 +118,8 @@ impl Kernel {
             Kernel::ForwardBackward => "forward+backward recompute",
             Kernel::Sample => "sample (Gumbel-max)",
             Kernel::SampleTop => "sample top-8",
+            Kernel::TokensTemperature => "tokens t=0.8",
+            Kernel::TokensFiltered => "tokens t=0.8 top-k 50 top-p 0.9",
             Kernel::RoundTrip => "sample round trip (host)",
         }
     }
@@ -134,6 +136,9 @@ impl Kernel {
             Kernel::BackwardFromY | Kernel::BackwardRecompute => 12,
             Kernel::ForwardBackward => 20,
             Kernel::Sample | Kernel::SampleTop => 4,
+            // One read of the logits, the least any sampler moves; the filters read the row
+            // more times (src/tokens.rs counts the passes), served from cache on a GPU.
+            Kernel::TokensTemperature | Kernel::TokensFiltered => 4,
             Kernel::RoundTrip => 0,
         }
     }
@@ -143,6 +148,7 @@ impl Kernel {
             Kernel::Copy => Family::Copy,
             Kernel::FillWords | Kernel::FillGumbel => Family::Fill,
             Kernel::RoundTrip => Family::RoundTrip,
+            Kernel::TokensTemperature | Kernel::TokensFiltered => Family::Tokens,
             _ => Family::Shape,
         }
     }
@@ -232,7 +238,19 @@ fn plan(args: &Args, max_copy_bytes: u64) -> Vec<Case> {
             cases.push(Case { kernel, rows, k });
         }
     }
-    // Token sampling: its cases go here (kernels of `Family::Tokens`, one shape after another).
+    // Token sampling: batch 1, 64 and 256 over vocabularies of 32000 and 131072 (--quick: the
+    // 32000 vocabulary, 1/16 of the rows).
+    for k in [32_000u64, 131_072] {
+        if args.quick && k > 32_000 {
+            continue;
+        }
+        for rows in [1u64, 64, 256] {
+            let rows = if args.quick { (rows / 16).max(1) } else { rows };
+            for kernel in [Kernel::TokensTemperature, Kernel::TokensFiltered] {
+                cases.push(Case { kernel, rows, k });
+            }
+        }
+    }
     cases.push(Case {
         kernel: Kernel::RoundTrip,
         rows: 1,
@@ -308,12 +326,12 @@ impl Bench {
             );
         }
         println!(
-            "{:<28} {:<14} {:>12} {:>10} {:>8} {:>14}",
+            "{:<34} {:<14} {:>12} {:>10} {:>8} {:>14}",
             "kernel", "shape", "time (us)", "GB/s", "% copy", "G elements/s"
         );
         for m in &self.results {
             println!(
-                "{:<28} {:<14} {:>12.1} {:>10.1} {:>7.1}% {:>14.2}",
+                "{:<34} {:<14} {:>12.1} {:>10.1} {:>7.1}% {:>14.2}",
                 m.kernel,
                 m.shape,
                 m.seconds * 1e6,
@@ -601,10 +619,46 @@ fn measure_shape(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Token sampling at its shapes: the token-sampler issue fills this in (buffers for `cases`,
-/// then `b.measure(case, |enc| sampler.record(enc, &job))` per case, as `measure_shape` does).
-fn measure_tokens(_b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
-    unreachable!("no token-sampling cases are planned yet: {cases:?}")
+/// Token sampling at one batch x vocabulary shape: every request with its own stream, the
+/// token and its log-probability written (the top-n off), logits and parameters on the device.
+fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
+    let (rows, k) = (cases[0].rows, cases[0].k);
+    let logits = b.gpu.storage_buffer("logits", rows * k * 4)?;
+    // LM-like peaked logits: twice Gumbel noise.
+    let noise = b.gpu.gumbel(Stream::new(0x70c), (rows * k) as usize)?;
+    let peaked: Vec<f32> = noise.iter().map(|g| 2.0 * g).collect();
+    b.gpu
+        .queue()
+        .write_buffer(&logits, 0, bytemuck::cast_slice(&peaked));
+    let tokens = b.gpu.storage_buffer("tokens", rows * 4)?;
+    let logprobs = b.gpu.storage_buffer("logprobs", rows * 4)?;
+    let sampler = b.gpu.token_sampler()?;
+    for case in cases {
+        let setting = match case.kernel {
+            Kernel::TokensFiltered => RowSampling {
+                top_k: 50,
+                top_p: 0.9,
+                ..RowSampling::new(0.8)
+            },
+            _ => RowSampling::new(0.8),
+        };
+        let params: Vec<TokenRowParams> = (0..rows)
+            .map(|r| TokenRowParams::new(setting, Stream::new(1000 + r)))
+            .collect();
+        let params = b.gpu.upload("token params", &params)?;
+        let job = TokenJob {
+            logits: LogitsView::f32(logits.slice(..), rows, k),
+            row_params: params.slice(..),
+            out: tokens.slice(..),
+            logprobs: Some(logprobs.slice(..)),
+            top_n: 0,
+            top: None,
+            status: None,
+            noise: Noise::Bits32,
+        };
+        b.measure(case, |enc| sampler.record(enc, &job))?;
+    }
+    Ok(())
 }
 
 /// Host round trip of one 131072-way draw: slice in, index out (wall clock, blocking).
