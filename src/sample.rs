@@ -52,8 +52,9 @@ use std::sync::Arc;
 /// The index a kernel writes where a row has no (further) entry to draw.
 pub const NO_INDEX: u32 = u32::MAX;
 
-/// The largest `top` of Gumbel-top-k (the kernels do `top` passes over each row).
-pub const MAX_TOP: usize = 1024;
+/// The largest `top` of Gumbel-top-k. The kernels read each row once whatever `top`; their
+/// scratch is `16 * top` bytes per row (per chunk of a split row), and merging costs grow with it.
+pub const MAX_TOP: usize = 4096;
 
 /// Rows with at most this many categories take one invocation per row.
 const THREAD_MAX_K: u64 = 32;
@@ -66,8 +67,12 @@ const SPLIT_MIN_K: u64 = 8192;
 const SPLIT_MAX_ROWS: u64 = 128;
 /// The split path aims at about this many workgroups in all...
 const SPLIT_TARGET_GROUPS: u64 = 1024;
-/// ...with at least this many elements per chunk.
+/// ...with at least this many elements per chunk, and for top-k at least `SPLIT_CHUNK_PER_TOP *
+/// top` (fewer, longer chunks: the combine pass merges `chunks - 1` lists of `top`).
 const SPLIT_MIN_CHUNK: u64 = 4096;
+const SPLIT_CHUNK_PER_TOP: u64 = 4;
+/// Tile slots per invocation of a top-k team in workgroup memory (`TEAM_SLOTS` in the shader).
+const TEAM_SLOTS: u64 = 6;
 
 /// How the kernels map rows to the GPU. [`SampleStrategy::Auto`] picks from the shape; the others
 /// force a path (tests use them to exercise every path on every shape).
@@ -136,28 +141,84 @@ uniform_params! {
 /// Get them with [`Gpu::sampler`].
 pub struct Sampler {
     core: FamilyCore,
+    /// Gumbel-max (`top = 1`): one pass of arg-max per row.
+    max: Kernels,
+    /// Gumbel-top-k (`top > 1`): candidate lists merged in workgroup memory.
+    top_k: Kernels,
+}
+
+/// One pipeline per path.
+struct Kernels {
     thread: wgpu::ComputePipeline,
     group: wgpu::ComputePipeline,
     partial: wgpu::ComputePipeline,
     combine: wgpu::ComputePipeline,
 }
 
-/// Loop iterations one invocation of `strategy` runs, about `top * (blocks it scans + 9)` per
-/// pass (the module docs); the split path's combine pass scans `chunks * top` candidates a round.
+/// `floor(log2 n) + 1`: the most iterations of a binary search over `n` entries.
+fn search_steps(n: u64) -> u64 {
+    u64::from(64 - n.leading_zeros())
+}
+
+/// Loop iterations of one top-k merge (`team_top` in the shader) per invocation of a team of
+/// `seg`, at its worst: a full tile, sorted by the bitonic network, merged with a list of `top`.
+fn merge_iterations(seg: u64, top: u64) -> u64 {
+    let cap = TEAM_SLOTS * seg;
+    let p = cap.next_power_of_two();
+    let lg = u64::from(p.trailing_zeros());
+    let stages = lg * (lg + 1) / 2;
+    let per_stage = (p / 2).div_ceil(seg);
+    let sort = lg + stages + stages * per_stage;
+    let lists = top.div_ceil(seg) * (1 + search_steps(cap)) + cap.div_ceil(seg) * (1 + search_steps(top));
+    sort + lists
+}
+
+/// Loop iterations of a top-k team of `seg` invocations reading `blocks` blocks, at its worst:
+/// a merge after every round (every element beats the threshold, e.g. increasing logits).
+fn team_iterations(seg: u64, top: u64, blocks: u64) -> u64 {
+    let rounds = blocks.div_ceil(seg);
+    3 * top.div_ceil(seg) + (rounds + 1) * (1 + merge_iterations(seg, top))
+}
+
+/// Loop iterations one invocation of `strategy` runs, at their worst (llvmpipe's budget, see the
+/// module docs). Gumbel-max: about `blocks it scans + 9`; its split path's combine pass scans
+/// `chunks` candidates. Top-k: [`team_iterations`]; one invocation per row inserts each element
+/// into a sorted list (`top` iterations at worst); the combine pass is a merge tree.
 fn loop_iterations(strategy: SampleStrategy, k: u64, top: u64) -> u64 {
     let blocks = k / 4 + 2;
-    let per_round = match strategy {
-        SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks,
-        SampleStrategy::RowPerSegment { threads } => blocks.div_ceil(u64::from(threads.max(1))),
-        SampleStrategy::RowPerWorkgroup => blocks.div_ceil(u64::from(WG_SIZE)),
+    let wg = u64::from(WG_SIZE);
+    if top == 1 {
+        let per_round = match strategy {
+            SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks,
+            SampleStrategy::RowPerSegment { threads } => blocks.div_ceil(u64::from(threads.max(1))),
+            SampleStrategy::RowPerWorkgroup => blocks.div_ceil(wg),
+            SampleStrategy::SplitRow { chunks } => {
+                let c = u64::from(chunks.max(1));
+                blocks.div_ceil(c * wg).max(c.div_ceil(wg))
+            }
+        };
+        return per_round + 9;
+    }
+    match strategy {
+        SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks * (1 + 4 * top) + top,
+        SampleStrategy::RowPerSegment { threads } => {
+            team_iterations(u64::from(threads.max(1)), top, blocks)
+        }
+        SampleStrategy::RowPerWorkgroup => team_iterations(wg, top, blocks),
         SampleStrategy::SplitRow { chunks } => {
             let c = u64::from(chunks.max(1));
-            blocks
-                .div_ceil(c * u64::from(WG_SIZE))
-                .max((c * top).div_ceil(u64::from(WG_SIZE)))
+            let partial = team_iterations(wg, top, blocks.div_ceil(c)) + top.div_ceil(wg);
+            // The combine pass's merge tree: ceil(log2 chunks) levels of pairs of lists.
+            let mut combine = top.div_ceil(wg);
+            let mut stride = 1;
+            while stride < c {
+                let pairs = c.div_ceil(2 * stride);
+                combine += 1 + (pairs * 2 * top).div_ceil(wg) * (1 + search_steps(top));
+                stride *= 2;
+            }
+            partial.max(combine)
         }
-    };
-    top * (per_round + 9)
+    }
 }
 
 impl KernelFamily for Sampler {
@@ -171,31 +232,61 @@ impl KernelFamily for Sampler {
             "sample_group",
             "sample_partial",
             "sample_combine",
+            "topk_thread",
+            "topk_group",
+            "topk_partial",
+            "topk_combine",
         ],
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
-        let [thread, group, partial, combine] = take(pipelines)?;
+        let [thread, group, partial, combine, k_thread, k_group, k_partial, k_combine] =
+            take(pipelines)?;
         Ok(Sampler {
             core,
-            thread,
-            group,
-            partial,
-            combine,
+            max: Kernels {
+                thread,
+                group,
+                partial,
+                combine,
+            },
+            top_k: Kernels {
+                thread: k_thread,
+                group: k_group,
+                partial: k_partial,
+                combine: k_combine,
+            },
         })
     }
 }
 
 impl Sampler {
-    /// The path [`Sampler::record`] takes for `rows x k` logits (forced strategies are returned
-    /// as given, `SplitRow { chunks: 0 }` with its chunk count filled in).
+    /// The path [`Sampler::record`] takes for Gumbel-max of `rows x k` logits (forced strategies
+    /// are returned as given, `SplitRow { chunks: 0 }` with its chunk count filled in).
     #[doc(hidden)]
     pub fn strategy_for(rows: u64, k: u64, strategy: SampleStrategy) -> SampleStrategy {
+        Self::strategy_for_top(rows, k, 1, strategy)
+    }
+
+    /// The path [`Sampler::record`] takes for the `top` largest of `rows x k` logits: as for
+    /// Gumbel-max, but split rows get chunks of at least `4 * top` elements.
+    #[doc(hidden)]
+    pub fn strategy_for_top(
+        rows: u64,
+        k: u64,
+        top: u64,
+        strategy: SampleStrategy,
+    ) -> SampleStrategy {
         let (rows, k) = (rows.max(1), k.max(1));
+        let min_chunk = if top > 1 {
+            SPLIT_MIN_CHUNK.max(SPLIT_CHUNK_PER_TOP * top)
+        } else {
+            SPLIT_MIN_CHUNK
+        };
         let auto_chunks = || {
             let c = SPLIT_TARGET_GROUPS
                 .div_ceil(rows)
-                .min(k.div_ceil(SPLIT_MIN_CHUNK))
+                .min(k.div_ceil(min_chunk))
                 .max(1);
             SampleStrategy::SplitRow { chunks: c as u32 }
         };
@@ -257,7 +348,7 @@ impl Sampler {
         if rows == 0 {
             return Ok(());
         }
-        let strategy = Self::strategy_for(rows, k, strategy);
+        let strategy = Self::strategy_for_top(rows, k, u64::from(top), strategy);
         if let SampleStrategy::RowPerSegment { threads } = strategy
             && !(threads.is_power_of_two() && threads <= WG_SIZE)
         {
@@ -265,19 +356,14 @@ impl Sampler {
                 "{threads} invocations per row: must be a power of two up to {WG_SIZE}"
             )));
         }
-        let chunks = match strategy {
-            SampleStrategy::SplitRow { chunks } => u64::from(chunks),
-            _ => 1,
-        };
         self.core.check_loop_budget(
             loop_iterations(strategy, k, u64::from(top)),
             &format!("top {top} of rows of {k} logits"),
         )?;
-        // Rows per dispatch: each window must fit one storage binding, and so must the split
-        // path's scratch.
+        // Rows per dispatch: each window must fit one storage binding, and so must the scratch.
         let rows_per_dispatch = self
             .core
-            .rows_per_dispatch(rows, k.max(chunks * u64::from(top) * 2))?;
+            .rows_per_dispatch(rows, k.max(scratch_pairs(strategy, top) * 2))?;
         self.core.scoped(|| {
             let mut r0 = 0;
             while r0 < rows {
@@ -313,9 +399,11 @@ impl Sampler {
             SampleStrategy::RowPerSegment { threads } => threads,
             _ => WG_SIZE,
         };
-        let scratch = match strategy {
-            SampleStrategy::SplitRow { .. } => Some(core.scratch(n * u64::from(chunks) * top * 8)?),
-            _ => None,
+        let pairs = scratch_pairs(strategy, top as u32);
+        let scratch = if pairs > 0 {
+            Some(core.scratch(n * pairs * 8)?)
+        } else {
+            None
         };
         let [key_lo, key_hi, block0_lo, block0_hi, phase] =
             job.stream.advance(r0 * k).kernel_words();
@@ -341,26 +429,41 @@ impl Sampler {
             .as_ref()
             .map_or(core.unused(4).binding, |s| s.as_entire_buffer_binding());
         let bindings = [logits.binding, temps.binding, out.binding, scratch];
+        let kernels = if top == 1 { &self.max } else { &self.top_k };
         match strategy {
             SampleStrategy::RowPerThread => core.dispatch(
                 encoder,
                 &params,
                 &bindings,
-                &[(&self.thread, n.div_ceil(u64::from(WG_SIZE)))],
+                &[(&kernels.thread, n.div_ceil(u64::from(WG_SIZE)))],
             ),
             SampleStrategy::SplitRow { .. } => core.dispatch(
                 encoder,
                 &params,
                 &bindings,
-                &[(&self.partial, n * u64::from(chunks)), (&self.combine, n)],
+                &[(&kernels.partial, n * u64::from(chunks)), (&kernels.combine, n)],
             ),
             _ => core.dispatch(
                 encoder,
                 &params,
                 &bindings,
-                &[(&self.group, n.div_ceil(u64::from(WG_SIZE / seg)))],
+                &[(&kernels.group, n.div_ceil(u64::from(WG_SIZE / seg)))],
             ),
         }
+    }
+}
+
+/// Scratch (key, index) pairs per row of `strategy` (resolved) for `top`: Gumbel-max's split
+/// path keeps one partial per chunk; top-k keeps one sorted list per row (one invocation per
+/// row), two (a list and the next) per row or per chunk of a split row.
+fn scratch_pairs(strategy: SampleStrategy, top: u32) -> u64 {
+    let top = u64::from(top);
+    match (strategy, top) {
+        (SampleStrategy::SplitRow { chunks }, 1) => u64::from(chunks),
+        (_, 1) => 0,
+        (SampleStrategy::RowPerThread, _) => top,
+        (SampleStrategy::SplitRow { chunks }, _) => u64::from(chunks) * 2 * top,
+        _ => 2 * top,
     }
 }
 
