@@ -71,6 +71,9 @@ const SPLIT_TARGET_GROUPS: u64 = 1024;
 /// top` (fewer, longer chunks: the combine pass merges `chunks - 1` lists of `top`).
 const SPLIT_MIN_CHUNK: u64 = 4096;
 const SPLIT_CHUNK_PER_TOP: u64 = 4;
+/// Top-k splits rows longer than this (at least `SPLIT_MIN_K`) at any row count, into chunks of
+/// at most this many elements: a team's worst case (a merge every round) grows with its span.
+const TOPK_MAX_CHUNK: u64 = 65_536;
 /// Tile slots per invocation of a top-k team in workgroup memory (`TEAM_SLOTS` in the shader).
 const TEAM_SLOTS: u64 = 6;
 
@@ -269,7 +272,8 @@ impl Sampler {
     }
 
     /// The path [`Sampler::record`] takes for the `top` largest of `rows x k` logits: as for
-    /// Gumbel-max, but split rows get chunks of at least `4 * top` elements.
+    /// Gumbel-max, but for `top > 1` split chunks hold at least `4 * top` elements, and rows
+    /// longer than 65536 are split at any row count, into chunks of at most 65536.
     #[doc(hidden)]
     pub fn strategy_for_top(
         rows: u64,
@@ -284,15 +288,19 @@ impl Sampler {
             SPLIT_MIN_CHUNK
         };
         let auto_chunks = || {
-            let c = SPLIT_TARGET_GROUPS
+            let mut c = SPLIT_TARGET_GROUPS
                 .div_ceil(rows)
                 .min(k.div_ceil(min_chunk))
                 .max(1);
+            if top > 1 {
+                c = c.max(k.div_ceil(TOPK_MAX_CHUNK));
+            }
             SampleStrategy::SplitRow { chunks: c as u32 }
         };
+        let split = k >= SPLIT_MIN_K && (rows < SPLIT_MAX_ROWS || top > 1 && k > TOPK_MAX_CHUNK);
         match strategy {
             SampleStrategy::Auto if k <= THREAD_MAX_K => SampleStrategy::RowPerThread,
-            SampleStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
+            SampleStrategy::Auto if split => auto_chunks(),
             SampleStrategy::Auto => {
                 // About SEGMENT_BLOCKS Philox blocks (4 elements each) per invocation.
                 let threads = (k / 4 + 1)

@@ -201,6 +201,23 @@ fn the_path_follows_the_shape() {
     );
     assert_eq!(path(1_000_000, 8), THREAD);
     assert_eq!(path(3, 31), THREAD);
+    // Top-k: split chunks hold at least 4 * top elements; rows past 65536 are split at any row
+    // count, into chunks of at most 65536; Gumbel-max keeps its paths.
+    let top = |rows, k, top| Sampler::strategy_for_top(rows, k, top, AUTO);
+    let chunks = |s| match s {
+        SampleStrategy::SplitRow { chunks } => chunks,
+        s => panic!("{s:?} is no split"),
+    };
+    assert_eq!(chunks(top(1, 131_072, 1)), 32);
+    assert_eq!(chunks(top(1, 131_072, 50)), 32);
+    assert_eq!(chunks(top(1, 131_072, 4096)), 8);
+    assert_eq!(chunks(top(64, 131_072, 50)), 16);
+    assert_eq!(chunks(top(512, 262_144, 2)), 4);
+    assert_eq!(chunks(top(100_000, 65_537, 2)), 2);
+    assert_eq!(top(512, 262_144, 1), GROUP);
+    assert_eq!(top(512, 65_536, 50), GROUP);
+    assert_eq!(top(64, 1000, 500), SEG_64);
+    assert_eq!(top(3, 31, 31), THREAD);
 }
 
 /// (k, row counts): awkward k, total work kept small enough for a software adapter.
@@ -1082,6 +1099,139 @@ fn timing_of_top_k_at_lm_shapes() {
                 times[0],
                 times[times.len() - 1]
             );
+        }
+    }
+}
+
+/// Every path of the buffer-level API, by name.
+const EVERY_PATH: [SampleStrategy; 8] = [AUTO, THREAD, SEG_1, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7];
+
+/// Rows of four kinds, row `r` of kind `kinds[r % kinds.len()]`: 0, random logits with 10%
+/// masked; 1, nearly all masked (fewer candidates than most `top`: the rest is NO_INDEX); 2,
+/// exactly tied (`l = -g`, so `l + g = 0` everywhere: the list is 0, 1, 2, ... on every path);
+/// 3, increasing (`l_j = 30 j`: every element beats the threshold, the most merges, the worst
+/// case of the loop-budget estimate).
+fn top_k_rows(rng: &mut StdRng, kinds: &[usize], rows: usize, k: usize, g: &[f32]) -> Vec<f32> {
+    (0..rows * k)
+        .map(|i| match kinds[(i / k) % kinds.len()] {
+            0 if rng.random::<f32>() < 0.1 => f32::NEG_INFINITY,
+            0 => rng.random_range(-4.0f32..4.0),
+            1 if rng.random::<f32>() < 0.99 => f32::NEG_INFINITY,
+            1 => rng.random_range(-4.0f32..4.0),
+            2 => -g[i],
+            _ => 30.0 * (i % k) as f32,
+        })
+        .collect()
+}
+
+/// Awkward `top` (2 .. 4096) on awkward `k` (up to 262147) on every path, into poisoned outputs:
+/// exactly the top of the f32 model (the logits plus `Gpu::gumbel`'s noise), which
+/// `cpu::top_k_of_values` ranks, and `cpu::top_k` (f64) up to near ties. Only llvmpipe may
+/// refuse a path (its loop budget), never the automatic one, and what it runs is exact even on
+/// increasing rows, the worst case of its estimate.
+#[test]
+fn large_top_at_awkward_k_is_exact_on_every_path() {
+    let tops = [2u32, 3, 31, 33, 255, 257, 1024, 4096];
+    // (k, row kinds): the widest rows are two (random and increasing), so that no submission
+    // holds llvmpipe GL's context lock for long (other tests' threads time out waiting on it).
+    const ALL: &[usize] = &[0, 1, 2, 3];
+    let cases: &[(usize, &[usize])] = &[
+        (33, ALL),
+        (300, ALL),
+        (4099, ALL),
+        (65_537, ALL),
+        (262_147, &[0, 3]),
+    ];
+    let mut rng = StdRng::seed_from_u64(4096);
+    let (mut ran, mut refused) = (0, Vec::new());
+    for gpu in gpus() {
+        for &(k, kinds) in cases {
+            let rows = kinds.len().max(if k < 1000 { 8 } else { 0 });
+            let stream = random_stream(&mut rng);
+            let g = gpu.gumbel(stream, rows * k).unwrap();
+            let logits = top_k_rows(&mut rng, kinds, rows, k, &g);
+            let z: Vec<f64> = logits
+                .iter()
+                .zip(&g)
+                .map(|(&l, &g)| f64::from(l + g))
+                .collect();
+            let z64 = cpu::sample_values(&logits, k, None, stream);
+            for &top in tops.iter().filter(|&&t| t as usize <= k) {
+                let want = cpu::top_k_of_values(&z, k, top as usize);
+                for (r, w) in want.chunks(top as usize).enumerate() {
+                    if kinds[r % kinds.len()] == 2 {
+                        assert!(w.iter().enumerate().all(|(i, &j)| j == i as u32));
+                    }
+                }
+                for strategy in EVERY_PATH {
+                    if (strategy == THREAD || strategy == SEG_1) && k > 4099 && top > 3 {
+                        continue; // one invocation per huge row and a large list: slow here
+                    }
+                    let shape = SampleShape {
+                        top,
+                        strategy,
+                        ..SampleShape::new(rows as u64, k as u64)
+                    };
+                    let what = format!("k {k} top {top} {strategy:?}");
+                    let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream)
+                    else {
+                        assert_ne!(strategy, AUTO, "{what}: the automatic path was refused");
+                        refused.push(what);
+                        continue;
+                    };
+                    ran += 1;
+                    for (r, (a, b)) in got
+                        .chunks(top as usize)
+                        .zip(want.chunks(top as usize))
+                        .enumerate()
+                    {
+                        assert!(a == b, "{what}: row {r}: {:?}.. want {:?}..", &a[..8.min(a.len())], &b[..8.min(b.len())]);
+                    }
+                    // The f64 reference of the non-tied rows, up to near ties.
+                    for r in (0..rows).filter(|r| kinds[r % kinds.len()] != 2) {
+                        let (zr, t) = (&z64[r * k..(r + 1) * k], top as usize);
+                        compare(&got[r * t..(r + 1) * t], zr, k, t, &what);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{ran} runs exact; refused on llvmpipe: {}: {refused:?}", refused.len());
+}
+
+/// Per-row temperatures and f16 logits on every path at large `top`, against the f64 reference
+/// (near ties only) and the automatic path.
+#[test]
+fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
+    let mut rng = StdRng::seed_from_u64(257);
+    let (rows, k) = (3usize, 9001usize);
+    let logits = random_logits(&mut rng, rows * k);
+    let h: Vec<u16> = logits.iter().map(|&x| logits::f32_to_f16(x)).collect();
+    let wide: Vec<f32> = h.iter().map(|&x| logits::f16_to_f32(x)).collect();
+    let temps = [0.5f32, 1.0, 3.0];
+    let stream = random_stream(&mut rng);
+    for top in [257u32, 4096] {
+        let z = cpu::sample_values(&wide, k, Some(&temps), stream);
+        let mut first: Option<Vec<u32>> = None;
+        for strategy in EVERY_PATH {
+            let shape = SampleShape {
+                top,
+                format: LogitsFormat::F16,
+                strategy,
+                ..SampleShape::new(rows as u64, k as u64)
+            };
+            let what = format!("f16 top {top} {strategy:?}");
+            let Some(got) =
+                try_run_sample(gpu(), shape, &logits::pack_u16(&h), Some(&temps), stream)
+            else {
+                assert_ne!(strategy, AUTO, "{what}: the automatic path was refused");
+                continue;
+            };
+            compare(&got, &z, k, top as usize, &what);
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_eq!(&got, f, "{what} differs from the automatic path"),
+            }
         }
     }
 }
