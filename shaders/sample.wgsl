@@ -9,8 +9,9 @@
 //                          (read only when per_row_tau != 0, a dummy buffer otherwise; then
 //                          t_r = params.tau, and x / 1.0 is exact, so tau 1 is no temperature)
 //   3: storage, read_write out: array<u32>     out[out_base + r * top + i], i < top
-//   4: storage, read_write scratch: array<vec2<u32>> split-row partials, (key, index) at
-//                          (r * chunks + c) * top + i (a dummy buffer on the other paths)
+//   4: storage, read_write scratch: array<vec2<u32>> (key, index) pairs: for top = 1 the split
+//                          path's partials at r * chunks + c (a dummy buffer on the other
+//                          paths); for top > 1 the candidate lists (see "Gumbel-top-k" below)
 //
 // Counter scheme: flat element n = r * k + j of this dispatch uses stream word n, i.e. lane
 // (phase + n) % 4 of Philox block block0 + (phase + n) / 4 (philox.wgsl). Every path walks a row
@@ -23,10 +24,10 @@
 //   * +inf logit: key of +inf, above every finite z; among several, the lowest index first;
 //   * a row with fewer than `top` candidates gets NO_INDEX (0xffffffff) in the remaining slots
 //     (so an all-masked row samples NO_INDEX).
-// Top-k is `top` rounds of arg-max, round i keeping only candidates strictly after round i-1's
-// winner in the order above: exact, O(top * k) work, no extra memory.
+// Every path reads each element once (one philox call per block of 4).
 //
-// Entry points:
+// Entry points for top = 1 (Gumbel-max; they are written for `top` rounds of arg-max, each
+// keeping only candidates after the previous winner, but the host uses them for top = 1 only):
 //   sample_thread:    one row per invocation (small k), WG_SIZE rows per workgroup.
 //   sample_group:     `seg` invocations per row (a power of two up to WG_SIZE: a whole
 //                     workgroup, or WG_SIZE / seg rows per workgroup); tree reduction of
@@ -34,6 +35,8 @@
 //   sample_partial:   split rows, pass 1: workgroup (r, c) takes blocks of chunk c of row r,
 //                     writes its top list to scratch.
 //   sample_combine:   split rows, pass 2: one workgroup per row merges the chunks' lists.
+// and for top > 1 (Gumbel-top-k, below): topk_thread, topk_group, topk_partial, topk_combine, on
+// the same paths.
 // Workgroups are linearised over a 2-D grid (x fastest); surplus groups return.
 #import config
 #import philox
@@ -262,6 +265,14 @@ fn sample_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 //   topk_group:   row r's two halves at r * 2 * top;
 //   topk_partial: chunk c of row r at (r * chunks + c) * 2 * top, its final list in the first
 //                 half; topk_combine merges the chunks' lists into the region of chunk 0.
+//
+// Indices stay in range by construction: a team's tile count is at most 2 * seg before a round
+// (else it merged) and a round adds at most 4 * seg, so slots stay below TEAM_SLOTS * seg; the
+// sort and the binary searches touch tile[tbase .. tbase + n) only; list entries stay inside
+// their region (i < top, places checked < top); teams past the last row touch no scratch.
+// Loops are bounded by top, the tile size, the block count and log2 of these (the host's
+// `loop_iterations` counts them at their worst for llvmpipe). Workgroup memory is written
+// (appends, counters reset by their owner) before a barrier and read after it.
 
 // Tile slots per invocation of a team: a team of `seg` owns 6 * seg slots; it merges once a
 // round (up to 4 * seg candidates) could overflow them, so at most every round, typically

@@ -14,9 +14,32 @@
 //!   one, and a row with fewer than `top` drawable entries gets [`NO_INDEX`] in the slots left
 //!   over (an all-masked row samples [`NO_INDEX`]).
 //!
-//! Top-k runs `top` rounds of arg-max, each keeping only the entries after the previous winner:
-//! exact, but `O(top * k)` work (each round reads the row and regenerates its noise again), so
-//! `top` is limited to [`MAX_TOP`]; it suits top-k in the tens, not full permutations of big rows.
+//! ## Gumbel-max and Gumbel-top-k: one read of each row
+//! Every path reads each logit once (2 or 4 bytes) and calls Philox once per 4 consecutive
+//! elements (a block of the stream), in registers, whatever `top`.
+//!
+//! * **`top = 1`** keeps its one-pass arg-max: per invocation a running best `(key, index)`, then
+//!   one tree reduction in workgroup memory (2 KiB); no scratch except the split path's partials.
+//! * **`top > 1`**: a *team* (one invocation, a segment, or a workgroup, on a row or on a chunk of
+//!   a split row) keeps its best `top` so far as a sorted list `L` in scratch (device memory,
+//!   `16 * top` bytes: two halves it alternates between). It reads its blocks in rounds of one
+//!   block per invocation; an element enters the team's tile in workgroup memory only if it
+//!   comes before `L[top - 1]` (the threshold, once `L` is full). When a tile could overflow in
+//!   the next round, and after the last, the tiles are sorted (a bitonic network in workgroup
+//!   memory) and merged into `L` by rank (each entry's new place is its place in its own list
+//!   plus the number of entries of the other list before it, a binary search; the order is
+//!   total, so places are distinct). Workgroup memory: 12 KiB of tiles (6 slots of 8 bytes per
+//!   invocation) and 1 KiB of counters, within WebGPU's guaranteed 16 KiB. After the first tile
+//!   few elements beat the threshold (about `top * ln(k / top)` of a random row enter in all),
+//!   so merges are rare; at worst (increasing logits) a team merges every round. One invocation
+//!   per row (`k <= 32`) instead inserts into its list in scratch (`top` steps at worst). The
+//!   split path's second pass merges the chunks' sorted lists pairwise, a tree of
+//!   `ceil(log2 chunks)` levels in one workgroup per row.
+//!
+//! Top-k costs, beside the read: scratch traffic for the candidates that beat the threshold and
+//! `L` (`top` entries per merge), and one dispatch more on split rows (as for `top = 1`). The
+//! result is exactly the `top` first entries of the row in the order below, padded with
+//! [`NO_INDEX`], on every path and for every chunking.
 //!
 //! ## Paths, chosen from the shape ([`Sampler::strategy_for`])
 //! * `k <= 32`: one invocation per row (bulk categorical latents: millions of small rows);
@@ -24,20 +47,23 @@
 //!   16 elements per invocation), 256 / segment rows per workgroup, and a tree reduction of
 //!   `(value, index)` per segment in workgroup memory (no subgroup operations);
 //! * `k >= 8192` with fewer than 128 rows (LM token sampling at small batch, e.g. 1 x 131072 or
-//!   8 x 131072): each row is split over up to 1024 / rows workgroups (at least 4096 elements
-//!   each); each writes its partial top list per (row, chunk) to a scratch buffer, and a second
-//!   tiny pass (one workgroup per row) combines them. The order is total, so the result does not
-//!   depend on the split.
-//!
-//! Every path reads each logit once per round (2 or 4 bytes) and calls Philox once per 4
-//! consecutive elements (a block of the stream), in registers.
+//!   8 x 131072), and for `top > 1` also `k > 65536` at any row count: each row is split over up
+//!   to 1024 / rows workgroups (at least 4096 elements each, for top-k at least `4 * top`, and
+//!   at most 65536); each writes its partial top list per (row, chunk) to a scratch buffer, and
+//!   a second tiny pass (one workgroup per row) combines them. The order is total, so the result
+//!   does not depend on the split.
 //!
 //! **llvmpipe** (Mesa's software adapter, Vulkan and GL) ends every loop of a shader invocation
-//! once their iterations add up to 65535, silently. An invocation here iterates about
-//! `top * (blocks it scans + 9)` times: far inside the budget on the automatic paths for
-//! `top = 1` (at most ~4100 for a 2^22-wide row), but large `top` on wide rows can exceed it
-//! (e.g. `top = 1024` of 65536). On llvmpipe, [`Sampler::record`] estimates the count and returns
-//! [`Error::Unsupported`] past the budget instead of a wrong answer; other drivers have no cap.
+//! once their iterations add up to 65535, silently. [`Sampler::record`] estimates an
+//! invocation's iterations at their worst (`loop_iterations`: for top-k a merge after every
+//! round, as increasing logits cause) and on llvmpipe returns [`Error::Unsupported`] past the
+//! budget instead of a wrong answer; other drivers have no cap. `top = 1` iterates about
+//! `blocks it scans + 9` times (at most ~4100 for a 2^22-wide row on the automatic path). The
+//! automatic top-k paths fit every `top <= 4096` on rows up to 2^21 wide, and `top <= 50` up to
+//! 2^24 at least (a split team reads at most 65536 elements: about 41000 iterations at worst for
+//! `top = 4096`; the combine tree grows with `chunks * top`, past the budget from about 3 * 2^20
+//! at `top >= 1024`). Forced paths on wide rows (one invocation or a small segment per row, or a
+//! workgroup per 262144-wide row) exceed it sooner.
 
 use crate::family::{
     FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
@@ -172,7 +198,8 @@ fn merge_iterations(seg: u64, top: u64) -> u64 {
     let stages = lg * (lg + 1) / 2;
     let per_stage = (p / 2).div_ceil(seg);
     let sort = lg + stages + stages * per_stage;
-    let lists = top.div_ceil(seg) * (1 + search_steps(cap)) + cap.div_ceil(seg) * (1 + search_steps(top));
+    let lists =
+        top.div_ceil(seg) * (1 + search_steps(cap)) + cap.div_ceil(seg) * (1 + search_steps(top));
     sort + lists
 }
 
@@ -243,8 +270,16 @@ impl KernelFamily for Sampler {
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
-        let [thread, group, partial, combine, k_thread, k_group, k_partial, k_combine] =
-            take(pipelines)?;
+        let [
+            thread,
+            group,
+            partial,
+            combine,
+            k_thread,
+            k_group,
+            k_partial,
+            k_combine,
+        ] = take(pipelines)?;
         Ok(Sampler {
             core,
             max: Kernels {
@@ -324,8 +359,9 @@ impl Sampler {
     ///
     /// Element `j` of row `r` uses word `r * k + j` of the stream. Inputs larger than a storage
     /// binding are split by whole rows into several dispatches (the stream continues across
-    /// them). The split-row path keeps its scratch buffer (`rows * chunks * top * 8` bytes per
-    /// dispatch) across calls. `Err` for bad views (naming the argument), `k = 0`, a `top` out of
+    /// them). The scratch buffer is kept across calls: per dispatch `rows * chunks * 8` bytes on
+    /// the split-row path for `top = 1`; for `top > 1`, `rows * top * 8` (one invocation per row),
+    /// `rows * top * 16`, or `rows * chunks * top * 16` on the split-row path. `Err` for bad views (naming the argument), `k = 0`, a `top` out of
     /// range, or a bad scalar temperature.
     pub fn record(
         &self,
@@ -449,7 +485,10 @@ impl Sampler {
                 encoder,
                 &params,
                 &bindings,
-                &[(&kernels.partial, n * u64::from(chunks)), (&kernels.combine, n)],
+                &[
+                    (&kernels.partial, n * u64::from(chunks)),
+                    (&kernels.combine, n),
+                ],
             ),
             _ => core.dispatch(
                 encoder,

@@ -1075,7 +1075,9 @@ fn timing_of_top_k_at_lm_shapes() {
         let l = random_logits(&mut rng, rows * k);
         let buf = gpu.upload("logits", &l).unwrap();
         for top in [1u32, 50] {
-            let out = gpu.storage_buffer("out", (rows * top as usize * 4) as u64).unwrap();
+            let out = gpu
+                .storage_buffer("out", (rows * top as usize * 4) as u64)
+                .unwrap();
             let mut times = Vec::new();
             for rep in 0..8 {
                 let t0 = std::time::Instant::now();
@@ -1084,7 +1086,12 @@ fn timing_of_top_k_at_lm_shapes() {
                         top,
                         ..SampleShape::new(rows as u64, k as u64)
                     }
-                    .job(buf.slice(..), Temperature::Scalar(1.0), Stream::new(rep), out.slice(..));
+                    .job(
+                        buf.slice(..),
+                        Temperature::Scalar(1.0),
+                        Stream::new(rep),
+                        out.slice(..),
+                    );
                     sampler.record(enc, &job).unwrap()
                 });
                 if rep > 0 {
@@ -1173,8 +1180,7 @@ fn large_top_at_awkward_k_is_exact_on_every_path() {
                         ..SampleShape::new(rows as u64, k as u64)
                     };
                     let what = format!("k {k} top {top} {strategy:?}");
-                    let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream)
-                    else {
+                    let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
                         assert_ne!(strategy, AUTO, "{what}: the automatic path was refused");
                         refused.push(what);
                         continue;
@@ -1185,7 +1191,12 @@ fn large_top_at_awkward_k_is_exact_on_every_path() {
                         .zip(want.chunks(top as usize))
                         .enumerate()
                     {
-                        assert!(a == b, "{what}: row {r}: {:?}.. want {:?}..", &a[..8.min(a.len())], &b[..8.min(b.len())]);
+                        assert!(
+                            a == b,
+                            "{what}: row {r}: {:?}.. want {:?}..",
+                            &a[..8.min(a.len())],
+                            &b[..8.min(b.len())]
+                        );
                     }
                     // The f64 reference of the non-tied rows, up to near ties.
                     for r in (0..rows).filter(|r| kinds[r % kinds.len()] != 2) {
@@ -1196,7 +1207,10 @@ fn large_top_at_awkward_k_is_exact_on_every_path() {
             }
         }
     }
-    eprintln!("{ran} runs exact; refused on llvmpipe: {}: {refused:?}", refused.len());
+    eprintln!(
+        "{ran} runs exact; refused on llvmpipe: {}: {refused:?}",
+        refused.len()
+    );
 }
 
 /// Per-row temperatures and f16 logits on every path at large `top`, against the f64 reference
