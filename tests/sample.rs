@@ -121,6 +121,14 @@ fn try_run_sample(
     Some(got[..len].to_vec())
 }
 
+/// Held by every test that runs GPU work: llvmpipe GL runs one queue under one context lock,
+/// which a thread waiting for its work holds until everything queued before is done, and other
+/// threads give up on the lock after 6 s (wgpu-hal). One test at a time keeps the waits short.
+fn long_gpu_work() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bits(l: &[f32]) -> Vec<u32> {
     l.iter().map(|x| x.to_bits()).collect()
 }
@@ -237,6 +245,7 @@ const SWEEP: &[(usize, &[usize])] = &[
 
 #[test]
 fn every_path_matches_the_reference_at_awkward_sizes() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(10);
     let (mut slots, mut near) = (0usize, 0usize);
     for gpu in gpus() {
@@ -286,6 +295,7 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
 /// `Gpu::gumbel`, so an f32 model on the CPU must give exactly the GPU's lists.
 #[test]
 fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(11);
     for gpu in gpus() {
         // The last case's stream wraps past u64::MAX words mid-row.
@@ -340,6 +350,7 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
 /// the tied set in increasing index order.
 #[test]
 fn exact_ties_go_to_the_lowest_index_on_every_path() {
+    let _one_at_a_time = long_gpu_work();
     let cases: &[(usize, usize, &[usize])] = &[
         (5, 31, &[30, 3, 17]),
         (3, 1000, &[999, 500, 0, 255, 256]),
@@ -381,6 +392,7 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
 
 #[test]
 fn infinite_and_nan_logits_follow_the_documented_policy() {
+    let _one_at_a_time = long_gpu_work();
     let (ninf, inf, nan) = (f32::NEG_INFINITY, f32::INFINITY, f32::NAN);
     let k = 40;
     let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -441,6 +453,7 @@ fn infinite_and_nan_logits_follow_the_documented_policy() {
 
 #[test]
 fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(12);
     for gpu in gpus() {
         for (rows, k) in [(3, 7), (500, 7), (20, 3001), (1, 131_072)] {
@@ -482,6 +495,7 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
 
 #[test]
 fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
+    let _one_at_a_time = long_gpu_work();
     // As if a storage binding held 1024 elements: rows are split over many dispatches, and the
     // binding windows start at unaligned rows.
     let small = Gpu::with_options(GpuOptions {
@@ -520,6 +534,7 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
 
 #[test]
 fn more_than_65535_workgroups_per_dimension() {
+    let _one_at_a_time = long_gpu_work();
     // 2 rows x 35000 chunks: the first pass needs a 2-D grid of 70000 workgroups (every kernel
     // linearises it the same way), nearly all of them with an empty chunk, and the combine pass
     // merges 35000 partial lists per row.
@@ -662,6 +677,7 @@ fn chi_square_sanity_of_the_helper() {
 
 #[test]
 fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(14);
     // (k, rows, temperature): thread path for k = 2 and 10, workgroup path for k = 1000.
     for (k, rows, t) in [
@@ -694,6 +710,7 @@ fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
 
 #[test]
 fn draws_from_a_peaked_131072_way_row_match_softmax() {
+    let _one_at_a_time = long_gpu_work();
     // An LM-like Zipf profile p_j ~ (j + 1)^-1.1, drawn 1000 times by advancing the stream one
     // row at a time (split-row path). Submitted 100 draws at a time: llvmpipe GL holds its
     // context lock while it waits, and other tests' threads time out on a long wait.
@@ -737,6 +754,7 @@ fn draws_from_a_peaked_131072_way_row_match_softmax() {
 
 #[test]
 fn top_k_draws_follow_the_plackett_luce_law() {
+    let _one_at_a_time = long_gpu_work();
     // Ordered draws without replacement: P(i1, .., im) = prod_s p_is / (1 - p_i1 - .. - p_is-1).
     let row = [1.0f32, 0.5, 0.0, -1.0];
     let p = softmax(&row.iter().map(|&l| f64::from(l)).collect::<Vec<_>>());
@@ -782,6 +800,7 @@ fn top_k_draws_follow_the_plackett_luce_law() {
 
 #[test]
 fn bad_input_is_an_error_naming_the_row() {
+    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let s = Stream::new(1);
     let (ninf, nan) = (f32::NEG_INFINITY, f32::NAN);
@@ -843,6 +862,7 @@ fn bad_input_is_an_error_naming_the_row() {
 
 #[test]
 fn buffer_level_misuse_is_an_error_not_a_panic() {
+    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let sampler = gpu.sampler().unwrap();
     let logits = gpu.upload("logits", &[0.0f32; 12]).unwrap();
@@ -918,14 +938,23 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
 
 #[test]
 fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
-    // llvmpipe silently ends an invocation's loops after 65535 iterations in all; top 1024 of a
-    // 65536-wide row needs more on its path. Without the check this returned wrong indices.
-    let mut rng = StdRng::seed_from_u64(77);
-    let (k, top) = (65_536usize, 1024usize);
-    let l = masked_logits(&mut rng, 1, k, 0.0);
+    let _one_at_a_time = long_gpu_work();
+    // llvmpipe silently ends an invocation's loops after 65535 iterations in all. On increasing
+    // logits every element beats the threshold, so a team merges after every round: one
+    // workgroup on a 262144-wide row needs far more than the budget at top 4096. Without the
+    // check such a job returned wrong indices.
+    let (k, top) = (262_144usize, 4096usize);
+    let l: Vec<f32> = (0..k).map(|j| 30.0 * j as f32).collect();
     let s = Stream::new(4);
-    match gpu().sample_top_k(&l, k, top, s) {
-        Ok(v) => assert_eq!(v, cpu::top_k(&l, k, top, None, s)),
+    // The top 4096 of increasing values: the last 4096 indices, the last first.
+    let want: Vec<u32> = (0..top).map(|i| (k - 1 - i) as u32).collect();
+    assert_eq!(cpu::top_k(&l, k, top, None, s), want);
+    let opts = SampleOptions {
+        strategy: GROUP,
+        ..Default::default()
+    };
+    match gpu().sample_with(LogitsSlice::F32(&l), k, top, s, &opts) {
+        Ok(v) => assert_eq!(v, want),
         Err(e) => {
             assert!(matches!(e, Error::Unsupported(_)), "{e}");
             assert!(
@@ -934,12 +963,8 @@ fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
             );
         }
     }
-    // Well inside the budget the same adapter gives the exact answer.
-    let top = 64;
-    assert_eq!(
-        gpu().sample_top_k(&l, k, top, s).unwrap(),
-        cpu::top_k(&l, k, top, None, s)
-    );
+    // The automatic path (split rows) stays inside the budget and is exact.
+    assert_eq!(gpu().sample_top_k(&l, k, top, s).unwrap(), want);
 }
 
 /// Byte offsets of the views in the offset tests: 4-byte aligned, not 256-byte aligned.
@@ -947,6 +972,7 @@ const OFFSETS: &[u64] = &[4, 260, 1028];
 
 #[test]
 fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_alone() {
+    let _one_at_a_time = long_gpu_work();
     // Every path, each format, per-row and scalar temperatures: logits, temperatures and output
     // each placed at `offset` bytes inside a buffer with sentinels on both sides.
     let mut rng = StdRng::seed_from_u64(909);
@@ -1068,6 +1094,7 @@ fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_
 #[test]
 #[ignore]
 fn timing_of_top_k_at_lm_shapes() {
+    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let sampler = gpu.sampler().unwrap();
     let mut rng = StdRng::seed_from_u64(5);
@@ -1138,6 +1165,7 @@ fn top_k_rows(rng: &mut StdRng, kinds: &[usize], rows: usize, k: usize, g: &[f32
 /// increasing rows, the worst case of its estimate.
 #[test]
 fn large_top_at_awkward_k_is_exact_on_every_path() {
+    let _one_at_a_time = long_gpu_work();
     let tops = [2u32, 3, 31, 33, 255, 257, 1024, 4096];
     // (k, row kinds): the widest rows are two (random and increasing), so that no submission
     // holds llvmpipe GL's context lock for long (other tests' threads time out waiting on it).
@@ -1217,6 +1245,7 @@ fn large_top_at_awkward_k_is_exact_on_every_path() {
 /// (near ties only) and the automatic path.
 #[test]
 fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(257);
     let (rows, k) = (3usize, 9001usize);
     let logits = random_logits(&mut rng, rows * k);
