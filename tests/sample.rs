@@ -6,8 +6,8 @@
 mod common;
 use common::*;
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, SampleJob,
-    SampleOptions, SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
+    Error, Gpu, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, SampleJob, SampleOptions,
+    SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -484,11 +484,7 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
 fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
     // As if a storage binding held 1024 elements: rows are split over many dispatches, and the
     // binding windows start at unaligned rows.
-    let small = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = chunked_gpu(1024);
     let mut rng = StdRng::seed_from_u64(13);
     let (rows, k) = (203, 77);
     let logits = random_logits(&mut rng, rows * k);
@@ -954,11 +950,7 @@ fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_
     // Every path, each format, per-row and scalar temperatures: logits, temperatures and output
     // each placed at `offset` bytes inside a buffer with sentinels on both sides.
     let mut rng = StdRng::seed_from_u64(909);
-    let chunked = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(4096),
-        ..Default::default()
-    })
-    .unwrap();
+    let chunked = chunked_gpu(4096);
     let cases = [
         (gpu(), 3u64, 33u64, 1u32, THREAD),
         (gpu(), 5, 257, 3, SEG_8),
