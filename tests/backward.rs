@@ -1051,13 +1051,15 @@ fn bad_views_are_errors_naming_the_argument() {
         mapped_at_creation: false,
     });
     let (rows, k) = (2u64, 4u64);
+    let good_out = gpu.storage_buffer("out", 64).unwrap();
     let ok = good.slice(..32);
     let y = LogitsView::f32(ok, rows, k);
     let job = BackwardJob {
         input: BackwardInput::Probs(y),
         grad: ok,
         tau: Temperature::Scalar(1.0),
-        out: good.slice(128..160),
+        // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
+        out: good_out.slice(..32),
     };
     let named = |job: &BackwardJob<'_>, name: &str| {
         let mut enc = gpu.device().create_command_encoder(&Default::default());

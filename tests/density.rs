@@ -708,13 +708,15 @@ fn bad_views_are_errors_naming_the_argument() {
         mapped_at_creation: false,
     });
     let (rows, k) = (2u64, 4u64);
+    let good_out = gpu.storage_buffer("out", 64).unwrap();
     let ok = good.slice(..32);
     let job = DensityJob {
         logits: LogitsView::f32(ok, rows, k),
         log_y: ok,
         tau: Temperature::Scalar(1.0),
         simplex: false,
-        out: good.slice(128..136),
+        // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
+        out: good_out.slice(..8),
     };
     let named = |job: &DensityJob<'_>, name: &str| {
         let mut enc = gpu.device().create_command_encoder(&Default::default());

@@ -1197,3 +1197,39 @@ fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
         }
     }
 }
+
+#[test]
+fn an_output_sharing_a_buffer_with_an_input_is_an_error_naming_both() {
+    // wgpu cannot bind one buffer read-only and read-write in a dispatch: refused when recorded,
+    // naming the arguments, rather than as a validation error at submit.
+    let gpu = gpu();
+    let sampler = gpu.sampler().unwrap();
+    let shared = gpu.upload("shared", &[0.0f32; 64]).unwrap();
+    let other = gpu.storage_buffer("other", 64).unwrap();
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let shape = SampleShape::new(2, 8);
+    let job = shape.job(
+        shared.slice(..64),
+        Temperature::Scalar(1.0),
+        Stream::new(0),
+        shared.slice(128..136),
+    );
+    let e = sampler.record(&mut enc, &job).unwrap_err().to_string();
+    assert!(e.contains("out") && e.contains("logits"), "{e}");
+    let job = shape.job(
+        other.slice(..64),
+        Temperature::PerRow(shared.slice(..8)),
+        Stream::new(0),
+        shared.slice(128..136),
+    );
+    let e = sampler.record(&mut enc, &job).unwrap_err().to_string();
+    assert!(e.contains("out") && e.contains("tau"), "{e}");
+    // Separate buffers are fine.
+    let job = shape.job(
+        other.slice(..64),
+        Temperature::Scalar(1.0),
+        Stream::new(0),
+        shared.slice(128..136),
+    );
+    sampler.record(&mut enc, &job).unwrap();
+}
