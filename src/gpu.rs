@@ -70,7 +70,8 @@ impl Default for GpuOptions {
 /// wgpu-hal guards with a lock that panics after 6 seconds of waiting, this crate serialises its
 /// own device work behind a lock of its own, so threads wait for each other as long as jobs
 /// take, and never panic. (Work an application submits to the same GL device itself, outside
-/// this crate, is not covered.)
+/// this crate, and wgpu objects it drops while a long job runs, which wgpu-hal destroys under
+/// the same context lock, are not covered.)
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -104,6 +105,8 @@ impl BufferPool {
 pub(crate) struct Pooled<'a> {
     buffer: Option<wgpu::Buffer>,
     pool: &'a BufferPool,
+    /// Held while a buffer is destroyed: on GL, destroying takes wgpu-hal's context lock.
+    lock: &'a DeviceLock,
 }
 
 impl std::ops::Deref for Pooled<'_> {
@@ -116,6 +119,7 @@ impl std::ops::Deref for Pooled<'_> {
 impl Pooled<'_> {
     /// Keeps the buffer out of the pool (a failed map may leave it mapped).
     fn discard(mut self) {
+        let _device = self.lock.lock();
         self.buffer = None;
     }
 }
@@ -124,12 +128,18 @@ impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         let Some(b) = self.buffer.take() else { return };
         if b.size() > BufferPool::MAX_BYTES {
+            let _device = self.lock.lock();
+            drop(b);
             return;
         }
         let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
         let same_kind = free.iter().filter(|f| f.usage() == b.usage()).count();
         if same_kind < BufferPool::KEEP {
             free.push(b);
+        } else {
+            drop(free);
+            let _device = self.lock.lock();
+            drop(b);
         }
     }
 }
@@ -600,6 +610,7 @@ impl Gpu {
         Ok(Pooled {
             buffer: Some(buffer),
             pool: &self.pool,
+            lock: &self.lock,
         })
     }
 

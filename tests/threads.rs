@@ -23,7 +23,10 @@ fn four_threads_running_long_forwards_on_one_gpu_all_get_their_results() {
         .collect();
     let logits_buf = gpu.upload("logits", &logits).unwrap();
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
-    let results: Vec<(Stream, Vec<f32>)> = std::thread::scope(|s| {
+    // Each thread hands its output buffer back to be dropped after the join: wgpu-hal destroys
+    // a buffer under its GL context lock, outside this crate's, so a drop during another
+    // thread's long job would meet the 6 s timeout (the Gpu docs say so).
+    let results: Vec<(Stream, Vec<f32>, wgpu::Buffer)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (logits_buf, kernels) = (&logits_buf, &kernels);
@@ -47,7 +50,7 @@ fn four_threads_running_long_forwards_on_one_gpu_all_get_their_results() {
                     })
                     .unwrap_or_else(|e| panic!("thread {t}: {e}"));
                     let y = gpu.read_buffer::<f32>(&out, ROWS * K);
-                    (stream, y.unwrap_or_else(|e| panic!("thread {t}: {e}")))
+                    (stream, y.unwrap_or_else(|e| panic!("thread {t}: {e}")), out)
                 })
             })
             .collect();
@@ -57,7 +60,7 @@ fn four_threads_running_long_forwards_on_one_gpu_all_get_their_results() {
             .collect()
     });
     // Each result is its own stream's: spot rows against the f64 reference.
-    for (stream, y) in &results {
+    for (stream, y, _) in &results {
         assert_eq!(y.len(), ROWS * K);
         for r in [0, 1, ROWS / 2, ROWS - 1] {
             let row = &logits[r * K..(r + 1) * K];
