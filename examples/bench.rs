@@ -23,35 +23,19 @@ const SHAPES: &[(usize, usize)] = &[
     (1, 131_072),
 ];
 
+/// Command line.
+#[derive(clap::Parser)]
+#[command(about = "Throughput of every kernel family against the device's copy bandwidth")]
 struct Args {
+    /// Fewer repetitions and smaller problems (the CI run).
+    #[arg(long)]
     quick: bool,
+    /// Also write the table as JSON to this path.
+    #[arg(long, value_name = "PATH")]
     json: Option<String>,
+    /// Only the kernels whose name contains this substring.
+    #[arg(long, value_name = "SUBSTRING")]
     only: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        quick: false,
-        json: None,
-        only: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => args.quick = true,
-            "--json" => args.json = it.next(),
-            "--only" => args.only = it.next(),
-            "-h" | "--help" => {
-                println!("usage: bench [--quick] [--json PATH] [--only SUBSTRING]");
-                std::process::exit(0);
-            }
-            other => {
-                eprintln!("unknown argument {other:?}; try --help");
-                std::process::exit(2);
-            }
-        }
-    }
-    args
 }
 
 /// One measured line of the table.
@@ -390,7 +374,7 @@ fn measure_round_trip(b: &mut Bench) -> Result<(), Error> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let gpu = Gpu::new()?;
     let (warmup, reps) = if args.quick { (1, 3) } else { (3, 20) };
     eprintln!(
