@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example headless
 
-use gumbel_wgpu::{Gpu, LogitsFormat, SampleShape, SoftmaxJob, SoftmaxMode, Stream, Temperature};
+use gumbel_wgpu::{Gpu, LogitsView, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature};
 
 const ROWS: u64 = 4;
 const K: u64 = 10;
@@ -43,12 +43,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let staging_logits = make("model output", ROWS * K * 4, storage);
     queue.write_buffer(&staging_logits, 0, bytemuck::cast_slice(&logits));
-    let logits_buf = make("logits", ROWS * K * 4, storage);
-    let y_buf = make("y", ROWS * K * 4, storage);
-    let index_buf = make("indices", ROWS * 4, storage);
+    // Sub-allocated, as engines and burn keep tensors: the logits sit at byte LOGITS_AT of an
+    // input arena; y and the sampled indices share one output arena. Any 4-byte offset works,
+    // whatever the device's storage offset alignment.
+    const LOGITS_AT: u64 = 1028;
+    let (y_bytes, idx_bytes) = (ROWS * K * 4, ROWS * 4);
+    let inputs = make("input arena", LOGITS_AT + ROWS * K * 4, storage);
+    let outputs = make("output arena", y_bytes + idx_bytes, storage);
+    let logits_view = inputs.slice(LOGITS_AT..LOGITS_AT + ROWS * K * 4);
     let readback = make(
         "readback",
-        ROWS * K * 4 + ROWS * 4,
+        y_bytes + idx_bytes,
         wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
     );
 
@@ -57,31 +62,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("frame"),
     });
-    encoder.copy_buffer_to_buffer(&staging_logits, 0, &logits_buf, 0, None);
+    encoder.copy_buffer_to_buffer(&staging_logits, 0, &inputs, LOGITS_AT, None);
     softmax.record(
         &mut encoder,
         &SoftmaxJob {
             mode: SoftmaxMode::Soft,
-            format: LogitsFormat::F32,
-            logits: &logits_buf,
-            k: K,
-            rows: ROWS,
+            logits: LogitsView::f32(logits_view, ROWS, K),
             tau: Temperature::Scalar(0.5),
             stream,
-            out: &y_buf,
+            out: outputs.slice(..y_bytes),
             status: None,
         },
     )?;
     sampler.record(
         &mut encoder,
-        SampleShape::new(ROWS, K),
-        &logits_buf,
-        None,
-        stream,
-        &index_buf,
+        &SampleJob {
+            logits: LogitsView::f32(logits_view, ROWS, K),
+            top: 1,
+            tau: Temperature::Scalar(1.0),
+            stream,
+            out: outputs.slice(y_bytes..y_bytes + idx_bytes),
+        },
     )?;
-    encoder.copy_buffer_to_buffer(&y_buf, 0, &readback, 0, Some(ROWS * K * 4));
-    encoder.copy_buffer_to_buffer(&index_buf, 0, &readback, ROWS * K * 4, Some(ROWS * 4));
+    encoder.copy_buffer_to_buffer(&outputs, 0, &readback, 0, None);
     queue.submit([encoder.finish()]);
     println!("recorded copy + Gumbel-Softmax + Gumbel-max + readback copies: one submit");
 

@@ -5,7 +5,7 @@
 //!
 //!     cargo run --release --example sample_tokens -- [--quick]
 
-use gumbel_wgpu::{Gpu, RandomKind, SampleShape, Stream};
+use gumbel_wgpu::{Gpu, LogitsView, RandomJob, RandomKind, SampleJob, Stream, Temperature};
 use std::time::Instant;
 
 const TOP: u32 = 5;
@@ -25,7 +25,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = batch * vocab;
     let logits = gpu.storage_buffer("logits", n * 4)?;
     let fill = gpu.random_fill()?;
-    gpu.submit(|enc| fill.record(enc, RandomKind::Gumbel, Stream::new(0x10c175), &logits, n))?;
+    gpu.submit(|enc| {
+        let job = RandomJob {
+            kind: RandomKind::Gumbel,
+            stream: Stream::new(0x10c175),
+            out: logits.slice(..),
+        };
+        fill.record(enc, &job)
+    })?;
     let scaled: Vec<f32> = gpu
         .read_buffer::<f32>(&logits, n as usize)?
         .iter()
@@ -42,24 +49,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens = gpu.storage_buffer("tokens", batch * 4)?;
     let top = gpu.storage_buffer("top-k", batch * u64::from(TOP) * 4)?;
     let sampler = gpu.sampler()?;
+    // One job shape for every step: the logits and temperatures stay on the GPU.
+    let job = |top, stream, out| SampleJob {
+        logits: LogitsView::f32(logits.slice(..), batch, vocab),
+        top,
+        tau: Temperature::PerRow(temps_buf.slice(..)),
+        stream,
+        out,
+    };
 
     let mut stream = Stream::new(7);
     for step in 0..steps {
         let t = Instant::now();
         gpu.submit(|enc| {
-            sampler.record(
-                enc,
-                SampleShape::new(batch, vocab),
-                &logits,
-                Some(&temps_buf),
-                stream,
-                &tokens,
-            )?;
-            let shape = SampleShape {
-                top: TOP,
-                ..SampleShape::new(batch, vocab)
-            };
-            sampler.record(enc, shape, &logits, Some(&temps_buf), stream, &top)
+            sampler.record(enc, &job(1, stream, tokens.slice(..)))?;
+            sampler.record(enc, &job(TOP, stream, top.slice(..)))
         })?;
         let gpu_ms = t.elapsed().as_secs_f64() * 1e3;
         let ids: Vec<u32> = gpu.read_buffer(&tokens, batch as usize)?;
@@ -84,16 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::collections::BTreeSet::new(),
     ];
     for _ in 0..draws {
-        gpu.submit(|enc| {
-            sampler.record(
-                enc,
-                SampleShape::new(batch, vocab),
-                &logits,
-                Some(&temps_buf),
-                s,
-                &tokens,
-            )
-        })?;
+        gpu.submit(|enc| sampler.record(enc, &job(1, s, tokens.slice(..))))?;
         let ids: Vec<u32> = gpu.read_buffer(&tokens, batch as usize)?;
         distinct[0].insert(ids[0]);
         distinct[1].insert(ids[batch as usize - 1]);

@@ -1,8 +1,9 @@
 // Random fills: Philox words, uniforms in (0, 1) and Gumbel noise, element n = stream word n.
 //
 // Bindings (group 0):
-//   0: uniform RandomParams
-//   1: storage, read_write, array<u32> out: the words, or the f32 results' bits
+//   0: uniform RandomParams (generated from the Rust struct: #import params)
+//   1: storage, read_write, array<u32> out: the words, or the f32 results' bits; element n of
+//      this dispatch is out[out_base + n] (the binding starts at an aligned offset below it)
 // Each invocation computes one Philox block (4 words) and writes the ones that fall inside
 // [0, len): invocation t covers block block0 + t, i.e. elements 4t - phase .. 4t - phase + 3.
 // Workgroups are linearised over a 2-D grid (x fastest) to pass 65535 per dimension.
@@ -13,18 +14,7 @@
 #import gumbel
 #import grid
 
-struct RandomParams {
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    len: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: RandomParams;
+#import params
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 
 fn invocation_index(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -51,7 +41,7 @@ fn fill(t: u32, mode: u32) {
         } else if (mode == 2u) {
             v = bitcast<u32>(gumbel_from_word(w));
         }
-        out[n] = v;
+        out[params.out_base + n] = v;
     }
 }
 
@@ -78,7 +68,8 @@ fn transform_uniform(@builtin(local_invocation_index) lid: u32, @builtin(workgro
                      @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = invocation_index(lid, wid, nwg);
     if (i < params.len) {
-        out[i] = bitcast<u32>(uniform_from_word(out[i]));
+        let j = params.out_base + i;
+        out[j] = bitcast<u32>(uniform_from_word(out[j]));
     }
 }
 
@@ -87,6 +78,7 @@ fn transform_gumbel(@builtin(local_invocation_index) lid: u32, @builtin(workgrou
                     @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = invocation_index(lid, wid, nwg);
     if (i < params.len) {
-        out[i] = bitcast<u32>(gumbel_from_word(out[i]));
+        let j = params.out_base + i;
+        out[j] = bitcast<u32>(gumbel_from_word(out[j]));
     }
 }

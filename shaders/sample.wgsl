@@ -2,11 +2,12 @@
 // z_j = l_j / t_r + g_j (t_r = 1 without temperatures), in decreasing order of z.
 //
 // Bindings (group 0):
-//   0: uniform SampleParams
+//   0: uniform SampleParams (generated from the Rust struct: #import params)
 //   1: storage, read       logits: array<u32>  f32 bits, or f16/bf16 packed two per word
 //                          (logits.wgsl); element n of this dispatch is logit_bits(logit_base + n)
 //   2: storage, read       temps: array<f32>   per-row temperature t_r = temps[temp_base + r]
-//                          (read only when has_temps != 0; a dummy buffer otherwise)
+//                          (read only when per_row_tau != 0, a dummy buffer otherwise; then
+//                          t_r = params.tau, and x / 1.0 is exact, so tau 1 is no temperature)
 //   3: storage, read_write out: array<u32>     out[out_base + r * top + i], i < top
 //   4: storage, read_write scratch: array<vec2<u32>> split-row partials, (key, index) at
 //                          (r * chunks + c) * top + i (a dummy buffer on the other paths)
@@ -40,26 +41,7 @@
 #import logits
 #import grid
 
-struct SampleParams {
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    rows: u32,
-    k: u32,
-    top: u32,
-    format: u32,
-    has_temps: u32,
-    chunks: u32,
-    logit_base: u32,
-    temp_base: u32,
-    out_base: u32,
-    seg: u32,
-    _pad0: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: SampleParams;
+#import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> temps: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
@@ -97,8 +79,10 @@ fn candidate_key(r: u32, n: u32, w: u32) -> u32 {
         return POS_INF_KEY;
     }
     var x = bitcast<f32>(bits);
-    if (params.has_temps != 0u) {
+    if (params.per_row_tau != 0u) {
         x = x / temps[params.temp_base + r];
+    } else {
+        x = x / params.tau;
     }
     return key_of(bitcast<u32>(x + gumbel_from_word(w)));
 }

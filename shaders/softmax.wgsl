@@ -10,17 +10,42 @@
 //   softmax_split_*    a row split over workgroups of SEG_BLOCKS blocks; partial states, then
 //                      every segment merges its row's partials and writes (two dispatches)
 //
-// Bindings (group 0):
-//   0: uniform SoftmaxParams
-//   1: storage, read       logits: array<u32>  (f32, or f16/bf16 packed two per word; logits.wgsl)
-//   2: storage, read       taus: array<u32>    per-row temperatures' f32 bits (when per_row_tau)
-//   3: storage, read_write out: array<u32>     f32 bits of y / log y / the one-hot row
-//   4: storage, read_write status: array<atomic<u32>, 3> (when use_status): atomicMin of the
-//      global row index into [0] a row holding NaN, [1] an all -inf row, [2] a row whose tau is
-//      not a normal, finite, positive f32.
-//   5: storage, read_write partials: array<State> (split kernels only): one per (row, segment).
-// Row r of the dispatch (global row row0 + r) holds chunk-relative flat elements n0 = r*k ..
-// n0 + k - 1; element n uses stream word n: block block0 + (phase + n) / 4, lane (phase + n) % 4.
+// Bindings (group 0). Each storage binding is a window that starts at the device-aligned offset
+// at or below the job's first element for this dispatch (src/family.rs, FamilyCore::window); the
+// `*_base` parameter is the element index in the window where the dispatch's data starts, and
+// every access adds it, so callers' slices may start at any 4-byte offset:
+//   0: uniform SoftmaxParams (generated from the Rust struct: #import params)
+//   1: storage, read       logits: array<u32>  f32, or f16/bf16 packed two per word (logits.wgsl);
+//                          element n of this dispatch is logit_bits(logit_base + n) (16-bit
+//                          formats: logit_base counts halves)
+//   2: storage, read       taus: array<u32>    row r's tau bits at taus[tau_base + r] (when
+//                          per_row_tau; an unused 16-byte buffer otherwise, and params.tau is
+//                          the tau)
+//   3: storage, read_write out: array<u32>     f32 bits of y / log y / the one-hot row:
+//                          element n at out[out_base + n]
+//   4: storage, read_write status: array<atomic<u32>> (when use_status, else a dummy): atomicMin
+//      of the job's global row index (row0 + r) into status[status_base + 0] a row holding NaN,
+//      [status_base + 1] an all -inf row, [status_base + 2] a row whose tau is not a normal,
+//      finite, positive f32.
+//   5: storage, read_write partials: array<State> (split kernels only; a one-state window of the
+//      family's scratch buffer otherwise): (row r, segment s) at partial_base + r * segments + s.
+// Counter scheme: row r of the dispatch (global row row0 + r; the host advances the stream by
+// row0 * k per dispatch) holds dispatch-relative flat elements n0 = r*k .. n0 + k - 1; element n
+// uses stream word n: block block0 + (phase + n) / 4, lane (phase + n) % 4.
+// Safety contract (the modules are compiled without wgpu's runtime checks by default):
+//   * indices stay in the windows: logits/out are read/written at base + r*k + j with
+//     r < params.rows and j < params.k, and the host binds rows * k elements from each base;
+//     taus[tau_base + r] only when per_row_tau (rows words bound); status[status_base + 0..2]
+//     only when use_status (3 words bound); partials[partial_base + i] with
+//     i < rows * segments, split kernels only (rows * segments states bound); register slots
+//     4 * i + lane < REG_SLOTS; red[lid + w] with lid % group < w <= group / 2 < WG_SIZE.
+//   * every loop ends: bounds are params (k, nblocks, segments) or constants, steps >= 1, and
+//     the tree reductions halve w down to 0.
+//   * no divisor is zero: params.k >= 1 (host check), segments >= 1, group a power of two in
+//     1..WG_SIZE, tau normal and > 0 (bad per-row taus are replaced by 1 and flagged).
+//   * workgroup memory (red) is written by every thread of the workgroup before the barrier that
+//     precedes any read; early returns are uniform per workgroup (they depend on the
+//     workgroup index and params only).
 // Rows are walked in Philox blocks (one philox call yields the noise of 4 consecutive elements);
 // a row's block q (0 .. nblocks) holds elements j = 4q + lane - off.
 //
@@ -40,26 +65,7 @@
 #import logits
 #import grid
 
-struct SoftmaxParams {
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    rows: u32,
-    k: u32,
-    format: u32,
-    want_log: u32,
-    want_hard: u32,
-    tau: f32,
-    per_row_tau: u32,
-    use_status: u32,
-    row0: u32,
-    segments: u32,
-    group: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: SoftmaxParams;
+#import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> taus: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
@@ -116,7 +122,7 @@ fn row_info(r: u32) -> Row {
     row.tau = params.tau;
     row.bad_tau = 0u;
     if (params.per_row_tau != 0u) {
-        let tb = taus[r];
+        let tb = taus[params.tau_base + r];
         // Normal, finite, positive: no inf/NaN/zero/subnormal temperature reaches arithmetic.
         if (tb >= 0x00800000u && tb < 0x7f800000u) {
             row.tau = bitcast<f32>(tb);
@@ -231,12 +237,12 @@ fn report(row: Row, st: State, r: u32) {
     }
     let g = params.row0 + r;
     if (st.nan != 0u) {
-        atomicMin(&status[0], g);
+        atomicMin(&status[params.status_base], g);
     } else if (st.n_fin == 0u && st.n_inf == 0u) {
-        atomicMin(&status[1], g);
+        atomicMin(&status[params.status_base + 1u], g);
     }
     if (row.bad_tau != 0u) {
-        atomicMin(&status[2], g);
+        atomicMin(&status[params.status_base + 2u], g);
     }
 }
 
@@ -287,7 +293,7 @@ fn scan(row: Row, q_first: u32, q_step: u32, q_end: u32) -> State {
         for (var lane = 0u; lane < 4u; lane++) {
             let j = 4u * q + lane - row.off;
             if (j < params.k) {
-                absorb(&st, logit_bits(row.n0 + j, params.format), w[lane], j, row);
+                absorb(&st, logit_bits(params.logit_base + row.n0 + j, params.format), w[lane], j, row);
             }
         }
     }
@@ -307,12 +313,12 @@ fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32, q_end: 
                 var b = 0u;
                 var g = 0.0;
                 if (kind != KIND_BAD && params.want_hard == 0u) {
-                    b = logit_bits(row.n0 + j, params.format);
+                    b = logit_bits(params.logit_base + row.n0 + j, params.format);
                     if (needs_noise(kind, b)) {
                         g = gumbel_from_word(w[lane]);
                     }
                 }
-                out[row.n0 + j] = emit(row, st, kind, j, b, g);
+                out[params.out_base + row.n0 + j] = emit(row, st, kind, j, b, g);
             }
         }
     }
@@ -389,7 +395,7 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
                 bits[slot] = F32_NEG_INF_BITS;
                 noise[slot] = 0.0;
                 if (j < params.k) {
-                    let b = logit_bits(row.n0 + j, params.format);
+                    let b = logit_bits(params.logit_base + row.n0 + j, params.format);
                     bits[slot] = b;
                     if (is_finite_bits(b)) {
                         let g = gumbel_from_word(w[lane]);
@@ -417,7 +423,7 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
                 let j = 4u * q + lane - row.off;
                 if (j < params.k) {
                     let slot = 4u * i + lane;
-                    out[row.n0 + j] = emit(row, fin, kind, j, bits[slot], noise[slot]);
+                    out[params.out_base + row.n0 + j] = emit(row, fin, kind, j, bits[slot], noise[slot]);
                 }
             }
         }
@@ -463,7 +469,7 @@ fn softmax_split_partial(@builtin(local_invocation_index) lid: u32,
     let q0 = rs.y * SEG_BLOCKS;
     let st = reduce(lid, scan(row, q0 + lid, WG_SIZE, min(q0 + SEG_BLOCKS, row.nblocks)), row);
     if (lid == 0u) {
-        partials[rs.z] = st;
+        partials[params.partial_base + rs.z] = st;
     }
 }
 
@@ -478,7 +484,7 @@ fn softmax_split_write(@builtin(local_invocation_index) lid: u32,
     let row = row_info(rs.x);
     var st = empty_state();
     for (var i = lid; i < params.segments; i += WG_SIZE) {
-        st = merge(st, partials[rs.x * params.segments + i], row);
+        st = merge(st, partials[params.partial_base + rs.x * params.segments + i], row);
     }
     let fin = reduce(lid, st, row);
     let kind = row_kind(row, fin);

@@ -1,10 +1,12 @@
 //! The GPU context: device, queue, capabilities, the pipeline cache, error capture and readback.
 
 use crate::Error;
-use crate::shader::{self, ShaderConfig};
+use crate::family::{self, FamilyLimits, KernelFamily};
+use crate::shader::ShaderConfig;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 
 /// Optional wgpu features this crate uses when the adapter has them.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_INT64
@@ -23,6 +25,13 @@ pub struct GpuOptions {
     pub subgroups: bool,
     /// Accept `f16` logits natively where the adapter has `SHADER_F16`.
     pub f16: bool,
+    /// Compile the kernels with wgpu's runtime checks: naga's bounds checks on every buffer and
+    /// array index, a counter on every loop, guarded integer division, and zero-initialised
+    /// workgroup memory. Off by default: each shader's contract states why its indices stay in
+    /// range, its loops end, its divisors are non-zero and its workgroup memory is written
+    /// before it is read, and the test suite runs every kernel both ways. Turn it on to rule the
+    /// kernels out when something looks wrong.
+    pub runtime_checks: bool,
     /// Split work into dispatches of at most this many elements, as if the device's storage
     /// bindings were this small (a multiple of 64). Tests use it to exercise chunking.
     #[doc(hidden)]
@@ -35,21 +44,20 @@ impl Default for GpuOptions {
             int64: true,
             subgroups: true,
             f16: true,
+            runtime_checks: false,
             max_chunk_elements: None,
         }
     }
 }
 
-/// A kernel family: one WGSL file, its explicit bind-group layout and pipelines, built once per
-/// [`Gpu`] and cached there.
-pub(crate) trait KernelFamily: Any + Send + Sync + Sized {
-    fn build(gpu: &Gpu) -> Result<Self, Error>;
-}
-
 /// The GPU this crate runs on: a wgpu device and queue, with the kernels built for it.
 ///
-/// Cheap to share by reference across threads; every operation either records into a caller's
-/// encoder or submits and waits on its own.
+/// Share it by reference across threads (`&Gpu` is `Send + Sync`); every operation either
+/// records into a caller's encoder or submits and waits on its own. On OpenGL, whose one context
+/// wgpu-hal guards with a lock that panics after 6 seconds of waiting, this crate serialises its
+/// own device work behind a lock of its own, so threads wait for each other as long as jobs
+/// take, and never panic. (Work an application submits to the same GL device itself, outside
+/// this crate, is not covered.)
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -60,6 +68,108 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     owns_device: bool,
     max_chunk_override: Option<u64>,
+    runtime_checks: bool,
+    lock: Arc<DeviceLock>,
+    pool: BufferPool,
+}
+
+/// Buffers the slice API reuses across calls (uploads, outputs and readback staging), so a
+/// blocking call allocates nothing in the steady state. Each call takes the buffers it needs
+/// and gives them back when done, so threads never share one. Bounded: at most
+/// [`BufferPool::KEEP`] buffers of each kind, each at most [`BufferPool::MAX_BYTES`].
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<wgpu::Buffer>>,
+}
+
+impl BufferPool {
+    const KEEP: usize = 8;
+    const MAX_BYTES: u64 = 64 << 20;
+}
+
+/// A buffer on loan from the pool; it goes back when dropped.
+pub(crate) struct Pooled<'a> {
+    buffer: Option<wgpu::Buffer>,
+    pool: &'a BufferPool,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until dropped")
+    }
+}
+
+impl Pooled<'_> {
+    /// Keeps the buffer out of the pool (a failed map may leave it mapped).
+    fn discard(mut self) {
+        self.buffer = None;
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(b) = self.buffer.take() else { return };
+        if b.size() > BufferPool::MAX_BYTES {
+            return;
+        }
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        let same_kind = free.iter().filter(|f| f.usage() == b.usage()).count();
+        if same_kind < BufferPool::KEEP {
+            free.push(b);
+        }
+    }
+}
+
+/// Serialises this crate's device work where the backend needs it: wgpu's GL backend guards its
+/// one context with a lock that panics a thread after waiting 6 seconds ("Could not lock adapter
+/// context"), and a submit-and-wait holds that lock for the whole job. On GL, every operation of
+/// this crate (recording, submitting, waiting, reading back) holds this lock instead, so other
+/// threads wait here, without a time limit, and never on wgpu-hal's. Reentrant: a blocking call
+/// holds it across the `record` calls it makes. A no-op on every other backend.
+pub(crate) struct DeviceLock {
+    enabled: bool,
+    owner: Mutex<(Option<ThreadId>, usize)>,
+    free: Condvar,
+}
+
+/// Holds a [`DeviceLock`] until dropped.
+pub(crate) struct DeviceGuard<'a>(Option<&'a DeviceLock>);
+
+impl DeviceLock {
+    fn new(enabled: bool) -> Self {
+        DeviceLock {
+            enabled,
+            owner: Mutex::new((None, 0)),
+            free: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> DeviceGuard<'_> {
+        if !self.enabled {
+            return DeviceGuard(None);
+        }
+        let me = std::thread::current().id();
+        let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        while owner.0.is_some_and(|t| t != me) {
+            owner = self.free.wait(owner).unwrap_or_else(|e| e.into_inner());
+        }
+        *owner = (Some(me), owner.1 + 1);
+        DeviceGuard(Some(self))
+    }
+}
+
+impl Drop for DeviceGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0 {
+            let mut owner = lock.owner.lock().unwrap_or_else(|e| e.into_inner());
+            owner.1 -= 1;
+            if owner.1 == 0 {
+                owner.0 = None;
+                lock.free.notify_one();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Gpu {
@@ -96,9 +206,7 @@ impl Gpu {
     }
 
     async fn open(options: GpuOptions) -> Result<Gpu, Error> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = Self::pick_adapter(&instance).await?;
+        let adapter = Self::pick_adapter().await?;
         let mut wanted = OPTIONAL_FEATURES;
         if !options.int64 {
             wanted.remove(wgpu::Features::SHADER_INT64);
@@ -123,6 +231,7 @@ impl Gpu {
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let mut gpu = Gpu::wrap(device, queue, Some(adapter.get_info()));
         gpu.owns_device = true;
+        gpu.runtime_checks = options.runtime_checks;
         gpu.max_chunk_override = options.max_chunk_elements.map(|c| c.max(64) / 64 * 64);
         // We own this device: errors outside our scopes are recorded, never a panic.
         let uncaptured = gpu.uncaptured.clone();
@@ -134,12 +243,51 @@ impl Gpu {
         Ok(gpu)
     }
 
-    async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter, Error> {
-        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let mut adapters = instance.enumerate_adapters(backends).await;
+    /// Enumerates the adapters of `backends` (a fresh instance limited to them).
+    async fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = backends;
+        wgpu::Instance::new(desc).enumerate_adapters(backends).await
+    }
+
+    /// Keeps Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` from printing
+    /// "error: XDG_RUNTIME_DIR is invalid or not set" twice per device open on machines without
+    /// a session (servers, CI, containers). wgpu always enables `VK_KHR_wayland_surface`, which
+    /// makes that layer connect to Wayland to find the compositor's GPU, and libwayland prints
+    /// the error when `XDG_RUNTIME_DIR` is unset. Without it no compositor can be reached anyway,
+    /// and this crate ranks the adapters itself, so the layer has nothing to add: we set its own
+    /// off switch, `NODEVICE_SELECT=1`, once, only then, and never over a value the user set.
+    #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
+    fn quiet_device_select_layer() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+                && std::env::var_os("NODEVICE_SELECT").is_none()
+            {
+                // SAFETY: set once, before this crate's first Vulkan instance; the variable is
+                // only read by the Vulkan loader when an instance is created. A program that
+                // reads the environment from C on another thread at this very moment should set
+                // XDG_RUNTIME_DIR or NODEVICE_SELECT itself, which turns this off.
+                unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+            }
+        });
+    }
+
+    async fn pick_adapter() -> Result<wgpu::Adapter, Error> {
+        #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
+        Self::quiet_device_select_layer();
+        // GL (EGL) only when asked for or when nothing else serves: probing EGL prints errors
+        // of its own on machines without a display server.
+        let asked = wgpu::Backends::from_env();
+        let backends = asked.unwrap_or(wgpu::Backends::all() - wgpu::Backends::GL);
+        let mut adapters = Self::adapters(backends).await;
+        if adapters.is_empty() && asked.is_none() {
+            adapters = Self::adapters(wgpu::Backends::GL).await;
+        }
         if adapters.is_empty() {
             return Err(Error::NoAdapter(format!(
-                "wgpu enumerated no adapter for backends {backends:?}"
+                "wgpu enumerated no adapter for backends {:?}",
+                asked.unwrap_or(wgpu::Backends::all())
             )));
         }
         if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
@@ -154,22 +302,17 @@ impl Gpu {
                     ))
                 });
         }
-        if let Some(pref) = wgpu::PowerPreference::from_env() {
-            let options = wgpu::RequestAdapterOptions {
-                power_preference: pref,
-                ..Default::default()
-            };
-            if let Ok(a) = instance.request_adapter(&options).await {
-                return Ok(a);
-            }
-        }
-        // Discrete first; among equals prefer Vulkan/Metal/DX12 over GL.
+        // Discrete first (integrated first for WGPU_POWER_PREF=low); among equals prefer
+        // Vulkan/Metal/DX12 over GL.
+        let low_power = wgpu::PowerPreference::from_env() == Some(wgpu::PowerPreference::LowPower);
         adapters.sort_by_key(|a| {
             let info = a.get_info();
-            (
-                device_type_rank(info.device_type),
-                u32::from(info.backend == wgpu::Backend::Gl),
-            )
+            let rank = match (low_power, info.device_type) {
+                (true, wgpu::DeviceType::IntegratedGpu) => 0,
+                (true, wgpu::DeviceType::DiscreteGpu) => 1,
+                (_, t) => device_type_rank(t),
+            };
+            (rank, u32::from(info.backend == wgpu::Backend::Gl))
         });
         Ok(adapters.remove(0))
     }
@@ -193,6 +336,7 @@ impl Gpu {
             subgroups: f.contains(wgpu::Features::SUBGROUP),
             f16: f.contains(wgpu::Features::SHADER_F16),
         };
+        let gl = device.adapter_info().backend == wgpu::Backend::Gl;
         let lost = Arc::new(Mutex::new(None));
         let lost2 = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -208,6 +352,9 @@ impl Gpu {
             uncaptured: Arc::new(Mutex::new(None)),
             owns_device: false,
             max_chunk_override: None,
+            runtime_checks: false,
+            lock: Arc::new(DeviceLock::new(gl)),
+            pool: BufferPool::default(),
         }
     }
 
@@ -236,7 +383,7 @@ impl Gpu {
             None => "application-provided device".to_string(),
         };
         format!(
-            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}",
+            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}; runtime checks: {}",
             if self.config.int64 {
                 "u64"
             } else {
@@ -244,7 +391,8 @@ impl Gpu {
             },
             self.config.subgroups,
             self.config.f16,
-            self.has_timestamps()
+            self.has_timestamps(),
+            self.runtime_checks
         )
     }
 
@@ -298,8 +446,27 @@ impl Gpu {
                 .downcast::<F>()
                 .expect("family cache keyed by TypeId"));
         }
-        // Built outside the lock: building compiles shaders and may take a while.
-        let built = Arc::new(F::build(self)?);
+        // Built outside the cache lock: building compiles shaders and may take a while.
+        self.check_alive()?;
+        let limits = FamilyLimits {
+            max_elements: self.max_binding_elements(),
+            align: u64::from(
+                self.device
+                    .limits()
+                    .min_storage_buffer_offset_alignment
+                    .max(4),
+            ),
+            max_groups: self.device.limits().max_compute_workgroups_per_dimension,
+            loop_budget: self.loop_budget(),
+            runtime_checks: self.runtime_checks,
+        };
+        let built = Arc::new(family::build::<F>(
+            &self.device,
+            &self.lock,
+            &self.config,
+            limits,
+        )?);
+        self.check_alive()?;
         let mut map = self.families.lock().unwrap();
         let entry = map
             .entry(id)
@@ -323,91 +490,13 @@ impl Gpu {
         Ok(())
     }
 
-    /// Runs `f` inside error scopes (see [`scoped`]), after checking the device is alive.
+    /// Runs `f` holding the device lock inside error scopes (see [`family::scoped`]), after
+    /// checking the device is alive.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         self.check_alive()?;
-        let r = scoped(&self.device, f);
+        let r = family::scoped(&self.device, &self.lock, f);
         self.check_alive()?;
         r
-    }
-
-    /// Compiles a kernel family's shader for this device.
-    pub(crate) fn shader_module(&self, family: &str) -> Result<wgpu::ShaderModule, Error> {
-        let source = shader::compose(family, &self.config)?;
-        self.scoped(|| {
-            Ok(self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                }))
-        })
-    }
-
-    /// An explicit bind-group layout of compute-visible buffers: `true` = read-only storage,
-    /// `false` = read-write storage, in binding order after binding 0, the uniform parameters.
-    pub(crate) fn storage_layout(
-        &self,
-        label: &str,
-        storage_read_only: &[bool],
-    ) -> wgpu::BindGroupLayout {
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        }];
-        for (i, &read_only) in storage_read_only.iter().enumerate() {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
-        }
-        self.device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
-                entries: &entries,
-            })
-    }
-
-    /// One compute pipeline per entry point of `module`, all sharing `layout`, in the order of
-    /// `entry_points` (destructure the array by name at the call).
-    pub(crate) fn pipelines<const N: usize>(
-        &self,
-        module: &wgpu::ShaderModule,
-        layout: &wgpu::BindGroupLayout,
-        entry_points: [&str; N],
-    ) -> Result<[wgpu::ComputePipeline; N], Error> {
-        self.scoped(|| {
-            let pl = self
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: None,
-                    bind_group_layouts: &[Some(layout)],
-                    immediate_size: 0,
-                });
-            Ok(entry_points.map(|ep| {
-                self.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(ep),
-                        layout: Some(&pl),
-                        module,
-                        entry_point: Some(ep),
-                        compilation_options: wgpu::PipelineCompilationOptions::default(),
-                        cache: None,
-                    })
-            }))
-        })
     }
 
     /// A storage buffer of `bytes` bytes, checked against the device's limits first.
@@ -435,6 +524,7 @@ impl Gpu {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let buffer = self.storage_buffer(label, bytes.len() as u64)?;
         if !bytes.is_empty() {
+            let _device = self.lock.lock();
             self.queue.write_buffer(&buffer, 0, bytes);
         }
         Ok(buffer)
@@ -462,6 +552,139 @@ impl Gpu {
         })
     }
 
+    /// A buffer of at least `bytes` bytes (a power of two, at least 256) with `usage`, from the
+    /// pool when one is free, for the duration of a slice-level call.
+    pub(crate) fn pooled(
+        &self,
+        label: &str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<Pooled<'_>, Error> {
+        let size = bytes.max(256).next_power_of_two();
+        let max = self.device.limits().max_buffer_size;
+        if bytes > max {
+            return Err(Error::TooLarge(format!(
+                "{label} needs a buffer of {bytes} bytes; this device allows at most {max}"
+            )));
+        }
+        let taken = {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.iter()
+                .position(|b| b.usage() == usage && b.size() >= bytes && b.size() <= 2 * size)
+                .map(|i| free.swap_remove(i))
+        };
+        let buffer = match taken {
+            Some(b) => b,
+            None => self.scoped(|| {
+                Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: size.min(max.max(4) / 4 * 4).max(bytes.next_multiple_of(4)),
+                    usage,
+                    mapped_at_creation: false,
+                }))
+            })?,
+        };
+        Ok(Pooled {
+            buffer: Some(buffer),
+            pool: &self.pool,
+        })
+    }
+
+    /// A pooled storage buffer holding `data` from byte 0 (the rest of it is stale).
+    pub(crate) fn pooled_upload<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+    ) -> Result<Pooled<'_>, Error> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = self.pooled(label, bytes.len() as u64, Self::STORAGE_USAGE)?;
+        if !bytes.is_empty() {
+            let _device = self.lock.lock();
+            let padded = bytes.len().next_multiple_of(4);
+            if padded == bytes.len() {
+                self.queue.write_buffer(&buffer, 0, bytes);
+            } else {
+                let mut v = bytes.to_vec();
+                v.resize(padded, 0);
+                self.queue.write_buffer(&buffer, 0, &v);
+            }
+        }
+        Ok(buffer)
+    }
+
+    /// A pooled storage buffer of at least `bytes` bytes (contents stale).
+    pub(crate) fn pooled_storage(&self, label: &str, bytes: u64) -> Result<Pooled<'_>, Error> {
+        self.pooled(label, bytes, Self::STORAGE_USAGE)
+    }
+
+    const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+        .union(wgpu::BufferUsages::COPY_SRC)
+        .union(wgpu::BufferUsages::COPY_DST);
+
+    /// The slice API's round trip in one submission: records `record`, copies the first `len`
+    /// elements of `out` into a pooled staging buffer behind it, submits once, waits once and
+    /// reads them back.
+    pub(crate) fn run_and_read<T: bytemuck::Pod>(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
+        out: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>, Error> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let _device = self.lock.lock();
+        let staging = self.pooled(
+            "readback",
+            bytes.max(4),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        self.scoped(|| {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            record(&mut encoder)?;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(out, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
+            }
+            self.queue.submit([encoder.finish()]);
+            Ok(())
+        })?;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let read = self.map_and_read(&staging, bytes);
+        if read.is_err() {
+            staging.discard();
+        }
+        read
+    }
+
+    /// Maps the first `bytes` of a staging buffer whose copy is submitted, waits, and reads.
+    fn map_and_read<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<T>, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mapped = bytes.next_multiple_of(4);
+        staging.map_async(wgpu::MapMode::Read, ..mapped, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..mapped)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+        drop(view);
+        staging.unmap();
+        self.check_alive()?;
+        Ok(out)
+    }
+
     /// Copies `len` elements of `buffer` (from element 0) back to the host.
     pub fn read_buffer<T: bytemuck::Pod>(
         &self,
@@ -472,6 +695,8 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        // Held across the copy, the map and the wait (see `DeviceLock`).
+        let _device = self.lock.lock();
         let staging = self.scoped(|| {
             Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
@@ -484,112 +709,6 @@ impl Gpu {
             enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
             Ok(())
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        self.map_and_read(&staging, bytes)
     }
-}
-
-/// Splits `total` workgroups over a 2-D grid within the 65535-per-dimension limit; shaders
-/// linearise it as `x + y * num_workgroups.x`, and skip the few surplus groups.
-pub(crate) fn grid(total: u32, max_per_dim: u32) -> (u32, u32) {
-    if total <= max_per_dim {
-        (total.max(1), 1)
-    } else {
-        let y = total.div_ceil(max_per_dim);
-        (total.div_ceil(y), y)
-    }
-}
-
-/// A small uniform buffer holding a kernel's parameters. (Not `create_buffer_init`, which
-/// panics on a lost device.)
-pub(crate) fn params_buffer<T: bytemuck::Pod>(
-    device: &wgpu::Device,
-    params: &T,
-) -> Result<wgpu::Buffer, Error> {
-    let bytes = bytemuck::bytes_of(params);
-    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("params"),
-        size: (bytes.len() as u64).next_multiple_of(16),
-        usage: wgpu::BufferUsages::UNIFORM,
-        mapped_at_creation: true,
-    });
-    {
-        let mut view = buffer
-            .get_mapped_range_mut(..)
-            .map_err(|e| Error::DeviceLost(format!("cannot write kernel parameters: {e}")))?;
-        view.slice(..bytes.len()).copy_from_slice(bytes);
-    }
-    buffer.unmap();
-    Ok(buffer)
-}
-
-/// Runs `f` inside validation, out-of-memory and internal error scopes of `device` and returns
-/// the first error wgpu reported as an `Err` (never the uncaptured-error handler's panic).
-pub(crate) fn scoped<T>(
-    device: &wgpu::Device,
-    f: impl FnOnce() -> Result<T, Error>,
-) -> Result<T, Error> {
-    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let result = f();
-    let v = pollster::block_on(validation.pop());
-    let i = pollster::block_on(internal.pop());
-    let o = pollster::block_on(oom.pop());
-    if let Some(e) = o.or(v).or(i) {
-        return Err(e.into());
-    }
-    result
-}
-
-/// Checks that `buffer` can be bound as storage and holds `bytes` bytes.
-pub(crate) fn check_storage(what: &str, buffer: &wgpu::Buffer, bytes: u64) -> Result<(), Error> {
-    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::InvalidArgument(format!(
-            "{what} buffer lacks BufferUsages::STORAGE"
-        )));
-    }
-    if buffer.size() < bytes {
-        return Err(Error::InvalidArgument(format!(
-            "{what} buffer holds {} bytes; {bytes} are needed",
-            buffer.size()
-        )));
-    }
-    Ok(())
-}
-
-/// Binds elements `e0 .. e0 + n` (of `bytes` each) of `buffer` from the aligned offset at or
-/// before `e0` (`align` bytes, the device's storage offset alignment); returns the binding and
-/// the index of element `e0` inside it, which the kernel adds to its element indices. This lets
-/// row chunks start anywhere, whatever `k` and the element size.
-pub(crate) fn aligned_binding(
-    buffer: &wgpu::Buffer,
-    e0: u64,
-    n: u64,
-    bytes: u64,
-    align: u64,
-) -> (wgpu::BufferBinding<'_>, u32) {
-    let offset = e0 * bytes / align * align;
-    let end = ((e0 + n) * bytes).next_multiple_of(4);
-    let binding = wgpu::BufferBinding {
-        buffer,
-        offset,
-        size: wgpu::BufferSize::new((end - offset).max(4)),
-    };
-    (binding, (e0 - offset / bytes) as u32)
 }

@@ -5,6 +5,25 @@
 //! through [wgpu](https://wgpu.rs), with a Philox4x32-10 random stream that gives the same
 //! numbers on every GPU, every backend and the CPU.
 //!
+//! ## Quick start
+//! ```
+//! use gumbel_wgpu::{Gpu, Stream};
+//! let gpu = Gpu::new()?;                                   // or Gpu::from_wgpu(device, queue)
+//! let logits = [1.0, 2.0, 0.5, -1.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY]; // 2 rows of k = 4
+//! let stream = Stream::new(2017);                          // reproducible noise
+//!
+//! let y = gpu.gumbel_softmax(&logits, 4, 0.5, stream)?;    // relaxed one-hot rows
+//! let dl = gpu.gumbel_softmax_backward(&y, &[1.0; 8], 4, 0.5)?; // dL/dl for dL/dy = 1
+//! let tokens = gpu.sample(&logits, 4, stream)?;            // Gumbel-max: one index per row
+//! assert!(tokens[1] < 3);                                  // -inf is never drawn
+//! # let _ = dl;
+//! # Ok::<(), gumbel_wgpu::Error>(())
+//! ```
+//! Each call above is blocking, host to host. The buffer-level families ([`GumbelSoftmax`],
+//! [`GumbelSoftmaxBackward`], [`ConcreteDensity`], [`Sampler`], [`RandomFill`]) record into
+//! your own `wgpu::CommandEncoder` from [`wgpu::BufferSlice`]s at any 4-byte offset (a
+//! [`LogitsView`] for a `rows x k` matrix), and never submit.
+//!
 //! ## The stream contract
 //! Randomness comes from a [`Stream`] `{ seed, offset }`. Word `n` of a stream is
 //! `philox4x32_10([lo32(b), hi32(b), 0, 0], [lo32(seed), hi32(seed)])[m % 4]` with
@@ -39,22 +58,15 @@
 //! workgroups (partial states, then a small combine pass) for few rows of huge `k`. None needs
 //! subgroups or 64-bit integers; inputs larger than one storage binding are dispatched in chunks
 //! of whole rows, and grids past 65535 workgroups use a second dimension.
-//!
-//! ## Quick start
-//! ```
-//! use gumbel_wgpu::{Gpu, Stream};
-//! let gpu = Gpu::new()?;
-//! let noise = gpu.gumbel(Stream::new(42), 1000)?;
-//! assert!(noise.iter().all(|g| g.is_finite()));
-//! # Ok::<(), gumbel_wgpu::Error>(())
-//! ```
 
+// Declared in the order a reader meets them (rustdoc lists `Gpu`'s methods in this order):
+// opening the device, random numbers, the forward pass, the backward pass, densities,
+// sampling; then the buffer-level skeleton and helpers.
 mod backward;
-#[doc(hidden)]
-pub mod bench;
 pub mod cpu;
 mod density;
 mod error;
+mod family;
 mod gpu;
 pub mod logits;
 pub mod philox;
@@ -64,6 +76,9 @@ mod schedule;
 #[doc(hidden)]
 pub mod shader;
 mod softmax;
+
+/// The wgpu this crate is built on: use it to name wgpu types, so the versions always match.
+pub use wgpu;
 
 pub use backward::{BackwardArgs, BackwardInput, BackwardSlice, GradSpace, GumbelSoftmaxBackward};
 // Path thresholds and knobs the tests use to reach every kernel.
@@ -79,11 +94,27 @@ struct ReadmeDoctests;
 
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
-pub use logits::{LogitsFormat, LogitsSlice};
+pub use logits::{LogitsFormat, LogitsSlice, LogitsView};
 pub use philox::{Philox4x32, Stream};
-pub use random::{RandomFill, RandomKind};
-pub use sample::{MAX_TOP, NO_INDEX, SampleOptions, SampleShape, SampleStrategy, Sampler};
+pub use random::{RandomFill, RandomJob, RandomKind};
+pub use sample::{MAX_TOP, NO_INDEX, SampleJob, SampleOptions, SampleStrategy, Sampler};
 pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
+
+/// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer
+/// knows no family, so the list lives here, at the root that declares them.
+#[doc(hidden)]
+pub fn kernel_specs() -> Vec<family::FamilySpec> {
+    use family::KernelFamily;
+    vec![
+        random::RandomFill::SPEC,
+        softmax::GumbelSoftmax::SPEC,
+        backward::GumbelSoftmaxBackward::SPEC,
+        density::ConcreteDensity::SPEC,
+        sample::Sampler::SPEC,
+    ]
+}
+#[doc(hidden)]
+pub use family::FamilySpec;

@@ -40,6 +40,43 @@ impl LogitsFormat {
     }
 }
 
+/// A row-major `rows x k` matrix on the device, as every buffer-level job takes it: any range of
+/// a buffer (`buffer.slice(a..b)`, `a` a multiple of 4 bytes, whatever the device's storage
+/// offset alignment), its element format and its shape. Logits, or a forward pass's stored
+/// `y` / `log y` (f32).
+///
+/// A view is checked when a job is recorded: the buffer must have `STORAGE` usage and the slice
+/// must hold `rows * k` elements (16-bit formats rounded up to whole 4-byte words), else
+/// [`Error::InvalidArgument`] names the argument.
+#[derive(Clone, Copy, Debug)]
+pub struct LogitsView<'a> {
+    /// The elements, row-major (f16/bf16 packed two per word, element `2i` in the low half).
+    pub data: wgpu::BufferSlice<'a>,
+    /// Their element type.
+    pub format: LogitsFormat,
+    /// Number of rows.
+    pub rows: u64,
+    /// Elements per row (>= 1).
+    pub k: u64,
+}
+
+impl<'a> LogitsView<'a> {
+    /// `rows x k` f32 elements.
+    pub fn f32(data: wgpu::BufferSlice<'a>, rows: u64, k: u64) -> Self {
+        LogitsView {
+            data,
+            format: LogitsFormat::F32,
+            rows,
+            k,
+        }
+    }
+
+    /// Checks the view (the argument named `what`) and returns its element count.
+    pub(crate) fn check(&self, what: &str) -> Result<u64, Error> {
+        crate::family::check_view(what, self.data, self.format, self.rows, self.k)
+    }
+}
+
 /// Logits on the host, in one of the formats the kernels read (f16/bf16 as raw bits): the input
 /// of the slice-level `*_with` calls.
 #[derive(Clone, Copy, Debug)]
@@ -200,14 +237,48 @@ pub fn check_rows(logits: impl Iterator<Item = f32>, k: usize) -> Result<(), Err
     Ok(())
 }
 
-/// Checks a temperature: finite and > 0.
+/// Checks a temperature, the same way in every family: finite, > 0 and normal (a subnormal tau
+/// overflows `1 / tau` and every exponent).
 pub fn check_tau(tau: f32) -> Result<(), Error> {
-    if tau.is_finite() && tau > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
+    if !(tau.is_finite() && tau > 0.0) {
+        return Err(Error::InvalidArgument(format!(
             "temperature tau = {tau} must be finite and > 0"
-        )))
+        )));
+    }
+    if tau < f32::MIN_POSITIVE {
+        return Err(Error::InvalidArgument(format!(
+            "temperature tau = {tau:e} is subnormal; it must be at least {:e}",
+            f32::MIN_POSITIVE
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the per-row temperatures of the slice API: one per row, each as [`check_tau`] wants
+/// (the error names the row).
+pub fn check_taus(taus: &[f32], rows: usize) -> Result<(), Error> {
+    if taus.len() != rows {
+        return Err(Error::InvalidArgument(format!(
+            "{} temperatures for {rows} rows",
+            taus.len()
+        )));
+    }
+    for (r, &tau) in taus.iter().enumerate() {
+        check_tau(tau).map_err(|e| Error::InvalidArgument(format!("row {r}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Checks a buffer-level temperature for `rows` rows: a scalar as [`check_tau`] wants, or a
+/// per-row slice of `rows` f32 (argument `tau`; the values are checked by the kernels, which
+/// treat a row with a bad one as a bad row).
+pub(crate) fn check_temperature(
+    tau: &crate::Temperature<wgpu::BufferSlice<'_>>,
+    rows: u64,
+) -> Result<(), Error> {
+    match *tau {
+        crate::Temperature::Scalar(t) => check_tau(t),
+        crate::Temperature::PerRow(s) => crate::family::check_slice("tau", s, rows * 4),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Random fills on the GPU: Philox words, uniforms and Gumbel noise (`shaders/random.wgsl`).
 
-use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream};
 use std::sync::Arc;
@@ -16,127 +18,104 @@ pub enum RandomKind {
     Gumbel,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct RandomParams {
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    len: u32,
-    _pad: [u32; 2],
-}
-
-/// Size of [`RandomParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<RandomParams>();
-
-impl RandomParams {
-    fn new(stream: Stream, len: u32) -> Self {
-        let [key_lo, key_hi, block0_lo, block0_hi, phase] = stream.kernel_words();
-        RandomParams {
-            key_lo,
-            key_hi,
-            block0_lo,
-            block0_hi,
-            phase,
-            len,
-            _pad: [0; 2],
-        }
+uniform_params! {
+    struct RandomParams {
+        key_lo: u32,
+        key_hi: u32,
+        block0_lo: u32,
+        block0_hi: u32,
+        phase: u32,
+        len: u32,
+        /// Element index of the job's first element in the `out` binding.
+        out_base: u32,
+        _pad: u32,
     }
 }
 
-/// The random-fill kernels: owns their bind-group layout and pipelines.
+/// One random fill at the buffer level: `kind` numbers from `stream` into every 4-byte element
+/// of `out` (element `n` from word `n`).
+#[derive(Clone, Copy, Debug)]
+pub struct RandomJob<'a> {
+    /// Words, uniforms or Gumbel noise.
+    pub kind: RandomKind,
+    /// The stream: element `n` of `out` gets word `n`.
+    pub stream: Stream,
+    /// The output, `out.size() / 4` elements of 4 bytes (u32 words or f32 numbers), at any
+    /// 4-byte offset of a buffer with `STORAGE` usage.
+    pub out: wgpu::BufferSlice<'a>,
+}
+
+/// The random-fill kernels (`shaders/random.wgsl`): own their bind-group layout and pipelines.
+/// Get them with [`Gpu::random_fill`].
 pub struct RandomFill {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     fill: [wgpu::ComputePipeline; 3],
     transform: [wgpu::ComputePipeline; 2],
-    max_chunk: u64,
-    max_groups: u32,
 }
 
 impl KernelFamily for RandomFill {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("random")?;
-        let layout = gpu.storage_layout("random", &[false]);
-        let [
-            fill_words,
-            fill_uniform,
-            fill_gumbel,
-            transform_uniform,
-            transform_gumbel,
-        ] = gpu.pipelines(
-            &module,
-            &layout,
-            [
-                "fill_words",
-                "fill_uniform",
-                "fill_gumbel",
-                "transform_uniform",
-                "transform_gumbel",
-            ],
-        )?;
+    const SPEC: FamilySpec = FamilySpec {
+        name: "random",
+        source: include_str!("../shaders/random.wgsl"),
+        params: RandomParams::WGSL,
+        storage_read_only: &[false],
+        entry_points: &[
+            "fill_words",
+            "fill_uniform",
+            "fill_gumbel",
+            "transform_uniform",
+            "transform_gumbel",
+        ],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [words, uniform, gumbel, to_uniform, to_gumbel] = take(pipelines)?;
         Ok(RandomFill {
-            device: gpu.device().clone(),
-            layout,
-            fill: [fill_words, fill_uniform, fill_gumbel],
-            transform: [transform_uniform, transform_gumbel],
-            max_chunk: gpu.max_binding_elements(),
-            max_groups: gpu.limits().max_compute_workgroups_per_dimension,
+            core,
+            fill: [words, uniform, gumbel],
+            transform: [to_uniform, to_gumbel],
         })
     }
 }
 
 impl RandomFill {
-    /// Records a fill of elements `0..len` of `out` (4 bytes each) with `kind` numbers from
-    /// `stream`. Never submits. Lengths beyond one storage binding are split into several
-    /// dispatches; the stream contract makes the result independent of the split.
+    /// Records the fill `job` into `encoder`; never submits. Outputs longer than one storage
+    /// binding are filled by several dispatches; the stream contract makes the result
+    /// independent of the split. `Err` if `out` is not 4-byte aligned or lacks `STORAGE` usage.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        kind: RandomKind,
-        stream: Stream,
-        out: &wgpu::Buffer,
-        len: u64,
+        job: &RandomJob<'_>,
     ) -> Result<(), Error> {
-        let pipeline = match kind {
-            RandomKind::Words => &self.fill[0],
-            RandomKind::Uniform => &self.fill[1],
-            RandomKind::Gumbel => &self.fill[2],
-        };
-        self.record_chunks(encoder, pipeline, stream, out, len, |chunk_len, phase| {
-            (chunk_len + u64::from(phase)).div_ceil(4)
+        let pipeline = &self.fill[match job.kind {
+            RandomKind::Words => 0,
+            RandomKind::Uniform => 1,
+            RandomKind::Gumbel => 2,
+        }];
+        self.record_chunks(encoder, pipeline, job.stream, job.out, |len, phase| {
+            (len + u64::from(phase)).div_ceil(4)
         })
     }
 
-    /// Records the in-place map of the words in `out[0..len]` to uniforms or Gumbel noise
-    /// (`kind` must not be [`RandomKind::Words`]). Tests drive the word maps with this.
+    /// Records the in-place map of the words in `out` to uniforms or Gumbel noise (`kind` must
+    /// not be [`RandomKind::Words`]). Tests drive the word maps with this.
     #[doc(hidden)]
     pub fn record_transform(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         kind: RandomKind,
-        out: &wgpu::Buffer,
-        len: u64,
+        out: wgpu::BufferSlice<'_>,
     ) -> Result<(), Error> {
         let pipeline = match kind {
             RandomKind::Words => {
                 return Err(Error::InvalidArgument(
-                    "a transform maps words to numbers".into(),
+                    "kind: a transform maps words to numbers".into(),
                 ));
             }
             RandomKind::Uniform => &self.transform[0],
             RandomKind::Gumbel => &self.transform[1],
         };
-        self.record_chunks(
-            encoder,
-            pipeline,
-            Stream::new(0),
-            out,
-            len,
-            |chunk_len, _| chunk_len,
-        )
+        self.record_chunks(encoder, pipeline, Stream::new(0), out, |len, _| len)
     }
 
     fn record_chunks(
@@ -144,67 +123,37 @@ impl RandomFill {
         encoder: &mut wgpu::CommandEncoder,
         pipeline: &wgpu::ComputePipeline,
         stream: Stream,
-        out: &wgpu::Buffer,
-        len: u64,
+        out: wgpu::BufferSlice<'_>,
         invocations: impl Fn(u64, u32) -> u64,
     ) -> Result<(), Error> {
-        let need = len
-            .checked_mul(4)
-            .ok_or_else(|| Error::TooLarge(format!("{len} elements")))?;
-        check_storage("output", out, need)?;
-        scoped(&self.device, || {
-            self.record_dispatches(encoder, pipeline, stream, out, len, invocations)
+        check_slice("out", out, 0)?;
+        let len = out.size() / 4;
+        // One "row" per element: chunks of whole elements that fit a binding.
+        let chunk = self.core.rows_per_dispatch(len, 1)?;
+        self.core.scoped(|| {
+            let mut start = 0u64;
+            while start < len {
+                let n = (len - start).min(chunk);
+                let [key_lo, key_hi, block0_lo, block0_hi, phase] =
+                    stream.advance(start).kernel_words();
+                let window = self.core.window(out, start, n, 4);
+                let params = RandomParams {
+                    key_lo,
+                    key_hi,
+                    block0_lo,
+                    block0_hi,
+                    phase,
+                    len: n as u32,
+                    out_base: window.base,
+                    _pad: 0,
+                };
+                let groups = invocations(n, phase).div_ceil(u64::from(WG_SIZE));
+                self.core
+                    .dispatch(encoder, &params, &[window.binding], &[(pipeline, groups)])?;
+                start += n;
+            }
+            Ok(())
         })
-    }
-
-    fn record_dispatches(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        pipeline: &wgpu::ComputePipeline,
-        stream: Stream,
-        out: &wgpu::Buffer,
-        len: u64,
-        invocations: impl Fn(u64, u32) -> u64,
-    ) -> Result<(), Error> {
-        let mut start = 0u64;
-        while start < len {
-            let chunk = (len - start).min(self.max_chunk);
-            let s = stream.advance(start);
-            let params = RandomParams::new(s, chunk as u32);
-            let threads = invocations(chunk, params.phase);
-            let groups = u32::try_from(threads.div_ceil(u64::from(WG_SIZE)))
-                .map_err(|_| Error::TooLarge(format!("{len} elements in one dispatch")))?;
-            let (gx, gy) = grid(groups, self.max_groups);
-            let uniform = params_buffer(&self.device, &params)?;
-            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("random"),
-                layout: &self.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: uniform.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: out,
-                            offset: start * 4,
-                            size: wgpu::BufferSize::new((chunk * 4).next_multiple_of(4)),
-                        }),
-                    },
-                ],
-            });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("random"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-            drop(pass);
-            start += chunk;
-        }
-        Ok(())
     }
 }
 
@@ -227,9 +176,21 @@ impl Gpu {
             .checked_mul(4)
             .ok_or_else(|| Error::TooLarge(format!("{len} elements")))?;
         let kernels = self.random_fill()?;
-        let out = self.storage_buffer("random out", bytes)?;
-        self.submit(|enc| kernels.record(enc, kind, stream, &out, len as u64))?;
-        self.read_buffer(&out, len)
+        let out = self.pooled_storage("random out", bytes)?;
+        self.run_and_read(
+            |enc| {
+                kernels.record(
+                    enc,
+                    &RandomJob {
+                        kind,
+                        stream,
+                        out: out.slice(..bytes),
+                    },
+                )
+            },
+            &out,
+            len,
+        )
     }
 
     /// Words `0..len` of `stream` (blocking).
@@ -255,7 +216,7 @@ impl Gpu {
         }
         let kernels = self.random_fill()?;
         let buf = self.upload("words", words)?;
-        self.submit(|enc| kernels.record_transform(enc, kind, &buf, words.len() as u64))?;
+        self.submit(|enc| kernels.record_transform(enc, kind, buf.slice(..)))?;
         self.read_buffer(&buf, words.len())
     }
 }

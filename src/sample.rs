@@ -39,10 +39,14 @@
 //! (e.g. `top = 1024` of 65536). On llvmpipe, [`Sampler::record`] estimates the count and returns
 //! [`Error::Unsupported`] past the budget instead of a wrong answer; other drivers have no cap.
 
-use crate::gpu::{KernelFamily, aligned_binding, check_storage, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
+use crate::logits::{
+    LogitsSlice, LogitsView, check_rows, check_shape, check_taus, check_temperature,
+};
 use crate::shader::WG_SIZE;
-use crate::{Error, Gpu, Stream};
+use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
 
 /// The index a kernel writes where a row has no (further) entry to draw.
@@ -90,76 +94,52 @@ pub enum SampleStrategy {
     },
 }
 
-/// The shape of a buffer-level sampling job. Build it with [`SampleShape::new`] and struct
-/// update syntax: `SampleShape { top: 5, ..SampleShape::new(rows, k) }`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SampleShape {
-    /// Number of rows.
-    pub rows: u64,
-    /// Categories per row (>= 1).
-    pub k: u64,
+/// One sampling job at the buffer level.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleJob<'a> {
+    /// The logits, `rows x k` in any [`LogitsFormat`](crate::LogitsFormat).
+    pub logits: LogitsView<'a>,
     /// Indices drawn per row, `1..=min(k, MAX_TOP)`; 1 is plain Gumbel-max sampling.
     pub top: u32,
-    /// Element type of the logits buffer.
-    pub format: LogitsFormat,
-    /// Path override for tests.
-    #[doc(hidden)]
-    pub strategy: SampleStrategy,
+    /// The temperature: row `r` samples from `softmax(l / t_r)`. A scalar is checked here; a
+    /// per-row slice of `rows` f32 is not (each must be finite, normal and > 0).
+    pub tau: Temperature<wgpu::BufferSlice<'a>>,
+    /// The noise: element `j` of row `r` uses word `r * k + j`.
+    pub stream: Stream,
+    /// Receives `rows * top` u32 indices, row `r`'s at `r * top ..`, in decreasing order of
+    /// `l / t + g`; [`NO_INDEX`] where a row has fewer than `top` drawable entries.
+    pub out: wgpu::BufferSlice<'a>,
 }
 
-impl SampleShape {
-    /// `rows x k` f32 logits, one draw per row, the path chosen from the shape.
-    pub fn new(rows: u64, k: u64) -> Self {
-        SampleShape {
-            rows,
-            k,
-            top: 1,
-            format: LogitsFormat::F32,
-            strategy: SampleStrategy::Auto,
-        }
+uniform_params! {
+    struct SampleParams {
+        key_lo: u32,
+        key_hi: u32,
+        block0_lo: u32,
+        block0_hi: u32,
+        phase: u32,
+        rows: u32,
+        k: u32,
+        top: u32,
+        format: u32,
+        per_row_tau: u32,
+        tau: f32,
+        chunks: u32,
+        logit_base: u32,
+        temp_base: u32,
+        out_base: u32,
+        seg: u32,
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct SampleParams {
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    rows: u32,
-    k: u32,
-    top: u32,
-    format: u32,
-    has_temps: u32,
-    chunks: u32,
-    logit_base: u32,
-    temp_base: u32,
-    out_base: u32,
-    seg: u32,
-    _pad: u32,
-}
-
-/// Size of [`SampleParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<SampleParams>();
-
-/// The sampling kernels: owns their bind-group layout and pipelines.
+/// The sampling kernels (`shaders/sample.wgsl`): own their bind-group layout and pipelines.
+/// Get them with [`Gpu::sampler`].
 pub struct Sampler {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     thread: wgpu::ComputePipeline,
     group: wgpu::ComputePipeline,
     partial: wgpu::ComputePipeline,
     combine: wgpu::ComputePipeline,
-    // Bound where a job has no temperatures / no scratch (a binding cannot be left empty).
-    dummy_read: wgpu::Buffer,
-    dummy_write: wgpu::Buffer,
-    max_elements: u64,
-    align: u64,
-    max_groups: u32,
-    /// The driver's cap on loop iterations per invocation (llvmpipe), see [`Sampler::record`].
-    loop_budget: Option<u64>,
 }
 
 /// Loop iterations one invocation of `strategy` runs, about `top * (blocks it scans + 9)` per
@@ -181,43 +161,37 @@ fn loop_iterations(strategy: SampleStrategy, k: u64, top: u64) -> u64 {
 }
 
 impl KernelFamily for Sampler {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("sample")?;
-        let layout = gpu.storage_layout("sample", &[true, true, false, false]);
-        let [thread, group, partial, combine] = gpu.pipelines(
-            &module,
-            &layout,
-            [
-                "sample_thread",
-                "sample_group",
-                "sample_partial",
-                "sample_combine",
-            ],
-        )?;
-        let limits = gpu.limits();
+    const SPEC: FamilySpec = FamilySpec {
+        name: "sample",
+        source: include_str!("../shaders/sample.wgsl"),
+        params: SampleParams::WGSL,
+        storage_read_only: &[true, true, false, false],
+        entry_points: &[
+            "sample_thread",
+            "sample_group",
+            "sample_partial",
+            "sample_combine",
+        ],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [thread, group, partial, combine] = take(pipelines)?;
         Ok(Sampler {
-            device: gpu.device().clone(),
-            layout,
+            core,
             thread,
             group,
             partial,
             combine,
-            dummy_read: gpu.storage_buffer("sample dummy", 16)?,
-            dummy_write: gpu.storage_buffer("sample dummy", 16)?,
-            max_elements: gpu.max_binding_elements(),
-            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
-            max_groups: limits.max_compute_workgroups_per_dimension,
-            loop_budget: gpu.loop_budget(),
         })
     }
 }
 
 impl Sampler {
-    /// The path [`Sampler::record`] takes for `shape` (forced strategies are returned as given,
-    /// `SplitRow { chunks: 0 }` with its chunk count filled in).
+    /// The path [`Sampler::record`] takes for `rows x k` logits (forced strategies are returned
+    /// as given, `SplitRow { chunks: 0 }` with its chunk count filled in).
     #[doc(hidden)]
-    pub fn strategy_for(shape: &SampleShape) -> SampleStrategy {
-        let (rows, k) = (shape.rows.max(1), shape.k.max(1));
+    pub fn strategy_for(rows: u64, k: u64, strategy: SampleStrategy) -> SampleStrategy {
+        let (rows, k) = (rows.max(1), k.max(1));
         let auto_chunks = || {
             let c = SPLIT_TARGET_GROUPS
                 .div_ceil(rows)
@@ -225,7 +199,7 @@ impl Sampler {
                 .max(1);
             SampleStrategy::SplitRow { chunks: c as u32 }
         };
-        match shape.strategy {
+        match strategy {
             SampleStrategy::Auto if k <= THREAD_MAX_K => SampleStrategy::RowPerThread,
             SampleStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
             SampleStrategy::Auto => {
@@ -247,56 +221,43 @@ impl Sampler {
         }
     }
 
-    /// Records the sampling of `shape.rows` rows of `shape.k` logits into the caller's `encoder`;
-    /// never submits.
+    /// Records `job` into the caller's `encoder`; never submits.
     ///
-    /// * `logits`: `rows * k` elements of `shape.format` from byte 0 (f16/bf16 packed two per
-    ///   word, element `2i` in the low half);
-    /// * `temperatures`: `None`, or `rows` f32 temperatures (each finite and > 0; not checked
-    ///   here), row `r` then sampling from `softmax(l / t_r)`;
-    /// * `out`: receives `rows * top` u32 indices, row `r`'s at `r * top ..`, in decreasing order
-    ///   of `l / t + g`; [`NO_INDEX`] where a row has fewer than `top` drawable entries (see the
-    ///   module docs for masked, +inf and NaN logits).
-    ///
-    /// Element `j` of row `r` uses word `r * k + j` of `stream`. Inputs larger than a storage
+    /// Element `j` of row `r` uses word `r * k + j` of the stream. Inputs larger than a storage
     /// binding are split by whole rows into several dispatches (the stream continues across
-    /// them). The split-row path allocates its scratch buffer
-    /// (`rows * chunks * top * 8` bytes per dispatch) itself.
+    /// them). The split-row path keeps its scratch buffer (`rows * chunks * top * 8` bytes per
+    /// dispatch) across calls. `Err` for bad views (naming the argument), `k = 0`, a `top` out of
+    /// range, or a bad scalar temperature.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        shape: SampleShape,
-        logits: &wgpu::Buffer,
-        temperatures: Option<&wgpu::Buffer>,
-        stream: Stream,
-        out: &wgpu::Buffer,
+        job: &SampleJob<'_>,
     ) -> Result<(), Error> {
-        let SampleShape { rows, k, top, .. } = shape;
-        if k == 0 {
-            return Err(Error::InvalidArgument(
-                "k (categories per row) must be at least 1".into(),
-            ));
-        }
+        self.record_path(encoder, job, SampleStrategy::Auto)
+    }
+
+    /// [`Sampler::record`] on a chosen path (tests reach every path with it).
+    #[doc(hidden)]
+    pub fn record_path(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &SampleJob<'_>,
+        strategy: SampleStrategy,
+    ) -> Result<(), Error> {
+        let LogitsView { rows, k, .. } = job.logits;
+        let top = job.top;
+        job.logits.check("logits")?;
         if top == 0 || u64::from(top) > k || top as usize > MAX_TOP {
             return Err(Error::InvalidArgument(format!(
                 "top = {top} must be in 1..=min(k, {MAX_TOP}) (k = {k})"
             )));
         }
+        check_slice("out", job.out, rows * u64::from(top) * 4)?;
+        check_temperature(&job.tau, rows)?;
         if rows == 0 {
             return Ok(());
         }
-        let too_large = || Error::TooLarge(format!("{rows} rows of {k} logits"));
-        let len = rows.checked_mul(k).ok_or_else(too_large)?;
-        check_storage("logits", logits, shape.format.buffer_bytes(len))?;
-        check_storage(
-            "output",
-            out,
-            rows.checked_mul(u64::from(top)).ok_or_else(too_large)? * 4,
-        )?;
-        if let Some(t) = temperatures {
-            check_storage("temperatures", t, rows * 4)?;
-        }
-        let strategy = Self::strategy_for(&shape);
+        let strategy = Self::strategy_for(rows, k, strategy);
         if let SampleStrategy::RowPerSegment { threads } = strategy
             && !(threads.is_power_of_two() && threads <= WG_SIZE)
         {
@@ -308,67 +269,42 @@ impl Sampler {
             SampleStrategy::SplitRow { chunks } => u64::from(chunks),
             _ => 1,
         };
-        if let Some(budget) = self.loop_budget {
-            let iterations = loop_iterations(strategy, k, u64::from(top));
-            if iterations > budget {
-                return Err(Error::Unsupported(format!(
-                    "top {top} of rows of {k} logits takes about {iterations} loop iterations per \
-                     invocation on this path; this driver (llvmpipe) silently stops loops after \
-                     {budget}: use a smaller top (or a GPU)"
-                )));
-            }
-        }
-        // Rows per dispatch: each binding window (plus its alignment shift) must fit in one
-        // storage binding, and so must the split path's scratch.
-        let cap = self
-            .max_elements
-            .saturating_sub(self.align / 4)
-            .max(self.align / 4);
-        let per_row = k.max(chunks * u64::from(top) * 2);
-        let rows_per_dispatch = cap / per_row;
-        if rows_per_dispatch == 0 {
-            return Err(Error::TooLarge(format!(
-                "a row of {k} logits (top {top}, {chunks} chunks) exceeds one storage binding \
-                 ({cap} elements) on this device"
-            )));
-        }
-        scoped(&self.device, || {
+        self.core.check_loop_budget(
+            loop_iterations(strategy, k, u64::from(top)),
+            &format!("top {top} of rows of {k} logits"),
+        )?;
+        // Rows per dispatch: each window must fit one storage binding, and so must the split
+        // path's scratch.
+        let rows_per_dispatch = self
+            .core
+            .rows_per_dispatch(rows, k.max(chunks * u64::from(top) * 2))?;
+        self.core.scoped(|| {
             let mut r0 = 0;
             while r0 < rows {
                 let n = (rows - r0).min(rows_per_dispatch);
-                self.record_dispatch(
-                    encoder,
-                    &shape,
-                    strategy,
-                    [r0, n],
-                    logits,
-                    temperatures,
-                    stream.advance(r0 * k),
-                    out,
-                )?;
+                self.record_dispatch(encoder, job, strategy, r0, n)?;
                 r0 += n;
             }
             Ok(())
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record_dispatch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        shape: &SampleShape,
+        job: &SampleJob<'_>,
         strategy: SampleStrategy,
-        [r0, n]: [u64; 2],
-        logits: &wgpu::Buffer,
-        temperatures: Option<&wgpu::Buffer>,
-        stream: Stream,
-        out: &wgpu::Buffer,
+        r0: u64,
+        n: u64,
     ) -> Result<(), Error> {
-        let (k, top) = (shape.k, u64::from(shape.top));
-        let bpe = shape.format.bytes();
-        let (logits_binding, logit_base) = aligned_binding(logits, r0 * k, n * k, bpe, self.align);
-        let (out_binding, out_base) = aligned_binding(out, r0 * top, n * top, 4, self.align);
-        let tw = temperatures.map(|t| aligned_binding(t, r0, n, 4, self.align));
+        let (k, top) = (job.logits.k, u64::from(job.top));
+        let core = &self.core;
+        let logits = core.window(job.logits.data, r0 * k, n * k, job.logits.format.bytes());
+        let out = core.window(job.out, r0 * top, n * top, 4);
+        let (tau, temps) = match job.tau {
+            Temperature::Scalar(t) => (t, core.unused(2)),
+            Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
+        };
         let chunks = match strategy {
             SampleStrategy::SplitRow { chunks } => chunks,
             _ => 1,
@@ -378,17 +314,11 @@ impl Sampler {
             _ => WG_SIZE,
         };
         let scratch = match strategy {
-            SampleStrategy::SplitRow { .. } => {
-                Some(self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("sample scratch"),
-                    size: n * u64::from(chunks) * top * 8,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                }))
-            }
+            SampleStrategy::SplitRow { .. } => Some(core.scratch(n * u64::from(chunks) * top * 8)?),
             _ => None,
         };
-        let [key_lo, key_hi, block0_lo, block0_hi, phase] = stream.kernel_words();
+        let [key_lo, key_hi, block0_lo, block0_hi, phase] =
+            job.stream.advance(r0 * k).kernel_words();
         let params = SampleParams {
             key_lo,
             key_hi,
@@ -398,74 +328,39 @@ impl Sampler {
             rows: n as u32,
             k: k as u32,
             top: top as u32,
-            format: shape.format.code(),
-            has_temps: u32::from(tw.is_some()),
+            format: job.logits.format.code(),
+            per_row_tau: u32::from(matches!(job.tau, Temperature::PerRow(_))),
+            tau,
             chunks,
-            logit_base,
-            temp_base: tw.as_ref().map_or(0, |t| t.1),
-            out_base,
+            logit_base: logits.base,
+            temp_base: temps.base,
+            out_base: out.base,
             seg,
-            _pad: 0,
         };
-        let uniform = params_buffer(&self.device, &params)?;
-        let temps = tw.map_or(self.dummy_read.as_entire_buffer_binding(), |t| t.0);
-        let scratch_binding = scratch
+        let scratch = scratch
             .as_ref()
-            .map_or(self.dummy_write.as_entire_buffer_binding(), |s| {
-                s.as_entire_buffer_binding()
-            });
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("sample"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniform.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::Buffer(logits_binding),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: wgpu::BindingResource::Buffer(temps),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: wgpu::BindingResource::Buffer(out_binding),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: wgpu::BindingResource::Buffer(scratch_binding),
-                },
-            ],
-        });
-        let groups = |g: u64| {
-            u32::try_from(g)
-                .map_err(|_| Error::TooLarge(format!("{g} workgroups in one dispatch")))
-                .map(|g| grid(g, self.max_groups))
-        };
-        let mut passes: Vec<(&wgpu::ComputePipeline, (u32, u32))> = Vec::new();
+            .map_or(core.unused(4).binding, |s| s.as_entire_buffer_binding());
+        let bindings = [logits.binding, temps.binding, out.binding, scratch];
         match strategy {
-            SampleStrategy::RowPerThread => {
-                passes.push((&self.thread, groups(n.div_ceil(u64::from(WG_SIZE)))?))
-            }
-            SampleStrategy::SplitRow { .. } => {
-                passes.push((&self.partial, groups(n * u64::from(chunks))?));
-                passes.push((&self.combine, groups(n)?));
-            }
-            _ => passes.push((&self.group, groups(n.div_ceil(u64::from(WG_SIZE / seg)))?)),
+            SampleStrategy::RowPerThread => core.dispatch(
+                encoder,
+                &params,
+                &bindings,
+                &[(&self.thread, n.div_ceil(u64::from(WG_SIZE)))],
+            ),
+            SampleStrategy::SplitRow { .. } => core.dispatch(
+                encoder,
+                &params,
+                &bindings,
+                &[(&self.partial, n * u64::from(chunks)), (&self.combine, n)],
+            ),
+            _ => core.dispatch(
+                encoder,
+                &params,
+                &bindings,
+                &[(&self.group, n.div_ceil(u64::from(WG_SIZE / seg)))],
+            ),
         }
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("sample"),
-            timestamp_writes: None,
-        });
-        pass.set_bind_group(0, &bind, &[]);
-        for (pipeline, (gx, gy)) in passes {
-            pass.set_pipeline(pipeline);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
-        Ok(())
     }
 }
 
@@ -550,15 +445,7 @@ impl Gpu {
             )));
         }
         if let Some(t) = options.temperatures {
-            if t.len() != rows {
-                return Err(Error::InvalidArgument(format!(
-                    "{} temperatures for {rows} rows",
-                    t.len()
-                )));
-            }
-            for (r, &tau) in t.iter().enumerate() {
-                check_tau(tau).map_err(|e| Error::InvalidArgument(format!("row {r}: {e}")))?;
-            }
+            check_taus(t, rows)?;
             for (i, l) in logits.values().enumerate() {
                 if l.is_finite() && !(l / t[i / k]).is_finite() {
                     return Err(Error::InvalidArgument(format!(
@@ -588,21 +475,32 @@ impl Gpu {
                 }
             }
         }
-        let shape = SampleShape {
-            top: top as u32,
-            format: logits.format(),
-            strategy: options.strategy,
-            ..SampleShape::new(rows as u64, k as u64)
-        };
         let kernels = self.sampler()?;
-        let buf = self.upload("logits", &logits.words())?;
+        let buf = self.pooled_upload("logits", &logits.words())?;
         let temps = options
             .temperatures
-            .map(|t| self.upload("temperatures", t))
+            .map(|t| self.pooled_upload("temperatures", t))
             .transpose()?;
         let len = rows * top;
-        let out = self.storage_buffer("samples", (len as u64) * 4)?;
-        self.submit(|enc| kernels.record(enc, shape, &buf, temps.as_ref(), stream, &out))?;
-        self.read_buffer(&out, len)
+        let out = self.pooled_storage("samples", (len as u64) * 4)?;
+        let job = SampleJob {
+            logits: LogitsView {
+                data: buf.slice(..),
+                format: logits.format(),
+                rows: rows as u64,
+                k: k as u64,
+            },
+            top: top as u32,
+            tau: temps.as_ref().map_or(Temperature::Scalar(1.0), |t| {
+                Temperature::PerRow(t.slice(..))
+            }),
+            stream,
+            out: out.slice(..),
+        };
+        self.run_and_read(
+            |enc| kernels.record_path(enc, &job, options.strategy),
+            &out,
+            len,
+        )
     }
 }

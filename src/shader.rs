@@ -1,10 +1,13 @@
 //! Shader composition: each kernel family is one WGSL file in `shaders/`, shared pieces live in
-//! `shaders/common/`, and a line `#import NAME` pulls a piece in (once, depth first). The piece
-//! `config` is generated here from the Rust constants, so Rust and WGSL share one source.
+//! `shaders/common/`, and a line `#import NAME` pulls a piece in (once, depth first). Two pieces
+//! are generated, so Rust and WGSL share one source: `config` from the Rust constants, and
+//! `params`, the family's uniform struct, from its Rust definition (`uniform_params!`). The
+//! composer knows no family: each one hands in its own [`FamilySpec`].
 //!
 //! Public (but hidden from the docs) so the naga validation test can compose every variant.
 
 use crate::Error;
+use crate::family::FamilySpec;
 use crate::philox::{PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1};
 
 /// Threads per workgroup of the one-dimensional kernels.
@@ -34,44 +37,6 @@ impl ShaderConfig {
         }
         v
     }
-}
-
-/// Kernel family sources, by name.
-pub const KERNELS: &[(&str, &str)] = &[
-    ("random", include_str!("../shaders/random.wgsl")),
-    ("copy", include_str!("../shaders/copy.wgsl")),
-    ("sample", include_str!("../shaders/sample.wgsl")),
-    ("softmax", include_str!("../shaders/softmax.wgsl")),
-    (
-        "softmax_backward",
-        include_str!("../shaders/softmax_backward.wgsl"),
-    ),
-    (
-        "concrete_density",
-        include_str!("../shaders/concrete_density.wgsl"),
-    ),
-];
-
-/// Each kernel family's uniform parameter struct: (family, struct name in WGSL and Rust, size of
-/// the Rust twin). `tests/shaders.rs` checks that each WGSL struct has that size and only 32-bit
-/// fields, so the two definitions cannot drift apart silently.
-pub fn uniform_params() -> Vec<(&'static str, &'static str, usize)> {
-    vec![
-        ("random", "RandomParams", crate::random::PARAMS_SIZE),
-        ("copy", "CopyParams", crate::bench::PARAMS_SIZE),
-        ("sample", "SampleParams", crate::sample::PARAMS_SIZE),
-        ("softmax", "SoftmaxParams", crate::softmax::PARAMS_SIZE),
-        (
-            "softmax_backward",
-            "BackwardParams",
-            crate::backward::PARAMS_SIZE,
-        ),
-        (
-            "concrete_density",
-            "DensityParams",
-            crate::density::PARAMS_SIZE,
-        ),
-    ]
 }
 
 /// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.
@@ -106,8 +71,9 @@ pub fn config_piece(cfg: &ShaderConfig) -> String {
     )
 }
 
-fn piece(name: &str, cfg: &ShaderConfig) -> Option<String> {
+fn piece(name: &str, spec: &FamilySpec, cfg: &ShaderConfig) -> Option<String> {
     match name {
+        "params" => Some(spec.params.to_string()),
         "config" => Some(config_piece(cfg)),
         "mulhi" => Some(if cfg.int64 { MULHI_U64 } else { MULHI_U32 }.to_string()),
         _ => PIECES
@@ -117,21 +83,18 @@ fn piece(name: &str, cfg: &ShaderConfig) -> Option<String> {
     }
 }
 
-/// The full WGSL of kernel family `name` for `cfg`.
-pub fn compose(name: &str, cfg: &ShaderConfig) -> Result<String, Error> {
-    let (_, main) = KERNELS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| Error::Internal(format!("no kernel family named {name:?}")))?;
+/// The full WGSL of the kernel family `spec` for `cfg`.
+pub fn compose(spec: &FamilySpec, cfg: &ShaderConfig) -> Result<String, Error> {
     let mut seen = Vec::new();
     let mut body = String::new();
     let mut enables = String::new();
-    expand(main, cfg, &mut seen, &mut body, &mut enables)?;
+    expand(spec.source, spec, cfg, &mut seen, &mut body, &mut enables)?;
     Ok(enables + &body)
 }
 
 fn expand(
     src: &str,
+    spec: &FamilySpec,
     cfg: &ShaderConfig,
     seen: &mut Vec<String>,
     body: &mut String,
@@ -145,9 +108,9 @@ fn expand(
                 continue;
             }
             seen.push(name.to_string());
-            let text = piece(name, cfg)
+            let text = piece(name, spec, cfg)
                 .ok_or_else(|| Error::Internal(format!("#import of unknown piece {name:?}")))?;
-            expand(&text, cfg, seen, body, enables)?;
+            expand(&text, spec, cfg, seen, body, enables)?;
         } else if trimmed.starts_with("enable ") {
             // WGSL wants `enable` directives before any declaration.
             if !enables.contains(trimmed) {

@@ -3,8 +3,12 @@
 //! The API is documented on [`GumbelSoftmax`] (the module is private; its items are
 //! re-exported at the crate root).
 
-use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
+use crate::logits::{
+    LogitsSlice, LogitsView, check_rows, check_shape, check_tau, check_taus, check_temperature,
+};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
@@ -45,9 +49,6 @@ const REG_BLOCKS: u32 = 4;
 const SPLIT_MAX_ROWS: u64 = 128;
 /// Bytes of one partial state of the split kernels (`State` in the shader).
 const STATE_BYTES: u64 = 32;
-/// Rows per dispatch are a multiple of this when a job is split, so every binding offset is a
-/// multiple of 256 bytes (f16 logits: `128 * k * 2`; tau: `128 * 4`).
-const CHUNK_ROW_ALIGN: u64 = 128;
 
 /// The largest `k` the register kernel holds on chip: a row spans at most `(k + 6) / 4` Philox
 /// blocks (`k` elements after up to 3 of the previous row's in its first block), and the
@@ -74,51 +75,49 @@ fn register_group(k: u64) -> u32 {
 pub struct SoftmaxJob<'a> {
     /// Soft, hard or log-space output.
     pub mode: SoftmaxMode,
-    /// Element type of `logits`.
-    pub format: LogitsFormat,
-    /// `rows * k` logits, row-major, from byte 0 (f16/bf16 packed two per word).
-    pub logits: &'a wgpu::Buffer,
-    /// Categories per row, >= 1.
-    pub k: u64,
-    /// Number of rows.
-    pub rows: u64,
-    /// The temperature: a scalar (checked here) or a buffer of `rows` f32 (checked per row by
-    /// the kernel; a bad one makes its row bad, see the module docs).
-    pub tau: Temperature<&'a wgpu::Buffer>,
+    /// The logits, `rows x k` in any [`crate::LogitsFormat`], at any 4-byte offset.
+    pub logits: LogitsView<'a>,
+    /// The temperature: a scalar (checked here) or a slice of `rows` f32 (checked per row by
+    /// the kernel; a bad one makes its row bad, see [`GumbelSoftmax`]).
+    pub tau: Temperature<wgpu::BufferSlice<'a>>,
     /// The noise: element `j` of row `r` uses word `r * k + j`.
     pub stream: Stream,
-    /// `rows * k` f32 outputs, from byte 0.
-    pub out: &'a wgpu::Buffer,
-    /// Optional buffer of at least [`GumbelSoftmax::STATUS_WORDS`] u32 the caller sets to [`GumbelSoftmax::STATUS_CLEAR`]
-    /// first. The kernel lowers word 0 to the index of the first row holding a NaN, word 1 to
-    /// the first all -inf row, word 2 to the first row whose per-row tau is not a normal, finite,
-    /// positive f32 ([`GumbelSoftmax::status_result`] decodes them). Rows that are fine leave it alone.
-    pub status: Option<&'a wgpu::Buffer>,
+    /// Receives the `rows * k` f32 outputs, row-major.
+    pub out: wgpu::BufferSlice<'a>,
+    /// Optional slice of at least [`GumbelSoftmax::STATUS_WORDS`] u32 the caller sets to
+    /// [`GumbelSoftmax::STATUS_CLEAR`] first. The kernel lowers word 0 to the index of the first
+    /// row holding a NaN, word 1 to the first all -inf row, word 2 to the first row whose per-row
+    /// tau is not a normal, finite, positive f32 ([`GumbelSoftmax::status_result`] decodes them).
+    /// Rows that are fine leave it alone.
+    pub status: Option<wgpu::BufferSlice<'a>>,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct SoftmaxParams {
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    rows: u32,
-    k: u32,
-    format: u32,
-    want_log: u32,
-    want_hard: u32,
-    tau: f32,
-    per_row_tau: u32,
-    use_status: u32,
-    row0: u32,
-    segments: u32,
-    group: u32,
+uniform_params! {
+    /// The forward kernels' parameters (`params` in `shaders/softmax.wgsl`).
+    struct SoftmaxParams {
+        key_lo: u32,
+        key_hi: u32,
+        block0_lo: u32,
+        block0_hi: u32,
+        phase: u32,
+        rows: u32,
+        k: u32,
+        format: u32,
+        want_log: u32,
+        want_hard: u32,
+        tau: f32,
+        per_row_tau: u32,
+        use_status: u32,
+        row0: u32,
+        segments: u32,
+        group: u32,
+        logit_base: u32,
+        tau_base: u32,
+        out_base: u32,
+        status_base: u32,
+        partial_base: u32,
+    }
 }
-
-/// Size of [`SoftmaxParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<SoftmaxParams>();
 
 /// The fused Gumbel-Softmax forward kernels (`shaders/softmax.wgsl`): owns their bind-group
 /// layout and pipelines. Get them with [`Gpu::gumbel_softmax_kernels`]; the blocking slice API
@@ -158,56 +157,41 @@ pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<SoftmaxParams>();
 /// same f32 noise, |y - y_ref| stays below 1e-6 on random rows with |l| up to 1e4 and tau from
 /// 0.1 to 10 (tests/softmax.rs); the f32 noise itself differs from f64 noise by up to ~4e-6 |g|.
 pub struct GumbelSoftmax {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     rows: wgpu::ComputePipeline,
     registers: wgpu::ComputePipeline,
     online: wgpu::ComputePipeline,
-    split: [wgpu::ComputePipeline; 2],
-    no_taus: wgpu::Buffer,
-    no_status: wgpu::Buffer,
-    no_partials: wgpu::Buffer,
-    max_chunk: u64,
-    max_groups: u32,
+    split_partial: wgpu::ComputePipeline,
+    split_write: wgpu::ComputePipeline,
 }
 
 impl KernelFamily for GumbelSoftmax {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("softmax")?;
-        let layout = gpu.storage_layout("softmax", &[true, true, false, false, false]);
-        let [rows, registers, online, split_partial, split_write] = gpu.pipelines(
-            &module,
-            &layout,
-            [
-                "softmax_rows",
-                "softmax_registers",
-                "softmax_online",
-                "softmax_split_partial",
-                "softmax_split_write",
-            ],
-        )?;
+    const SPEC: FamilySpec = FamilySpec {
+        name: "softmax",
+        source: include_str!("../shaders/softmax.wgsl"),
+        params: SoftmaxParams::WGSL,
+        // logits, taus, out, status, partials
+        storage_read_only: &[true, true, false, false, false],
+        entry_points: &[
+            "softmax_rows",
+            "softmax_registers",
+            "softmax_online",
+            "softmax_split_partial",
+            "softmax_split_write",
+        ],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [rows, registers, online, split_partial, split_write] = take(pipelines)?;
         Ok(GumbelSoftmax {
-            device: gpu.device().clone(),
-            layout,
+            core,
             rows,
             registers,
             online,
-            split: [split_partial, split_write],
-            no_taus: gpu.storage_buffer("softmax: no taus", 16)?,
-            no_status: gpu.storage_buffer("softmax: no status", 16)?,
-            no_partials: gpu.storage_buffer("softmax: no partials", STATE_BYTES)?,
-            max_chunk: gpu.max_binding_elements(),
-            max_groups: gpu.limits().max_compute_workgroups_per_dimension,
+            split_partial,
+            split_write,
         })
     }
-}
-
-fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer,
-        offset,
-        size: wgpu::BufferSize::new(size.max(4).next_multiple_of(4)),
-    })
 }
 
 impl GumbelSoftmax {
@@ -239,8 +223,10 @@ impl GumbelSoftmax {
 
     /// Records the forward pass of `job` into `encoder`. Never submits. Jobs larger than one
     /// storage binding are split into dispatches of whole rows; the stream contract makes the
-    /// result independent of the split. Errors on bad shapes, a bad scalar tau or buffers that
-    /// are too small; bad rows are handled on the GPU (module docs).
+    /// result independent of the split. The split-row kernels keep their partial states in a
+    /// scratch buffer reused across calls. `Err` for bad views (naming the argument: `"logits"`,
+    /// `"tau"`, `"out"`, `"status"`), `k = 0` or a bad scalar tau; bad rows are handled on the
+    /// GPU (see [`GumbelSoftmax`]).
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -257,33 +243,16 @@ impl GumbelSoftmax {
         job: &SoftmaxJob<'_>,
         strategy: SoftmaxStrategy,
     ) -> Result<(), Error> {
-        let k = job.k;
-        if k == 0 {
-            return Err(Error::InvalidArgument(
-                "k (categories per row) must be at least 1".into(),
-            ));
-        }
-        if let Temperature::Scalar(tau) = job.tau {
-            check_softmax_tau(tau)?;
-        }
-        let len = job
-            .rows
-            .checked_mul(k)
-            .ok_or_else(|| Error::TooLarge(format!("{} rows of {k}", job.rows)))?;
-        if job.rows > u64::from(u32::MAX) {
-            return Err(Error::TooLarge(format!("{} rows in one job", job.rows)));
-        }
-        check_storage("logits", job.logits, job.format.buffer_bytes(len))?;
-        check_storage("output", job.out, len * 4)?;
-        if let Temperature::PerRow(t) = job.tau {
-            check_storage("tau", t, job.rows * 4)?;
-        }
+        let LogitsView { rows, k, .. } = job.logits;
+        let len = job.logits.check("logits")?;
+        check_temperature(&job.tau, rows)?;
+        check_slice("out", job.out, len * 4)?;
         if let Some(s) = job.status {
-            check_storage("status", s, Self::STATUS_WORDS as u64 * 4)?;
+            check_slice("status", s, Self::STATUS_WORDS as u64 * 4)?;
         }
         let strategy = match strategy {
             SoftmaxStrategy::Auto if k <= softmax_max_register_k() => SoftmaxStrategy::Registers,
-            SoftmaxStrategy::Auto if job.rows < SPLIT_MAX_ROWS => SoftmaxStrategy::Split,
+            SoftmaxStrategy::Auto if rows < SPLIT_MAX_ROWS => SoftmaxStrategy::Split,
             SoftmaxStrategy::Auto => SoftmaxStrategy::Online,
             SoftmaxStrategy::Registers if k > softmax_max_register_k() => {
                 return Err(Error::InvalidArgument(format!(
@@ -293,166 +262,119 @@ impl GumbelSoftmax {
             }
             s => s,
         };
-        if job.rows == 0 {
+        if rows == 0 {
             return Ok(());
         }
-        // Whole rows per dispatch, each binding within the device's limit.
-        let fit = self.max_chunk / k;
-        let chunk_rows = if fit >= job.rows {
-            job.rows
-        } else {
-            let aligned = fit / CHUNK_ROW_ALIGN * CHUNK_ROW_ALIGN;
-            if aligned == 0 {
-                return Err(Error::TooLarge(format!(
-                    "{} rows of k = {k}: a split job needs {CHUNK_ROW_ALIGN} rows per storage \
-                     binding, which holds {} elements",
-                    job.rows, self.max_chunk
-                )));
-            }
-            aligned
+        // Split kernels: segments of WG_SIZE * REG_BLOCKS Philox blocks; a row spans
+        // <= (k + 6) / 4 blocks.
+        let segments = match strategy {
+            SoftmaxStrategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
+            _ => 1,
         };
-        scoped(&self.device, || {
-            let mut row0 = 0u64;
-            while row0 < job.rows {
-                let n = chunk_rows.min(job.rows - row0);
-                self.dispatch(encoder, job, strategy, row0, n)?;
+        // Whole rows per dispatch: every window (logits and out, k elements a row; partials,
+        // `segments` states of 8 words a row) fits one storage binding.
+        let per_dispatch = self.core.rows_per_dispatch(rows, k.max(segments * 8))?;
+        self.core.scoped(|| {
+            let mut row0 = 0;
+            while row0 < rows {
+                let n = per_dispatch.min(rows - row0);
+                self.record_dispatch(encoder, job, strategy, segments, row0, n)?;
                 row0 += n;
             }
             Ok(())
         })
     }
 
-    fn dispatch(
+    /// Records rows `row0 .. row0 + n` of `job`, every binding a window from the aligned offset
+    /// below its first element (the kernel adds the `*_base` parameters).
+    fn record_dispatch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         job: &SoftmaxJob<'_>,
         strategy: SoftmaxStrategy,
+        segments: u64,
         row0: u64,
-        rows: u64,
+        n: u64,
     ) -> Result<(), Error> {
-        let k = job.k;
-        let stream = job.stream.advance(row0 * k);
-        let [key_lo, key_hi, block0_lo, block0_hi, phase] = stream.kernel_words();
+        let core = &self.core;
+        let k = job.logits.k;
         let group = register_group(k);
-        // Split kernels: segments of SEG_BLOCKS Philox blocks; a row spans <= (k + 6) / 4.
-        let segments = match strategy {
-            SoftmaxStrategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
-            _ => 1,
+        let logits = core.window(job.logits.data, row0 * k, n * k, job.logits.format.bytes());
+        let out = core.window(job.out, row0 * k, n * k, 4);
+        let (tau, taus) = match job.tau {
+            Temperature::Scalar(t) => (t, core.unused(2)),
+            Temperature::PerRow(s) => (1.0, core.window(s, row0, n, 4)),
         };
-        let (tau, per_row) = match job.tau {
-            Temperature::Scalar(t) => (t, 0),
-            Temperature::PerRow(_) => (1.0, 1),
+        let status = match job.status {
+            Some(s) => core.window(s, 0, Self::STATUS_WORDS as u64, 4),
+            None => core.unused(4),
         };
+        // Partial states of the split kernels; the other paths bind one state's worth of the
+        // same reused buffer (a binding of `array<State>` must hold one 32-byte State, more
+        // than the 16-byte unused-binding buffers).
+        let states = if strategy == SoftmaxStrategy::Split {
+            n * segments
+        } else {
+            1
+        };
+        let scratch = core.scratch(states * STATE_BYTES)?;
+        let partials = core.window(scratch.slice(..), 0, states, STATE_BYTES);
+        let [key_lo, key_hi, block0_lo, block0_hi, phase] =
+            job.stream.advance(row0 * k).kernel_words();
         let params = SoftmaxParams {
             key_lo,
             key_hi,
             block0_lo,
             block0_hi,
             phase,
-            rows: rows as u32,
+            rows: n as u32,
             k: k as u32,
-            format: job.format.code(),
+            format: job.logits.format.code(),
             want_log: u32::from(job.mode == SoftmaxMode::Log),
             want_hard: u32::from(job.mode == SoftmaxMode::Hard),
             tau,
-            per_row_tau: per_row,
+            per_row_tau: u32::from(matches!(job.tau, Temperature::PerRow(_))),
             use_status: u32::from(job.status.is_some()),
             row0: row0 as u32,
             segments: segments as u32,
             group,
+            logit_base: logits.base,
+            tau_base: taus.base,
+            out_base: out.base,
+            status_base: status.base,
+            partial_base: partials.base,
         };
-        let uniform = params_buffer(&self.device, &params)?;
-        let elems = rows * k;
-        let (taus, taus_offset, taus_size) = match job.tau {
-            Temperature::PerRow(t) => (t, row0 * 4, rows * 4),
-            Temperature::Scalar(_) => (&self.no_taus, 0, 16),
-        };
-        let status = job.status.unwrap_or(&self.no_status);
-        let split_partials;
-        let partials = if strategy == SoftmaxStrategy::Split {
-            let bytes = rows * segments * STATE_BYTES;
-            split_partials = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("softmax partials"),
-                size: bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            });
-            &split_partials
-        } else {
-            &self.no_partials
-        };
-        let partials_bytes = partials.size();
-        let fmt_bytes = job.format.bytes();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("softmax"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniform.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: binding(job.logits, row0 * k * fmt_bytes, elems * fmt_bytes),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: binding(taus, taus_offset, taus_size),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: binding(job.out, row0 * k * 4, elems * 4),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: binding(status, 0, Self::STATUS_WORDS as u64 * 4),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: binding(partials, 0, partials_bytes),
-                },
-            ],
-        });
-        let (pipelines, groups): (&[wgpu::ComputePipeline], u64) = match strategy {
-            SoftmaxStrategy::RowPerThread => (
-                std::slice::from_ref(&self.rows),
-                rows.div_ceil(u64::from(WG_SIZE)),
+        let bindings = [
+            logits.binding,
+            taus.binding,
+            out.binding,
+            status.binding,
+            partials.binding,
+        ];
+        let wg = u64::from(WG_SIZE);
+        match strategy {
+            SoftmaxStrategy::RowPerThread => {
+                core.dispatch(encoder, &params, &bindings, &[(&self.rows, n.div_ceil(wg))])
+            }
+            SoftmaxStrategy::Registers => core.dispatch(
+                encoder,
+                &params,
+                &bindings,
+                &[(&self.registers, n.div_ceil(wg / u64::from(group)))],
             ),
-            SoftmaxStrategy::Registers => (
-                std::slice::from_ref(&self.registers),
-                rows.div_ceil(u64::from(WG_SIZE / group)),
+            // The write dispatch reads what the partial one wrote (ordered within the pass).
+            SoftmaxStrategy::Split => core.dispatch(
+                encoder,
+                &params,
+                &bindings,
+                &[
+                    (&self.split_partial, n * segments),
+                    (&self.split_write, n * segments),
+                ],
             ),
-            SoftmaxStrategy::Split => (&self.split, rows * segments),
-            _ => (std::slice::from_ref(&self.online), rows),
-        };
-        let groups = u32::try_from(groups)
-            .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
-        let (gx, gy) = grid(groups, self.max_groups);
-        // The split kernels' second dispatch reads what the first wrote: separate passes.
-        for pipeline in pipelines {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("softmax"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
+            _ => core.dispatch(encoder, &params, &bindings, &[(&self.online, n)]),
         }
-        Ok(())
     }
-}
-
-/// A temperature the kernels accept: finite, > 0 and normal (a subnormal tau would overflow
-/// every exponent).
-fn check_softmax_tau(tau: f32) -> Result<(), Error> {
-    check_tau(tau)?;
-    if tau < f32::MIN_POSITIVE {
-        return Err(Error::InvalidArgument(format!(
-            "temperature tau = {tau:e} is subnormal; it must be at least {:e}",
-            f32::MIN_POSITIVE
-        )));
-    }
-    Ok(())
 }
 
 impl Gpu {
@@ -552,30 +474,15 @@ impl Gpu {
         let len = logits.len();
         let rows = check_shape(len, k)?;
         match tau {
-            Temperature::Scalar(t) => check_softmax_tau(t)?,
-            Temperature::PerRow(t) => {
-                if t.len() != rows {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} temperatures for {rows} rows",
-                        t.len()
-                    )));
-                }
-                for (r, &t) in t.iter().enumerate() {
-                    if check_softmax_tau(t).is_err() {
-                        return Err(Error::InvalidArgument(format!(
-                            "row {r}: temperature tau = {t:e} must be finite, > 0 and normal"
-                        )));
-                    }
-                }
-            }
+            Temperature::Scalar(t) => check_tau(t)?,
+            Temperature::PerRow(t) => check_taus(t, rows)?,
         }
         check_rows(logits.values(), k)?;
-        let (format, words) = (logits.format(), logits.words());
         if len == 0 {
             return Ok(Vec::new());
         }
         let kernels = self.gumbel_softmax_kernels()?;
-        let logits_buf = self.upload("softmax logits", &words)?;
+        let logits_buf = self.upload("softmax logits", &logits.words())?;
         let out = self.storage_buffer("softmax out", (len as u64) * 4)?;
         let tau_buf = match tau {
             Temperature::PerRow(t) => Some(self.upload("softmax taus", t)?),
@@ -583,17 +490,19 @@ impl Gpu {
         };
         let job = SoftmaxJob {
             mode,
-            format,
-            logits: &logits_buf,
-            k: k as u64,
-            rows: rows as u64,
+            logits: LogitsView {
+                data: logits_buf.slice(..),
+                format: logits.format(),
+                rows: rows as u64,
+                k: k as u64,
+            },
             tau: match (&tau_buf, tau) {
-                (Some(b), _) => Temperature::PerRow(b),
+                (Some(b), _) => Temperature::PerRow(b.slice(..)),
                 (None, Temperature::Scalar(t)) => Temperature::Scalar(t),
                 (None, Temperature::PerRow(_)) => unreachable!("per-row taus were uploaded"),
             },
             stream,
-            out: &out,
+            out: out.slice(..),
             status: None,
         };
         self.submit(|enc| kernels.record_with(enc, &job, strategy))?;
@@ -609,7 +518,7 @@ mod tests {
     #[test]
     fn register_capacity_matches_the_shader() {
         let src = compose(
-            "softmax",
+            &GumbelSoftmax::SPEC,
             &ShaderConfig {
                 int64: false,
                 subgroups: false,

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use gumbel_wgpu::{Error, Gpu, GpuOptions, RandomKind, Stream, cpu};
+use gumbel_wgpu::{Error, Gpu, GpuOptions, RandomJob, RandomKind, Stream, cpu};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// Fills a sentinel-poisoned buffer of `len + 7` elements through the buffer-level API and checks
@@ -12,9 +12,12 @@ fn check_words(gpu: &Gpu, stream: Stream, len: usize) {
     let out = poisoned(gpu, len + 7);
     let kernels = gpu.random_fill().unwrap();
     run(gpu, |enc| {
-        kernels
-            .record(enc, RandomKind::Words, stream, &out, len as u64)
-            .unwrap()
+        let job = RandomJob {
+            kind: RandomKind::Words,
+            stream,
+            out: out.slice(..len as u64 * 4),
+        };
+        kernels.record(enc, &job).unwrap()
     });
     let got: Vec<u32> = gpu.read_buffer(&out, len + 7).unwrap();
     let want = cpu::random_u32(stream, len);
@@ -127,7 +130,12 @@ fn chunked_dispatch_gives_the_same_numbers_as_one_dispatch() {
         let out = poisoned(&small, len);
         let kernels = small.random_fill().unwrap();
         run(&small, |enc| {
-            kernels.record(enc, kind, stream, &out, len as u64).unwrap()
+            let job = RandomJob {
+                kind,
+                stream,
+                out: out.slice(..),
+            };
+            kernels.record(enc, &job).unwrap()
         });
         let chunked: Vec<u32> = small.read_buffer(&out, len).unwrap();
         let whole: Vec<u32> = match kind {
@@ -246,9 +254,12 @@ fn gumbel_fill_matches_the_reference_at_awkward_sizes() {
             let out = poisoned(gpu, len);
             let kernels = gpu.random_fill().unwrap();
             run(gpu, |enc| {
-                kernels
-                    .record(enc, RandomKind::Gumbel, stream, &out, len as u64)
-                    .unwrap()
+                let job = RandomJob {
+                    kind: RandomKind::Gumbel,
+                    stream,
+                    out: out.slice(..),
+                };
+                kernels.record(enc, &job).unwrap()
             });
             let got: Vec<f32> = gpu.read_buffer(&out, len).unwrap();
             for (i, (g, r)) in got.iter().zip(cpu::gumbel(stream, len)).enumerate() {
@@ -326,11 +337,20 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
     let gpu = gpu();
     let kernels = gpu.random_fill().unwrap();
     let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let words = |out| RandomJob {
+        kind: RandomKind::Words,
+        stream: Stream::new(0),
+        out,
+    };
     let small = poisoned(gpu, 8);
     let e = kernels
-        .record(&mut enc, RandomKind::Words, Stream::new(0), &small, 9)
+        .record(&mut enc, &words(small.slice(2..)))
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    assert!(
+        e.to_string().contains("out") && e.to_string().contains("multiple of 4"),
+        "{e}"
+    );
     let not_storage = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 64,
@@ -338,9 +358,12 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
         mapped_at_creation: false,
     });
     let e = kernels
-        .record(&mut enc, RandomKind::Words, Stream::new(0), &not_storage, 4)
+        .record(&mut enc, &words(not_storage.slice(..16)))
         .unwrap_err();
-    assert!(e.to_string().contains("STORAGE"), "{e}");
+    assert!(
+        e.to_string().contains("STORAGE") && e.to_string().contains("out"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -424,8 +447,84 @@ fn a_wgpu_validation_error_comes_back_as_an_err() {
     destroyed.destroy();
     let kernels = gpu().random_fill().unwrap();
     let mut enc = gpu().device().create_command_encoder(&Default::default());
-    let e = kernels
-        .record(&mut enc, RandomKind::Words, Stream::new(0), &destroyed, 16)
-        .unwrap_err();
+    let job = RandomJob {
+        kind: RandomKind::Words,
+        stream: Stream::new(0),
+        out: destroyed.slice(..),
+    };
+    let e = kernels.record(&mut enc, &job).unwrap_err();
     assert!(matches!(e, Error::Validation(_)), "{e:?}");
+}
+
+/// Byte offsets of the views in the offset tests: 4-byte aligned, none aligned to the usual
+/// 256-byte storage offset alignment except by the binding's own rounding.
+const OFFSETS: &[u64] = &[4, 260, 1028];
+
+#[test]
+fn fills_at_any_4_byte_offset_leave_the_neighbours_alone() {
+    for gpu in [gpu(), &chunked_gpu()] {
+        for &offset in OFFSETS {
+            for (kind, len) in [
+                (RandomKind::Words, 257usize),
+                (RandomKind::Gumbel, 4097),
+                (RandomKind::Uniform, 31),
+            ] {
+                let stream = Stream {
+                    seed: offset,
+                    offset: 3,
+                };
+                // The view sits inside a buffer with other data on both sides.
+                let total = offset as usize / 4 + len + 64;
+                let buf = poisoned(gpu, total);
+                let kernels = gpu.random_fill().unwrap();
+                let end = offset + len as u64 * 4;
+                run(gpu, |enc| {
+                    let job = RandomJob {
+                        kind,
+                        stream,
+                        out: buf.slice(offset..end),
+                    };
+                    kernels.record(enc, &job).unwrap()
+                });
+                let got: Vec<u32> = gpu.read_buffer(&buf, total).unwrap();
+                let first = offset as usize / 4;
+                let want: Vec<u32> = match kind {
+                    RandomKind::Words => cpu::random_u32(stream, len),
+                    RandomKind::Uniform => gpu
+                        .uniform(stream, len)
+                        .unwrap()
+                        .into_iter()
+                        .map(f32::to_bits)
+                        .collect(),
+                    RandomKind::Gumbel => gpu
+                        .gumbel(stream, len)
+                        .unwrap()
+                        .into_iter()
+                        .map(f32::to_bits)
+                        .collect(),
+                };
+                assert_eq!(
+                    &got[first..first + len],
+                    &want[..],
+                    "{kind:?} at byte {offset}"
+                );
+                assert!(
+                    got[..first]
+                        .iter()
+                        .chain(&got[first + len..])
+                        .all(|&w| w == SENTINEL),
+                    "{kind:?} at byte {offset}: wrote outside its view"
+                );
+            }
+        }
+    }
+}
+
+/// A device whose storage bindings act as if they held 1024 elements: jobs split into chunks.
+fn chunked_gpu() -> Gpu {
+    Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(1024),
+        ..Default::default()
+    })
+    .unwrap()
 }

@@ -6,8 +6,8 @@
 mod common;
 use common::*;
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, MAX_TOP, NO_INDEX, SampleOptions,
-    SampleShape, SampleStrategy, Sampler, Stream, cpu, logits,
+    Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, SampleJob,
+    SampleOptions, SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -20,6 +20,49 @@ const SEG_64: SampleStrategy = SampleStrategy::RowPerSegment { threads: 64 };
 const SPLIT: SampleStrategy = SampleStrategy::SplitRow { chunks: 0 };
 /// More chunks than some rows have Philox blocks: empty chunks must be harmless.
 const SPLIT_7: SampleStrategy = SampleStrategy::SplitRow { chunks: 7 };
+
+/// A test case's shape: what a [`SampleJob`] gets besides its buffers, and the path.
+#[derive(Clone, Copy, Debug)]
+struct SampleShape {
+    rows: u64,
+    k: u64,
+    top: u32,
+    format: LogitsFormat,
+    strategy: SampleStrategy,
+}
+
+impl SampleShape {
+    fn new(rows: u64, k: u64) -> Self {
+        SampleShape {
+            rows,
+            k,
+            top: 1,
+            format: LogitsFormat::F32,
+            strategy: SampleStrategy::Auto,
+        }
+    }
+
+    fn job<'a>(
+        &self,
+        logits: wgpu::BufferSlice<'a>,
+        tau: Temperature<wgpu::BufferSlice<'a>>,
+        stream: Stream,
+        out: wgpu::BufferSlice<'a>,
+    ) -> SampleJob<'a> {
+        SampleJob {
+            logits: LogitsView {
+                data: logits,
+                format: self.format,
+                rows: self.rows,
+                k: self.k,
+            },
+            top: self.top,
+            tau,
+            stream,
+            out,
+        }
+    }
+}
 
 /// Runs the buffer-level API into a sentinel-poisoned output with 5 spare elements; checks that
 /// exactly the `rows * top` result elements were written.
@@ -35,10 +78,12 @@ fn run_sample(
     let buf = gpu.upload("logits", logits).unwrap();
     let temps = temperatures.map(|t| gpu.upload("temps", t).unwrap());
     let sampler = gpu.sampler().unwrap();
+    let tau = temps.as_ref().map_or(Temperature::Scalar(1.0), |t| {
+        Temperature::PerRow(t.slice(..))
+    });
     run(gpu, |enc| {
-        sampler
-            .record(enc, shape, &buf, temps.as_ref(), stream, &out)
-            .unwrap()
+        let job = shape.job(buf.slice(..), tau, stream, out.slice(..));
+        sampler.record_path(enc, &job, shape.strategy).unwrap()
     });
     let got: Vec<u32> = gpu.read_buffer(&out, len + 5).unwrap();
     assert!(
@@ -124,7 +169,7 @@ fn random_stream(rng: &mut StdRng) -> Stream {
 
 #[test]
 fn the_path_follows_the_shape() {
-    let path = |rows, k| Sampler::strategy_for(&SampleShape::new(rows, k));
+    let path = |rows, k| Sampler::strategy_for(rows, k, AUTO);
     assert!(matches!(path(1, 131_072), SampleStrategy::SplitRow { chunks } if chunks > 1));
     assert!(matches!(path(8, 131_072), SampleStrategy::SplitRow { chunks } if chunks > 1));
     assert!(matches!(path(1, 262_144), SampleStrategy::SplitRow { chunks } if chunks > 1));
@@ -633,9 +678,13 @@ fn draws_from_a_peaked_131072_way_row_match_softmax() {
         run(gpu, |enc| {
             for d in batch * 100..(batch + 1) * 100 {
                 let s = stream.advance((d * k) as u64);
-                sampler
-                    .record(enc, SampleShape::new(1, k as u64), &buf, None, s, &one)
-                    .unwrap();
+                let job = SampleShape::new(1, k as u64).job(
+                    buf.slice(..),
+                    Temperature::Scalar(1.0),
+                    s,
+                    one.slice(..),
+                );
+                sampler.record(enc, &job).unwrap();
                 enc.copy_buffer_to_buffer(&one, 0, &all, 4 * d as u64, Some(4));
             }
         });
@@ -765,50 +814,71 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
     let out = gpu.storage_buffer("out", 8).unwrap();
     let mut enc = gpu.device().create_command_encoder(&Default::default());
     let s = Stream::new(0);
+    let no_tau = Temperature::Scalar(1.0);
     for (shape, what) in [
-        (SampleShape::new(3, 4), "output too small"),
-        (SampleShape::new(2, 8), "logits too small"),
-        (SampleShape::new(2, 0), "k = 0"),
+        (SampleShape::new(3, 4), "out"),
+        (SampleShape::new(2, 8), "logits"),
+        (SampleShape::new(2, 0), "k"),
         (
             SampleShape {
                 strategy: SampleStrategy::RowPerSegment { threads: 12 },
                 ..SampleShape::new(2, 6)
             },
-            "segment not a power of two",
+            "power of two",
         ),
         (
             SampleShape {
                 top: 5,
                 ..SampleShape::new(2, 4)
             },
-            "top > k",
+            "top",
         ),
     ] {
-        assert!(
-            sampler
-                .record(&mut enc, shape, &logits, None, s, &out)
-                .is_err(),
-            "{what}"
-        );
+        let job = shape.job(logits.slice(..), no_tau, s, out.slice(..));
+        let e = sampler
+            .record_path(&mut enc, &job, shape.strategy)
+            .unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
     }
     let temps = gpu.storage_buffer("temps", 4).unwrap();
-    assert!(
-        sampler
-            .record(
-                &mut enc,
-                SampleShape::new(2, 6),
-                &logits,
-                Some(&temps),
-                s,
-                &out
-            )
-            .is_err(),
-        "temperatures too small"
+    let job = SampleShape::new(2, 6).job(
+        logits.slice(..),
+        Temperature::PerRow(temps.slice(..)),
+        s,
+        out.slice(..),
     );
+    let e = sampler.record(&mut enc, &job).unwrap_err();
+    assert!(e.to_string().contains("tau"), "{e}");
+    // Views must start at a multiple of 4 bytes and be storage buffers.
+    let job = SampleShape::new(1, 4).job(logits.slice(2..), no_tau, s, out.slice(..));
+    let e = sampler.record(&mut enc, &job).unwrap_err();
+    assert!(
+        e.to_string().contains("logits") && e.to_string().contains("multiple of 4"),
+        "{e}"
+    );
+    let not_storage = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let job = SampleShape::new(2, 6).job(logits.slice(..), no_tau, s, not_storage.slice(..));
+    let e = sampler.record(&mut enc, &job).unwrap_err();
+    assert!(
+        e.to_string().contains("out") && e.to_string().contains("STORAGE"),
+        "{e}"
+    );
+    // Scalar temperatures are checked like the slice API's: subnormal is refused.
+    let job = SampleShape::new(2, 6).job(
+        logits.slice(..),
+        Temperature::Scalar(1e-40),
+        s,
+        out.slice(..),
+    );
+    assert!(sampler.record(&mut enc, &job).is_err(), "subnormal tau");
     // Zero rows record nothing.
-    sampler
-        .record(&mut enc, SampleShape::new(0, 6), &logits, None, s, &out)
-        .unwrap();
+    let job = SampleShape::new(0, 6).job(logits.slice(..), no_tau, s, out.slice(..));
+    sampler.record(&mut enc, &job).unwrap();
 }
 
 #[test]
@@ -835,4 +905,124 @@ fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
         gpu().sample_top_k(&l, k, top, s).unwrap(),
         cpu::top_k(&l, k, top, None, s)
     );
+}
+
+/// Byte offsets of the views in the offset tests: 4-byte aligned, not 256-byte aligned.
+const OFFSETS: &[u64] = &[4, 260, 1028];
+
+#[test]
+fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_alone() {
+    // Every path, each format, per-row and scalar temperatures: logits, temperatures and output
+    // each placed at `offset` bytes inside a buffer with sentinels on both sides.
+    let mut rng = StdRng::seed_from_u64(909);
+    let chunked = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(4096),
+        ..Default::default()
+    })
+    .unwrap();
+    let cases = [
+        (gpu(), 3u64, 33u64, 1u32, THREAD),
+        (gpu(), 5, 257, 3, SEG_8),
+        (gpu(), 2, 4097, 2, GROUP),
+        (gpu(), 2, 9000, 2, SPLIT),
+        (&chunked, 7, 1500, 1, AUTO),
+    ];
+    for (gpu, rows, k, top, strategy) in cases {
+        for format in [LogitsFormat::F32, LogitsFormat::F16, LogitsFormat::Bf16] {
+            for per_row in [false, true] {
+                let l = masked_logits(&mut rng, rows as usize, k as usize, 0.1);
+                let words = LogitsSlice::F32(&l);
+                let h: Vec<u16>;
+                let words = match format {
+                    LogitsFormat::F32 => words.words(),
+                    LogitsFormat::F16 => {
+                        h = l.iter().map(|&x| logits::f32_to_f16(x)).collect();
+                        LogitsSlice::F16(&h).words()
+                    }
+                    LogitsFormat::Bf16 => {
+                        h = l.iter().map(|&x| logits::f32_to_bf16(x)).collect();
+                        LogitsSlice::Bf16(&h).words()
+                    }
+                };
+                let taus: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32 * 0.25).collect();
+                let shape = SampleShape {
+                    top,
+                    format,
+                    strategy,
+                    ..SampleShape::new(rows, k)
+                };
+                let stream = Stream { seed: k, offset: 7 };
+                let n_out = (rows * u64::from(top)) as usize;
+                let mut results = Vec::new();
+                for &offset in &[0u64, OFFSETS[0], OFFSETS[1], OFFSETS[2]] {
+                    let pad = offset as usize / 4;
+                    let embed = |data: &[u32]| {
+                        let mut v = vec![SENTINEL; pad];
+                        v.extend_from_slice(data);
+                        v.extend(std::iter::repeat_n(SENTINEL, 19));
+                        gpu.upload("shared", &v).unwrap()
+                    };
+                    let lbuf = embed(&words);
+                    let tbuf = embed(&bits(&taus));
+                    let obuf = embed(&vec![SENTINEL; n_out]);
+                    let lbytes = format.buffer_bytes(rows * k);
+                    let tau = if per_row {
+                        Temperature::PerRow(tbuf.slice(offset..offset + rows * 4))
+                    } else {
+                        Temperature::Scalar(0.75)
+                    };
+                    let sampler = gpu.sampler().unwrap();
+                    run(gpu, |enc| {
+                        let job = shape.job(
+                            lbuf.slice(offset..offset + lbytes),
+                            tau,
+                            stream,
+                            obuf.slice(offset..offset + n_out as u64 * 4),
+                        );
+                        sampler.record_path(enc, &job, strategy).unwrap()
+                    });
+                    let got: Vec<u32> = gpu.read_buffer(&obuf, pad + n_out + 19).unwrap();
+                    let what = format!(
+                        "{rows}x{k} top {top} {format:?} {strategy:?} per-row {per_row} at byte {offset}"
+                    );
+                    assert!(
+                        got[..pad]
+                            .iter()
+                            .chain(&got[pad + n_out..])
+                            .all(|&w| w == SENTINEL),
+                        "{what}: wrote outside its view"
+                    );
+                    let inputs_kept: Vec<u32> = gpu.read_buffer(&lbuf, pad).unwrap();
+                    assert!(inputs_kept.iter().all(|&w| w == SENTINEL), "{what}");
+                    results.push((what, got[pad..pad + n_out].to_vec()));
+                }
+                for (what, r) in &results[1..] {
+                    assert_eq!(r, &results[0].1, "{what} differs from offset 0");
+                }
+                // And offset 0 is right: the slice API on the same data and path (its own
+                // tests hold it to the CPU reference); a scalar tau is a row of equal ones.
+                if format == LogitsFormat::F32 {
+                    let row_taus: Vec<f32> = if per_row {
+                        taus.clone()
+                    } else {
+                        vec![0.75; rows as usize]
+                    };
+                    let options = SampleOptions {
+                        temperatures: Some(&row_taus),
+                        strategy,
+                    };
+                    let want = gpu
+                        .sample_with(
+                            LogitsSlice::F32(&l),
+                            k as usize,
+                            top as usize,
+                            stream,
+                            &options,
+                        )
+                        .unwrap();
+                    assert_eq!(results[0].1, want, "{}", results[0].0);
+                }
+            }
+        }
+    }
 }

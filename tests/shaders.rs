@@ -1,7 +1,8 @@
 //! Every kernel family, composed for every device configuration, parses and validates with naga.
 //! Needs no GPU.
 
-use gumbel_wgpu::shader::{KERNELS, ShaderConfig, compose, uniform_params};
+use gumbel_wgpu::FamilySpec;
+use gumbel_wgpu::shader::{ShaderConfig, compose};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn capabilities(cfg: &ShaderConfig) -> Capabilities {
@@ -18,11 +19,19 @@ fn capabilities(cfg: &ShaderConfig) -> Capabilities {
     caps
 }
 
+fn family(name: &str) -> FamilySpec {
+    gumbel_wgpu::kernel_specs()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+}
+
 #[test]
 fn every_kernel_family_validates_in_every_configuration() {
-    for (name, _) in KERNELS {
+    for spec in gumbel_wgpu::kernel_specs() {
+        let name = spec.name;
         for cfg in ShaderConfig::all() {
-            let src = compose(name, &cfg).unwrap();
+            let src = compose(&spec, &cfg).unwrap();
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{name} {cfg:?}: {}", e.emit_to_string(&src)));
             Validator::new(ValidationFlags::all(), capabilities(&cfg))
@@ -39,8 +48,9 @@ fn the_portable_philox_needs_no_64_bit_integers() {
         subgroups: false,
         f16: false,
     };
-    for (name, _) in KERNELS {
-        let src = compose(name, &cfg).unwrap();
+    for spec in gumbel_wgpu::kernel_specs() {
+        let name = spec.name;
+        let src = compose(&spec, &cfg).unwrap();
         let code = src
             .lines()
             .map(|l| l.split("//").next().unwrap())
@@ -56,7 +66,7 @@ fn the_portable_philox_needs_no_64_bit_integers() {
 #[test]
 fn philox_in_wgsl_runs_as_many_rounds_as_the_rust_constant_says() {
     let src = compose(
-        "random",
+        &family("random"),
         &ShaderConfig {
             int64: true,
             subgroups: false,
@@ -71,7 +81,7 @@ fn philox_in_wgsl_runs_as_many_rounds_as_the_rust_constant_says() {
 #[test]
 fn shared_constants_come_from_rust() {
     let src = compose(
-        "random",
+        &family("random"),
         &ShaderConfig {
             int64: false,
             subgroups: false,
@@ -93,57 +103,46 @@ fn shared_constants_come_from_rust() {
 }
 
 #[test]
-fn every_uniform_struct_matches_its_rust_twin() {
-    let params = uniform_params();
-    for (name, _) in KERNELS {
+fn uniform_parameters_come_from_rust_and_have_no_padding() {
+    for spec in gumbel_wgpu::kernel_specs() {
+        let name = spec.name;
+        // One source: no shader declares its uniform by hand; `#import params` inserts the
+        // struct generated from the Rust definition.
         assert!(
-            params.iter().any(|(f, _, _)| f == name),
-            "{name}: no uniform struct registered"
+            !spec.source.contains("var<uniform>") && spec.source.contains("#import params"),
+            "{name}: declares its own uniform parameters"
         );
-    }
-    for (family, struct_name, rust_size) in params {
-        let src = compose(
-            family,
-            &ShaderConfig {
-                int64: true,
-                subgroups: false,
-                f16: false,
-            },
-        )
-        .unwrap();
-        let module = naga::front::wgsl::parse_str(&src).unwrap();
-        let (_, ty) = module
-            .types
-            .iter()
-            .find(|(_, t)| t.name.as_deref() == Some(struct_name))
-            .unwrap_or_else(|| panic!("{family}: no struct {struct_name}"));
-        let naga::TypeInner::Struct { members, span } = &ty.inner else {
-            panic!("{family}: {struct_name} is not a struct");
+        let cfg = ShaderConfig {
+            int64: true,
+            subgroups: false,
+            f16: false,
         };
+        let src = compose(&spec, &cfg).unwrap();
+        let module = naga::front::wgsl::parse_str(&src).unwrap();
+        let uniforms: Vec<_> = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::Uniform)
+            .collect();
+        assert_eq!(uniforms.len(), 1, "{name}: one uniform, the parameters");
+        let (_, g) = uniforms[0];
         assert_eq!(
-            *span as usize, rust_size,
-            "{family}: {struct_name} size differs from Rust"
+            g.binding.as_ref().map(|b| (b.group, b.binding)),
+            Some((0, 0)),
+            "{name}"
         );
+        // Every member a 32-bit scalar and no padding: the layout of the #[repr(C)] Rust twin,
+        // whose fields the macro restricts to u32 / i32 / f32.
+        let naga::TypeInner::Struct { members, span } = &module.types[g.ty].inner else {
+            panic!("{name}: the uniform is not a struct");
+        };
         for m in members {
-            let inner = &module.types[m.ty].inner;
             assert!(
-                matches!(inner, naga::TypeInner::Scalar(s) if s.width == 4),
-                "{family}: {struct_name}.{:?} is not a 32-bit scalar",
+                matches!(module.types[m.ty].inner, naga::TypeInner::Scalar(s) if s.width == 4),
+                "{name}: {:?} is not a 32-bit scalar",
                 m.name
             );
         }
-        assert_eq!(
-            members.len() * 4,
-            rust_size,
-            "{family}: {struct_name} has padding or arrays"
-        );
-        // And it is what binding 0 holds.
-        assert!(
-            module
-                .global_variables
-                .iter()
-                .any(|(_, g)| g.space == naga::AddressSpace::Uniform
-                    && module.types[g.ty].name.as_deref() == Some(struct_name))
-        );
+        assert_eq!(*span as usize, members.len() * 4, "{name}: padding");
     }
 }

@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, GumbelSoftmax, LogitsFormat, LogitsSlice, SoftmaxJob, SoftmaxMode,
-    SoftmaxStrategy, Stream, Temperature, cpu, softmax_max_register_k,
+    Error, Gpu, GpuOptions, GumbelSoftmax, LogitsFormat, LogitsSlice, LogitsView, SoftmaxJob,
+    SoftmaxMode, SoftmaxStrategy, Stream, Temperature, cpu, softmax_max_register_k,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -105,17 +105,19 @@ fn run_job(
     };
     let job = SoftmaxJob {
         mode,
-        format,
-        logits: &logits,
-        k: k as u64,
-        rows: rows as u64,
+        logits: LogitsView {
+            data: logits.slice(..),
+            format,
+            rows: rows as u64,
+            k: k as u64,
+        },
         tau: match (&tau_buf, tau) {
-            (Some(b), _) => Temperature::PerRow(b),
+            (Some(b), _) => Temperature::PerRow(b.slice(..)),
             (None, Temperature::Scalar(t)) => Temperature::Scalar(t),
             (None, _) => unreachable!(),
         },
         stream,
-        out: &out,
+        out: out.slice(..),
         status: None,
     };
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
@@ -641,14 +643,11 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
                 let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
                 let job = SoftmaxJob {
                     mode,
-                    format: LogitsFormat::F32,
-                    logits: &logits_buf,
-                    k: k as u64,
-                    rows: rows as u64,
-                    tau: Temperature::PerRow(&tau_buf),
+                    logits: LogitsView::f32(logits_buf.slice(..), rows as u64, k as u64),
+                    tau: Temperature::PerRow(tau_buf.slice(..)),
                     stream,
-                    out: &out,
-                    status: Some(&status),
+                    out: out.slice(..),
+                    status: Some(status.slice(..)),
                 };
                 let kernels = gpu.gumbel_softmax_kernels().unwrap();
                 run(gpu, |enc| kernels.record_with(enc, &job, strategy).unwrap());
@@ -698,14 +697,11 @@ fn status_stays_clear_for_good_rows_and_is_optional() {
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
     let job = SoftmaxJob {
         mode: SoftmaxMode::Soft,
-        format: LogitsFormat::F32,
-        logits: &logits_buf,
-        k: 2,
-        rows: 2,
+        logits: LogitsView::f32(logits_buf.slice(..), 2, 2),
         tau: Temperature::Scalar(1.0),
         stream: Stream::new(8),
-        out: &out,
-        status: Some(&status),
+        out: out.slice(..),
+        status: Some(status.slice(..)),
     };
     run(gpu, |enc| kernels.record(enc, &job).unwrap());
     let words: Vec<u32> = gpu
@@ -789,13 +785,10 @@ fn empty_input_gives_empty_output() {
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
     let job = SoftmaxJob {
         mode: SoftmaxMode::Soft,
-        format: LogitsFormat::F32,
-        logits: &logits,
-        k: 4,
-        rows: 0,
+        logits: LogitsView::f32(logits.slice(..), 0, 4),
         tau: Temperature::Scalar(1.0),
         stream: s,
-        out: &out,
+        out: out.slice(..),
         status: None,
     };
     run(gpu, |enc| kernels.record(enc, &job).unwrap());
@@ -808,67 +801,380 @@ fn the_buffer_level_checks_its_buffers_and_arguments() {
     let gpu = gpu();
     let kernels = gpu.gumbel_softmax_kernels().unwrap();
     let logits = gpu.upload("logits", &[0f32; 8]).unwrap();
-    let out = gpu.storage_buffer("out", 16).unwrap();
+    let out = gpu.storage_buffer("out", 32).unwrap();
+    let taus = gpu.upload("taus", &[1f32; 2]).unwrap();
+    let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
+    // A buffer the kernels cannot bind: no STORAGE usage.
+    let plain = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("no storage"),
+        size: 64,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
     let job = SoftmaxJob {
         mode: SoftmaxMode::Soft,
-        format: LogitsFormat::F32,
-        logits: &logits,
-        k: 4,
-        rows: 2,
-        tau: Temperature::Scalar(1.0),
+        logits: LogitsView::f32(logits.slice(..), 2, 4),
+        tau: Temperature::PerRow(taus.slice(..)),
         stream: Stream::new(1),
-        out: &out,
-        status: None,
+        out: out.slice(..),
+        status: Some(status.slice(..)),
     };
     let mut enc = gpu.device().create_command_encoder(&Default::default());
-    let record = |enc: &mut wgpu::CommandEncoder, job: SoftmaxJob| kernels.record(enc, &job);
-    assert!(
-        matches!(record(&mut enc, job), Err(Error::InvalidArgument(_))),
-        "small out"
-    );
-    let out = gpu.storage_buffer("out", 32).unwrap();
-    let job = SoftmaxJob { out: &out, ..job };
-    assert!(record(&mut enc, job).is_ok());
-    assert!(
-        record(&mut enc, SoftmaxJob { k: 0, ..job }).is_err(),
-        "k = 0"
-    );
-    assert!(
-        record(&mut enc, SoftmaxJob { rows: 3, ..job }).is_err(),
-        "small logits"
-    );
-    let tiny = Temperature::Scalar(-0.5);
-    assert!(
-        record(&mut enc, SoftmaxJob { tau: tiny, ..job }).is_err(),
-        "bad tau"
-    );
-    let taus = gpu.storage_buffer("taus", 4).unwrap();
-    let per_row = Temperature::PerRow(&taus);
-    assert!(
-        record(
-            &mut enc,
-            SoftmaxJob {
-                tau: per_row,
-                ..job
-            }
-        )
-        .is_err(),
-        "short taus"
-    );
-    // f16 logits need half the bytes.
-    let half = gpu.storage_buffer("half", 16).unwrap();
-    let job16 = SoftmaxJob {
-        format: LogitsFormat::F16,
-        logits: &half,
-        ..job
+    let mut record = |job: SoftmaxJob| kernels.record(&mut enc, &job);
+    assert_eq!(record(job), Ok(()));
+    // Each bad view is refused, naming its argument.
+    let named = |r: Result<(), Error>, what: &str, why: &str| match r {
+        Err(Error::InvalidArgument(m)) => {
+            assert!(m.starts_with(&format!("{what}:")), "{why}: {m}")
+        }
+        other => panic!("{why}: {other:?}"),
     };
-    assert!(record(&mut enc, job16).is_ok());
+    let view = |data| LogitsView::f32(data, 2, 4);
+    for (bad, why) in [
+        (logits.slice(2..), "offset 2"),
+        (logits.slice(4..), "too small"),
+        (plain.slice(..), "no STORAGE"),
+    ] {
+        named(
+            record(SoftmaxJob {
+                logits: view(bad),
+                ..job
+            }),
+            "logits",
+            why,
+        );
+    }
+    for (bad, why) in [
+        (out.slice(2..), "offset 2"),
+        (out.slice(..28), "too small"),
+        (plain.slice(..), "no STORAGE"),
+    ] {
+        named(record(SoftmaxJob { out: bad, ..job }), "out", why);
+    }
+    for (bad, why) in [
+        (taus.slice(2..), "offset 2"),
+        (taus.slice(..4), "too small"),
+        (plain.slice(..), "no STORAGE"),
+    ] {
+        let tau = Temperature::PerRow(bad);
+        named(record(SoftmaxJob { tau, ..job }), "tau", why);
+    }
+    for (bad, why) in [
+        (status.slice(2..), "offset 2"),
+        (status.slice(..8), "too small"),
+        (plain.slice(..), "no STORAGE"),
+    ] {
+        let status = Some(bad);
+        named(record(SoftmaxJob { status, ..job }), "status", why);
+    }
+    // Shapes and scalar temperatures.
+    let shaped = |rows, k| LogitsView {
+        rows,
+        k,
+        ..job.logits
+    };
+    named(
+        record(SoftmaxJob {
+            logits: shaped(2, 0),
+            ..job
+        }),
+        "logits",
+        "k = 0",
+    );
+    named(
+        record(SoftmaxJob {
+            logits: shaped(3, 4),
+            ..job
+        }),
+        "logits",
+        "more rows than the logits hold",
+    );
+    for bad in [0.0, -0.5, f32::NAN, f32::INFINITY, 1e-40] {
+        let r = record(SoftmaxJob {
+            tau: Temperature::Scalar(bad),
+            ..job
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidArgument(_))),
+            "tau {bad}: {r:?}"
+        );
+    }
+    // f16 logits need half the bytes; a 4-byte offset is enough whatever the device's alignment.
+    let half = LogitsView {
+        format: LogitsFormat::F16,
+        ..view(logits.slice(4..20))
+    };
+    assert_eq!(
+        record(SoftmaxJob {
+            logits: half,
+            ..job
+        }),
+        Ok(())
+    );
+    let half = LogitsView {
+        format: LogitsFormat::Bf16,
+        ..view(logits.slice(4..16))
+    };
+    named(
+        record(SoftmaxJob {
+            logits: half,
+            ..job
+        }),
+        "logits",
+        "short bf16",
+    );
+}
+
+/// One case of the offset test: rows x k logits on `gpu` (a small-binding device forces
+/// several dispatches), with a NaN in row 1 and, for per-row temperatures, a bad one in row 2.
+struct OffsetCase {
+    gpu: &'static Gpu,
+    k: usize,
+    rows: usize,
+    what: &'static str,
+}
+
+/// A device whose storage bindings hold `elements` 4-byte elements, so jobs split into
+/// dispatches of whole rows.
+fn gpu_with_small_bindings(elements: u64) -> &'static Gpu {
+    Box::leak(Box::new(
+        Gpu::with_options(GpuOptions {
+            max_chunk_elements: Some(elements),
+            ..Default::default()
+        })
+        .unwrap(),
+    ))
+}
+
+/// Every input and output of the forward at byte offsets 4, 260 and 1028 inside buffers it shares
+/// with other data: logits and per-row taus in one read-only buffer, the output and the status
+/// words in another. Every other word keeps its sentinel, and the results are bit for bit those
+/// of the same job at offset 0 in buffers of its own (and near the CPU reference), in every
+/// mode and format, with scalar and per-row temperatures, on every path: registers, split rows,
+/// and jobs chunked into several dispatches (registers and split).
+#[test]
+fn every_view_works_at_any_4_byte_offset_inside_shared_buffers() {
+    let cases = [
+        OffsetCase {
+            gpu: gpu(),
+            k: 7,
+            rows: 9,
+            what: "registers",
+        },
+        OffsetCase {
+            gpu: gpu(),
+            k: 5000,
+            rows: 3,
+            what: "split rows",
+        },
+        OffsetCase {
+            gpu: gpu_with_small_bindings(1024),
+            k: 33,
+            rows: 100,
+            what: "registers, chunked",
+        },
+        OffsetCase {
+            gpu: gpu_with_small_bindings(12_288),
+            k: 5000,
+            rows: 5,
+            what: "split rows, chunked",
+        },
+    ];
+    // Bytes of each region of a shared buffer: an argument sits at `offset` inside its region,
+    // sentinels fill the rest (past every window's aligned start, so windows never overlap).
+    let region = |bytes: u64| (bytes + 1028 + 512).next_multiple_of(256);
+    let mut rng = StdRng::seed_from_u64(18);
+    for case in &cases {
+        let (k, rows, gpu) = (case.k, case.rows, case.gpu);
+        let len = rows * k;
+        let mut logits = random_logits(&mut rng, rows, k);
+        logits[k + 2] = f32::NAN;
+        let mut taus: Vec<f32> = (0..rows).map(|r| TAUS[r % TAUS.len()]).collect();
+        taus[2] = -1.0;
+        let stream = random_stream(&mut rng);
+        let kernels = gpu.gumbel_softmax_kernels().unwrap();
+        for format in [LogitsFormat::F32, LogitsFormat::F16, LogitsFormat::Bf16] {
+            let (words, widened): (Vec<u32>, Vec<f32>) = match format {
+                LogitsFormat::F32 => (bytemuck::cast_slice(&logits).to_vec(), logits.clone()),
+                LogitsFormat::F16 => {
+                    let b: Vec<u16> = logits.iter().map(|&x| f32_to_f16(x)).collect();
+                    let w = b.iter().map(|&h| f16_to_f32(h)).collect();
+                    (gumbel_wgpu::logits::pack_u16(&b), w)
+                }
+                LogitsFormat::Bf16 => {
+                    let b: Vec<u16> = logits.iter().map(|&x| f32_to_bf16(x)).collect();
+                    let w = b.iter().map(|&h| bf16_to_f32(h)).collect();
+                    (gumbel_wgpu::logits::pack_u16(&b), w)
+                }
+            };
+            let logit_bytes = format.buffer_bytes(len as u64);
+            assert_eq!(logit_bytes, words.len() as u64 * 4);
+            let (in_region, out_region) = (region(logit_bytes), region(len as u64 * 4));
+            for per_row in [false, true] {
+                let tau = if per_row {
+                    Temperature::PerRow(&taus[..])
+                } else {
+                    Temperature::Scalar(0.7)
+                };
+                let tau_of = |r: usize| if per_row { taus[r] } else { 0.7 };
+                for mode in [SoftmaxMode::Soft, SoftmaxMode::Hard, SoftmaxMode::Log] {
+                    let what = format!("{} k {k} {format:?} per-row {per_row} {mode:?}", case.what);
+                    // The job at offset 0, in buffers of its own, on the default device.
+                    let (want, want_status) = {
+                        let g = common::gpu();
+                        let l = g.upload("logits", &words).unwrap();
+                        let t = g.upload("taus", &taus).unwrap();
+                        let out = poisoned(g, len);
+                        let status = g.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
+                        let job = SoftmaxJob {
+                            mode,
+                            logits: LogitsView {
+                                data: l.slice(..),
+                                format,
+                                rows: rows as u64,
+                                k: k as u64,
+                            },
+                            tau: match tau {
+                                Temperature::PerRow(_) => Temperature::PerRow(t.slice(..)),
+                                Temperature::Scalar(x) => Temperature::Scalar(x),
+                            },
+                            stream,
+                            out: out.slice(..),
+                            status: Some(status.slice(..)),
+                        };
+                        let kernels = g.gumbel_softmax_kernels().unwrap();
+                        run(g, |enc| kernels.record(enc, &job).unwrap());
+                        let got: Vec<u32> = g.read_buffer(&out, len).unwrap();
+                        let st: Vec<u32> = g.read_buffer(&status, 3).unwrap();
+                        (got, st)
+                    };
+                    let bad_tau = if per_row { 2 } else { u32::MAX };
+                    assert_eq!(want_status, vec![1, u32::MAX, bad_tau], "{what}");
+                    check_against_cpu(&widened, &want, k, mode, &tau_of, stream, &what);
+                    for offset in [4u64, 260, 1028] {
+                        // Inputs: logits in region 0, taus in region 1.
+                        let mut input =
+                            vec![SENTINEL; ((in_region + region(rows as u64 * 4)) / 4) as usize];
+                        let at = |o: u64| (o / 4) as usize;
+                        input[at(offset)..][..words.len()].copy_from_slice(&words);
+                        let tau_at = in_region + offset;
+                        input[at(tau_at)..][..rows].copy_from_slice(bytemuck::cast_slice(&taus));
+                        let input_buf = gpu.upload("shared input", &input).unwrap();
+                        // Outputs: out in region 0, status in region 1.
+                        let out_len = ((out_region + region(12)) / 4) as usize;
+                        let mut output = vec![SENTINEL; out_len];
+                        let status_at = out_region + offset;
+                        output[at(status_at)..][..3].copy_from_slice(&GumbelSoftmax::STATUS_CLEAR);
+                        let output_buf = gpu.upload("shared output", &output).unwrap();
+                        let job = SoftmaxJob {
+                            mode,
+                            logits: LogitsView {
+                                data: input_buf.slice(offset..offset + logit_bytes),
+                                format,
+                                rows: rows as u64,
+                                k: k as u64,
+                            },
+                            tau: match tau {
+                                Temperature::PerRow(_) => Temperature::PerRow(
+                                    input_buf.slice(tau_at..tau_at + rows as u64 * 4),
+                                ),
+                                Temperature::Scalar(x) => Temperature::Scalar(x),
+                            },
+                            stream,
+                            out: output_buf.slice(offset..offset + len as u64 * 4),
+                            status: Some(output_buf.slice(status_at..status_at + 12)),
+                        };
+                        run(gpu, |enc| kernels.record(enc, &job).unwrap());
+                        let what = format!("{what} offset {offset}");
+                        let got_in: Vec<u32> = gpu.read_buffer(&input_buf, input.len()).unwrap();
+                        assert!(got_in == input, "{what}: the input buffer changed");
+                        let got: Vec<u32> = gpu.read_buffer(&output_buf, out_len).unwrap();
+                        let (o, s) = (at(offset), at(status_at));
+                        assert!(
+                            got[o..][..len] == want[..],
+                            "{what}: out differs from offset 0"
+                        );
+                        assert_eq!(&got[s..][..3], &want_status[..], "{what}: status");
+                        for (i, &w) in got.iter().enumerate() {
+                            let inside = (o..o + len).contains(&i) || (s..s + 3).contains(&i);
+                            assert!(inside || w == SENTINEL, "{what}: word {i} overwritten");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The good rows of a forward output (bits) against the f64 reference: soft and log within the
+/// f32 noise's error, hard one-hot where the soft reference peaks (up to a near-tie). Bad rows
+/// (NaN logits, bad temperatures) are all NaN bits.
+fn check_against_cpu(
+    widened: &[f32],
+    got: &[u32],
+    k: usize,
+    mode: SoftmaxMode,
+    tau_of: &dyn Fn(usize) -> f32,
+    stream: Stream,
+    what: &str,
+) {
+    let rows = widened.len() / k;
+    let taus: Vec<f64> = (0..rows).map(|r| f64::from(tau_of(r))).collect();
+    let log = cpu::gumbel_softmax_log_per_row(widened, k, &taus, stream);
+    for r in 0..rows {
+        let row = &got[r * k..][..k];
+        let (l, want) = (&widened[r * k..][..k], &log[r * k..][..k]);
+        let tau = tau_of(r);
+        if l.iter().any(|x| x.is_nan()) || !(tau.is_normal() && tau > 0.0) {
+            assert!(
+                row.iter().all(|&b| b == BAD_ROW_BITS),
+                "{what}: bad row {r}"
+            );
+            continue;
+        }
+        let tol = 3e-4 / f64::from(tau);
+        match mode {
+            SoftmaxMode::Soft => {
+                for (j, (&b, &w)) in row.iter().zip(want).enumerate() {
+                    let y = f64::from(f32::from_bits(b));
+                    assert!(
+                        (y - w.exp()).abs() <= tol,
+                        "{what}: y[{r}, {j}] = {y}, want {}",
+                        w.exp()
+                    );
+                }
+            }
+            SoftmaxMode::Log => {
+                for (j, (&b, &w)) in row.iter().zip(want).enumerate() {
+                    let ly = f64::from(f32::from_bits(b));
+                    let ok = if w == f64::NEG_INFINITY {
+                        b == NEG_INF_BITS
+                    } else {
+                        (ly - w).abs() <= 1e-3 * (1.0 + w.abs()) / f64::from(tau).min(1.0)
+                    };
+                    assert!(ok, "{what}: log y[{r}, {j}] = {ly}, want {w}");
+                }
+            }
+            SoftmaxMode::Hard => {
+                let hot: Vec<usize> = (0..k).filter(|&j| row[j] != 0).collect();
+                assert_eq!(hot.len(), 1, "{what}: row {r} not one-hot");
+                assert_eq!(row[hot[0]], 1f32.to_bits(), "{what}: row {r}");
+                let a = cpu::argmax(want);
+                assert!(
+                    hot[0] == a || want[a] - want[hot[0]] < 1e-4,
+                    "{what}: row {r}: hot {} but the reference peaks at {a}",
+                    hot[0]
+                );
+            }
+        }
+    }
 }
 
 #[test]
 fn split_jobs_give_the_same_numbers_as_one_dispatch() {
-    // As if storage bindings held 4096 elements: 128-row dispatches, the stream continuing
-    // across them, per-row taus and f16 logits offset with them.
+    // As if storage bindings held 4096 elements: dispatches of whole rows (4032 / k of them,
+    // less on devices with a coarser offset alignment), the stream continuing across them,
+    // per-row taus and f16 logits (odd element offsets) windowed with them.
     let small = Gpu::with_options(GpuOptions {
         max_chunk_elements: Some(4096),
         ..Default::default()

@@ -16,25 +16,25 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
-/// The same adapter opened without 64-bit integers: kernels take the portable Philox path.
+/// The same adapter opened without 64-bit integers, with wgpu's runtime checks on (bounds
+/// checks, loop counters, zero-initialised workgroup memory): kernels take the portable Philox
+/// path, compiled the checked way. [`gpu`] is the shipping configuration: unchecked.
 pub fn gpu_without_int64() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         Gpu::with_options(GpuOptions {
             int64: false,
+            runtime_checks: true,
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
     })
 }
 
-/// Both Philox multiply paths where the adapter has int64, else the portable one alone.
+/// The shipping configuration and the portable, runtime-checked one: every kernel tested on
+/// both runs both ways (and both Philox multiply paths where the adapter has int64).
 pub fn gpus() -> Vec<&'static Gpu> {
-    let mut v = vec![gpu()];
-    if gpu().shader_config().int64 {
-        v.push(gpu_without_int64());
-    }
-    v
+    vec![gpu(), gpu_without_int64()]
 }
 
 /// The value unwritten output elements hold: a NaN payload no kernel produces.
@@ -45,14 +45,14 @@ pub fn poisoned(gpu: &Gpu, len: usize) -> wgpu::Buffer {
     gpu.upload("poisoned", &vec![SENTINEL; len]).unwrap()
 }
 
-/// Records with `record`, submits and waits.
+/// Records with `record`, submits and waits, through [`Gpu::submit`]: on GL its device lock
+/// keeps the test threads sharing one `Gpu` from timing out on wgpu's GL context lock.
 pub fn run(gpu: &Gpu, record: impl FnOnce(&mut wgpu::CommandEncoder)) {
-    let mut enc = gpu.device().create_command_encoder(&Default::default());
-    record(&mut enc);
-    gpu.queue().submit([enc.finish()]);
-    gpu.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .unwrap();
+    gpu.submit(|enc| {
+        record(enc);
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// The awkward sizes every kernel is swept over: around workgroup and block boundaries.

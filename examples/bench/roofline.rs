@@ -1,101 +1,103 @@
-//! Measuring tools for the benchmarks (hidden from the docs): the device-copy roofline kernel and
-//! a GPU timer built on timestamp queries, with a wall-clock fallback.
+//! Measuring tools of the bench (not part of the library): the device-copy roofline kernel, built
+//! with plain wgpu, and a GPU timer built on timestamp queries with a wall-clock fallback.
 
-use crate::gpu::{KernelFamily, check_storage, grid, params_buffer, scoped};
-use crate::shader::WG_SIZE;
-use crate::{Error, Gpu};
-use std::sync::Arc;
+use gumbel_wgpu::{Error, Gpu};
 use std::time::Instant;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CopyParams {
-    len4: u32,
-    _pad: [u32; 3],
-}
-
-/// Size of [`CopyParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<CopyParams>();
 
 /// A vec4 device-to-device copy: the roofline for memory-bound kernels.
 pub struct CopyKernel {
-    device: wgpu::Device,
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
     max_groups: u32,
 }
 
-impl KernelFamily for CopyKernel {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("copy")?;
-        let layout = gpu.storage_layout("copy", &[true, false]);
-        let [pipeline] = gpu.pipelines(&module, &layout, ["copy"])?;
-        Ok(CopyKernel {
-            device: gpu.device().clone(),
+impl CopyKernel {
+    pub fn new(gpu: &Gpu) -> Self {
+        let device = gpu.device();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("copy"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("copy.wgsl").into()),
+        });
+        let entry = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("copy"),
+            entries: &[entry(0, true), entry(1, false)],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("copy"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("copy"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("copy"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        CopyKernel {
             layout,
             pipeline,
             max_groups: gpu.limits().max_compute_workgroups_per_dimension,
-        })
+        }
     }
-}
 
-impl CopyKernel {
     /// Records a copy of the first `bytes` (a multiple of 16) of `src` into `dst`.
     pub fn record(
         &self,
+        gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
         src: &wgpu::Buffer,
         dst: &wgpu::Buffer,
         bytes: u64,
     ) -> Result<(), Error> {
-        if !bytes.is_multiple_of(16) {
+        if !bytes.is_multiple_of(16) || bytes == 0 {
             return Err(Error::InvalidArgument(format!(
-                "copy of {bytes} bytes: not a multiple of 16"
+                "copy of {bytes} bytes: not a positive multiple of 16"
             )));
         }
-        check_storage("copy source", src, bytes)?;
-        check_storage("copy destination", dst, bytes)?;
         let len4 = u32::try_from(bytes / 16)
             .map_err(|_| Error::TooLarge(format!("copy of {bytes} bytes")))?;
-        scoped(&self.device, || {
-            let params = params_buffer(&self.device, &CopyParams { len4, _pad: [0; 3] })?;
-            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("copy"),
-                layout: &self.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: params.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: src.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: dst.as_entire_binding(),
-                    },
-                ],
-            });
-            // Enough workgroups to fill any device; each thread loops over the rest.
-            let groups = len4.div_ceil(WG_SIZE * 4).clamp(1, 65_536);
-            let (gx, gy) = grid(groups, self.max_groups);
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("copy"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-            Ok(())
-        })
-    }
-}
-
-impl Gpu {
-    /// The roofline copy kernel.
-    pub fn copy_kernel(&self) -> Result<Arc<CopyKernel>, Error> {
-        self.family::<CopyKernel>()
+        let bind = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("copy"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: src.slice(..bytes).try_into().expect("non-empty"),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: dst.slice(..bytes).try_into().expect("non-empty"),
+                },
+            ],
+        });
+        // Enough workgroups to fill any device; each thread loops over the rest.
+        let groups = len4.div_ceil(256 * 4).clamp(1, 65_536);
+        let (gx, gy) = if groups <= self.max_groups {
+            (groups, 1)
+        } else {
+            let y = groups.div_ceil(self.max_groups);
+            (groups.div_ceil(y), y)
+        };
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("copy"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
     }
 }
 
@@ -135,7 +137,7 @@ pub fn time_gpu(
         return Ok((times, Clock::WallClock));
     }
     let count = (2 * reps) as u32;
-    let (query_set, resolve) = gpu.scoped(|| {
+    let (query_set, resolve) = {
         let q = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("timer"),
             ty: wgpu::QueryType::Timestamp,
@@ -149,8 +151,8 @@ pub fn time_gpu(
                 | wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Ok((q, resolve))
-    })?;
+        (q, resolve)
+    };
     gpu.submit(|enc| {
         for i in 0..reps as u32 {
             // Empty passes carry the timestamps, so multi-pass work is timed as a whole.

@@ -4,11 +4,13 @@
 //!
 //!     cargo run --release --example bench -- [--quick] [--json PATH] [--only SUBSTRING]
 
-use gumbel_wgpu::bench::{Clock, median, time_gpu};
+mod roofline;
+
 use gumbel_wgpu::{
     BackwardArgs, BackwardInput, Error, Gpu, GradSpace, LogitsFormat, RandomKind, SampleShape,
     SoftmaxJob, SoftmaxMode, Stream, Temperature,
 };
+use roofline::{Clock, CopyKernel, median, time_gpu};
 use std::io::Write;
 use std::time::Instant;
 

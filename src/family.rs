@@ -1,0 +1,462 @@
+//! The skeleton every kernel family plugs into.
+//!
+//! A family is one WGSL file in `shaders/` plus a struct that owns its pipelines. It declares a
+//! [`FamilySpec`] (source, uniform parameters, storage bindings, entry points) and implements
+//! [`KernelFamily::new`], which receives a [`FamilyCore`] and one pipeline per entry point.
+//! [`crate::Gpu::family`] builds it once per device and caches it. Everything a `record` needs
+//! beyond its own arithmetic lives here, once:
+//!
+//! * [`FamilyCore::window`]: binds any 4-byte-aligned range of a caller's buffer, whatever the
+//!   device's storage offset alignment, by binding from the aligned offset below it and handing
+//!   the kernel the element index (`base`) where the range starts;
+//! * [`FamilyCore::rows_per_dispatch`]: whole rows per dispatch so every window fits one binding;
+//! * [`FamilyCore::scratch`]: a scratch buffer reused across calls (grown on demand);
+//! * [`FamilyCore::dispatch`]: the uniform buffer, bind group and compute pass of one dispatch
+//!   (or a chain of dependent ones), with 2-D grids past 65535 workgroups.
+//!
+//! Uniform parameters have one source: [`uniform_params!`] defines the `#[repr(C)]` struct in
+//! Rust and its WGSL text, which the composer puts where the shader says `#import params`.
+
+use crate::gpu::DeviceLock;
+use crate::shader::ShaderConfig;
+use crate::{Error, LogitsFormat};
+use std::sync::{Arc, Mutex};
+
+/// A uniform parameter struct shared by Rust and WGSL (made by [`uniform_params!`]).
+pub(crate) trait Params: bytemuck::Pod {
+    /// `struct Name { ... }` and its binding at group 0, binding 0 as `params`.
+    const WGSL: &'static str;
+}
+
+/// Defines a uniform parameter struct once: the `#[repr(C)]` Pod struct for Rust and, as
+/// [`Params::WGSL`], the same struct in WGSL bound as `params` at binding 0. Fields are 32-bit
+/// scalars (`u32`, `i32`, `f32`), whose Rust and WGSL names agree, so the layouts agree.
+macro_rules! uniform_params {
+    ($(#[$meta:meta])* struct $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub(crate) struct $name {
+            $($(#[$fmeta])* pub(crate) $field: $ty,)*
+        }
+        impl $crate::family::Params for $name {
+            const WGSL: &'static str = concat!(
+                "// Generated from the Rust struct ", stringify!($name), " (uniform_params!).\n",
+                "struct ", stringify!($name), " {\n",
+                $("    ", stringify!($field), ": ", stringify!($ty), ",\n",)*
+                "}\n",
+                "@group(0) @binding(0) var<uniform> params: ", stringify!($name), ";\n"
+            );
+        }
+    };
+}
+pub(crate) use uniform_params;
+
+/// What a kernel family declares: everything needed to build it.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct FamilySpec {
+    /// Name, used for labels and errors.
+    pub name: &'static str,
+    /// The family's WGSL file.
+    pub source: &'static str,
+    /// Its uniform parameters in WGSL ([`Params::WGSL`]), inserted at `#import params`.
+    pub params: &'static str,
+    /// Storage bindings 1.. in order: `true` = read-only.
+    pub storage_read_only: &'static [bool],
+    /// Entry points, one pipeline each, in this order.
+    pub entry_points: &'static [&'static str],
+}
+
+/// A kernel family: built once per [`crate::Gpu`] and cached there.
+pub(crate) trait KernelFamily: Send + Sync + Sized + 'static {
+    const SPEC: FamilySpec;
+    /// The family from its core and one pipeline per entry point of [`Self::SPEC`], in order.
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error>;
+}
+
+/// Takes `N` pipelines out of the vector [`KernelFamily::new`] gets.
+pub(crate) fn take<const N: usize>(
+    pipelines: Vec<wgpu::ComputePipeline>,
+) -> Result<[wgpu::ComputePipeline; N], Error> {
+    pipelines
+        .try_into()
+        .map_err(|v: Vec<_>| Error::Internal(format!("{} pipelines, {N} expected", v.len())))
+}
+
+/// A bound range of a buffer and the element index in the binding where the range starts.
+pub(crate) struct Window<'a> {
+    pub binding: wgpu::BufferBinding<'a>,
+    /// Element index (in the window's element size) of the range's first element.
+    pub base: u32,
+}
+
+/// What every family shares: device, layout, limits, the dummy and scratch buffers.
+pub(crate) struct FamilyCore {
+    pub(crate) device: wgpu::Device,
+    lock: Arc<DeviceLock>,
+    name: &'static str,
+    layout: wgpu::BindGroupLayout,
+    /// 16 bytes per storage binding, bound where a job has no buffer for it (a binding cannot
+    /// stay empty, and one buffer may not be bound read-only and read-write in one dispatch).
+    unused: Vec<wgpu::Buffer>,
+    scratch: Mutex<Option<wgpu::Buffer>>,
+    /// Elements of 4 bytes one storage binding may hold (a multiple of the alignment).
+    pub(crate) max_elements: u64,
+    /// The device's storage-buffer offset alignment in bytes.
+    pub(crate) align: u64,
+    pub(crate) max_groups: u32,
+    /// The driver's cap on loop iterations per invocation (llvmpipe), see `Gpu::loop_budget`.
+    pub(crate) loop_budget: Option<u64>,
+}
+
+/// Builds family `F` for a device: composes and compiles its shader, makes its explicit
+/// bind-group layout (binding 0 uniform, then the storage bindings) and one pipeline per entry
+/// point, inside error scopes.
+pub(crate) fn build<F: KernelFamily>(
+    device: &wgpu::Device,
+    lock: &Arc<DeviceLock>,
+    config: &ShaderConfig,
+    limits: FamilyLimits,
+) -> Result<F, Error> {
+    let spec = F::SPEC;
+    let source = crate::shader::compose(&spec, config)?;
+    let (layout, pipelines, unused) = scoped(device, lock, || {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(spec.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if limits.runtime_checks {
+            device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel's header contract (shaders/*.wgsl) states how it keeps its
+            // buffer and array indices inside the bound windows, why each loop ends, why no
+            // divisor is zero, and that workgroup memory is written (behind a barrier) before
+            // it is read; the test suite runs every kernel with and without these checks.
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        let buffer = |read_only: Option<bool>| wgpu::BindingType::Buffer {
+            ty: match read_only {
+                None => wgpu::BufferBindingType::Uniform,
+                Some(read_only) => wgpu::BufferBindingType::Storage { read_only },
+            },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        let entries: Vec<_> = std::iter::once(None)
+            .chain(spec.storage_read_only.iter().map(|&r| Some(r)))
+            .enumerate()
+            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: buffer(access),
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(spec.name),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(spec.name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipelines = spec
+            .entry_points
+            .iter()
+            .map(|ep| {
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(ep),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(ep),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[],
+                        // Every kernel writes its workgroup memory before reading it (contracts).
+                        zero_initialize_workgroup_memory: limits.runtime_checks,
+                    },
+                    cache: None,
+                })
+            })
+            .collect::<Vec<_>>();
+        let unused = spec
+            .storage_read_only
+            .iter()
+            .map(|_| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("unused binding"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok((layout, pipelines, unused))
+    })?;
+    let core = FamilyCore {
+        device: device.clone(),
+        lock: lock.clone(),
+        name: spec.name,
+        layout,
+        unused,
+        scratch: Mutex::new(None),
+        max_elements: limits.max_elements,
+        align: limits.align,
+        max_groups: limits.max_groups,
+        loop_budget: limits.loop_budget,
+    };
+    F::new(core, pipelines)
+}
+
+/// The device limits a family works within (from [`crate::Gpu`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FamilyLimits {
+    pub max_elements: u64,
+    pub align: u64,
+    pub max_groups: u32,
+    pub loop_budget: Option<u64>,
+    /// Compile with wgpu's runtime checks (`GpuOptions::runtime_checks`).
+    pub runtime_checks: bool,
+}
+
+impl FamilyCore {
+    /// Runs `f` holding the device lock (see [`DeviceLock`]) inside error scopes: a wgpu
+    /// validation error becomes `Err`.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        scoped(&self.device, &self.lock, f)
+    }
+
+    /// Binds elements `first .. first + n` (of `bytes` bytes each) of `slice`. The binding starts
+    /// at the device-aligned offset at or below the first element; the kernel adds `base` to its
+    /// element indices. `slice` has been checked (see [`check_view`]): its offset is a multiple of
+    /// 4 and it holds the elements, so the window stays inside the buffer.
+    pub(crate) fn window<'a>(
+        &self,
+        slice: wgpu::BufferSlice<'a>,
+        first: u64,
+        n: u64,
+        bytes: u64,
+    ) -> Window<'a> {
+        let start = slice.offset() + first * bytes;
+        let offset = start / self.align * self.align;
+        let end = (start + n * bytes).next_multiple_of(4);
+        Window {
+            binding: wgpu::BufferBinding {
+                buffer: slice.buffer(),
+                offset,
+                size: wgpu::BufferSize::new((end - offset).max(4)),
+            },
+            base: ((start - offset) / bytes) as u32,
+        }
+    }
+
+    /// A window on a 16-byte buffer of this family's own, for storage binding `binding` (1..)
+    /// when the job leaves it unused.
+    pub(crate) fn unused(&self, binding: usize) -> Window<'_> {
+        Window {
+            binding: self.unused[binding - 1].as_entire_buffer_binding(),
+            base: 0,
+        }
+    }
+
+    /// Whole rows per dispatch such that a window of `rows * elems_per_row` elements (plus the
+    /// lead-in below an aligned offset) fits one storage binding.
+    pub(crate) fn rows_per_dispatch(&self, rows: u64, elems_per_row: u64) -> Result<u64, Error> {
+        let fit = self.max_elements.saturating_sub(self.align / 4) / elems_per_row.max(1);
+        if fit == 0 {
+            return Err(Error::TooLarge(format!(
+                "{}: a row of {elems_per_row} elements exceeds one storage binding ({} \
+                 elements) on this device",
+                self.name, self.max_elements
+            )));
+        }
+        Ok(fit.min(rows.max(1)))
+    }
+
+    /// A scratch buffer of at least `bytes` bytes, reused across calls and grown on demand
+    /// (wgpu keeps a replaced buffer alive while recorded work still uses it). Work recorded on
+    /// the same queue runs in order, so jobs sharing it never overlap.
+    pub(crate) fn scratch(&self, bytes: u64) -> Result<wgpu::Buffer, Error> {
+        let mut held = self.scratch.lock().unwrap();
+        if let Some(b) = held.as_ref().filter(|b| b.size() >= bytes) {
+            return Ok(b.clone());
+        }
+        let size = bytes.max(256).next_power_of_two();
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scratch"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        *held = Some(buffer.clone());
+        Ok(buffer)
+    }
+
+    /// Records one compute pass: `params` at binding 0, `bindings` at 1.., and each
+    /// `(pipeline, workgroups)` dispatched in order (a dispatch sees what earlier ones wrote).
+    /// Workgroup counts past the per-dimension limit go on a 2-D grid (`group_index` in
+    /// `shaders/common/grid.wgsl`); kernels skip the surplus groups.
+    pub(crate) fn dispatch<P: Params>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &P,
+        bindings: &[wgpu::BufferBinding<'_>],
+        passes: &[(&wgpu::ComputePipeline, u64)],
+    ) -> Result<(), Error> {
+        let uniform = params_buffer(&self.device, params)?;
+        let entries: Vec<_> = std::iter::once(uniform.as_entire_buffer_binding())
+            .chain(bindings.iter().cloned())
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(b),
+            })
+            .collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(self.name),
+            timestamp_writes: None,
+        });
+        pass.set_bind_group(0, &bind, &[]);
+        for &(pipeline, groups) in passes {
+            let groups = u32::try_from(groups).map_err(|_| {
+                Error::TooLarge(format!(
+                    "{}: {groups} workgroups in one dispatch",
+                    self.name
+                ))
+            })?;
+            let (gx, gy) = grid(groups, self.max_groups);
+            pass.set_pipeline(pipeline);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        Ok(())
+    }
+
+    /// Errors unless this driver runs `iterations` loop iterations per invocation (llvmpipe
+    /// silently ends an invocation's loops after 65535 in all).
+    pub(crate) fn check_loop_budget(&self, iterations: u64, what: &str) -> Result<(), Error> {
+        match self.loop_budget {
+            Some(budget) if iterations > budget => Err(Error::Unsupported(format!(
+                "{what} takes about {iterations} loop iterations per invocation on this path; \
+                 this driver (llvmpipe) silently stops loops after {budget}: use a smaller job \
+                 (or a GPU)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Splits `total` workgroups over a 2-D grid within the per-dimension limit; shaders linearise
+/// it as `x + y * num_workgroups.x`, and skip the few surplus groups.
+pub(crate) fn grid(total: u32, max_per_dim: u32) -> (u32, u32) {
+    if total <= max_per_dim {
+        (total.max(1), 1)
+    } else {
+        let y = total.div_ceil(max_per_dim);
+        (total.div_ceil(y), y)
+    }
+}
+
+/// A small uniform buffer holding a kernel's parameters. (Not `create_buffer_init`, which
+/// panics on a lost device.)
+pub(crate) fn params_buffer<T: bytemuck::Pod>(
+    device: &wgpu::Device,
+    params: &T,
+) -> Result<wgpu::Buffer, Error> {
+    let bytes = bytemuck::bytes_of(params);
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("params"),
+        size: (bytes.len() as u64).next_multiple_of(16),
+        usage: wgpu::BufferUsages::UNIFORM,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| Error::DeviceLost(format!("cannot write kernel parameters: {e}")))?;
+        view.slice(..bytes.len()).copy_from_slice(bytes);
+    }
+    buffer.unmap();
+    Ok(buffer)
+}
+
+/// Runs `f` holding `lock`, inside validation, out-of-memory and internal error scopes of
+/// `device`, and returns the first error wgpu reported as an `Err` (never the
+/// uncaptured-error handler's panic).
+pub(crate) fn scoped<T>(
+    device: &wgpu::Device,
+    lock: &DeviceLock,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let _guard = lock.lock();
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = f();
+    let v = pollster::block_on(validation.pop());
+    let i = pollster::block_on(internal.pop());
+    let o = pollster::block_on(oom.pop());
+    if let Some(e) = o.or(v).or(i) {
+        return Err(e.into());
+    }
+    result
+}
+
+/// Checks that `slice` (the argument named `what`) can be bound as storage and holds `bytes`
+/// bytes: `STORAGE` usage, an offset that is a multiple of 4, and a size of at least `bytes`.
+/// The one place every family checks a device view.
+pub(crate) fn check_slice(
+    what: &str,
+    slice: wgpu::BufferSlice<'_>,
+    bytes: u64,
+) -> Result<(), Error> {
+    if !slice.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the buffer lacks BufferUsages::STORAGE"
+        )));
+    }
+    if !slice.offset().is_multiple_of(4) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the slice starts at byte {}, not a multiple of 4",
+            slice.offset()
+        )));
+    }
+    if slice.size() < bytes {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: the slice holds {} bytes; {bytes} are needed",
+            slice.size()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a `rows x k` view (the argument named `what`) and returns its element count.
+pub(crate) fn check_view(
+    what: &str,
+    slice: wgpu::BufferSlice<'_>,
+    format: LogitsFormat,
+    rows: u64,
+    k: u64,
+) -> Result<u64, Error> {
+    if k == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: k (categories per row) must be at least 1"
+        )));
+    }
+    if rows > u64::from(u32::MAX) {
+        return Err(Error::TooLarge(format!("{what}: {rows} rows in one job")));
+    }
+    let len = rows
+        .checked_mul(k)
+        .filter(|n| n.checked_mul(8).is_some())
+        .ok_or_else(|| Error::TooLarge(format!("{what}: {rows} rows of {k}")))?;
+    check_slice(what, slice, format.buffer_bytes(len))?;
+    Ok(len)
+}
