@@ -22,13 +22,16 @@
 //!
 //! `|logsumexp_live(x)| > SIMPLEX_TOLERANCE * max(1, (max_live |l_i| + 23) / tau)`
 //!
-//! ([`SIMPLEX_TOLERANCE`] = 1e-4), which covers `x_i > 0` beyond the tolerance too (the
+//! ([`SIMPLEX_TOLERANCE`] = 1e-3), which covers `x_i > 0` beyond the tolerance too (the
 //! logsumexp is at least the largest `x_i`). The scale is the largest `(l + g) / tau` a forward
 //! pass could have rounded (its Gumbel noise stays below 23): the forward's `x` carries an f32
-//! rounding error proportional to it. Measured on true samples (the f32 forward, k up to 65537,
-//! tau from 0.01 to 10, see `tests/density.rs`), the worst `|logsumexp(x)| / scale` stays below
-//! 2e-7: the tolerance has a margin of more than 100. TensorFlow Probability refuses such points
-//! likewise ("samples must sum to 1").
+//! rounding error proportional to it. For `|l| <= 4` and `tau = 1` the tolerance is 0.027 on
+//! the logsumexp (the live `y` summing to 1 within 2.7%). Measured on true samples
+//! (`tests/density.rs`: k up to 65537, tau from 0.01 to 10, logits in [-4, 4) and shifted by
+//! 30), the worst `|logsumexp(x)| / scale` is 1.2e-8 for the f64 forward rounded to f32 and
+//! 2.7e-6 for a forward computed in f32 with a sequential sum (worse than the kernels' tree
+//! sums): the tolerance has a margin of more than 300. TensorFlow Probability refuses such
+//! points likewise ("samples must sum to 1").
 //!
 //! Strategies (each reads every entry once; tests force each): rows of up to
 //! [`crate::ROW_PER_THREAD_MAX_K`] entries take one invocation per row, up to
@@ -49,7 +52,7 @@ use std::sync::Arc;
 /// The relative tolerance of the off-simplex check (see the module docs): a row whose live
 /// entries' `|logsumexp(log y)|` exceeds `SIMPLEX_TOLERANCE * max(1, (max_live |l| + 23) / tau)`
 /// is not a sample of the distribution.
-pub const SIMPLEX_TOLERANCE: f32 = 1e-4;
+pub const SIMPLEX_TOLERANCE: f32 = 1e-3;
 
 /// The Gumbel noise's upper bound (`33 ln 2`, rounded up), in the off-simplex scale.
 const GUMBEL_MAX: f64 = 23.0;
