@@ -2,23 +2,30 @@
 // row. Twin of src/cpu/density.rs.
 //
 // Bindings (group 0):
-//   0: uniform DensityParams
+//   0: uniform DensityParams (generated from the Rust struct in src/density.rs: #import params)
 //   1: storage, read, array<u32> logits: rows x k logits (f32 / f16 / bf16 per `format`,
-//      read with logit_bits); -inf = masked category
-//   2: storage, read, array<f32> log_y: rows x k, the log-space sample x = log y
-//   3: storage, read_write, array<f32> out: one value per row
-//   4: storage, read_write, array<State> partials: rows x segs partial states (split rows only)
-// Bindings start at aligned offsets at or before the dispatch's first row; params.base* say where
-// that row starts inside them.
+//      read with logit_bits); element n of this dispatch at logits_base + n; -inf = masked
+//   2: storage, read, array<u32> log_y: rows x k f32, the log-space sample x = log y; element n
+//      at log_y_base + n
+//   3: storage, read_write, array<u32> out: one f32 per row, row r at out_base + r
+//   4: storage, read, array<f32> taus: per-row temperatures (row r at tau_base + r) when
+//      params.per_row != 0; otherwise a dummy and params.tau applies
+//   5: storage, read_write, array<State> partials: rows x segs partial states (split rows only;
+//      a scratch buffer reused across jobs)
+// Each binding is a window of the caller's slice from the device-aligned offset at or below the
+// dispatch's first element; the *_base parameters (in that binding's elements) say where it is.
 // With c the number of live (unmasked) categories of a row and s_i = l_i - tau x_i over them:
 //   log p(x) = lgamma(c) + (c - 1) log tau + sum_i s_i - c logsumexp_i(s_i)
 // (TFP ExpRelaxedOneHotCategorical, PyTorch ExpRelaxedCategorical.log_prob; masked categories
 // are left out, as if the distribution had only the live ones), and with `simplex` set, the
-// density of y on the simplex, log p(x) - sum_i x_i. x of masked entries is ignored. A row with a
-// non-finite x at a live entry, a +inf logit, or no live entry is outside the domain: the kernel
-// writes -inf there (the slice API rejects such rows before the dispatch).
-// One pass over the row: an online log-sum-exp (running max m, e = sum exp(s - m)) with the
-// plain sums of s and x and the count c, merged pairwise.
+// density of y on the simplex, log p(x) - sum_i x_i. x of masked entries is ignored.
+// Rows outside the domain, what the kernel writes (the slice API rejects such rows first):
+//   * a non-finite x at a live entry, a +inf or NaN logit, or no live entry: -inf;
+//   * x off the simplex: |logsumexp_live(x)| > simplex_tol * max(1, (max_live |l_i| + 23) / tau)
+//     (x_i > 0 beyond it included, since logsumexp >= max x): NaN (0x7fc00000);
+//   * a per-row temperature that is not a positive normal finite f32: NaN.
+// One pass over the row: online log-sum-exps of s (running max m, e = sum exp(s - m)) and of x
+// (mx, ex), the plain sums of s and x, the count c and the largest |l|, merged pairwise.
 // Entry points: row_per_thread (one invocation per row, small k), row_per_team (params.team
 // invocations per row, mid k), row_per_workgroup (one workgroup per row; strided coalesced
 // reads, tree reduction in workgroup memory), and for long rows, few of them,
@@ -29,31 +36,16 @@
 #import team_reduce
 #import grid
 
-struct DensityParams {
-    rows: u32,
-    k: u32,
-    format: u32,
-    simplex: u32,
-    tau: f32,
-    log_tau: f32,
-    // First element of this dispatch inside the bound ranges (bindings start aligned):
-    // in logits elements, in log_y elements, and the first row inside `out`.
-    base_logits: u32,
-    base: u32,
-    base_out: u32,
-    // Invocations per row in row_per_team (a power of two dividing WG_SIZE).
-    team: u32,
-    // Split rows: segments per row and entries per segment.
-    segs: u32,
-    seg_len: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: DensityParams;
+#import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> log_y: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@group(0) @binding(4) var<storage, read> taus: array<f32>;
 
 const NEG_MAX: f32 = -3.4028235e38;
+const NAN_BITS: u32 = 0x7fc00000u;
+// The Gumbel noise's upper bound (33 ln 2, see the crate docs), in the off-simplex tolerance.
+const GUMBEL_MAX: f32 = 23.0;
 
 struct State {
     m: f32,
@@ -62,10 +54,33 @@ struct State {
     sum_x: f32,
     c: u32,
     bad: u32,
+    mx: f32,
+    ex: f32,
+    max_l: f32,
 }
 
 fn empty_state() -> State {
-    return State(NEG_MAX, 0.0, 0.0, 0.0, 0u, 0u);
+    return State(NEG_MAX, 0.0, 0.0, 0.0, 0u, 0u, NEG_MAX, 0.0, 0.0);
+}
+
+// The temperature of the row this invocation works on (set_row_tau).
+var<private> row_tau: f32;
+var<private> row_log_tau: f32;
+var<private> row_tau_bad: bool;
+
+fn set_row_tau(r: u32) {
+    if (params.per_row == 0u) {
+        row_tau = params.tau;
+        row_log_tau = params.log_tau;
+        row_tau_bad = false;
+        return;
+    }
+    let t = taus[params.tau_base + r];
+    let b = bitcast<u32>(t);
+    // A positive normal finite f32 (by its bits: no NaN or inf arithmetic).
+    row_tau_bad = b < 0x00800000u || b >= 0x7f800000u;
+    row_tau = select(t, 1.0, row_tau_bad);
+    row_log_tau = log(row_tau);
 }
 
 // exp(p - m) for p <= m without overflow in the difference; 0 below -120.
@@ -74,26 +89,34 @@ fn sexp(p: f32, m: f32) -> f32 {
 }
 
 fn push(st: ptr<function, State>, n: u32) {
-    let lb = logit_bits(params.base_logits + n, params.format);
+    let lb = logit_bits(params.logits_base + n, params.format);
     if (is_masked_bits(lb)) {
         return;
     }
-    let xb = log_y[params.base + n];
+    let xb = log_y[params.log_y_base + n];
     // Non-finite x (exponent all ones) or a +inf logit: outside the domain.
     if ((xb & 0x7f800000u) == 0x7f800000u || is_pos_inf_bits(lb) || is_nan_bits(lb)) {
         (*st).bad = 1u;
         return;
     }
     let x = bitcast<f32>(xb);
-    let s = bitcast<f32>(lb) - params.tau * x;
+    let l = bitcast<f32>(lb);
+    let s = l - row_tau * x;
     if (s > (*st).m || (*st).c == 0u) {
         (*st).e = (*st).e * sexp((*st).m, s) + 1.0;
         (*st).m = s;
     } else {
         (*st).e += sexp(s, (*st).m);
     }
+    if (x > (*st).mx || (*st).c == 0u) {
+        (*st).ex = (*st).ex * sexp((*st).mx, x) + 1.0;
+        (*st).mx = x;
+    } else {
+        (*st).ex += sexp(x, (*st).mx);
+    }
     (*st).sum_s += s;
     (*st).sum_x += x;
+    (*st).max_l = max((*st).max_l, abs(l));
     (*st).c += 1u;
 }
 
@@ -109,8 +132,10 @@ fn merge(a: State, b: State) -> State {
         return r;
     }
     let m = max(a.m, b.m);
+    let mx = max(a.mx, b.mx);
     return State(m, a.e * sexp(a.m, m) + b.e * sexp(b.m, m), a.sum_s + b.sum_s,
-                 a.sum_x + b.sum_x, a.c + b.c, a.bad | b.bad);
+                 a.sum_x + b.sum_x, a.c + b.c, a.bad | b.bad,
+                 mx, a.ex * sexp(a.mx, mx) + b.ex * sexp(b.mx, mx), max(a.max_l, b.max_l));
 }
 
 // ln((c - 1)!) for c >= 1: a sum of logs up to 16, Stirling's series (error < 1e-9) above.
@@ -127,16 +152,29 @@ fn lgamma_int(c: u32) -> f32 {
 }
 
 fn finish(r: u32, st: State) {
+    if (row_tau_bad) {
+        out[params.out_base + r] = NAN_BITS;
+        return;
+    }
     if (st.bad != 0u || st.c == 0u) {
-        out[params.base_out + r] = F32_NEG_INF_BITS;
+        out[params.out_base + r] = F32_NEG_INF_BITS;
+        return;
+    }
+    // Off the simplex: the live entries' logsumexp of x is off 0 by more than the tolerance,
+    // relative to the largest (l + g) / tau the forward could have rounded (capped at 1e30).
+    let lse_x = st.mx + log(st.ex);
+    let big = st.max_l + GUMBEL_MAX;
+    let scale = max(1.0, big / max(row_tau, big * 1e-30));
+    if (abs(lse_x) > params.simplex_tol * scale) {
+        out[params.out_base + r] = NAN_BITS;
         return;
     }
     let c = f32(st.c);
-    var lp = lgamma_int(st.c) + (c - 1.0) * params.log_tau + st.sum_s - c * (st.m + log(st.e));
+    var lp = lgamma_int(st.c) + (c - 1.0) * row_log_tau + st.sum_s - c * (st.m + log(st.e));
     if (params.simplex != 0u) {
         lp -= st.sum_x;
     }
-    out[params.base_out + r] = bitcast<u32>(lp);
+    out[params.out_base + r] = bitcast<u32>(lp);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -146,6 +184,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     if (r >= params.rows) {
         return;
     }
+    set_row_tau(r);
     var st = empty_state();
     for (var j = 0u; j < params.k; j++) {
         push(&st, r * params.k + j);
@@ -154,7 +193,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 }
 
 var<workgroup> shared_states: array<State, WG_SIZE>;
-@group(0) @binding(4) var<storage, read_write> partials: array<State>;
+@group(0) @binding(5) var<storage, read_write> partials: array<State>;
 
 
 @compute @workgroup_size(WG_SIZE)
@@ -165,6 +204,7 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
     if (r >= params.rows) {
         return;
     }
+    set_row_tau(r);
     var st = empty_state();
     for (var j = lid; j < params.k; j += WG_SIZE) {
         push(&st, r * params.k + j);
@@ -183,6 +223,7 @@ fn row_per_team(@builtin(local_invocation_index) lid: u32,
     let t = lid % params.team;
     var st = empty_state();
     if (r < params.rows) {
+        set_row_tau(r);
         for (var j = t; j < params.k; j += params.team) {
             push(&st, r * params.k + j);
         }
@@ -202,6 +243,7 @@ fn segment_partials(@builtin(local_invocation_index) lid: u32,
         return;
     }
     let r = gi / params.segs;
+    set_row_tau(r);
     let j0 = (gi % params.segs) * params.seg_len;
     let j1 = min(params.k, j0 + params.seg_len);
     var st = empty_state();
@@ -222,6 +264,7 @@ fn segment_finish(@builtin(local_invocation_index) lid: u32,
     if (r >= params.rows) {
         return;
     }
+    set_row_tau(r);
     var st = empty_state();
     for (var i = 0u; i < params.segs; i++) {
         st = merge(st, partials[r * params.segs + i]);

@@ -2,17 +2,21 @@
 // x = log y), one fused kernel per row. Twin of src/cpu/backward.rs.
 //
 // Bindings (group 0):
-//   0: uniform BackwardParams
-//   1: storage, read, array<u32> logits: the forward's input, by mode:
+//   0: uniform BackwardParams (generated from the Rust struct in src/backward.rs: #import params)
+//   1: storage, read, array<u32> logits: the forward's input, by mode (element n of this
+//      dispatch at input_base + n):
 //        stored soft:  y (f32 bits)         stored log:  x = log y (f32 bits, -inf = masked)
 //        recompute:    the logits l (f32 / f16 / bf16 per `format`, read with logit_bits)
-//   2: storage, read, array<f32> grad: dy (soft) or dx (log), rows x k row-major
-//   3: storage, read_write, array<f32> out: dL/dl, rows x k row-major
+//   2: storage, read, array<f32> grad: dy (soft) or dx (log), rows x k row-major, element n at
+//      grad_base + n
+//   3: storage, read_write, array<f32> out: dL/dl, rows x k row-major, element n at out_base + n
 //   4: storage, read, array<f32> taus: one temperature per row when params.per_row != 0
-//      (row r of this dispatch at taus[base_row + r]); otherwise unused and params.tau applies
-//   5: storage, read_write, array<State> partials: rows x segs partial states (split rows only)
-// Bindings start at aligned offsets at or before the dispatch's first row; params.base(_logits)
-// say where that row starts inside them.
+//      (row r of this dispatch at taus[tau_base + r]); otherwise a dummy and params.tau applies
+//   5: storage, read_write, array<State> partials: rows x segs partial states (split rows only;
+//      a scratch buffer reused across jobs)
+// Each binding is a window of the caller's slice starting at the device-aligned offset at or
+// below the dispatch's first element; the *_base parameters (in that binding's elements) say
+// where that element is, so the input, grad, out and taus slices are independent.
 // Per row (A = sum_j dy_j y_j, D = sum_j dx_j over live entries):
 //   soft: dL/dl_j = (1/tau) * y_j * (dy_j - A)        log: dL/dl_j = (1/tau) * (dx_j - y_j * D)
 // Dead entries get exactly 0 and are left out of A and D: masked logits (-inf), y_j = 0 in the
@@ -45,34 +49,7 @@
 #import team_reduce
 #import grid
 
-struct BackwardParams {
-    rows: u32,
-    k: u32,
-    mode: u32,
-    format: u32,
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    tau: f32,
-    inv_tau: f32,
-    // Lower bound of (p - m) / 2 in sexp: -min(60 tau, 1.7e38), computed on the host.
-    clamp_half: f32,
-    // This dispatch's first element inside the bound ranges (bindings start at aligned offsets):
-    // in logits elements, and in f32 elements for y / x, grad and out.
-    base_logits: u32,
-    base: u32,
-    per_row: u32,
-    base_row: u32,
-    segs: u32,
-    seg_blocks: u32,
-    // Invocations per row in row_per_team (a power of two dividing WG_SIZE).
-    team: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: BackwardParams;
+#import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
@@ -88,7 +65,7 @@ fn set_row_tau(r: u32) {
         row_clamp_half = params.clamp_half;
         return;
     }
-    let t = taus[params.base_row + r];
+    let t = taus[params.tau_base + r];
     row_inv_tau = 1.0 / t;
     row_clamp_half = -min(60.0 * t, 1.7e38);
 }
@@ -140,9 +117,9 @@ struct Elem {
 
 // Element n given its Philox word w (ignored by the stored modes).
 fn element(n: u32, w: u32) -> Elem {
-    let g = grad[params.base + n];
+    let g = grad[params.grad_base + n];
     if (recompute()) {
-        let b = logit_bits(params.base_logits + n, params.format);
+        let b = logit_bits(params.input_base + n, params.format);
         if (is_masked_bits(b)) {
             return Elem(DEAD, 0.0, 0.0);
         }
@@ -151,7 +128,7 @@ fn element(n: u32, w: u32) -> Elem {
         }
         return Elem(LIVE, bitcast<f32>(b) + gumbel_from_word(w), g);
     }
-    let b = logits[params.base + n];
+    let b = logits[params.input_base + n];
     if (log_space()) {
         if (is_masked_bits(b)) {
             return Elem(DEAD, 0.0, 0.0);
@@ -307,7 +284,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[params.base + n] = gradient(element(n, w[lane]), st);
+                out[params.out_base + n] = gradient(element(n, w[lane]), st);
             }
         }
     }
@@ -370,7 +347,7 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
                 let n = flat(q, lane);
                 if (in_row(n, r)) {
                     let e = Elem(kind[c][lane], a[c][lane], g[c][lane]);
-                    out[params.base + n] = gradient(e, row);
+                    out[params.out_base + n] = gradient(e, row);
                 }
             }
         }
@@ -380,7 +357,7 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[params.base + n] = gradient(element(n, w[lane]), row);
+                out[params.out_base + n] = gradient(element(n, w[lane]), row);
             }
         }
     }
@@ -464,7 +441,7 @@ fn segment_write(@builtin(local_invocation_index) lid: u32,
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[params.base + n] = gradient(element(n, w[lane]), row);
+                out[params.out_base + n] = gradient(element(n, w[lane]), row);
             }
         }
     }

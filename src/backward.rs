@@ -34,14 +34,16 @@
 //! Every path regenerates the noise in registers, four entries per Philox call, and reduces in
 //! workgroup memory (no subgroup operations).
 
-use crate::gpu::{KernelFamily, aligned_binding, check_storage, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, LogitsSlice, check_rows, check_shape, check_tau};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+};
+use crate::logits::{
+    LogitsFormat, LogitsSlice, LogitsView, check_rows, check_shape, check_tau, check_taus,
+    check_temperature,
+};
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
-
-/// Rows of at most this many entries take the one-invocation-per-row kernel.
-pub const ROW_PER_THREAD_MAX_K: u32 = 32;
 
 /// Which gradient the backward pass receives and which form of the forward it differentiates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,19 +54,19 @@ pub enum GradSpace {
     LogProbs,
 }
 
-/// Where the backward pass gets the forward's `y` from.
+/// Where the backward pass gets the forward's `y` from. Its view gives the job's `rows` and `k`.
 #[derive(Clone, Copy, Debug)]
 pub enum BackwardInput<'a> {
-    /// A stored soft sample `y` (f32, `rows x k`); the gradient is `dy`.
-    Probs(&'a wgpu::Buffer),
-    /// A stored log-space sample `x = log y` (f32, -inf where masked); the gradient is `dx`.
-    LogProbs(&'a wgpu::Buffer),
-    /// Recompute `y` (or `log y`) from the forward's logits and stream.
+    /// A stored soft sample `y` (format [`LogitsFormat::F32`], else an error naming `"y"`); the
+    /// gradient is `dy`.
+    Probs(LogitsView<'a>),
+    /// A stored log-space sample `x = log y` (F32, -inf where masked; else an error naming
+    /// `"y"`); the gradient is `dx`.
+    LogProbs(LogitsView<'a>),
+    /// Recompute `y` (or `log y`) from the forward's logits (any [`LogitsFormat`]) and stream.
     Logits {
-        /// The logits, `rows x k` in `format`.
-        logits: &'a wgpu::Buffer,
-        /// Element type of `logits`.
-        format: LogitsFormat,
+        /// The forward's logits, `rows x k`.
+        logits: LogitsView<'a>,
         /// The forward's stream.
         stream: Stream,
         /// Whether the gradient is of `y` or of `log y`.
@@ -72,24 +74,48 @@ pub enum BackwardInput<'a> {
     },
 }
 
-/// One backward job at the buffer level.
-#[derive(Clone, Copy, Debug)]
-pub struct BackwardArgs<'a> {
-    /// The forward's sample or logits.
-    pub input: BackwardInput<'a>,
-    /// `dy` or `dx` (f32, `rows x k`).
-    pub grad: &'a wgpu::Buffer,
-    /// Receives `dL/dl` (f32, `rows x k`).
-    pub out: &'a wgpu::Buffer,
-    /// Number of rows.
-    pub rows: u64,
-    /// Categories per row.
-    pub k: u32,
-    /// The forward's temperature (fixed or per row).
-    pub tau: Temperature<&'a wgpu::Buffer>,
+impl<'a> BackwardInput<'a> {
+    /// The view, the name errors give it, the stream and the kernel mode.
+    fn parts(&self) -> (LogitsView<'a>, &'static str, Stream, u32) {
+        match *self {
+            BackwardInput::Probs(v) => (v, "y", Stream::new(0), 0),
+            BackwardInput::LogProbs(v) => (v, "y", Stream::new(0), MODE_LOG),
+            BackwardInput::Logits {
+                logits,
+                stream,
+                space,
+            } => (
+                logits,
+                "logits",
+                stream,
+                MODE_RECOMPUTE
+                    | match space {
+                        GradSpace::Probs => 0,
+                        GradSpace::LogProbs => MODE_LOG,
+                    },
+            ),
+        }
+    }
 }
 
-/// Kernel choice; `Auto` picks from the shape. The others exist so tests reach every path.
+/// One backward job at the buffer level. Every slice may start at any multiple of 4 bytes of
+/// its buffer (which needs `STORAGE` usage); a bad one is [`Error::InvalidArgument`] naming it
+/// (`"y"`, `"logits"`, `"grad"`, `"tau"`, `"out"`).
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardJob<'a> {
+    /// The forward's sample or logits, with the shape `rows x k`.
+    pub input: BackwardInput<'a>,
+    /// `dy` or `dx` (f32, `rows x k`).
+    pub grad: wgpu::BufferSlice<'a>,
+    /// The forward's temperature: a scalar (checked here: finite, normal, > 0), or a slice of
+    /// `rows` f32 (not checked; each must be finite, normal and > 0).
+    pub tau: Temperature<wgpu::BufferSlice<'a>>,
+    /// Receives `dL/dl` (f32, `rows x k`).
+    pub out: wgpu::BufferSlice<'a>,
+}
+
+/// Kernel choice of the backward and density families; `Auto` picks from the shape
+/// ([`row_path`]). The others exist so tests reach every path.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowPath {
@@ -100,45 +126,80 @@ pub enum RowPath {
     SplitRows,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct BackwardParams {
-    rows: u32,
-    k: u32,
-    mode: u32,
-    format: u32,
-    key_lo: u32,
-    key_hi: u32,
-    block0_lo: u32,
-    block0_hi: u32,
-    phase: u32,
-    tau: f32,
-    inv_tau: f32,
-    clamp_half: f32,
-    base_logits: u32,
-    base: u32,
-    per_row: u32,
-    base_row: u32,
-    segs: u32,
-    seg_blocks: u32,
-    team: u32,
-    _pad: u32,
-}
-
-/// Size of [`BackwardParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<BackwardParams>();
-
+/// Rows of at most this many entries take the one-invocation-per-row kernel.
+pub const ROW_PER_THREAD_MAX_K: u64 = 32;
 /// Rows of at most this many entries (and more than [`ROW_PER_THREAD_MAX_K`]) take a team of 32
 /// invocations each, 8 rows per workgroup.
-pub const ROW_PER_TEAM_MAX_K: u32 = 512;
-/// Invocations per row in the team kernel (a power of two dividing `WG_SIZE`).
+pub const ROW_PER_TEAM_MAX_K: u64 = 512;
+/// Invocations per row in the team kernels (a power of two dividing `WG_SIZE`).
 pub(crate) const TEAM_SIZE: u32 = 32;
-
 /// Rows of at least this many entries, when there are fewer than [`SPLIT_MAX_ROWS`] of them,
 /// are split over several workgroups (partial states, then a second pass).
-pub const SPLIT_MIN_K: u32 = 16384;
+pub const SPLIT_MIN_K: u64 = 16384;
 /// See [`SPLIT_MIN_K`].
 pub const SPLIT_MAX_ROWS: u64 = 1024;
+
+/// The path of a `rows x k` job of the backward and density families: `forced` unless it is
+/// [`RowPath::Auto`], else one invocation per row up to [`ROW_PER_THREAD_MAX_K`], a team up to
+/// [`ROW_PER_TEAM_MAX_K`], split rows for few ([`SPLIT_MAX_ROWS`]) long ([`SPLIT_MIN_K`]) rows,
+/// and a workgroup per row otherwise.
+pub(crate) fn row_path(rows: u64, k: u64, forced: RowPath) -> RowPath {
+    match forced {
+        RowPath::Auto if k <= ROW_PER_THREAD_MAX_K => RowPath::RowPerThread,
+        RowPath::Auto if k <= ROW_PER_TEAM_MAX_K => RowPath::RowPerTeam,
+        RowPath::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => RowPath::SplitRows,
+        RowPath::Auto => RowPath::RowPerWorkgroup,
+        p => p,
+    }
+}
+
+/// Workgroups of one dispatch of `rows` rows on `path` (`segs` workgroups per split row).
+pub(crate) fn row_groups(path: RowPath, rows: u64, segs: u64) -> u64 {
+    match path {
+        RowPath::RowPerThread => rows.div_ceil(u64::from(WG_SIZE)),
+        RowPath::RowPerTeam => rows.div_ceil(u64::from(WG_SIZE / TEAM_SIZE)),
+        RowPath::SplitRows => rows * segs,
+        _ => rows,
+    }
+}
+
+uniform_params! {
+    /// The backward kernels' parameters (`shaders/softmax_backward.wgsl`).
+    struct BackwardParams {
+        /// Rows and k of this dispatch.
+        rows: u32,
+        k: u32,
+        /// MODE_RECOMPUTE | MODE_LOG.
+        mode: u32,
+        /// The logits' LogitsFormat code (recompute modes).
+        format: u32,
+        /// The stream at this dispatch's first element (Stream::kernel_words).
+        key_lo: u32,
+        key_hi: u32,
+        block0_lo: u32,
+        block0_hi: u32,
+        phase: u32,
+        /// The scalar temperature, 1 / tau, and -min(60 tau, 1.7e38) (sexp's clamp).
+        tau: f32,
+        inv_tau: f32,
+        clamp_half: f32,
+        /// Element index of this dispatch's first element inside each binding (bindings start
+        /// at device-aligned offsets): input (in its format's elements), grad, out, and the
+        /// first row's temperature.
+        input_base: u32,
+        grad_base: u32,
+        out_base: u32,
+        tau_base: u32,
+        /// Whether binding 4 holds per-row temperatures.
+        per_row: u32,
+        /// Split rows: segments per row, Philox blocks per segment.
+        segs: u32,
+        seg_blocks: u32,
+        /// Invocations per row in row_per_team.
+        team: u32,
+    }
+}
+
 /// Philox blocks (groups of 4 entries) per segment of a split row: 4 per invocation.
 const SEG_BLOCKS: u64 = 4 * WG_SIZE as u64;
 /// 32-bit words of the shader's `State` (m, s, t, d, inf).
@@ -147,86 +208,63 @@ const STATE_WORDS: u64 = 5;
 const MODE_RECOMPUTE: u32 = 1;
 const MODE_LOG: u32 = 2;
 
-/// The Gumbel-Softmax backward kernels: owns their bind-group layout and pipelines.
+/// The Gumbel-Softmax backward kernels: own their pipelines (on the shared family skeleton).
 pub struct GumbelSoftmaxBackward {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     row_per_thread: wgpu::ComputePipeline,
     row_per_workgroup: wgpu::ComputePipeline,
     segment_partials: wgpu::ComputePipeline,
     segment_write: wgpu::ComputePipeline,
     row_per_team: wgpu::ComputePipeline,
-    /// Bound as the partial states when a dispatch needs none.
-    no_partials: wgpu::Buffer,
-    max_chunk: u64,
-    align: u64,
-    max_groups: u32,
 }
 
 impl KernelFamily for GumbelSoftmaxBackward {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("softmax_backward")?;
-        let layout = gpu.storage_layout("softmax_backward", &[true, true, false, true, false]);
+    const SPEC: FamilySpec = FamilySpec {
+        name: "softmax_backward",
+        source: include_str!("../shaders/softmax_backward.wgsl"),
+        params: BackwardParams::WGSL,
+        // input, grad, out, taus, partials
+        storage_read_only: &[true, true, false, true, false],
+        entry_points: &[
+            "row_per_thread",
+            "row_per_workgroup",
+            "segment_partials",
+            "segment_write",
+            "row_per_team",
+        ],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
         let [
             row_per_thread,
             row_per_workgroup,
             segment_partials,
             segment_write,
             row_per_team,
-        ] = gpu.pipelines(
-            &module,
-            &layout,
-            [
-                "row_per_thread",
-                "row_per_workgroup",
-                "segment_partials",
-                "segment_write",
-                "row_per_team",
-            ],
-        )?;
-        let limits = gpu.limits();
+        ] = take(pipelines)?;
         Ok(GumbelSoftmaxBackward {
-            device: gpu.device().clone(),
-            layout,
+            core,
             row_per_thread,
             row_per_workgroup,
             segment_partials,
             segment_write,
             row_per_team,
-            no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
-            max_chunk: gpu.max_binding_elements(),
-            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
-            max_groups: limits.max_compute_workgroups_per_dimension,
         })
     }
 }
 
-/// Rows per dispatch: as many whole rows as fit one binding, leaving room for the lead-in
-/// between an aligned binding offset and the chunk's first element (`align_elems`).
-pub(crate) fn rows_per_chunk(
-    rows: u64,
-    k: u64,
-    max_chunk: u64,
-    align_elems: u64,
-) -> Result<u64, Error> {
-    let fit = max_chunk.saturating_sub(align_elems) / k;
-    if fit == 0 {
-        return Err(Error::TooLarge(format!(
-            "a row of k = {k} does not fit one storage binding of {max_chunk} elements"
-        )));
-    }
-    Ok(fit.min(rows))
-}
-
 impl GumbelSoftmaxBackward {
-    /// Records the backward pass of `args` into `encoder`. Never submits. Inputs larger than one
-    /// storage binding are split into dispatches of whole rows (the stream advances with them).
+    /// Records the backward pass of `job` into `encoder`. Never submits. Inputs larger than one
+    /// storage binding are split into dispatches of whole rows (the stream advances with them);
+    /// the split-row path keeps its partial states in a scratch buffer reused across calls.
+    /// `Err` for a bad view or slice (naming it), a stored input not in f32, or a bad scalar
+    /// temperature.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        args: &BackwardArgs<'_>,
+        job: &BackwardJob<'_>,
     ) -> Result<(), Error> {
-        self.record_path(encoder, args, RowPath::Auto)
+        self.record_path(encoder, job, RowPath::Auto)
     }
 
     /// [`Self::record`] with the kernel chosen by the caller (tests reach every path with it).
@@ -234,177 +272,88 @@ impl GumbelSoftmaxBackward {
     pub fn record_path(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        args: &BackwardArgs<'_>,
+        job: &BackwardJob<'_>,
         path: RowPath,
     ) -> Result<(), Error> {
-        let (fixed_tau, taus) = match args.tau {
-            Temperature::Scalar(t) => {
-                check_tau(t)?;
-                (t, None)
-            }
-            Temperature::PerRow(b) => (1.0, Some(b)),
-        };
-        if args.k == 0 {
-            return Err(Error::InvalidArgument(
-                "k (categories per row) must be at least 1".into(),
-            ));
+        let (view, name, stream, mode) = job.input.parts();
+        if mode & MODE_RECOMPUTE == 0 && view.format != LogitsFormat::F32 {
+            return Err(Error::InvalidArgument(format!(
+                "{name}: a stored forward output must be f32, not {:?}",
+                view.format
+            )));
         }
-        let len = args
-            .rows
-            .checked_mul(u64::from(args.k))
-            .and_then(|n| n.checked_mul(4).map(|_| n))
-            .ok_or_else(|| Error::TooLarge(format!("{} rows of {}", args.rows, args.k)))?;
-        let (input, format, stream, mode) = match args.input {
-            BackwardInput::Probs(b) => (b, LogitsFormat::F32, Stream::new(0), 0),
-            BackwardInput::LogProbs(b) => (b, LogitsFormat::F32, Stream::new(0), MODE_LOG),
-            BackwardInput::Logits {
-                logits,
-                format,
-                stream,
-                space,
-            } => (
-                logits,
-                format,
-                stream,
-                MODE_RECOMPUTE
-                    | match space {
-                        GradSpace::Probs => 0,
-                        GradSpace::LogProbs => MODE_LOG,
-                    },
-            ),
-        };
-        check_storage("forward input", input, format.buffer_bytes(len))?;
-        check_storage("gradient", args.grad, len * 4)?;
-        check_storage("output", args.out, len * 4)?;
-        if let Some(b) = taus {
-            check_storage("temperatures", b, args.rows * 4)?;
-        }
+        let len = view.check(name)?;
+        let (rows, k) = (view.rows, view.k);
+        check_slice("grad", job.grad, len * 4)?;
+        check_slice("out", job.out, len * 4)?;
+        check_temperature(&job.tau, rows)?;
         if len == 0 {
             return Ok(());
         }
-        let k = u64::from(args.k);
-        let path = match path {
-            RowPath::Auto if args.k <= ROW_PER_THREAD_MAX_K => RowPath::RowPerThread,
-            RowPath::Auto if args.k <= ROW_PER_TEAM_MAX_K => RowPath::RowPerTeam,
-            RowPath::Auto if args.k >= SPLIT_MIN_K && args.rows < SPLIT_MAX_ROWS => {
-                RowPath::SplitRows
-            }
-            RowPath::Auto => RowPath::RowPerWorkgroup,
-            p => p,
-        };
+        let path = row_path(rows, k, path);
         // Segments per row for SplitRows: a row spans at most (k + 6) / 4 Philox blocks.
         let segs = (k + 6).div_ceil(4).div_ceil(SEG_BLOCKS);
-        let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
-        let align = self.align;
-        let tau = f64::from(fixed_tau);
-        scoped(&self.device, || {
+        let per_dispatch = self.core.rows_per_dispatch(rows, k)?;
+        let core = &self.core;
+        core.scoped(|| {
             let mut r0 = 0u64;
-            while r0 < args.rows {
-                let rows = chunk_rows.min(args.rows - r0);
+            while r0 < rows {
+                let n = per_dispatch.min(rows - r0);
+                let (e0, len) = (r0 * k, n * k);
+                let input = core.window(view.data, e0, len, view.format.bytes());
+                let grad = core.window(job.grad, e0, len, 4);
+                let out = core.window(job.out, e0, len, 4);
+                let (tau, taus) = match job.tau {
+                    Temperature::Scalar(t) => (t, core.dummy()),
+                    Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
+                };
+                let groups = row_groups(path, n, segs);
+                // The partial states of split rows; other paths leave the binding unused, but
+                // it must hold one State.
+                let partials = core.scratch(STATE_WORDS * 4 * groups.max(1))?;
                 let [key_lo, key_hi, block0_lo, block0_hi, phase] =
-                    stream.advance(r0 * k).kernel_words();
-                let mut params = BackwardParams {
-                    rows: rows as u32,
-                    k: args.k,
+                    stream.advance(e0).kernel_words();
+                let t = f64::from(tau);
+                let params = BackwardParams {
+                    rows: n as u32,
+                    k: k as u32,
                     mode,
-                    format: format.code(),
+                    format: view.format.code(),
                     key_lo,
                     key_hi,
                     block0_lo,
                     block0_hi,
                     phase,
-                    tau: fixed_tau,
-                    inv_tau: (1.0 / tau) as f32,
-                    clamp_half: -(60.0 * tau).min(1.7e38) as f32,
-                    base_logits: 0,
-                    base: 0,
-                    per_row: u32::from(taus.is_some()),
-                    base_row: 0,
+                    tau,
+                    inv_tau: (1.0 / t) as f32,
+                    clamp_half: -(60.0 * t).min(1.7e38) as f32,
+                    input_base: input.base,
+                    grad_base: grad.base,
+                    out_base: out.base,
+                    tau_base: taus.base,
+                    per_row: u32::from(matches!(job.tau, Temperature::PerRow(_))),
                     segs: segs as u32,
                     seg_blocks: SEG_BLOCKS as u32,
                     team: TEAM_SIZE,
-                    _pad: 0,
                 };
-                let groups = match path {
-                    RowPath::RowPerThread => rows.div_ceil(u64::from(WG_SIZE)),
-                    RowPath::RowPerTeam => rows.div_ceil(u64::from(WG_SIZE / TEAM_SIZE)),
-                    RowPath::SplitRows => rows * segs,
-                    _ => rows,
-                };
-                let groups = u32::try_from(groups)
-                    .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))?;
-                let (gx, gy) = grid(groups, self.max_groups);
-                let e0 = r0 * k;
-                let n = rows * k;
-                let (input_res, base_logits) = aligned_binding(input, e0, n, format.bytes(), align);
-                let (grad_res, base) = aligned_binding(args.grad, e0, n, 4, align);
-                let (out_res, _) = aligned_binding(args.out, e0, n, 4, align);
-                params.base_logits = base_logits;
-                params.base = base;
-                // Without per-row temperatures binding 4 is unused: any 4 bytes will do.
-                let (taus_res, base_row) = match taus {
-                    Some(b) => aligned_binding(b, r0, rows, 4, align),
-                    None => aligned_binding(args.grad, 0, 1, 4, align),
-                };
-                params.base_row = base_row;
-                let partials = if path == RowPath::SplitRows {
-                    self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("softmax_backward partials"),
-                        size: u64::from(groups) * 4 * STATE_WORDS,
-                        usage: wgpu::BufferUsages::STORAGE,
-                        mapped_at_creation: false,
-                    })
-                } else {
-                    self.no_partials.clone()
-                };
-                let uniform = params_buffer(&self.device, &params)?;
-                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("softmax_backward"),
-                    layout: &self.layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: uniform.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: wgpu::BindingResource::Buffer(input_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: wgpu::BindingResource::Buffer(grad_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: wgpu::BindingResource::Buffer(out_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 4,
-                            resource: wgpu::BindingResource::Buffer(taus_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 5,
-                            resource: partials.as_entire_binding(),
-                        },
+                let bindings = [
+                    input.binding,
+                    grad.binding,
+                    out.binding,
+                    taus.binding,
+                    partials.as_entire_buffer_binding(),
+                ];
+                let passes: &[(&wgpu::ComputePipeline, u64)] = match path {
+                    RowPath::RowPerThread => &[(&self.row_per_thread, groups)],
+                    RowPath::RowPerTeam => &[(&self.row_per_team, groups)],
+                    RowPath::SplitRows => &[
+                        (&self.segment_partials, groups),
+                        (&self.segment_write, groups),
                     ],
-                });
-                let pipelines: &[&wgpu::ComputePipeline] = match path {
-                    RowPath::RowPerThread => &[&self.row_per_thread],
-                    RowPath::RowPerTeam => &[&self.row_per_team],
-                    RowPath::SplitRows => &[&self.segment_partials, &self.segment_write],
-                    _ => &[&self.row_per_workgroup],
+                    _ => &[(&self.row_per_workgroup, groups)],
                 };
-                // One pass per kernel: the second reads what the first wrote.
-                for pipeline in pipelines {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("softmax_backward"),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
-                }
-                r0 += rows;
+                core.dispatch(encoder, &params, &bindings, passes)?;
+                r0 += n;
             }
             Ok(())
         })
@@ -480,24 +429,12 @@ impl Gpu {
                 grad.len()
             )));
         }
-        let k32 = u32::try_from(k).map_err(|_| Error::TooLarge(format!("k = {k}")))?;
+        if u32::try_from(k).is_err() {
+            return Err(Error::TooLarge(format!("k = {k}")));
+        }
         match tau {
             Temperature::Scalar(t) => check_tau(t)?,
-            Temperature::PerRow(taus) => {
-                if taus.len() != rows {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} temperatures for {rows} rows",
-                        taus.len()
-                    )));
-                }
-                for (r, &t) in taus.iter().enumerate() {
-                    check_tau(t).map_err(|_| {
-                        Error::InvalidArgument(format!(
-                            "temperature {t} of row {r} must be finite and > 0"
-                        ))
-                    })?;
-                }
-            }
+            Temperature::PerRow(taus) => check_taus(taus, rows)?,
         }
         match input {
             BackwardSlice::Probs(y) => {
@@ -521,16 +458,25 @@ impl Gpu {
                 self.upload("backward logits", &logits.words())?
             }
         };
+        let (rows, k) = (rows as u64, k as u64);
         let input = match input {
-            BackwardSlice::Probs(_) => BackwardInput::Probs(&input_buf),
-            BackwardSlice::LogProbs(_) => BackwardInput::LogProbs(&input_buf),
+            BackwardSlice::Probs(_) => {
+                BackwardInput::Probs(LogitsView::f32(input_buf.slice(..), rows, k))
+            }
+            BackwardSlice::LogProbs(_) => {
+                BackwardInput::LogProbs(LogitsView::f32(input_buf.slice(..), rows, k))
+            }
             BackwardSlice::Logits {
                 logits,
                 stream,
                 space,
             } => BackwardInput::Logits {
-                logits: &input_buf,
-                format: logits.format(),
+                logits: LogitsView {
+                    data: input_buf.slice(..),
+                    format: logits.format(),
+                    rows,
+                    k,
+                },
                 stream,
                 space,
             },
@@ -539,19 +485,17 @@ impl Gpu {
             Temperature::PerRow(t) => Some(self.upload("backward taus", t)?),
             Temperature::Scalar(_) => None,
         };
-        let args = BackwardArgs {
+        let job = BackwardJob {
             input,
-            grad: &grad_buf,
-            out: &out,
-            rows: rows as u64,
-            k: k32,
+            grad: grad_buf.slice(..),
             tau: match (&taus_buf, tau) {
-                (Some(b), _) => Temperature::PerRow(b),
+                (Some(b), _) => Temperature::PerRow(b.slice(..)),
                 (None, Temperature::Scalar(t)) => Temperature::Scalar(t),
                 (None, Temperature::PerRow(_)) => Temperature::Scalar(f32::NAN),
             },
+            out: out.slice(..),
         };
-        self.submit(|enc| kernels.record_path(enc, &args, path))?;
+        self.submit(|enc| kernels.record_path(enc, &job, path))?;
         self.read_buffer(&out, len)
     }
 

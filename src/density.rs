@@ -15,131 +15,191 @@
 //! categories, and `x` at masked entries is ignored. The density needs finite `x` at live
 //! entries (a sample on the simplex's boundary has density 0 or unbounded) and no +inf logit.
 //!
+//! **Points off the simplex.** A density is only defined on the simplex, where the live entries'
+//! `y` sum to 1, i.e. `logsumexp_i(x_i) = 0` over live entries. A row is refused (slice level:
+//! [`Error::InvalidArgument`] naming the row; buffer level: NaN for that row; the CPU reference:
+//! NaN) when
+//!
+//! `|logsumexp_live(x)| > SIMPLEX_TOLERANCE * max(1, (max_live |l_i| + 23) / tau)`
+//!
+//! ([`SIMPLEX_TOLERANCE`] = 1e-3), which covers `x_i > 0` beyond the tolerance too (the
+//! logsumexp is at least the largest `x_i`). The scale is the largest `(l + g) / tau` a forward
+//! pass could have rounded (its Gumbel noise stays below 23): the forward's `x` carries an f32
+//! rounding error proportional to it. For `|l| <= 4` and `tau = 1` the tolerance is 0.027 on
+//! the logsumexp (the live `y` summing to 1 within 2.7%). Measured on true samples
+//! (`tests/density.rs`: k up to 65537, tau from 0.01 to 10, logits in [-4, 4) and shifted by
+//! 30), the worst `|logsumexp(x)| / scale` is 1.2e-8 for the f64 forward rounded to f32 and
+//! 2.7e-6 for a forward computed in f32 with a sequential sum (worse than the kernels' tree
+//! sums): the tolerance has a margin of more than 300. TensorFlow Probability refuses such
+//! points likewise ("samples must sum to 1").
+//!
 //! Strategies (each reads every entry once; tests force each): rows of up to
 //! [`crate::ROW_PER_THREAD_MAX_K`] entries take one invocation per row, up to
 //! [`crate::ROW_PER_TEAM_MAX_K`] a team of 32 invocations, longer rows a workgroup; rows of at
 //! least [`crate::SPLIT_MIN_K`] entries, fewer than [`crate::SPLIT_MAX_ROWS`] of them, are split
-//! over workgroups of 4096 entries whose partial states a second, tiny pass merges.
+//! over workgroups of 4096 entries whose partial states a second, tiny pass merges
+//! (the path choice is [`crate::backward`]'s `row_path`, shared with the backward pass).
 
-use crate::backward::{
-    ROW_PER_TEAM_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K, TEAM_SIZE, rows_per_chunk,
+use crate::backward::{RowPath, TEAM_SIZE, row_groups, row_path};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
 };
-use crate::gpu::{KernelFamily, aligned_binding, check_storage, grid, params_buffer, scoped};
-use crate::logits::{LogitsFormat, check_rows, check_shape, check_tau};
+use crate::logits::{LogitsView, check_rows, check_shape, check_tau, check_temperature};
 use crate::shader::WG_SIZE;
-use crate::{Error, Gpu, ROW_PER_THREAD_MAX_K};
+use crate::{Error, Gpu, Temperature};
 use std::sync::Arc;
 
-/// One density job at the buffer level.
+/// The relative tolerance of the off-simplex check (see the module docs): a row whose live
+/// entries' `|logsumexp(log y)|` exceeds `SIMPLEX_TOLERANCE * max(1, (max_live |l| + 23) / tau)`
+/// is not a sample of the distribution.
+pub const SIMPLEX_TOLERANCE: f32 = 1e-3;
+
+/// The Gumbel noise's upper bound (`33 ln 2`, rounded up), in the off-simplex scale.
+const GUMBEL_MAX: f64 = 23.0;
+
+/// The off-simplex tolerance of a row whose live logits reach `max_abs_l` in magnitude.
+pub(crate) fn simplex_tolerance(max_abs_l: f64, tau: f64) -> f64 {
+    f64::from(SIMPLEX_TOLERANCE) * ((max_abs_l + GUMBEL_MAX) / tau).max(1.0)
+}
+
+/// Checks that a row's live `(category, logit, x)` entries lie on the simplex (module docs):
+/// `None` if so, else what is wrong.
+pub(crate) fn off_simplex(
+    live: impl Iterator<Item = (usize, f64, f64)> + Clone,
+    tau: f64,
+) -> Option<String> {
+    let max_abs_l = live.clone().fold(0.0f64, |m, (_, l, _)| m.max(l.abs()));
+    let tol = simplex_tolerance(max_abs_l, tau);
+    if let Some((j, _, x)) = live.clone().find(|&(_, _, x)| x > tol) {
+        return Some(format!(
+            "log y = {x} > 0 at category {j}: not a point of the simplex (tolerance {tol:e})"
+        ));
+    }
+    let mx = live
+        .clone()
+        .fold(f64::NEG_INFINITY, |m, (_, _, x)| m.max(x));
+    let lse = mx + live.map(|(_, _, x)| (x - mx).exp()).sum::<f64>().ln();
+    (lse.abs() > tol).then(|| {
+        format!(
+            "the live entries' y sum to {} (logsumexp of log y = {lse:e}): not a point of the \
+             simplex (tolerance {tol:e} on the logsumexp)",
+            lse.exp()
+        )
+    })
+}
+
+/// One density job at the buffer level. Every slice may start at any multiple of 4 bytes of its
+/// buffer (which needs `STORAGE` usage); a bad one is [`Error::InvalidArgument`] naming it
+/// (`"logits"`, `"log_y"`, `"tau"`, `"out"`).
 #[derive(Clone, Copy, Debug)]
-pub struct DensityArgs<'a> {
-    /// Logits, `rows x k` in `format`; -inf marks a masked category.
-    pub logits: &'a wgpu::Buffer,
-    /// Element type of `logits`.
-    pub format: LogitsFormat,
+pub struct DensityJob<'a> {
+    /// Logits, `rows x k` in any format; -inf marks a masked category.
+    pub logits: LogitsView<'a>,
     /// The log-space samples `x = log y`, f32, `rows x k`.
-    pub log_y: &'a wgpu::Buffer,
-    /// Receives one f32 per row.
-    pub out: &'a wgpu::Buffer,
-    /// Number of rows.
-    pub rows: u64,
-    /// Categories per row.
-    pub k: u32,
-    /// The distribution's temperature.
-    pub tau: f32,
+    pub log_y: wgpu::BufferSlice<'a>,
+    /// The distribution's temperature: a scalar (checked here: finite, normal, > 0), or a slice
+    /// of `rows` f32 (a row whose value is not a positive normal f32 gets NaN).
+    pub tau: Temperature<wgpu::BufferSlice<'a>>,
     /// `false`: the log-space density `log p(x)`; `true`: the simplex density `log p(y)`.
     pub simplex: bool,
+    /// Receives one f32 per row: the density; -inf for a row with a non-finite `x` at a live
+    /// entry, a +inf or NaN logit or no live entry; NaN for a row off the simplex (module docs).
+    pub out: wgpu::BufferSlice<'a>,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct DensityParams {
-    rows: u32,
-    k: u32,
-    format: u32,
-    simplex: u32,
-    tau: f32,
-    log_tau: f32,
-    base_logits: u32,
-    base: u32,
-    base_out: u32,
-    team: u32,
-    segs: u32,
-    seg_len: u32,
+uniform_params! {
+    /// The density kernels' parameters (`shaders/concrete_density.wgsl`).
+    struct DensityParams {
+        /// Rows and k of this dispatch.
+        rows: u32,
+        k: u32,
+        /// The logits' LogitsFormat code.
+        format: u32,
+        /// 1: the simplex density.
+        simplex: u32,
+        /// 1: per-row temperatures in binding 4; else tau and log_tau apply.
+        per_row: u32,
+        tau: f32,
+        log_tau: f32,
+        /// SIMPLEX_TOLERANCE.
+        simplex_tol: f32,
+        /// Element index of this dispatch's first element inside each binding (bindings start
+        /// at device-aligned offsets): logits (in its format's elements), log_y, and the first
+        /// row inside out and taus.
+        logits_base: u32,
+        log_y_base: u32,
+        out_base: u32,
+        tau_base: u32,
+        /// Invocations per row in row_per_team.
+        team: u32,
+        /// Split rows: segments per row and entries per segment.
+        segs: u32,
+        seg_len: u32,
+    }
 }
-
-/// Size of [`DensityParams`], checked against the WGSL struct of the same name by `tests/shaders.rs`.
-pub(crate) const PARAMS_SIZE: usize = std::mem::size_of::<DensityParams>();
 
 /// Entries per segment of a split row (16 per invocation).
 const SEG_LEN: u64 = 16 * WG_SIZE as u64;
-/// 32-bit words of the shader's `State` (m, e, sum_s, sum_x, c, bad).
-const STATE_WORDS: u64 = 6;
+/// 32-bit words of the shader's `State` (m, e, sum_s, sum_x, c, bad, mx, ex, max_l).
+const STATE_WORDS: u64 = 9;
 
-/// The Concrete log-density kernels: own their bind-group layout and pipelines.
+/// The Concrete log-density kernels: own their pipelines (on the shared family skeleton).
 pub struct ConcreteDensity {
-    device: wgpu::Device,
-    layout: wgpu::BindGroupLayout,
+    core: FamilyCore,
     row_per_thread: wgpu::ComputePipeline,
     row_per_workgroup: wgpu::ComputePipeline,
     row_per_team: wgpu::ComputePipeline,
     segment_partials: wgpu::ComputePipeline,
     segment_finish: wgpu::ComputePipeline,
-    /// Bound as the partial states when a dispatch needs none.
-    no_partials: wgpu::Buffer,
-    max_chunk: u64,
-    align: u64,
-    max_groups: u32,
 }
 
 impl KernelFamily for ConcreteDensity {
-    fn build(gpu: &Gpu) -> Result<Self, Error> {
-        let module = gpu.shader_module("concrete_density")?;
-        let layout = gpu.storage_layout("concrete_density", &[true, true, false, false]);
+    const SPEC: FamilySpec = FamilySpec {
+        name: "concrete_density",
+        source: include_str!("../shaders/concrete_density.wgsl"),
+        params: DensityParams::WGSL,
+        // logits, log_y, out, taus, partials
+        storage_read_only: &[true, true, false, true, false],
+        entry_points: &[
+            "row_per_thread",
+            "row_per_workgroup",
+            "row_per_team",
+            "segment_partials",
+            "segment_finish",
+        ],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
         let [
             row_per_thread,
             row_per_workgroup,
             row_per_team,
             segment_partials,
             segment_finish,
-        ] = gpu.pipelines(
-            &module,
-            &layout,
-            [
-                "row_per_thread",
-                "row_per_workgroup",
-                "row_per_team",
-                "segment_partials",
-                "segment_finish",
-            ],
-        )?;
-        let limits = gpu.limits();
+        ] = take(pipelines)?;
         Ok(ConcreteDensity {
-            device: gpu.device().clone(),
-            layout,
+            core,
             row_per_thread,
             row_per_workgroup,
             row_per_team,
             segment_partials,
             segment_finish,
-            no_partials: gpu.storage_buffer("no partials", 4 * STATE_WORDS)?,
-            max_chunk: gpu.max_binding_elements(),
-            align: u64::from(limits.min_storage_buffer_offset_alignment.max(4)),
-            max_groups: limits.max_compute_workgroups_per_dimension,
         })
     }
 }
 
 impl ConcreteDensity {
-    /// Records the log-density of every row of `args` into `encoder`. Never submits. Inputs
-    /// larger than one storage binding are split into dispatches of whole rows. Rows outside
-    /// the domain (see the module docs) get -inf.
+    /// Records the log-density of every row of `job` into `encoder`. Never submits. Inputs
+    /// larger than one storage binding are split into dispatches of whole rows; the split-row
+    /// path keeps its partial states in a scratch buffer reused across calls. Rows outside the
+    /// domain get -inf, rows off the simplex NaN (see [`DensityJob::out`]). `Err` for a bad view
+    /// or slice (naming it) or a bad scalar temperature.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        args: &DensityArgs<'_>,
+        job: &DensityJob<'_>,
     ) -> Result<(), Error> {
-        self.record_path(encoder, args, RowPath::Auto)
+        self.record_path(encoder, job, RowPath::Auto)
     }
 
     /// [`Self::record`] with the kernel chosen by the caller (tests reach every path with it).
@@ -147,131 +207,75 @@ impl ConcreteDensity {
     pub fn record_path(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        args: &DensityArgs<'_>,
+        job: &DensityJob<'_>,
         path: RowPath,
     ) -> Result<(), Error> {
-        check_tau(args.tau)?;
-        if args.k == 0 {
-            return Err(Error::InvalidArgument(
-                "k (categories per row) must be at least 1".into(),
-            ));
-        }
-        let k = u64::from(args.k);
-        let len = args
-            .rows
-            .checked_mul(k)
-            .filter(|n| n.checked_mul(4).is_some())
-            .ok_or_else(|| Error::TooLarge(format!("{} rows of {k}", args.rows)))?;
-        check_storage("logits", args.logits, args.format.buffer_bytes(len))?;
-        check_storage("log_y", args.log_y, len * 4)?;
-        check_storage("output", args.out, args.rows * 4)?;
+        let len = job.logits.check("logits")?;
+        let LogitsView { rows, k, .. } = job.logits;
+        check_slice("log_y", job.log_y, len * 4)?;
+        check_slice("out", job.out, rows * 4)?;
+        check_temperature(&job.tau, rows)?;
         if len == 0 {
             return Ok(());
         }
-        let path = match path {
-            RowPath::Auto if args.k <= ROW_PER_THREAD_MAX_K => RowPath::RowPerThread,
-            RowPath::Auto if args.k <= ROW_PER_TEAM_MAX_K => RowPath::RowPerTeam,
-            RowPath::Auto if args.k >= SPLIT_MIN_K && args.rows < SPLIT_MAX_ROWS => {
-                RowPath::SplitRows
-            }
-            RowPath::Auto => RowPath::RowPerWorkgroup,
-            p => p,
-        };
+        let path = row_path(rows, k, path);
         let segs = k.div_ceil(SEG_LEN);
-        let chunk_rows = rows_per_chunk(args.rows, k, self.max_chunk, self.align / 4)?;
-        let align = self.align;
-        scoped(&self.device, || {
+        let per_dispatch = self.core.rows_per_dispatch(rows, k)?;
+        let core = &self.core;
+        core.scoped(|| {
             let mut r0 = 0u64;
-            while r0 < args.rows {
-                let rows = chunk_rows.min(args.rows - r0);
-                let (e0, n) = (r0 * k, rows * k);
-                let (logits_res, base_logits) =
-                    aligned_binding(args.logits, e0, n, args.format.bytes(), align);
-                let (log_y_res, base) = aligned_binding(args.log_y, e0, n, 4, align);
-                let (out_res, base_out) = aligned_binding(args.out, r0, rows, 4, align);
+            while r0 < rows {
+                let n = per_dispatch.min(rows - r0);
+                let (e0, len) = (r0 * k, n * k);
+                let logits = core.window(job.logits.data, e0, len, job.logits.format.bytes());
+                let log_y = core.window(job.log_y, e0, len, 4);
+                let out = core.window(job.out, r0, n, 4);
+                let (tau, taus) = match job.tau {
+                    Temperature::Scalar(t) => (t, core.dummy()),
+                    Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
+                };
+                let partials = match path {
+                    RowPath::SplitRows => n * segs,
+                    _ => 1,
+                };
+                // Other paths leave the binding unused, but it must hold one State.
+                let partials = core.scratch(STATE_WORDS * 4 * partials)?;
                 let params = DensityParams {
-                    rows: rows as u32,
-                    k: args.k,
-                    format: args.format.code(),
-                    simplex: u32::from(args.simplex),
-                    tau: args.tau,
-                    log_tau: f64::from(args.tau).ln() as f32,
-                    base_logits,
-                    base,
-                    base_out,
+                    rows: n as u32,
+                    k: k as u32,
+                    format: job.logits.format.code(),
+                    simplex: u32::from(job.simplex),
+                    per_row: u32::from(matches!(job.tau, Temperature::PerRow(_))),
+                    tau,
+                    log_tau: f64::from(tau).ln() as f32,
+                    simplex_tol: SIMPLEX_TOLERANCE,
+                    logits_base: logits.base,
+                    log_y_base: log_y.base,
+                    out_base: out.base,
+                    tau_base: taus.base,
                     team: TEAM_SIZE,
                     segs: segs as u32,
                     seg_len: SEG_LEN as u32,
                 };
-                let per_thread_groups = rows.div_ceil(u64::from(WG_SIZE));
-                let groups = |g: u64| {
-                    u32::try_from(g)
-                        .map(|g| grid(g, self.max_groups))
-                        .map_err(|_| Error::TooLarge(format!("{rows} rows in one dispatch")))
-                };
-                // (pipeline, workgroups) per dispatch, in order.
-                let dispatches = match path {
-                    RowPath::RowPerThread => {
-                        vec![(&self.row_per_thread, groups(per_thread_groups)?)]
-                    }
-                    RowPath::RowPerTeam => vec![(
-                        &self.row_per_team,
-                        groups(rows.div_ceil(u64::from(WG_SIZE / TEAM_SIZE)))?,
-                    )],
-                    RowPath::SplitRows => vec![
-                        (&self.segment_partials, groups(rows * segs)?),
-                        (&self.segment_finish, groups(per_thread_groups)?),
+                let bindings = [
+                    logits.binding,
+                    log_y.binding,
+                    out.binding,
+                    taus.binding,
+                    partials.as_entire_buffer_binding(),
+                ];
+                let per_thread = row_groups(RowPath::RowPerThread, n, segs);
+                let passes: &[(&wgpu::ComputePipeline, u64)] = match path {
+                    RowPath::RowPerThread => &[(&self.row_per_thread, per_thread)],
+                    RowPath::RowPerTeam => &[(&self.row_per_team, row_groups(path, n, segs))],
+                    RowPath::SplitRows => &[
+                        (&self.segment_partials, row_groups(path, n, segs)),
+                        (&self.segment_finish, per_thread),
                     ],
-                    _ => vec![(&self.row_per_workgroup, groups(rows)?)],
+                    _ => &[(&self.row_per_workgroup, row_groups(path, n, segs))],
                 };
-                let partials = if path == RowPath::SplitRows {
-                    self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("concrete_density partials"),
-                        size: rows * segs * 4 * STATE_WORDS,
-                        usage: wgpu::BufferUsages::STORAGE,
-                        mapped_at_creation: false,
-                    })
-                } else {
-                    self.no_partials.clone()
-                };
-                let uniform = params_buffer(&self.device, &params)?;
-                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("concrete_density"),
-                    layout: &self.layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: uniform.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: wgpu::BindingResource::Buffer(logits_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: wgpu::BindingResource::Buffer(log_y_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: wgpu::BindingResource::Buffer(out_res),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 4,
-                            resource: partials.as_entire_binding(),
-                        },
-                    ],
-                });
-                // One pass per kernel: the second reads what the first wrote.
-                for (pipeline, (gx, gy)) in dispatches {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("concrete_density"),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
-                }
-                r0 += rows;
+                core.dispatch(encoder, &params, &bindings, passes)?;
+                r0 += n;
             }
             Ok(())
         })
@@ -323,25 +327,35 @@ impl Gpu {
                 )));
             }
         }
+        for (r, (lr, xr)) in logits.chunks(k).zip(log_y.chunks(k)).enumerate() {
+            let live = lr
+                .iter()
+                .zip(xr)
+                .enumerate()
+                .filter(|(_, (l, _))| **l != f32::NEG_INFINITY)
+                .map(|(j, (&l, &x))| (j, f64::from(l), f64::from(x)));
+            if let Some(what) = off_simplex(live, f64::from(tau)) {
+                return Err(Error::InvalidArgument(format!("row {r}: {what}")));
+            }
+        }
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let k32 = u32::try_from(k).map_err(|_| Error::TooLarge(format!("k = {k}")))?;
+        if u32::try_from(k).is_err() {
+            return Err(Error::TooLarge(format!("k = {k}")));
+        }
         let kernels = self.concrete_density_kernels()?;
         let l = self.upload("density logits", logits)?;
         let x = self.upload("density log_y", log_y)?;
         let out = self.storage_buffer("density out", rows as u64 * 4)?;
-        let args = DensityArgs {
-            logits: &l,
-            format: LogitsFormat::F32,
-            log_y: &x,
-            out: &out,
-            rows: rows as u64,
-            k: k32,
-            tau,
+        let job = DensityJob {
+            logits: LogitsView::f32(l.slice(..), rows as u64, k as u64),
+            log_y: x.slice(..),
+            tau: Temperature::Scalar(tau),
             simplex,
+            out: out.slice(..),
         };
-        self.submit(|enc| kernels.record_path(enc, &args, path))?;
+        self.submit(|enc| kernels.record_path(enc, &job, path))?;
         self.read_buffer(&out, rows)
     }
 
@@ -349,7 +363,8 @@ impl Gpu {
     /// with `logits` and temperature `tau` (TFP's ExpRelaxedOneHotCategorical, PyTorch's
     /// ExpRelaxedCategorical; see the module docs), blocking. Masked (-inf) logits are left out.
     /// Errors: shapes, bad `tau`, NaN or all -inf rows of logits, +inf logits, non-finite
-    /// `log_y` at a live category.
+    /// `log_y` at a live category, and a row off the simplex (its live entries' `y` do not sum
+    /// to 1 within the tolerance of the module docs; [`Error::InvalidArgument`] naming the row).
     pub fn concrete_log_prob(
         &self,
         logits: &[f32],

@@ -80,13 +80,13 @@ mod softmax;
 /// The wgpu this crate is built on: use it to name wgpu types, so the versions always match.
 pub use wgpu;
 
-pub use backward::{BackwardArgs, BackwardInput, BackwardSlice, GradSpace, GumbelSoftmaxBackward};
+pub use backward::{BackwardInput, BackwardJob, BackwardSlice, GradSpace, GumbelSoftmaxBackward};
 // Path thresholds and knobs the tests use to reach every kernel.
 #[doc(hidden)]
 pub use backward::{
     ROW_PER_TEAM_MAX_K, ROW_PER_THREAD_MAX_K, RowPath, SPLIT_MAX_ROWS, SPLIT_MIN_K,
 };
-pub use density::{ConcreteDensity, DensityArgs};
+pub use density::{ConcreteDensity, DensityJob, SIMPLEX_TOLERANCE};
 // The README's code compiles (as a doctest), so its API tour cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

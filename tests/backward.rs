@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    BackwardArgs, BackwardInput, BackwardSlice, Error, Gpu, GpuOptions, GradSpace, LogitsFormat,
-    LogitsSlice, RowPath, Stream, Temperature, cpu,
+    BackwardInput, BackwardJob, BackwardSlice, Error, Gpu, GpuOptions, GradSpace, LogitsFormat,
+    LogitsSlice, LogitsView, RowPath, Stream, Temperature, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -243,12 +243,13 @@ fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: RowPath) -> Vec
     };
     let grad = gpu.upload("grad", &case.grad).unwrap();
     let out = poisoned(gpu, len + 7);
+    let (rows, k) = ((len / case.k) as u64, case.k as u64);
+    let view = LogitsView::f32(input.slice(..), rows, k);
     let input = match form {
-        Form::StoredSoft => BackwardInput::Probs(&input),
-        Form::StoredLog => BackwardInput::LogProbs(&input),
+        Form::StoredSoft => BackwardInput::Probs(view),
+        Form::StoredLog => BackwardInput::LogProbs(view),
         Form::RecomputeSoft | Form::RecomputeLog => BackwardInput::Logits {
-            logits: &input,
-            format: LogitsFormat::F32,
+            logits: view,
             stream: case.stream,
             space: if form == Form::RecomputeSoft {
                 GradSpace::Probs
@@ -257,15 +258,13 @@ fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: RowPath) -> Vec
             },
         },
     };
-    let args = BackwardArgs {
+    let job = BackwardJob {
         input,
-        grad: &grad,
-        out: &out,
-        rows: (len / case.k) as u64,
-        k: case.k as u32,
+        grad: grad.slice(..),
         tau: Temperature::Scalar(case.tau),
+        out: out.slice(..(len as u64 * 4)),
     };
-    run(gpu, |enc| kernels.record_path(enc, &args, path).unwrap());
+    run(gpu, |enc| kernels.record_path(enc, &job, path).unwrap());
     let mut got: Vec<f32> = gpu.read_buffer(&out, len + 7).unwrap();
     assert!(
         got[len..].iter().all(|v| v.to_bits() == SENTINEL),
@@ -574,7 +573,7 @@ fn split_rows_merge_dead_and_plus_infinite_segments() {
     }
     l[k + 15_000] = f32::INFINITY;
     let grad = grads(&mut rng, 3 * k);
-    assert!(k as u32 >= gumbel_wgpu::SPLIT_MIN_K);
+    assert!(k as u64 >= gumbel_wgpu::SPLIT_MIN_K);
     for &tau in TAUS {
         let case = Case {
             logits: l.clone(),
@@ -885,22 +884,6 @@ fn bad_input_is_an_error_and_empty_input_is_empty() {
         gpu.gumbel_softmax_backward_recompute(&[], &[], 4, 1.0, s),
         Ok(vec![])
     );
-    // Buffer level: a buffer too small for the shape is an error, not a validation panic.
-    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
-    let small = gpu.upload("small", &[0.0f32; 3]).unwrap();
-    let mut enc = gpu.device().create_command_encoder(&Default::default());
-    let args = BackwardArgs {
-        input: BackwardInput::Probs(&small),
-        grad: &small,
-        out: &small,
-        rows: 2,
-        k: 2,
-        tau: Temperature::Scalar(1.0),
-    };
-    assert!(matches!(
-        kernels.record(&mut enc, &args),
-        Err(Error::InvalidArgument(_))
-    ));
 }
 
 /// Recompute input from 16-bit logits of `format` (F16 or Bf16).
@@ -913,5 +896,331 @@ fn half_input(half: &[u16], format: LogitsFormat, stream: Stream) -> BackwardSli
         logits,
         stream,
         space: GradSpace::Probs,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer level: slices at any 4-byte offset, bad views.
+
+/// The forward forms of the table: stored y, stored log y, recomputed from f32 / f16 / bf16.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    Y,
+    LogY,
+    Logits(LogitsFormat, GradSpace),
+}
+
+const INPUTS: &[Input] = &[
+    Input::Y,
+    Input::LogY,
+    Input::Logits(LogitsFormat::F32, GradSpace::Probs),
+    Input::Logits(LogitsFormat::F16, GradSpace::LogProbs),
+    Input::Logits(LogitsFormat::Bf16, GradSpace::Probs),
+];
+
+/// A job's data as 32-bit words: the input, grad, taus (empty for a scalar tau).
+struct Words {
+    input: Vec<u32>,
+    grad: Vec<u32>,
+    taus: Vec<u32>,
+    rows: u64,
+    k: u64,
+}
+
+fn words(rng: &mut StdRng, input: Input, rows: usize, k: usize, per_row: bool, s: Stream) -> Words {
+    let l = masked_logits(rng, rows, k, 0.1);
+    let taus: Vec<f32> = (0..rows).map(|r| TAUS[r % 4]).collect();
+    let t64: Vec<f64> = taus.iter().map(|&t| f64::from(t)).collect();
+    let t64 = if per_row { t64 } else { vec![0.5; rows] };
+    let f32_words = |v: Vec<f64>| {
+        v.iter()
+            .map(|&x| (x as f32).to_bits())
+            .collect::<Vec<u32>>()
+    };
+    let input = match input {
+        Input::Y => f32_words(cpu::gumbel_softmax_per_row(&l, k, &t64, s)),
+        Input::LogY => f32_words(cpu::gumbel_softmax_log_per_row(&l, k, &t64, s)),
+        Input::Logits(LogitsFormat::F32, _) => LogitsSlice::F32(&l).words(),
+        Input::Logits(LogitsFormat::F16, _) => {
+            gumbel_wgpu::logits::pack_u16(&l.iter().map(|&x| f32_to_f16(x)).collect::<Vec<_>>())
+        }
+        Input::Logits(_, _) => {
+            gumbel_wgpu::logits::pack_u16(&l.iter().map(|&x| f32_to_bf16(x)).collect::<Vec<_>>())
+        }
+    };
+    Words {
+        input,
+        grad: grads(rng, rows * k).iter().map(|g| g.to_bits()).collect(),
+        taus: if per_row {
+            taus.iter().map(|t| t.to_bits()).collect()
+        } else {
+            Vec::new()
+        },
+        rows: rows as u64,
+        k: k as u64,
+    }
+}
+
+/// Buffers shared with other data: the job's inputs one after the other in one buffer, the
+/// first at byte `offset`, each followed by a 12-byte gap (so the others sit at offsets that are
+/// multiples of 4 and rarely of 256); the output at byte `offset` of a second buffer, followed
+/// by other data. (wgpu forbids one buffer bound read-only and read-write in one dispatch, so
+/// inputs and the output cannot share a buffer.) Every other word holds [`SENTINEL`].
+struct Arena {
+    inputs: Placed,
+    outputs: Placed,
+}
+
+struct Placed {
+    buffer: wgpu::Buffer,
+    /// Byte range of each region.
+    regions: Vec<std::ops::Range<u64>>,
+    initial: Vec<u32>,
+}
+
+fn place(gpu: &Gpu, offset: u64, regions: &[&[u32]]) -> Placed {
+    let mut initial = vec![SENTINEL; (offset / 4) as usize];
+    let mut ranges = Vec::new();
+    for data in regions {
+        let start = initial.len() as u64 * 4;
+        initial.extend_from_slice(data);
+        ranges.push(start..start + data.len() as u64 * 4);
+        initial.extend_from_slice(&[SENTINEL; 3]);
+    }
+    initial.extend_from_slice(&[SENTINEL; 5]);
+    Placed {
+        buffer: gpu.upload("arena", &initial).unwrap(),
+        regions: ranges,
+        initial,
+    }
+}
+
+fn arena(gpu: &Gpu, offset: u64, regions: &[&[u32]], out_words: usize) -> Arena {
+    let other: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    Arena {
+        inputs: place(gpu, offset, regions),
+        outputs: place(gpu, offset, &[&vec![SENTINEL; out_words], &other]),
+    }
+}
+
+impl Arena {
+    /// Input `i`, or the output for `i` = the number of inputs.
+    fn slice(&self, i: usize) -> wgpu::BufferSlice<'_> {
+        match self.inputs.regions.get(i) {
+            Some(r) => self.inputs.buffer.slice(r.clone()),
+            None => self.outputs.buffer.slice(self.outputs.regions[0].clone()),
+        }
+    }
+
+    /// The output's words, after checking every other word of both buffers is untouched.
+    fn output(&self, gpu: &Gpu, what: &str) -> Vec<u32> {
+        let now: Vec<u32> = gpu
+            .read_buffer(&self.inputs.buffer, self.inputs.initial.len())
+            .unwrap();
+        assert!(now == self.inputs.initial, "{what}: the inputs changed");
+        let now: Vec<u32> = gpu
+            .read_buffer(&self.outputs.buffer, self.outputs.initial.len())
+            .unwrap();
+        let out = &self.outputs.regions[0];
+        let (a, b) = ((out.start / 4) as usize, (out.end / 4) as usize);
+        for (i, (&w, &w0)) in now.iter().zip(&self.outputs.initial).enumerate() {
+            if !(a..b).contains(&i) {
+                assert_eq!(w, w0, "{what}: word {i} outside the output changed");
+            }
+        }
+        now[a..b].to_vec()
+    }
+}
+
+/// Runs the job of `w` with its slices in an arena at `offset`; returns out's words.
+fn run_placed(gpu: &Gpu, input: Input, w: &Words, stream: Stream, offset: u64) -> Vec<u32> {
+    let per_row = !w.taus.is_empty();
+    let mut regions = vec![&w.input[..], &w.grad[..]];
+    if per_row {
+        regions.push(&w.taus[..]);
+    }
+    let len = (w.rows * w.k) as usize;
+    let arena = arena(gpu, offset, &regions, len);
+    let view = |format| LogitsView {
+        data: arena.slice(0),
+        format,
+        rows: w.rows,
+        k: w.k,
+    };
+    let input = match input {
+        Input::Y => BackwardInput::Probs(view(LogitsFormat::F32)),
+        Input::LogY => BackwardInput::LogProbs(view(LogitsFormat::F32)),
+        Input::Logits(format, space) => BackwardInput::Logits {
+            logits: view(format),
+            stream,
+            space,
+        },
+    };
+    let job = BackwardJob {
+        input,
+        grad: arena.slice(1),
+        tau: if per_row {
+            Temperature::PerRow(arena.slice(2))
+        } else {
+            Temperature::Scalar(0.5)
+        },
+        out: arena.slice(regions.len()),
+    };
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    run(gpu, |enc| kernels.record(enc, &job).unwrap());
+    arena.output(gpu, &format!("{input:?} offset {offset}"))
+}
+
+#[test]
+fn slices_at_any_4_byte_offset_give_the_offset_0_result_and_touch_nothing_else() {
+    // Each input form, scalar and per-row tau, at offsets 4, 260 and 1028 of buffers shared with
+    // the job's other slices and sentinels; one dispatch per shape, a split-row shape, and a
+    // chunked device (bindings of 1024 elements: several dispatches of whole rows).
+    let chunked = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(1024),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let shapes: &[(&Gpu, usize, usize)] = &[
+        (gpu(), 7, 3),
+        (gpu(), 9, 33),
+        (gpu(), 3, 700),
+        (gpu(), 2, 20_000), // split rows
+        (&chunked, 300, 7),
+        (&chunked, 5, 333),
+    ];
+    for &(device, rows, k) in shapes {
+        for &input in INPUTS {
+            for per_row in [false, true] {
+                let stream = Stream {
+                    seed: rng.random(),
+                    offset: 3,
+                };
+                let w = words(&mut rng, input, rows, k, per_row, stream);
+                // The same job at offset 0 of buffers of its own, on the default device.
+                let want = run_placed(gpu(), input, &w, stream, 0);
+                for offset in [4u64, 260, 1028] {
+                    let got = run_placed(device, input, &w, stream, offset);
+                    assert_eq!(
+                        got, want,
+                        "rows {rows} k {k} {input:?} per-row {per_row} offset {offset}"
+                    );
+                }
+                // And offset 0 is the reference's answer (the f32 stored forms, scalar tau).
+                if let (Input::Y, false) = (input, per_row) {
+                    let y: Vec<f32> = w.input.iter().map(|&b| f32::from_bits(b)).collect();
+                    let g: Vec<f32> = w.grad.iter().map(|&b| f32::from_bits(b)).collect();
+                    let got: Vec<f32> = want.iter().map(|&b| f32::from_bits(b)).collect();
+                    let r = cpu::softmax_vjp(&f64s(&y), &f64s(&g), k, 0.5);
+                    for (i, (&a, &b)) in got.iter().zip(&r).enumerate() {
+                        assert!((f64::from(a) - b).abs() < 1e-5, "element {i}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_views_are_errors_naming_the_argument() {
+    let gpu = gpu();
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    let good = gpu.upload("good", &[0.25f32; 64]).unwrap();
+    let no_storage = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let (rows, k) = (2u64, 4u64);
+    let ok = good.slice(..32);
+    let y = LogitsView::f32(ok, rows, k);
+    let job = BackwardJob {
+        input: BackwardInput::Probs(y),
+        grad: ok,
+        tau: Temperature::Scalar(1.0),
+        out: good.slice(128..160),
+    };
+    let named = |job: &BackwardJob<'_>, name: &str| {
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        match kernels.record(&mut enc, job) {
+            Err(Error::InvalidArgument(m)) => {
+                assert!(m.starts_with(&format!("{name}:")), "{name}: {m}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    kernels.record(&mut enc, &job).unwrap();
+    for bad in [good.slice(2..34), good.slice(..28), no_storage.slice(..32)] {
+        let view = LogitsView::f32(bad, rows, k);
+        named(
+            &BackwardJob {
+                input: BackwardInput::Probs(view),
+                ..job
+            },
+            "y",
+        );
+        named(
+            &BackwardJob {
+                input: BackwardInput::LogProbs(view),
+                ..job
+            },
+            "y",
+        );
+        let logits = BackwardInput::Logits {
+            logits: view,
+            stream: Stream::new(1),
+            space: GradSpace::Probs,
+        };
+        named(
+            &BackwardJob {
+                input: logits,
+                ..job
+            },
+            "logits",
+        );
+        named(&BackwardJob { grad: bad, ..job }, "grad");
+        named(&BackwardJob { out: bad, ..job }, "out");
+        let short = &bad.buffer().slice(bad.offset()..bad.offset() + 4);
+        let taus = if bad.size() < 32 { *short } else { bad };
+        named(
+            &BackwardJob {
+                tau: Temperature::PerRow(taus),
+                ..job
+            },
+            "tau",
+        );
+    }
+    // A stored forward output must be f32.
+    let half = LogitsView {
+        format: LogitsFormat::F16,
+        ..y
+    };
+    named(
+        &BackwardJob {
+            input: BackwardInput::Probs(half),
+            ..job
+        },
+        "y",
+    );
+    // Scalar temperatures: one check everywhere, subnormal refused.
+    for tau in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-40] {
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        assert!(matches!(
+            kernels.record(
+                &mut enc,
+                &BackwardJob {
+                    tau: Temperature::Scalar(tau),
+                    ..job
+                }
+            ),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            gpu.gumbel_softmax_backward(&[0.5, 0.5], &[1.0, 0.0], 2, tau),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -5,7 +5,11 @@
 
 mod common;
 use common::*;
-use gumbel_wgpu::{DensityArgs, Error, Gpu, GpuOptions, LogitsFormat, RowPath, Stream, cpu};
+use gumbel_wgpu::logits::{f32_to_bf16, f32_to_f16, pack_u16};
+use gumbel_wgpu::{
+    DensityJob, Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, LogitsView, RowPath,
+    SIMPLEX_TOLERANCE, Stream, Temperature, cpu,
+};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 const KS: &[usize] = &[1, 2, 3, 7, 31, 33, 255, 257, 1000, 4097, 65537];
@@ -73,17 +77,14 @@ fn run_density(
     let lb = gpu.upload("l", l).unwrap();
     let xb = gpu.upload("x", x).unwrap();
     let out = poisoned(gpu, rows + 5);
-    let args = DensityArgs {
-        logits: &lb,
-        format: LogitsFormat::F32,
-        log_y: &xb,
-        out: &out,
-        rows: rows as u64,
-        k: k as u32,
-        tau,
+    let job = DensityJob {
+        logits: LogitsView::f32(lb.slice(..), rows as u64, k as u64),
+        log_y: xb.slice(..),
+        tau: Temperature::Scalar(tau),
         simplex,
+        out: out.slice(..(rows as u64 * 4)),
     };
-    run(gpu, |enc| kernels.record_path(enc, &args, path).unwrap());
+    run(gpu, |enc| kernels.record_path(enc, &job, path).unwrap());
     let mut got: Vec<f32> = gpu.read_buffer(&out, rows + 5).unwrap();
     assert!(
         got[rows..].iter().all(|v| v.to_bits() == SENTINEL),
@@ -283,9 +284,11 @@ fn masked_categories_are_left_out() {
     let gpu = gpu();
     let ninf = f32::NEG_INFINITY;
     let l = [0.3f32, ninf, -1.0, ninf, 2.0];
-    let x = [-1.2f32, 5.0, -0.9, ninf, -0.4];
+    // A point of the live categories' simplex: log y of y = (0.2, 0.3, 0.5).
+    let (a, b, c) = (0.2f32.ln(), 0.3f32.ln(), 0.5f32.ln());
+    let x = [a, 5.0, b, ninf, c];
     let live_l = [0.3f32, -1.0, 2.0];
-    let live_x = [-1.2f32, -0.9, -0.4];
+    let live_x = [a, b, c];
     for &tau in TAUS {
         let a = gpu.concrete_log_prob(&l, &x, 5, tau).unwrap();
         let b = gpu.concrete_log_prob(&live_l, &live_x, 3, tau).unwrap();
@@ -438,21 +441,424 @@ fn bad_input_is_an_error_and_empty_input_is_empty() {
         RowPath::Auto,
     );
     assert_eq!(out, [f32::NEG_INFINITY; 3]);
-    let kernels = gpu.concrete_density_kernels().unwrap();
-    let small = gpu.upload("small", &[0.0f32; 3]).unwrap();
-    let mut enc = gpu.device().create_command_encoder(&Default::default());
-    let args = DensityArgs {
-        logits: &small,
-        format: LogitsFormat::F32,
-        log_y: &small,
-        out: &small,
-        rows: 2,
-        k: 2,
-        tau: 1.0,
-        simplex: false,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Points off the simplex.
+
+#[test]
+fn points_off_the_simplex_are_refused() {
+    // Row 0 is a true sample, row 1 is not: log y = [-0.2, 0.5, 0.3] (entries above 0), and
+    // y = [0.4, 0.1, 0.3] (summing to 0.8).
+    let gpu = gpu();
+    let l = [0.1f32, -0.3, 0.2, 0.1, -0.3, 0.2];
+    let good: Vec<f32> = cpu::gumbel_softmax_log(&l[..3], 3, 1.0, Stream::new(1))
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let above = [-0.2f32, 0.5, 0.3];
+    let short = [0.4f32.ln(), 0.1f32.ln(), 0.3f32.ln()];
+    for bad in [above, short] {
+        let x: Vec<f32> = good.iter().chain(&bad).copied().collect();
+        for simplex in [false, true] {
+            match gpu.concrete_log_prob_with(&l, &x, 3, 1.0, simplex, RowPath::Auto) {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.starts_with("row 1:"), "{m}");
+                    eprintln!("{m}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+            for path in [
+                RowPath::RowPerThread,
+                RowPath::RowPerTeam,
+                RowPath::RowPerWorkgroup,
+                RowPath::SplitRows,
+            ] {
+                let out = run_density(gpu, &l, &x, 3, 1.0, simplex, path);
+                assert!(
+                    out[0].is_finite() && out[1].is_nan(),
+                    "{bad:?} {path:?}: {out:?}"
+                );
+            }
+            let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+            let cpu = if simplex {
+                cpu::concrete_log_prob_simplex(&l, &x64, 3, 1.0)
+            } else {
+                cpu::concrete_log_prob(&l, &x64, 3, 1.0)
+            };
+            assert!(
+                cpu[0].is_finite() && cpu[1].is_nan(),
+                "cpu {bad:?}: {cpu:?}"
+            );
+        }
+    }
+    // Masked entries are left out of the sum; a single live entry must have log y = 0.
+    let ninf = f32::NEG_INFINITY;
+    assert!(
+        gpu.concrete_log_prob(&[0.0, ninf], &[-0.1, ninf], 2, 1.0)
+            .is_err()
+    );
+    assert!(
+        gpu.concrete_log_prob(&[0.0, ninf], &[0.0, -0.1], 2, 1.0)
+            .is_ok()
+    );
+}
+
+/// The f32 forward as a GPU computes it (z = (l + g) / tau, a max, a sequential f32 sum of
+/// exp(z - m), x = z - lse, all in f32) for one row: the worst case of the kernels' arithmetic.
+fn f32_forward(l: &[f32], g: &[f64], tau: f32) -> Vec<f32> {
+    let z: Vec<f32> = l
+        .iter()
+        .zip(g)
+        .map(|(&l, &g)| (l + g as f32) / tau)
+        .collect();
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let s: f32 = z.iter().map(|&z| (z - m).exp()).sum();
+    let lse = m + s.ln();
+    z.iter().map(|&z| z - lse).collect()
+}
+
+#[test]
+fn true_samples_stay_far_inside_the_simplex_tolerance() {
+    // |logsumexp(x)| / scale, scale = max(1, (max |l| + 23) / tau), for true samples: the f64
+    // forward rounded to f32, and an f32 forward; logits in [-4, 4) and shifted by 30 (LM-like).
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut worst = [0f64; 2];
+    for &k in &[2usize, 3, 257, 4097, 65537] {
+        for &tau in &[0.01f32, 0.1, 0.5, 1.0, 10.0] {
+            for shift in [0.0f32, 30.0] {
+                let rows = (200_000 / k).clamp(1, 50);
+                let l: Vec<f32> = (0..rows * k)
+                    .map(|_| rng.random_range(-4.0f32..4.0) + shift)
+                    .collect();
+                let stream = Stream::new(rng.random());
+                let x64 = cpu::gumbel_softmax_log(&l, k, f64::from(tau), stream);
+                let g = cpu::gumbel(stream, rows * k);
+                for r in 0..rows {
+                    let lr = &l[r * k..(r + 1) * k];
+                    let max_l = lr.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+                    let scale = ((max_l + 23.0) / f64::from(tau)).max(1.0);
+                    let rounded: Vec<f64> = x64[r * k..(r + 1) * k]
+                        .iter()
+                        .map(|&v| f64::from(v as f32))
+                        .collect();
+                    let f32fwd: Vec<f64> = f32_forward(lr, &g[r * k..(r + 1) * k], tau)
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .collect();
+                    for (i, x) in [rounded, f32fwd].iter().enumerate() {
+                        let mx = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let lse = mx + x.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+                        worst[i] = worst[i].max(lse.abs() / scale);
+                    }
+                }
+                // The GPU accepts the f64 forward's samples (no NaN row).
+                if k <= 4097 {
+                    let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+                    let d = gpu().concrete_log_prob(&l, &x32, k, tau).unwrap();
+                    assert!(d.iter().all(|v| !v.is_nan()), "k {k} tau {tau}");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "worst |logsumexp(x)| / scale: f32-rounded f64 forward {:e}, f32 forward {:e} \
+         (tolerance {SIMPLEX_TOLERANCE:e})",
+        worst[0], worst[1]
+    );
+    assert!(worst[0].max(worst[1]) < f64::from(SIMPLEX_TOLERANCE) / 100.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer level: slices at any 4-byte offset, bad views.
+
+/// Buffers shared with other data: the job's inputs one after the other in one buffer, the
+/// first at byte `offset`, each followed by a 12-byte gap (so the others sit at offsets that are
+/// multiples of 4 and rarely of 256); the output at byte `offset` of a second buffer, followed
+/// by other data. (wgpu forbids one buffer bound read-only and read-write in one dispatch, so
+/// inputs and the output cannot share a buffer.) Every other word holds [`SENTINEL`].
+struct Arena {
+    inputs: Placed,
+    outputs: Placed,
+}
+
+struct Placed {
+    buffer: wgpu::Buffer,
+    /// Byte range of each region.
+    regions: Vec<std::ops::Range<u64>>,
+    initial: Vec<u32>,
+}
+
+fn place(gpu: &Gpu, offset: u64, regions: &[&[u32]]) -> Placed {
+    let mut initial = vec![SENTINEL; (offset / 4) as usize];
+    let mut ranges = Vec::new();
+    for data in regions {
+        let start = initial.len() as u64 * 4;
+        initial.extend_from_slice(data);
+        ranges.push(start..start + data.len() as u64 * 4);
+        initial.extend_from_slice(&[SENTINEL; 3]);
+    }
+    initial.extend_from_slice(&[SENTINEL; 5]);
+    Placed {
+        buffer: gpu.upload("arena", &initial).unwrap(),
+        regions: ranges,
+        initial,
+    }
+}
+
+fn arena(gpu: &Gpu, offset: u64, regions: &[&[u32]], out_words: usize) -> Arena {
+    let other: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    Arena {
+        inputs: place(gpu, offset, regions),
+        outputs: place(gpu, offset, &[&vec![SENTINEL; out_words], &other]),
+    }
+}
+
+impl Arena {
+    /// Input `i`, or the output for `i` = the number of inputs.
+    fn slice(&self, i: usize) -> wgpu::BufferSlice<'_> {
+        match self.inputs.regions.get(i) {
+            Some(r) => self.inputs.buffer.slice(r.clone()),
+            None => self.outputs.buffer.slice(self.outputs.regions[0].clone()),
+        }
+    }
+
+    /// The output's words, after checking every other word of both buffers is untouched.
+    fn output(&self, gpu: &Gpu, what: &str) -> Vec<u32> {
+        let now: Vec<u32> = gpu
+            .read_buffer(&self.inputs.buffer, self.inputs.initial.len())
+            .unwrap();
+        assert!(now == self.inputs.initial, "{what}: the inputs changed");
+        let now: Vec<u32> = gpu
+            .read_buffer(&self.outputs.buffer, self.outputs.initial.len())
+            .unwrap();
+        let out = &self.outputs.regions[0];
+        let (a, b) = ((out.start / 4) as usize, (out.end / 4) as usize);
+        for (i, (&w, &w0)) in now.iter().zip(&self.outputs.initial).enumerate() {
+            if !(a..b).contains(&i) {
+                assert_eq!(w, w0, "{what}: word {i} outside the output changed");
+            }
+        }
+        now[a..b].to_vec()
+    }
+}
+
+struct Job {
+    format: LogitsFormat,
+    logits: Vec<u32>,
+    /// The logits as the kernels see them (widened).
+    widened: Vec<f32>,
+    log_y: Vec<f32>,
+    taus: Vec<f32>,
+    rows: u64,
+    k: u64,
+    simplex: bool,
+}
+
+fn job(rng: &mut StdRng, format: LogitsFormat, rows: usize, k: usize, per_row: bool) -> Job {
+    let l = masked_logits(rng, rows, k, 0.1);
+    let (logits, widened): (Vec<u32>, Vec<f32>) = match format {
+        LogitsFormat::F32 => (LogitsSlice::F32(&l).words(), l.clone()),
+        LogitsFormat::F16 => {
+            let h: Vec<u16> = l.iter().map(|&x| f32_to_f16(x)).collect();
+            (pack_u16(&h), LogitsSlice::F16(&h).values().collect())
+        }
+        LogitsFormat::Bf16 => {
+            let h: Vec<u16> = l.iter().map(|&x| f32_to_bf16(x)).collect();
+            (pack_u16(&h), LogitsSlice::Bf16(&h).values().collect())
+        }
     };
-    assert!(matches!(
-        kernels.record(&mut enc, &args),
-        Err(Error::InvalidArgument(_))
-    ));
+    let taus: Vec<f32> = if per_row {
+        (0..rows).map(|r| TAUS[r % 4]).collect()
+    } else {
+        Vec::new()
+    };
+    let t64: Vec<f64> = (0..rows)
+        .map(|r| f64::from(*taus.get(r).unwrap_or(&0.5)))
+        .collect();
+    let log_y = cpu::gumbel_softmax_log_per_row(&widened, k, &t64, Stream::new(rng.random()))
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    Job {
+        format,
+        logits,
+        widened,
+        log_y,
+        taus,
+        rows: rows as u64,
+        k: k as u64,
+        simplex: rng.random(),
+    }
+}
+
+fn run_placed(gpu: &Gpu, j: &Job, offset: u64) -> Vec<u32> {
+    let log_y: Vec<u32> = j.log_y.iter().map(|v| v.to_bits()).collect();
+    let taus: Vec<u32> = j.taus.iter().map(|v| v.to_bits()).collect();
+    let mut regions = vec![&j.logits[..], &log_y[..]];
+    if !taus.is_empty() {
+        regions.push(&taus[..]);
+    }
+    let arena = arena(gpu, offset, &regions, j.rows as usize);
+    let job = DensityJob {
+        logits: LogitsView {
+            data: arena.slice(0),
+            format: j.format,
+            rows: j.rows,
+            k: j.k,
+        },
+        log_y: arena.slice(1),
+        tau: if taus.is_empty() {
+            Temperature::Scalar(0.5)
+        } else {
+            Temperature::PerRow(arena.slice(2))
+        },
+        simplex: j.simplex,
+        out: arena.slice(regions.len()),
+    };
+    let kernels = gpu.concrete_density_kernels().unwrap();
+    run(gpu, |enc| kernels.record(enc, &job).unwrap());
+    arena.output(gpu, &format!("{:?} offset {offset}", j.format))
+}
+
+#[test]
+fn slices_at_any_4_byte_offset_give_the_offset_0_result_and_touch_nothing_else() {
+    // f32 / f16 / bf16 logits, scalar and per-row tau, at offsets 4, 260 and 1028 of buffers
+    // shared with the job's other slices and sentinels: one dispatch, split rows, and a chunked
+    // device (bindings of 1024 elements). Offset 0 is checked against the CPU reference.
+    let chunked = Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(1024),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    let shapes: &[(&Gpu, usize, usize)] = &[
+        (gpu(), 7, 3),
+        (gpu(), 9, 33),
+        (gpu(), 3, 700),
+        (gpu(), 2, 20_000), // split rows
+        (&chunked, 300, 7),
+        (&chunked, 5, 333),
+    ];
+    for &(device, rows, k) in shapes {
+        for format in [LogitsFormat::F32, LogitsFormat::F16, LogitsFormat::Bf16] {
+            for per_row in [false, true] {
+                let j = job(&mut rng, format, rows, k, per_row);
+                let want = run_placed(gpu(), &j, 0);
+                for offset in [4u64, 260, 1028] {
+                    let got = run_placed(device, &j, offset);
+                    assert_eq!(
+                        got, want,
+                        "rows {rows} k {k} {format:?} per-row {per_row} offset {offset}"
+                    );
+                }
+                let x: Vec<f64> = j.log_y.iter().map(|&v| f64::from(v)).collect();
+                for r in 0..rows {
+                    let tau = f64::from(*j.taus.get(r).unwrap_or(&0.5));
+                    let row = r * k..(r + 1) * k;
+                    let (l, x) = (&j.widened[row.clone()], &x[row]);
+                    let reference = if j.simplex {
+                        cpu::concrete_log_prob_simplex(l, x, k, tau)
+                    } else {
+                        cpu::concrete_log_prob(l, x, k, tau)
+                    };
+                    let sc = scale(l, x, k, tau, j.simplex);
+                    let got = f64::from(f32::from_bits(want[r]));
+                    assert!(
+                        (got - reference[0]).abs() <= rtol(k, RowPath::Auto) * sc[0],
+                        "rows {rows} k {k} {format:?} row {r}: {got} vs {}",
+                        reference[0]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_views_are_errors_naming_the_argument() {
+    let gpu = gpu();
+    let kernels = gpu.concrete_density_kernels().unwrap();
+    let good = gpu.upload("good", &[-0.5f32; 64]).unwrap();
+    let no_storage = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let (rows, k) = (2u64, 4u64);
+    let ok = good.slice(..32);
+    let job = DensityJob {
+        logits: LogitsView::f32(ok, rows, k),
+        log_y: ok,
+        tau: Temperature::Scalar(1.0),
+        simplex: false,
+        out: good.slice(128..136),
+    };
+    let named = |job: &DensityJob<'_>, name: &str| {
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        match kernels.record(&mut enc, job) {
+            Err(Error::InvalidArgument(m)) => {
+                assert!(m.starts_with(&format!("{name}:")), "{name}: {m}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    kernels.record(&mut enc, &job).unwrap();
+    for bad in [good.slice(2..34), good.slice(..4), no_storage.slice(..32)] {
+        named(
+            &DensityJob {
+                logits: LogitsView::f32(bad, rows, k),
+                ..job
+            },
+            "logits",
+        );
+        named(&DensityJob { log_y: bad, ..job }, "log_y");
+        let out = if bad.size() < 8 {
+            bad
+        } else {
+            bad.buffer().slice(bad.offset()..bad.offset() + 8)
+        };
+        named(&DensityJob { out, ..job }, "out");
+        named(
+            &DensityJob {
+                tau: Temperature::PerRow(out),
+                ..job
+            },
+            "tau",
+        );
+    }
+    for tau in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-40] {
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        assert!(matches!(
+            kernels.record(
+                &mut enc,
+                &DensityJob {
+                    tau: Temperature::Scalar(tau),
+                    ..job
+                }
+            ),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            gpu.concrete_log_prob(&[0.0, 0.0], &[-std::f32::consts::LN_2; 2], 2, tau),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    // A per-row temperature that is not a positive normal f32 makes its row NaN.
+    let l = gpu.upload("l", &[0.0f32, 0.0, 0.0, 0.0]).unwrap();
+    let x = gpu.upload("x", &[-std::f32::consts::LN_2; 4]).unwrap();
+    let t = gpu.upload("t", &[1.0f32, 0.0]).unwrap();
+    let out = poisoned(gpu, 2);
+    let job = DensityJob {
+        logits: LogitsView::f32(l.slice(..), 2, 2),
+        log_y: x.slice(..),
+        tau: Temperature::PerRow(t.slice(..)),
+        simplex: false,
+        out: out.slice(..),
+    };
+    run(gpu, |enc| kernels.record(enc, &job).unwrap());
+    let got: Vec<f32> = gpu.read_buffer(&out, 2).unwrap();
+    assert!(got[0].is_finite() && got[1].is_nan(), "{got:?}");
 }

@@ -28,6 +28,15 @@ fn log_prob_rows(logits: &[f32], log_y: &[f64], k: usize, tau: f64, simplex: boo
             {
                 return f64::NEG_INFINITY;
             }
+            let entries = lr
+                .iter()
+                .zip(xr)
+                .enumerate()
+                .filter(|(_, (l, _))| **l != f32::NEG_INFINITY)
+                .map(|(j, (&l, &x))| (j, f64::from(l), x));
+            if crate::density::off_simplex(entries, tau).is_some() {
+                return f64::NAN;
+            }
             let c = live.len() as f64;
             let s: Vec<f64> = live.iter().map(|(l, x)| l - tau * x).collect();
             let m = s.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
@@ -45,12 +54,14 @@ fn log_prob_rows(logits: &[f32], log_y: &[f64], k: usize, tau: f64, simplex: boo
 
 /// Per row, `log p(x)` of the log-space sample `x` (ExpRelaxedOneHotCategorical); masked
 /// logits are left out; -inf for rows outside the domain (no live entry, +inf logit,
-/// non-finite `x` at a live entry).
+/// non-finite `x` at a live entry); NaN for rows off the simplex, as the kernels (the live
+/// entries' `|logsumexp(x)|` above the tolerance of `crate::SIMPLEX_TOLERANCE`).
 pub fn concrete_log_prob(logits: &[f32], log_y: &[f64], k: usize, tau: f64) -> Vec<f64> {
     log_prob_rows(logits, log_y, k, tau, false)
 }
 
-/// Per row, the density on the simplex: `concrete_log_prob - sum_i x_i` over live entries.
+/// Per row, the density on the simplex: `concrete_log_prob - sum_i x_i` over live entries;
+/// -inf and NaN rows as [`concrete_log_prob`].
 pub fn concrete_log_prob_simplex(logits: &[f32], log_y: &[f64], k: usize, tau: f64) -> Vec<f64> {
     log_prob_rows(logits, log_y, k, tau, true)
 }
