@@ -26,6 +26,8 @@ fn main() {
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         required_limits: adapter.limits(),
+        required_features: adapter.features()
+            & (wgpu::Features::SHADER_INT64 | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16),
         ..Default::default()
     }))
     .unwrap();
@@ -41,6 +43,17 @@ fn main() {
         })
         .init()
         .unwrap();
+    let big = Tensor::<2>::from_data(TensorData::new((0..35).map(|i| i as f32).collect::<Vec<_>>(), [5, 7]), &bdev);
+    let view = big.clone().slice([1..4, 0..7]);
+    let l1 = Tensor::<2>::zeros([64, 1000], &bdev);
+    let l2 = Tensor::<2>::empty([64, 1000], &bdev);
+    let l3 = Tensor::<2>::empty([512, 1000], &bdev);
+    let l4 = Tensor::<2>::empty([512, 1000], &bdev);
+    let s1 = Tensor::<2>::empty([512, 1], &bdev);
+    for (name, t) in [("big", &big), ("view", &view), ("l1", &l1), ("l2", &l2), ("l3", &l3), ("l4", &l4), ("s1", &s1)] {
+        let (r, _keep) = resource(t);
+        println!("{name}: buffer {:?} of {} bytes at {} size {}", r.buffer.as_entire_buffer_binding().buffer as *const _, r.buffer.size(), r.offset, r.size);
+    }
     let x = Tensor::<2>::from_data(
         TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [3, 4]),
         &bdev,
