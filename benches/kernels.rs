@@ -7,8 +7,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gumbel_wgpu::{
-    BackwardArgs, BackwardInput, Gpu, GradSpace, LogitsFormat, RandomKind, SampleShape, SoftmaxJob,
-    SoftmaxMode, Stream, Temperature,
+    BackwardInput, BackwardJob, Gpu, GradSpace, LogitsView, RandomJob, RandomKind, SampleJob,
+    SoftmaxJob, SoftmaxMode, Stream, Temperature,
 };
 
 const SHAPES: &[(u64, u64)] = &[
@@ -41,37 +41,41 @@ fn kernels(c: &mut Criterion) {
         let n = rows * k;
         let shape = format!("{rows}x{k}");
         let logits = gpu.storage_buffer("logits", n * 4).unwrap();
-        submit_and_wait(&gpu, |enc| {
-            fill.record(enc, RandomKind::Gumbel, Stream::new(5), &logits, n)
-                .unwrap()
-        });
+        let fill_job = RandomJob {
+            kind: RandomKind::Gumbel,
+            stream: Stream::new(5),
+            out: logits.slice(..),
+        };
+        submit_and_wait(&gpu, |enc| fill.record(enc, &fill_job).unwrap());
         let y = gpu.storage_buffer("y", n * 4).unwrap();
         let dy = gpu.storage_buffer("dy", n * 4).unwrap();
         let dl = gpu.storage_buffer("dl", n * 4).unwrap();
         let idx = gpu.storage_buffer("idx", rows * 4).unwrap();
+        let view = LogitsView::f32(logits.slice(..), rows, k);
         let job = SoftmaxJob {
             mode: SoftmaxMode::Soft,
-            format: LogitsFormat::F32,
-            logits: &logits,
-            k,
-            rows,
+            logits: view,
             tau: Temperature::Scalar(0.5),
             stream: Stream::new(1),
-            out: &y,
+            out: y.slice(..),
             status: None,
         };
-        let bwd = BackwardArgs {
+        let bwd = BackwardJob {
             input: BackwardInput::Logits {
-                logits: &logits,
-                format: LogitsFormat::F32,
+                logits: view,
                 stream: Stream::new(1),
                 space: GradSpace::Probs,
             },
-            grad: &dy,
-            out: &dl,
-            rows,
-            k: k as u32,
+            grad: dy.slice(..),
             tau: Temperature::Scalar(0.5),
+            out: dl.slice(..),
+        };
+        let sample = SampleJob {
+            logits: view,
+            top: 1,
+            tau: Temperature::Scalar(1.0),
+            stream: Stream::new(2),
+            out: idx.slice(..),
         };
         group.throughput(Throughput::Bytes(8 * n));
         group.bench_function(BenchmarkId::new("forward buffer", &shape), |b| {
@@ -88,20 +92,7 @@ fn kernels(c: &mut Criterion) {
         });
         group.throughput(Throughput::Bytes(4 * n));
         group.bench_function(BenchmarkId::new("sample buffer", &shape), |b| {
-            b.iter(|| {
-                submit_and_wait(&gpu, |enc| {
-                    sampler
-                        .record(
-                            enc,
-                            SampleShape::new(rows, k),
-                            &logits,
-                            None,
-                            Stream::new(2),
-                            &idx,
-                        )
-                        .unwrap()
-                })
-            })
+            b.iter(|| submit_and_wait(&gpu, |enc| sampler.record(enc, &sample).unwrap()))
         });
         if n <= 1 << 20 {
             // Slice level: upload, run, read back (host to host).

@@ -2,7 +2,7 @@
 //! buffer API (record + submit + wait, data stays on the GPU).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gumbel_wgpu::{Gpu, RandomKind, Stream};
+use gumbel_wgpu::{Gpu, RandomJob, RandomKind, Stream};
 
 fn fills(c: &mut Criterion) {
     let gpu = Gpu::new().expect("benches need a wgpu adapter");
@@ -15,11 +15,15 @@ fn fills(c: &mut Criterion) {
         });
         let out = gpu.storage_buffer("out", n as u64 * 4).unwrap();
         let fill = gpu.random_fill().unwrap();
-        group.bench_with_input(BenchmarkId::new("gumbel buffer", n), &n, |b, &n| {
+        group.bench_with_input(BenchmarkId::new("gumbel buffer", n), &n, |b, _| {
             b.iter(|| {
                 let mut enc = gpu.device().create_command_encoder(&Default::default());
-                fill.record(&mut enc, RandomKind::Gumbel, Stream::new(1), &out, n as u64)
-                    .unwrap();
+                let job = RandomJob {
+                    kind: RandomKind::Gumbel,
+                    stream: Stream::new(1),
+                    out: out.slice(..),
+                };
+                fill.record(&mut enc, &job).unwrap();
                 gpu.queue().submit([enc.finish()]);
                 gpu.device()
                     .poll(wgpu::PollType::wait_indefinitely())

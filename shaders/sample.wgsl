@@ -9,8 +9,9 @@
 //                          (read only when per_row_tau != 0, a dummy buffer otherwise; then
 //                          t_r = params.tau, and x / 1.0 is exact, so tau 1 is no temperature)
 //   3: storage, read_write out: array<u32>     out[out_base + r * top + i], i < top
-//   4: storage, read_write scratch: array<vec2<u32>> split-row partials, (key, index) at
-//                          (r * chunks + c) * top + i (a dummy buffer on the other paths)
+//   4: storage, read_write scratch: array<vec2<u32>> (key, index) pairs: for top = 1 the split
+//                          path's partials at r * chunks + c (a dummy buffer on the other
+//                          paths); for top > 1 the candidate lists (see "Gumbel-top-k" below)
 //
 // Counter scheme: flat element n = r * k + j of this dispatch uses stream word n, i.e. lane
 // (phase + n) % 4 of Philox block block0 + (phase + n) / 4 (philox.wgsl). Every path walks a row
@@ -23,10 +24,10 @@
 //   * +inf logit: key of +inf, above every finite z; among several, the lowest index first;
 //   * a row with fewer than `top` candidates gets NO_INDEX (0xffffffff) in the remaining slots
 //     (so an all-masked row samples NO_INDEX).
-// Top-k is `top` rounds of arg-max, round i keeping only candidates strictly after round i-1's
-// winner in the order above: exact, O(top * k) work, no extra memory.
+// Every path reads each element once (one philox call per block of 4).
 //
-// Entry points:
+// Entry points for top = 1 (Gumbel-max; they are written for `top` rounds of arg-max, each
+// keeping only candidates after the previous winner, but the host uses them for top = 1 only):
 //   sample_thread:    one row per invocation (small k), WG_SIZE rows per workgroup.
 //   sample_group:     `seg` invocations per row (a power of two up to WG_SIZE: a whole
 //                     workgroup, or WG_SIZE / seg rows per workgroup); tree reduction of
@@ -34,6 +35,8 @@
 //   sample_partial:   split rows, pass 1: workgroup (r, c) takes blocks of chunk c of row r,
 //                     writes its top list to scratch.
 //   sample_combine:   split rows, pass 2: one workgroup per row merges the chunks' lists.
+// and for top > 1 (Gumbel-top-k, below): topk_thread, topk_group, topk_partial, topk_combine, on
+// the same paths.
 // Workgroups are linearised over a 2-D grid (x fastest); surplus groups return.
 #import config
 #import philox
@@ -240,5 +243,388 @@ fn sample_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
             out[params.out_base + r * params.top + i] = best.y;
         }
         prev = best;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gumbel-top-k for top > 1: one read of each row.
+//
+// A team (one invocation, a segment of `seg`, or a whole workgroup, on a row or on one chunk of
+// a split row) keeps the best `top` candidates it has seen as a list L in scratch: sorted (best
+// first) and padded with EMPTY, which comes after every candidate. It reads its blocks once, in
+// rounds of one Philox block (4 elements) per invocation; an element enters the team's tile in
+// workgroup memory only if it comes before L[top - 1], the threshold. When the fullest tile of
+// the workgroup could overflow in the next round, and after the last round, every team sorts
+// its tile (a bitonic network in workgroup memory) and merges it into L by rank: an entry's new
+// place is its place in its own list plus the number of entries of the other list that come
+// before it (a binary search). The order is total (indices differ), so the places are distinct;
+// those past `top` are dropped. L alternates between the two halves of the team's region.
+//
+// Scratch (binding 4) on these paths, in (key, index) pairs:
+//   topk_thread:  row r's list at r * top (one half: the insertion is sequential);
+//   topk_group:   row r's two halves at r * 2 * top;
+//   topk_partial: chunk c of row r at (r * chunks + c) * 2 * top, its final list in the first
+//                 half; topk_combine merges the chunks' lists into the region of chunk 0.
+//
+// Indices stay in range by construction: a team's tile count is at most 2 * seg before a round
+// (else it merged) and a round adds at most 4 * seg, so slots stay below TEAM_SLOTS * seg; the
+// sort and the binary searches touch tile[tbase .. tbase + n) only; list entries stay inside
+// their region (i < top, places checked < top); teams past the last row touch no scratch.
+// Loops are bounded by top, the tile size, the block count and log2 of these (the host's
+// `loop_iterations` counts them at their worst for llvmpipe). Workgroup memory is written
+// (appends, counters reset by their owner) before a barrier and read after it.
+
+// Tile slots per invocation of a team: a team of `seg` owns 6 * seg slots; it merges once a
+// round (up to 4 * seg candidates) could overflow them, so at most every round, typically
+// rarely (few elements beat the threshold once L is full).
+const TEAM_SLOTS: u32 = 6u;
+var<workgroup> tile: array<vec2<u32>, TEAM_SLOTS * WG_SIZE>;   // 12 KiB
+var<workgroup> tile_count: array<atomic<u32>, WG_SIZE>;        // per team: 1 KiB
+var<workgroup> most: atomic<u32>;
+var<workgroup> shared_word: u32;
+
+// Entries of the sorted tile[base .. base + n) that come before x (a prefix).
+fn tile_rank(base: u32, n: u32, x: vec2<u32>) -> u32 {
+    var lo = 0u;
+    var hi = n;
+    while (lo < hi) {
+        let mid = (lo + hi) >> 1u;
+        if (before(tile[base + mid], x)) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// Entries of the sorted scratch[base .. base + n) that come before x (a prefix).
+fn list_rank(base: u32, n: u32, x: vec2<u32>) -> u32 {
+    var lo = 0u;
+    var hi = n;
+    while (lo < hi) {
+        let mid = (lo + hi) >> 1u;
+        if (before(scratch[base + mid], x)) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// Offers element s - phase (dispatch-local flat index) of row r to team `team`'s tile if it is
+// a candidate before thr.
+fn offer(r: u32, row0: u32, s: u32, w: u32, thr: vec2<u32>, team: u32, tbase: u32) {
+    if (s < params.phase + row0 || s - params.phase >= row0 + params.k) {
+        return;
+    }
+    let n = s - params.phase;
+    let c = vec2<u32>(candidate_key(r, n, w), n - row0);
+    if (c.x != 0u && before(c, thr)) {
+        // At most 4 * seg offers a round, into a tile holding at most 2 * seg before it.
+        let slot = atomicAdd(&tile_count[team], 1u);
+        tile[tbase + slot] = c;
+    }
+}
+
+// tile[tbase + i] and tile[tbase + j] (i < j) in order; an entry at j >= n counts as the worst.
+fn order_pair(tbase: u32, n: u32, i: u32, j: u32) {
+    if (j < n) {
+        let a = tile[tbase + i];
+        let b = tile[tbase + j];
+        if (before(b, a)) {
+            tile[tbase + i] = b;
+            tile[tbase + j] = a;
+        }
+    }
+}
+
+// Sorts every team's tile[tbase .. tbase + n), best first, with a bitonic network of width p
+// (a power of two >= every team's n, uniform) in which every comparator puts the better entry
+// first: each merge stage begins by pairing an entry with its mirror in the block, so entries
+// at n and past (the worst, conceptually) never move and need not exist. Uniform control flow.
+fn sort_tiles(lane: u32, seg: u32, tbase: u32, n: u32, p: u32) {
+    for (var size = 2u; size <= p; size <<= 1u) {
+        let half_size = size >> 1u;
+        for (var e = lane; e < p / 2u; e += seg) {
+            let off = e & (half_size - 1u);
+            let start = (e - off) << 1u;
+            order_pair(tbase, n, start + off, start + size - 1u - off);
+        }
+        workgroupBarrier();
+        for (var stride = half_size >> 1u; stride > 0u; stride >>= 1u) {
+            for (var e = lane; e < p / 2u; e += seg) {
+                let off = e & (stride - 1u);
+                let i = ((e - off) << 1u) + off;
+                order_pair(tbase, n, i, i + stride);
+            }
+            workgroupBarrier();
+        }
+    }
+}
+
+// The team's work (see above): team `team` of `seg` invocations (`lane` its index, `lid` the
+// workgroup's) reads dispatch-local blocks [lo, hi) of row r in `rounds` rounds (uniform), its
+// list pair at scratch[region * 2 * top ..]. Teams with `valid` false (past the last row) own
+// no scratch and take part only in the barriers. Returns the half holding the final list.
+// Called in uniform control flow.
+fn team_top(lid: u32, lane: u32, team: u32, seg: u32, valid: bool, r: u32, lo: u32, hi: u32,
+            rounds: u32, region: u32) -> u32 {
+    let top = params.top;
+    let lbase = region * 2u * top;
+    let cap = TEAM_SLOTS * seg;
+    let tbase = team * cap;
+    if (valid) {
+        for (var i = lane; i < top; i += seg) {
+            scratch[lbase + i] = EMPTY;
+        }
+    }
+    if (lane == 0u) {
+        atomicStore(&tile_count[team], 0u);
+    }
+    if (lid == 0u) {
+        atomicStore(&most, 0u);
+    }
+    storageBarrier();
+    workgroupBarrier();
+    var half = 0u;
+    var thr = EMPTY;
+    let key = vec2<u32>(params.key_lo, params.key_hi);
+    let block0 = vec2<u32>(params.block0_lo, params.block0_hi);
+    let row0 = r * params.k;
+    // Round `rounds` reads nothing: it makes the last merge.
+    for (var round = 0u; round <= rounds; round++) {
+        let b = lo + round * seg + lane;
+        if (valid && round < rounds && b < hi) {
+            let words = philox_block(key, block0, b);
+            offer(r, row0, 4u * b, words.x, thr, team, tbase);
+            offer(r, row0, 4u * b + 1u, words.y, thr, team, tbase);
+            offer(r, row0, 4u * b + 2u, words.z, thr, team, tbase);
+            offer(r, row0, 4u * b + 3u, words.w, thr, team, tbase);
+        }
+        workgroupBarrier();
+        let n = atomicLoad(&tile_count[team]);
+        if (lane == 0u) {
+            atomicMax(&most, n);
+        }
+        workgroupBarrier();
+        if (lid == 0u) {
+            shared_word = atomicLoad(&most);
+            atomicStore(&most, 0u);
+        }
+        let m = workgroupUniformLoad(&shared_word);
+        // Merge once the next round could overflow a tile, and at the end.
+        if (m > 0u && (round == rounds || m + 4u * seg > cap)) {
+            // Everyone has read the counts; they restart for the next round.
+            if (lane == 0u) {
+                atomicStore(&tile_count[team], 0u);
+            }
+            var p = 1u;
+            if (m > 1u) {
+                p = 1u << (32u - countLeadingZeros(m - 1u));
+            }
+            sort_tiles(lane, seg, tbase, n, p);
+            if (valid) {
+                let src = lbase + half * top;
+                let dst = lbase + (half ^ 1u) * top;
+                for (var i = lane; i < top; i += seg) {
+                    let l = scratch[src + i];
+                    var rank = n;
+                    if (l.x != 0u) {
+                        rank = tile_rank(tbase, n, l);
+                    }
+                    if (i + rank < top) {
+                        scratch[dst + i + rank] = l;
+                    }
+                }
+                for (var j = lane; j < n; j += seg) {
+                    let t = tile[tbase + j];
+                    let place = j + list_rank(src, top, t);
+                    if (place < top) {
+                        scratch[dst + place] = t;
+                    }
+                }
+            }
+            storageBarrier();
+            half ^= 1u;
+            if (valid) {
+                thr = scratch[lbase + half * top + top - 1u];
+            }
+        }
+    }
+    return half;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn topk_group(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let seg = params.seg;
+    let first_row = group_index(wid, nwg) * (WG_SIZE / seg);
+    if (first_row >= params.rows) {
+        return;
+    }
+    let lane = lid & (seg - 1u);
+    let team = lid / seg;
+    let r = first_row + team;
+    let valid = r < params.rows;
+    var blocks = vec2<u32>(0u, 0u);
+    if (valid) {
+        blocks = row_blocks(r);
+    }
+    // A row of k elements spans at most k / 4 + 2 blocks.
+    let rounds = (params.k / 4u + 2u + seg - 1u) / seg;
+    let half = team_top(lid, lane, team, seg, valid, r, blocks.x, blocks.y, rounds, r);
+    if (valid) {
+        let top = params.top;
+        let src = r * 2u * top + half * top;
+        for (var i = lane; i < top; i += seg) {
+            out[params.out_base + r * top + i] = scratch[src + i].y;
+        }
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn topk_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = group_index(wid, nwg);
+    let r = g / params.chunks;
+    if (r >= params.rows) {
+        return;
+    }
+    let c = g % params.chunks;
+    let blocks = row_blocks(r);
+    let per_chunk = (blocks.y - blocks.x + params.chunks - 1u) / params.chunks;
+    let lo = min(blocks.x + c * per_chunk, blocks.y);
+    let hi = min(lo + per_chunk, blocks.y);
+    let rounds = (per_chunk + WG_SIZE - 1u) / WG_SIZE;
+    let half = team_top(lid, lid, 0u, WG_SIZE, true, r, lo, hi, rounds, g);
+    // The combine pass reads each chunk's list from the first half.
+    if (half == 1u) {
+        let top = params.top;
+        for (var i = lid; i < top; i += WG_SIZE) {
+            scratch[g * 2u * top + i] = scratch[g * 2u * top + top + i];
+        }
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn topk_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    let top = params.top;
+    let chunks = params.chunks;
+    let region = r * chunks * 2u * top;
+    // A merge tree: at the level of stride s, the list of chunk c (a multiple of 2s) and that of
+    // chunk c + s (if any) merge into the other half of chunk c's region, so after the level
+    // of stride s every list lies in half `level & 1` where it was, and the next level's in
+    // the other one. Entry e of pair p: e < top is the first list's entry e, else the second's.
+    var h = 0u;
+    for (var s = 1u; s < chunks; s <<= 1u) {
+        let pairs = (chunks + 2u * s - 1u) / (2u * s);
+        for (var w = lid; w < pairs * 2u * top; w += WG_SIZE) {
+            let c = (w / (2u * top)) * 2u * s;
+            let e = w % (2u * top);
+            let a = region + c * 2u * top + h * top;
+            let dst = region + c * 2u * top + (h ^ 1u) * top;
+            var b = a;
+            var m = 0u;
+            if (c + s < chunks) {
+                b = region + (c + s) * 2u * top + h * top;
+                m = top;
+            }
+            if (e < top) {
+                // With no partner (m = 0) this copies the list.
+                let x = scratch[a + e];
+                let place = e + list_rank(b, m, x);
+                if (place < top) {
+                    scratch[dst + place] = x;
+                }
+            } else if (e - top < m) {
+                // EMPTY entries of the second list land where the first list's EMPTY entries
+                // already go (every slot from the candidates of both lists on).
+                let x = scratch[b + e - top];
+                let place = e - top + list_rank(a, top, x);
+                if (x.x != 0u && place < top) {
+                    scratch[dst + place] = x;
+                }
+            }
+        }
+        storageBarrier();
+        h ^= 1u;
+    }
+    for (var i = lid; i < top; i += WG_SIZE) {
+        out[params.out_base + r * top + i] = scratch[region + h * top + i].y;
+    }
+}
+
+// Row r's list at scratch[r * top ..]: `list_n` entries, sorted; `list_thr` is its last entry
+// once it holds `top`, EMPTY before (every candidate comes before EMPTY).
+var<private> list_n: u32;
+var<private> list_thr: vec2<u32>;
+
+// Inserts element s - phase (dispatch-local flat index) of row r into row r's list if it is a
+// candidate before the threshold: at most `top` loop iterations.
+fn insert(r: u32, row0: u32, s: u32, w: u32) {
+    if (s < params.phase + row0 || s - params.phase >= row0 + params.k) {
+        return;
+    }
+    let n = s - params.phase;
+    let c = vec2<u32>(candidate_key(r, n, w), n - row0);
+    if (c.x == 0u || !before(c, list_thr)) {
+        return;
+    }
+    let top = params.top;
+    let base = r * top;
+    // A full list drops its last entry.
+    var j = min(list_n, top - 1u);
+    list_n = min(list_n + 1u, top);
+    loop {
+        if (j == 0u) {
+            break;
+        }
+        let p = scratch[base + j - 1u];
+        if (!before(c, p)) {
+            break;
+        }
+        scratch[base + j] = p;
+        j -= 1u;
+    }
+    scratch[base + j] = c;
+    if (list_n == top) {
+        list_thr = scratch[base + top - 1u];
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn topk_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg) * WG_SIZE + lid;
+    if (r >= params.rows) {
+        return;
+    }
+    list_n = 0u;
+    list_thr = EMPTY;
+    let key = vec2<u32>(params.key_lo, params.key_hi);
+    let block0 = vec2<u32>(params.block0_lo, params.block0_hi);
+    let row0 = r * params.k;
+    let blocks = row_blocks(r);
+    for (var b = blocks.x; b < blocks.y; b++) {
+        let words = philox_block(key, block0, b);
+        insert(r, row0, 4u * b, words.x);
+        insert(r, row0, 4u * b + 1u, words.y);
+        insert(r, row0, 4u * b + 2u, words.z);
+        insert(r, row0, 4u * b + 3u, words.w);
+    }
+    let top = params.top;
+    for (var i = 0u; i < top; i++) {
+        var idx = NO_INDEX;
+        if (i < list_n) {
+            idx = scratch[r * top + i].y;
+        }
+        out[params.out_base + r * top + i] = idx;
     }
 }

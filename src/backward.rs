@@ -304,7 +304,7 @@ impl GumbelSoftmaxBackward {
                 let grad = core.window(job.grad, e0, len, 4);
                 let out = core.window(job.out, e0, len, 4);
                 let (tau, taus) = match job.tau {
-                    Temperature::Scalar(t) => (t, core.unused(2)),
+                    Temperature::Scalar(t) => (t, core.unused(4)),
                     Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
                 };
                 let groups = row_groups(path, n, segs);

@@ -231,7 +231,7 @@ impl ConcreteDensity {
                 let log_y = core.window(job.log_y, e0, len, 4);
                 let out = core.window(job.out, r0, n, 4);
                 let (tau, taus) = match job.tau {
-                    Temperature::Scalar(t) => (t, core.unused(2)),
+                    Temperature::Scalar(t) => (t, core.unused(4)),
                     Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
                 };
                 let partials = match path {

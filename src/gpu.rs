@@ -52,6 +52,19 @@ impl Default for GpuOptions {
 
 /// The GPU this crate runs on: a wgpu device and queue, with the kernels built for it.
 ///
+/// Its methods, in the order a user meets them (rustdoc lists them by module instead):
+///
+/// | what | blocking, host to host | buffer level: the kernels, recorded into your encoder |
+/// |---|---|---|
+/// | open a device | [`Gpu::new`], [`Gpu::with_options`], [`Gpu::from_wgpu`] | [`Gpu::device`], [`Gpu::queue`], [`Gpu::describe`] |
+/// | Gumbel-Softmax forward | [`Gpu::gumbel_softmax`], [`Gpu::gumbel_softmax_hard`], [`Gpu::gumbel_softmax_log`], [`Gpu::gumbel_softmax_with`] | [`Gpu::gumbel_softmax_kernels`] |
+/// | its backward pass | [`Gpu::gumbel_softmax_backward`], [`Gpu::gumbel_softmax_backward_recompute`], [`Gpu::gumbel_softmax_hard_backward`], [`Gpu::gumbel_softmax_backward_with`] | [`Gpu::gumbel_softmax_backward_kernels`] |
+/// | sampling | [`Gpu::sample`], [`Gpu::sample_top_k`], [`Gpu::sample_with`] | [`Gpu::sampler`] |
+/// | LM token sampling (temperature, min-p, top-k, top-p, logprobs) | [`Gpu::sample_tokens`], [`Gpu::sample_tokens_with`], [`Gpu::verify_speculative`] | [`Gpu::token_sampler`], [`Gpu::speculative_verifier`] |
+/// | Concrete density | [`Gpu::concrete_log_prob`], [`Gpu::concrete_log_prob_simplex`] | [`Gpu::concrete_density_kernels`] |
+/// | random numbers | [`Gpu::random_u32`], [`Gpu::uniform`], [`Gpu::gumbel`] | [`Gpu::random_fill`] |
+/// | buffers | [`Gpu::upload`], [`Gpu::read_buffer`] | [`Gpu::storage_buffer`], [`Gpu::submit`] |
+///
 /// Share it by reference across threads (`&Gpu` is `Send + Sync`); every operation either
 /// records into a caller's encoder or submits and waits on its own. On OpenGL, whose one context
 /// wgpu-hal guards with a lock that panics after 6 seconds of waiting, this crate serialises its

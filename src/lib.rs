@@ -24,6 +24,17 @@
 //! your own `wgpu::CommandEncoder` from [`wgpu::BufferSlice`]s at any 4-byte offset (a
 //! [`LogitsView`] for a `rows x k` matrix), and never submit.
 //!
+//! ## Token sampling for language models
+//! [`Gpu::sample_tokens`] samples one token per row with a temperature and the min-p, top-k and
+//! top-p filters (vLLM's order), one [`Stream`] per request so a draw never depends on the
+//! batch, and returns the raw log-probabilities of the token and of the top `n`; f16 / bf16
+//! logits and a 64-bit noise mode go through [`Gpu::sample_tokens_with`], and
+//! [`Gpu::verify_speculative`] verifies speculative drafts. The kernels are sort-free (radix
+//! select and mass search on the order-preserving image of the logits, then one Gumbel-max);
+//! the [`tokens`] module states the semantics and how many passes each setting costs.
+//! [`TokenSampler`] records the same into your encoder with every per-row parameter in device
+//! buffers, so a decode loop never reads back between steps.
+//!
 //! ## The stream contract
 //! Randomness comes from a [`Stream`] `{ seed, offset }`. Word `n` of a stream is
 //! `philox4x32_10([lo32(b), hi32(b), 0, 0], [lo32(seed), hi32(seed)])[m % 4]` with
@@ -76,6 +87,7 @@ mod schedule;
 #[doc(hidden)]
 pub mod shader;
 mod softmax;
+pub mod tokens;
 
 /// The wgpu this crate is built on: use it to name wgpu types, so the versions always match.
 pub use wgpu;
@@ -102,6 +114,10 @@ pub use schedule::{Temperature, TemperatureSchedule};
 pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
+pub use tokens::{
+    MAX_LOGPROBS, Noise, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
+    SpeculativeVerifier, TokenJob, TokenRowParams, TokenSampler, TokenSampling, stream_words,
+};
 
 /// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer
 /// knows no family, so the list lives here, at the root that declares them.
@@ -114,6 +130,8 @@ pub fn kernel_specs() -> Vec<family::FamilySpec> {
         backward::GumbelSoftmaxBackward::SPEC,
         density::ConcreteDensity::SPEC,
         sample::Sampler::SPEC,
+        tokens::TokenSampler::SPEC,
+        tokens::SpeculativeVerifier::SPEC,
     ]
 }
 #[doc(hidden)]

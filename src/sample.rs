@@ -14,9 +14,32 @@
 //!   one, and a row with fewer than `top` drawable entries gets [`NO_INDEX`] in the slots left
 //!   over (an all-masked row samples [`NO_INDEX`]).
 //!
-//! Top-k runs `top` rounds of arg-max, each keeping only the entries after the previous winner:
-//! exact, but `O(top * k)` work (each round reads the row and regenerates its noise again), so
-//! `top` is limited to [`MAX_TOP`]; it suits top-k in the tens, not full permutations of big rows.
+//! ## Gumbel-max and Gumbel-top-k: one read of each row
+//! Every path reads each logit once (2 or 4 bytes) and calls Philox once per 4 consecutive
+//! elements (a block of the stream), in registers, whatever `top`.
+//!
+//! * **`top = 1`** keeps its one-pass arg-max: per invocation a running best `(key, index)`, then
+//!   one tree reduction in workgroup memory (2 KiB); no scratch except the split path's partials.
+//! * **`top > 1`**: a *team* (one invocation, a segment, or a workgroup, on a row or on a chunk of
+//!   a split row) keeps its best `top` so far as a sorted list `L` in scratch (device memory,
+//!   `16 * top` bytes: two halves it alternates between). It reads its blocks in rounds of one
+//!   block per invocation; an element enters the team's tile in workgroup memory only if it
+//!   comes before `L[top - 1]` (the threshold, once `L` is full). When a tile could overflow in
+//!   the next round, and after the last, the tiles are sorted (a bitonic network in workgroup
+//!   memory) and merged into `L` by rank (each entry's new place is its place in its own list
+//!   plus the number of entries of the other list before it, a binary search; the order is
+//!   total, so places are distinct). Workgroup memory: 12 KiB of tiles (6 slots of 8 bytes per
+//!   invocation) and 1 KiB of counters, within WebGPU's guaranteed 16 KiB. After the first tile
+//!   few elements beat the threshold (about `top * ln(k / top)` of a random row enter in all),
+//!   so merges are rare; at worst (increasing logits) a team merges every round. One invocation
+//!   per row (`k <= 32`) instead inserts into its list in scratch (`top` steps at worst). The
+//!   split path's second pass merges the chunks' sorted lists pairwise, a tree of
+//!   `ceil(log2 chunks)` levels in one workgroup per row.
+//!
+//! Top-k costs, beside the read: scratch traffic for the candidates that beat the threshold and
+//! `L` (`top` entries per merge), and one dispatch more on split rows (as for `top = 1`). The
+//! result is exactly the `top` first entries of the row in the order below, padded with
+//! [`NO_INDEX`], on every path and for every chunking.
 //!
 //! ## Paths, chosen from the shape ([`Sampler::strategy_for`])
 //! * `k <= 32`: one invocation per row (bulk categorical latents: millions of small rows);
@@ -24,20 +47,23 @@
 //!   16 elements per invocation), 256 / segment rows per workgroup, and a tree reduction of
 //!   `(value, index)` per segment in workgroup memory (no subgroup operations);
 //! * `k >= 8192` with fewer than 128 rows (LM token sampling at small batch, e.g. 1 x 131072 or
-//!   8 x 131072): each row is split over up to 1024 / rows workgroups (at least 4096 elements
-//!   each); each writes its partial top list per (row, chunk) to a scratch buffer, and a second
-//!   tiny pass (one workgroup per row) combines them. The order is total, so the result does not
-//!   depend on the split.
-//!
-//! Every path reads each logit once per round (2 or 4 bytes) and calls Philox once per 4
-//! consecutive elements (a block of the stream), in registers.
+//!   8 x 131072), and for `top > 1` also `k > 65536` at any row count: each row is split over up
+//!   to 1024 / rows workgroups (at least 4096 elements each, for top-k at least `4 * top`, and
+//!   at most 65536); each writes its partial top list per (row, chunk) to a scratch buffer, and
+//!   a second tiny pass (one workgroup per row) combines them. The order is total, so the result
+//!   does not depend on the split.
 //!
 //! **llvmpipe** (Mesa's software adapter, Vulkan and GL) ends every loop of a shader invocation
-//! once their iterations add up to 65535, silently. An invocation here iterates about
-//! `top * (blocks it scans + 9)` times: far inside the budget on the automatic paths for
-//! `top = 1` (at most ~4100 for a 2^22-wide row), but large `top` on wide rows can exceed it
-//! (e.g. `top = 1024` of 65536). On llvmpipe, [`Sampler::record`] estimates the count and returns
-//! [`Error::Unsupported`] past the budget instead of a wrong answer; other drivers have no cap.
+//! once their iterations add up to 65535, silently. [`Sampler::record`] estimates an
+//! invocation's iterations at their worst (`loop_iterations`: for top-k a merge after every
+//! round, as increasing logits cause) and on llvmpipe returns [`Error::Unsupported`] past the
+//! budget instead of a wrong answer; other drivers have no cap. `top = 1` iterates about
+//! `blocks it scans + 9` times (at most ~4100 for a 2^22-wide row on the automatic path). The
+//! automatic top-k paths fit every `top <= 4096` on rows up to 2^21 wide, and `top <= 50` up to
+//! 2^24 at least (a split team reads at most 65536 elements: about 41000 iterations at worst for
+//! `top = 4096`; the combine tree grows with `chunks * top`, past the budget from about 3 * 2^20
+//! at `top >= 1024`). Forced paths on wide rows (one invocation or a small segment per row, or a
+//! workgroup per 262144-wide row) exceed it sooner.
 
 use crate::family::{
     FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
@@ -52,8 +78,9 @@ use std::sync::Arc;
 /// The index a kernel writes where a row has no (further) entry to draw.
 pub const NO_INDEX: u32 = u32::MAX;
 
-/// The largest `top` of Gumbel-top-k (the kernels do `top` passes over each row).
-pub const MAX_TOP: usize = 1024;
+/// The largest `top` of Gumbel-top-k. The kernels read each row once whatever `top`; their
+/// scratch is `16 * top` bytes per row (per chunk of a split row), and merging costs grow with it.
+pub const MAX_TOP: usize = 4096;
 
 /// Rows with at most this many categories take one invocation per row.
 const THREAD_MAX_K: u64 = 32;
@@ -66,8 +93,15 @@ const SPLIT_MIN_K: u64 = 8192;
 const SPLIT_MAX_ROWS: u64 = 128;
 /// The split path aims at about this many workgroups in all...
 const SPLIT_TARGET_GROUPS: u64 = 1024;
-/// ...with at least this many elements per chunk.
+/// ...with at least this many elements per chunk, and for top-k at least `SPLIT_CHUNK_PER_TOP *
+/// top` (fewer, longer chunks: the combine pass merges `chunks - 1` lists of `top`).
 const SPLIT_MIN_CHUNK: u64 = 4096;
+const SPLIT_CHUNK_PER_TOP: u64 = 4;
+/// Top-k splits rows longer than this (at least `SPLIT_MIN_K`) at any row count, into chunks of
+/// at most this many elements: a team's worst case (a merge every round) grows with its span.
+const TOPK_MAX_CHUNK: u64 = 65_536;
+/// Tile slots per invocation of a top-k team in workgroup memory (`TEAM_SLOTS` in the shader).
+const TEAM_SLOTS: u64 = 6;
 
 /// How the kernels map rows to the GPU. [`SampleStrategy::Auto`] picks from the shape; the others
 /// force a path (tests use them to exercise every path on every shape).
@@ -136,28 +170,85 @@ uniform_params! {
 /// Get them with [`Gpu::sampler`].
 pub struct Sampler {
     core: FamilyCore,
+    /// Gumbel-max (`top = 1`): one pass of arg-max per row.
+    max: Kernels,
+    /// Gumbel-top-k (`top > 1`): candidate lists merged in workgroup memory.
+    top_k: Kernels,
+}
+
+/// One pipeline per path.
+struct Kernels {
     thread: wgpu::ComputePipeline,
     group: wgpu::ComputePipeline,
     partial: wgpu::ComputePipeline,
     combine: wgpu::ComputePipeline,
 }
 
-/// Loop iterations one invocation of `strategy` runs, about `top * (blocks it scans + 9)` per
-/// pass (the module docs); the split path's combine pass scans `chunks * top` candidates a round.
+/// `floor(log2 n) + 1`: the most iterations of a binary search over `n` entries.
+fn search_steps(n: u64) -> u64 {
+    u64::from(64 - n.leading_zeros())
+}
+
+/// Loop iterations of one top-k merge (`team_top` in the shader) per invocation of a team of
+/// `seg`, at its worst: a full tile, sorted by the bitonic network, merged with a list of `top`.
+fn merge_iterations(seg: u64, top: u64) -> u64 {
+    let cap = TEAM_SLOTS * seg;
+    let p = cap.next_power_of_two();
+    let lg = u64::from(p.trailing_zeros());
+    let stages = lg * (lg + 1) / 2;
+    let per_stage = (p / 2).div_ceil(seg);
+    let sort = lg + stages + stages * per_stage;
+    let lists =
+        top.div_ceil(seg) * (1 + search_steps(cap)) + cap.div_ceil(seg) * (1 + search_steps(top));
+    sort + lists
+}
+
+/// Loop iterations of a top-k team of `seg` invocations reading `blocks` blocks, at its worst:
+/// a merge after every round (every element beats the threshold, e.g. increasing logits).
+fn team_iterations(seg: u64, top: u64, blocks: u64) -> u64 {
+    let rounds = blocks.div_ceil(seg);
+    3 * top.div_ceil(seg) + (rounds + 1) * (1 + merge_iterations(seg, top))
+}
+
+/// Loop iterations one invocation of `strategy` runs, at their worst (llvmpipe's budget, see the
+/// module docs). Gumbel-max: about `blocks it scans + 9`; its split path's combine pass scans
+/// `chunks` candidates. Top-k: [`team_iterations`]; one invocation per row inserts each element
+/// into a sorted list (`top` iterations at worst); the combine pass is a merge tree.
 fn loop_iterations(strategy: SampleStrategy, k: u64, top: u64) -> u64 {
     let blocks = k / 4 + 2;
-    let per_round = match strategy {
-        SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks,
-        SampleStrategy::RowPerSegment { threads } => blocks.div_ceil(u64::from(threads.max(1))),
-        SampleStrategy::RowPerWorkgroup => blocks.div_ceil(u64::from(WG_SIZE)),
+    let wg = u64::from(WG_SIZE);
+    if top == 1 {
+        let per_round = match strategy {
+            SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks,
+            SampleStrategy::RowPerSegment { threads } => blocks.div_ceil(u64::from(threads.max(1))),
+            SampleStrategy::RowPerWorkgroup => blocks.div_ceil(wg),
+            SampleStrategy::SplitRow { chunks } => {
+                let c = u64::from(chunks.max(1));
+                blocks.div_ceil(c * wg).max(c.div_ceil(wg))
+            }
+        };
+        return per_round + 9;
+    }
+    match strategy {
+        SampleStrategy::RowPerThread | SampleStrategy::Auto => blocks * (1 + 4 * top) + top,
+        SampleStrategy::RowPerSegment { threads } => {
+            team_iterations(u64::from(threads.max(1)), top, blocks)
+        }
+        SampleStrategy::RowPerWorkgroup => team_iterations(wg, top, blocks),
         SampleStrategy::SplitRow { chunks } => {
             let c = u64::from(chunks.max(1));
-            blocks
-                .div_ceil(c * u64::from(WG_SIZE))
-                .max((c * top).div_ceil(u64::from(WG_SIZE)))
+            let partial = team_iterations(wg, top, blocks.div_ceil(c)) + top.div_ceil(wg);
+            // The combine pass's merge tree: ceil(log2 chunks) levels of pairs of lists.
+            let mut combine = top.div_ceil(wg);
+            let mut stride = 1;
+            while stride < c {
+                let pairs = c.div_ceil(2 * stride);
+                combine += 1 + (pairs * 2 * top).div_ceil(wg) * (1 + search_steps(top));
+                stride *= 2;
+            }
+            partial.max(combine)
         }
-    };
-    top * (per_round + 9)
+    }
 }
 
 impl KernelFamily for Sampler {
@@ -171,37 +262,80 @@ impl KernelFamily for Sampler {
             "sample_group",
             "sample_partial",
             "sample_combine",
+            "topk_thread",
+            "topk_group",
+            "topk_partial",
+            "topk_combine",
         ],
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
-        let [thread, group, partial, combine] = take(pipelines)?;
-        Ok(Sampler {
-            core,
+        let [
             thread,
             group,
             partial,
             combine,
+            k_thread,
+            k_group,
+            k_partial,
+            k_combine,
+        ] = take(pipelines)?;
+        Ok(Sampler {
+            core,
+            max: Kernels {
+                thread,
+                group,
+                partial,
+                combine,
+            },
+            top_k: Kernels {
+                thread: k_thread,
+                group: k_group,
+                partial: k_partial,
+                combine: k_combine,
+            },
         })
     }
 }
 
 impl Sampler {
-    /// The path [`Sampler::record`] takes for `rows x k` logits (forced strategies are returned
-    /// as given, `SplitRow { chunks: 0 }` with its chunk count filled in).
+    /// The path [`Sampler::record`] takes for Gumbel-max of `rows x k` logits (forced strategies
+    /// are returned as given, `SplitRow { chunks: 0 }` with its chunk count filled in).
     #[doc(hidden)]
     pub fn strategy_for(rows: u64, k: u64, strategy: SampleStrategy) -> SampleStrategy {
+        Self::strategy_for_top(rows, k, 1, strategy)
+    }
+
+    /// The path [`Sampler::record`] takes for the `top` largest of `rows x k` logits: as for
+    /// Gumbel-max, but for `top > 1` split chunks hold at least `4 * top` elements, and rows
+    /// longer than 65536 are split at any row count, into chunks of at most 65536.
+    #[doc(hidden)]
+    pub fn strategy_for_top(
+        rows: u64,
+        k: u64,
+        top: u64,
+        strategy: SampleStrategy,
+    ) -> SampleStrategy {
         let (rows, k) = (rows.max(1), k.max(1));
+        let min_chunk = if top > 1 {
+            SPLIT_MIN_CHUNK.max(SPLIT_CHUNK_PER_TOP * top)
+        } else {
+            SPLIT_MIN_CHUNK
+        };
         let auto_chunks = || {
-            let c = SPLIT_TARGET_GROUPS
+            let mut c = SPLIT_TARGET_GROUPS
                 .div_ceil(rows)
-                .min(k.div_ceil(SPLIT_MIN_CHUNK))
+                .min(k.div_ceil(min_chunk))
                 .max(1);
+            if top > 1 {
+                c = c.max(k.div_ceil(TOPK_MAX_CHUNK));
+            }
             SampleStrategy::SplitRow { chunks: c as u32 }
         };
+        let split = k >= SPLIT_MIN_K && (rows < SPLIT_MAX_ROWS || top > 1 && k > TOPK_MAX_CHUNK);
         match strategy {
             SampleStrategy::Auto if k <= THREAD_MAX_K => SampleStrategy::RowPerThread,
-            SampleStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
+            SampleStrategy::Auto if split => auto_chunks(),
             SampleStrategy::Auto => {
                 // About SEGMENT_BLOCKS Philox blocks (4 elements each) per invocation.
                 let threads = (k / 4 + 1)
@@ -225,8 +359,9 @@ impl Sampler {
     ///
     /// Element `j` of row `r` uses word `r * k + j` of the stream. Inputs larger than a storage
     /// binding are split by whole rows into several dispatches (the stream continues across
-    /// them). The split-row path keeps its scratch buffer (`rows * chunks * top * 8` bytes per
-    /// dispatch) across calls. `Err` for bad views (naming the argument), `k = 0`, a `top` out of
+    /// them). The scratch buffer is kept across calls: per dispatch `rows * chunks * 8` bytes on
+    /// the split-row path for `top = 1`; for `top > 1`, `rows * top * 8` (one invocation per row),
+    /// `rows * top * 16`, or `rows * chunks * top * 16` on the split-row path. `Err` for bad views (naming the argument), `k = 0`, a `top` out of
     /// range, or a bad scalar temperature.
     pub fn record(
         &self,
@@ -257,7 +392,7 @@ impl Sampler {
         if rows == 0 {
             return Ok(());
         }
-        let strategy = Self::strategy_for(rows, k, strategy);
+        let strategy = Self::strategy_for_top(rows, k, u64::from(top), strategy);
         if let SampleStrategy::RowPerSegment { threads } = strategy
             && !(threads.is_power_of_two() && threads <= WG_SIZE)
         {
@@ -265,19 +400,14 @@ impl Sampler {
                 "{threads} invocations per row: must be a power of two up to {WG_SIZE}"
             )));
         }
-        let chunks = match strategy {
-            SampleStrategy::SplitRow { chunks } => u64::from(chunks),
-            _ => 1,
-        };
         self.core.check_loop_budget(
             loop_iterations(strategy, k, u64::from(top)),
             &format!("top {top} of rows of {k} logits"),
         )?;
-        // Rows per dispatch: each window must fit one storage binding, and so must the split
-        // path's scratch.
+        // Rows per dispatch: each window must fit one storage binding, and so must the scratch.
         let rows_per_dispatch = self
             .core
-            .rows_per_dispatch(rows, k.max(chunks * u64::from(top) * 2))?;
+            .rows_per_dispatch(rows, k.max(scratch_pairs(strategy, top) * 2))?;
         self.core.scoped(|| {
             let mut r0 = 0;
             while r0 < rows {
@@ -313,9 +443,11 @@ impl Sampler {
             SampleStrategy::RowPerSegment { threads } => threads,
             _ => WG_SIZE,
         };
-        let scratch = match strategy {
-            SampleStrategy::SplitRow { .. } => Some(core.scratch(n * u64::from(chunks) * top * 8)?),
-            _ => None,
+        let pairs = scratch_pairs(strategy, top as u32);
+        let scratch = if pairs > 0 {
+            Some(core.scratch(n * pairs * 8)?)
+        } else {
+            None
         };
         let [key_lo, key_hi, block0_lo, block0_hi, phase] =
             job.stream.advance(r0 * k).kernel_words();
@@ -341,26 +473,44 @@ impl Sampler {
             .as_ref()
             .map_or(core.unused(4).binding, |s| s.as_entire_buffer_binding());
         let bindings = [logits.binding, temps.binding, out.binding, scratch];
+        let kernels = if top == 1 { &self.max } else { &self.top_k };
         match strategy {
             SampleStrategy::RowPerThread => core.dispatch(
                 encoder,
                 &params,
                 &bindings,
-                &[(&self.thread, n.div_ceil(u64::from(WG_SIZE)))],
+                &[(&kernels.thread, n.div_ceil(u64::from(WG_SIZE)))],
             ),
             SampleStrategy::SplitRow { .. } => core.dispatch(
                 encoder,
                 &params,
                 &bindings,
-                &[(&self.partial, n * u64::from(chunks)), (&self.combine, n)],
+                &[
+                    (&kernels.partial, n * u64::from(chunks)),
+                    (&kernels.combine, n),
+                ],
             ),
             _ => core.dispatch(
                 encoder,
                 &params,
                 &bindings,
-                &[(&self.group, n.div_ceil(u64::from(WG_SIZE / seg)))],
+                &[(&kernels.group, n.div_ceil(u64::from(WG_SIZE / seg)))],
             ),
         }
+    }
+}
+
+/// Scratch (key, index) pairs per row of `strategy` (resolved) for `top`: Gumbel-max's split
+/// path keeps one partial per chunk; top-k keeps one sorted list per row (one invocation per
+/// row), two (a list and the next) per row or per chunk of a split row.
+fn scratch_pairs(strategy: SampleStrategy, top: u32) -> u64 {
+    let top = u64::from(top);
+    match (strategy, top) {
+        (SampleStrategy::SplitRow { chunks }, 1) => u64::from(chunks),
+        (_, 1) => 0,
+        (SampleStrategy::RowPerThread, _) => top,
+        (SampleStrategy::SplitRow { chunks }, _) => u64::from(chunks) * 2 * top,
+        _ => 2 * top,
     }
 }
 

@@ -64,8 +64,7 @@ impl SampleShape {
     }
 }
 
-/// Runs the buffer-level API into a sentinel-poisoned output with 5 spare elements; checks that
-/// exactly the `rows * top` result elements were written.
+/// [`try_run_sample`], which must not be refused.
 fn run_sample(
     gpu: &Gpu,
     shape: SampleShape,
@@ -73,6 +72,20 @@ fn run_sample(
     temperatures: Option<&[f32]>,
     stream: Stream,
 ) -> Vec<u32> {
+    try_run_sample(gpu, shape, logits, temperatures, stream)
+        .unwrap_or_else(|| panic!("{shape:?} refused"))
+}
+
+/// Runs the buffer-level API into a sentinel-poisoned output with 5 spare elements; checks that
+/// exactly the `rows * top` result elements were written. `None` where the job is refused as
+/// past llvmpipe's loop budget (only llvmpipe may refuse, with `Error::Unsupported`).
+fn try_run_sample(
+    gpu: &Gpu,
+    shape: SampleShape,
+    logits: &[u32],
+    temperatures: Option<&[f32]>,
+    stream: Stream,
+) -> Option<Vec<u32>> {
     let len = (shape.rows * u64::from(shape.top)) as usize;
     let out = poisoned(gpu, len + 5);
     let buf = gpu.upload("logits", logits).unwrap();
@@ -81,10 +94,21 @@ fn run_sample(
     let tau = temps.as_ref().map_or(Temperature::Scalar(1.0), |t| {
         Temperature::PerRow(t.slice(..))
     });
+    let mut refused = false;
     run(gpu, |enc| {
         let job = shape.job(buf.slice(..), tau, stream, out.slice(..));
-        sampler.record_path(enc, &job, shape.strategy).unwrap()
+        match sampler.record_path(enc, &job, shape.strategy) {
+            Ok(()) => {}
+            Err(Error::Unsupported(e)) if gpu.describe().contains("llvmpipe") => {
+                assert!(e.contains("llvmpipe"), "{e}");
+                refused = true;
+            }
+            Err(e) => panic!("{shape:?}: {e}"),
+        }
     });
+    if refused {
+        return None;
+    }
     let got: Vec<u32> = gpu.read_buffer(&out, len + 5).unwrap();
     assert!(
         got[len..].iter().all(|&w| w == SENTINEL),
@@ -94,7 +118,15 @@ fn run_sample(
         got[..len].iter().all(|&w| w != SENTINEL),
         "{shape:?}: an output element was never written"
     );
-    got[..len].to_vec()
+    Some(got[..len].to_vec())
+}
+
+/// Held by every test that runs GPU work: llvmpipe GL runs one queue under one context lock,
+/// which a thread waiting for its work holds until everything queued before is done, and other
+/// threads give up on the lock after 6 s (wgpu-hal). One test at a time keeps the waits short.
+fn long_gpu_work() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn bits(l: &[f32]) -> Vec<u32> {
@@ -140,13 +172,6 @@ fn compare(got: &[u32], z: &[f64], k: usize, top: usize, what: &str) -> usize {
     near
 }
 
-/// llvmpipe (Mesa's software adapter, Vulkan and GL) ends every loop of an invocation once
-/// their iterations add up to 65535; the row-per-thread path walks a row in `k / 4` blocks per
-/// round, so tests force it on huge rows only within that budget.
-fn thread_path_fits(k: usize, top: usize) -> bool {
-    k.div_ceil(4) * top < 60_000
-}
-
 /// Random logits in [-4, 4] with about 10% masked (-inf).
 fn random_logits(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len)
@@ -184,6 +209,23 @@ fn the_path_follows_the_shape() {
     );
     assert_eq!(path(1_000_000, 8), THREAD);
     assert_eq!(path(3, 31), THREAD);
+    // Top-k: split chunks hold at least 4 * top elements; rows past 65536 are split at any row
+    // count, into chunks of at most 65536; Gumbel-max keeps its paths.
+    let top = |rows, k, top| Sampler::strategy_for_top(rows, k, top, AUTO);
+    let chunks = |s| match s {
+        SampleStrategy::SplitRow { chunks } => chunks,
+        s => panic!("{s:?} is no split"),
+    };
+    assert_eq!(chunks(top(1, 131_072, 1)), 32);
+    assert_eq!(chunks(top(1, 131_072, 50)), 32);
+    assert_eq!(chunks(top(1, 131_072, 4096)), 8);
+    assert_eq!(chunks(top(64, 131_072, 50)), 16);
+    assert_eq!(chunks(top(512, 262_144, 2)), 4);
+    assert_eq!(chunks(top(100_000, 65_537, 2)), 2);
+    assert_eq!(top(512, 262_144, 1), GROUP);
+    assert_eq!(top(512, 65_536, 50), GROUP);
+    assert_eq!(top(64, 1000, 500), SEG_64);
+    assert_eq!(top(3, 31, 31), THREAD);
 }
 
 /// (k, row counts): awkward k, total work kept small enough for a software adapter.
@@ -203,6 +245,7 @@ const SWEEP: &[(usize, &[usize])] = &[
 
 #[test]
 fn every_path_matches_the_reference_at_awkward_sizes() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(10);
     let (mut slots, mut near) = (0usize, 0usize);
     for gpu in gpus() {
@@ -222,9 +265,7 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                 ];
                 for strategy in [AUTO, THREAD, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7] {
                     for (top, temperatures, z) in &cases {
-                        if strategy == THREAD
-                            && (!thread_path_fits(k, *top) || k > 4097 && rows > 1)
-                        {
+                        if strategy == THREAD && k > 4097 && rows > 1 {
                             continue; // one invocation per huge row: slow here
                         }
                         let shape = SampleShape {
@@ -232,7 +273,12 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                             strategy,
                             ..SampleShape::new(rows as u64, k as u64)
                         };
-                        let got = run_sample(gpu, shape, &bits(&logits), *temperatures, stream);
+                        // Past llvmpipe's loop budget (large k on one invocation): refused there.
+                        let Some(got) =
+                            try_run_sample(gpu, shape, &bits(&logits), *temperatures, stream)
+                        else {
+                            continue;
+                        };
                         let what = format!("k {k} rows {rows} top {top} {strategy:?}");
                         near += compare(&got, z, k, *top, &what);
                         slots += got.len();
@@ -249,6 +295,7 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
 /// `Gpu::gumbel`, so an f32 model on the CPU must give exactly the GPU's lists.
 #[test]
 fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(11);
     for gpu in gpus() {
         // The last case's stream wraps past u64::MAX words mid-row.
@@ -270,15 +317,14 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
                 .collect();
             for strategy in [AUTO, THREAD, SEG_1, SEG_8, GROUP, SPLIT_7] {
                 let top = 4;
-                if (strategy == THREAD || strategy == SEG_1) && !thread_path_fits(k, 4) {
-                    continue;
-                }
                 let shape = SampleShape {
                     top,
                     strategy,
                     ..SampleShape::new(rows as u64, k as u64)
                 };
-                let got = run_sample(gpu, shape, &bits(&logits), None, stream);
+                let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
+                    continue; // past llvmpipe's loop budget
+                };
                 assert_eq!(
                     got,
                     cpu::top_k_of_values(&z, k, top as usize),
@@ -304,6 +350,7 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
 /// the tied set in increasing index order.
 #[test]
 fn exact_ties_go_to_the_lowest_index_on_every_path() {
+    let _one_at_a_time = long_gpu_work();
     let cases: &[(usize, usize, &[usize])] = &[
         (5, 31, &[30, 3, 17]),
         (3, 1000, &[999, 500, 0, 255, 256]),
@@ -329,15 +376,14 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
             want_row.sort_unstable();
             let want: Vec<u32> = (0..rows).flat_map(|_| want_row.clone()).collect();
             for strategy in [AUTO, THREAD, SEG_8, GROUP, SPLIT, SPLIT_7] {
-                if strategy == THREAD && !thread_path_fits(k, tied.len()) {
-                    continue;
-                }
                 let shape = SampleShape {
                     top: tied.len() as u32,
                     strategy,
                     ..SampleShape::new(rows as u64, k as u64)
                 };
-                let got = run_sample(gpu, shape, &bits(&logits), None, stream);
+                let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
+                    continue; // past llvmpipe's loop budget
+                };
                 assert_eq!(got, want, "k {k} {strategy:?}");
             }
         }
@@ -346,6 +392,7 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
 
 #[test]
 fn infinite_and_nan_logits_follow_the_documented_policy() {
+    let _one_at_a_time = long_gpu_work();
     let (ninf, inf, nan) = (f32::NEG_INFINITY, f32::INFINITY, f32::NAN);
     let k = 40;
     let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -406,6 +453,7 @@ fn infinite_and_nan_logits_follow_the_documented_policy() {
 
 #[test]
 fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(12);
     for gpu in gpus() {
         for (rows, k) in [(3, 7), (500, 7), (20, 3001), (1, 131_072)] {
@@ -447,6 +495,7 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
 
 #[test]
 fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
+    let _one_at_a_time = long_gpu_work();
     // As if a storage binding held 1024 elements: rows are split over many dispatches, and the
     // binding windows start at unaligned rows.
     let small = Gpu::with_options(GpuOptions {
@@ -485,6 +534,7 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
 
 #[test]
 fn more_than_65535_workgroups_per_dimension() {
+    let _one_at_a_time = long_gpu_work();
     // 2 rows x 35000 chunks: the first pass needs a 2-D grid of 70000 workgroups (every kernel
     // linearises it the same way), nearly all of them with an empty chunk, and the combine pass
     // merges 35000 partial lists per row.
@@ -627,6 +677,7 @@ fn chi_square_sanity_of_the_helper() {
 
 #[test]
 fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
+    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(14);
     // (k, rows, temperature): thread path for k = 2 and 10, workgroup path for k = 1000.
     for (k, rows, t) in [
@@ -659,6 +710,7 @@ fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
 
 #[test]
 fn draws_from_a_peaked_131072_way_row_match_softmax() {
+    let _one_at_a_time = long_gpu_work();
     // An LM-like Zipf profile p_j ~ (j + 1)^-1.1, drawn 1000 times by advancing the stream one
     // row at a time (split-row path). Submitted 100 draws at a time: llvmpipe GL holds its
     // context lock while it waits, and other tests' threads time out on a long wait.
@@ -702,6 +754,7 @@ fn draws_from_a_peaked_131072_way_row_match_softmax() {
 
 #[test]
 fn top_k_draws_follow_the_plackett_luce_law() {
+    let _one_at_a_time = long_gpu_work();
     // Ordered draws without replacement: P(i1, .., im) = prod_s p_is / (1 - p_i1 - .. - p_is-1).
     let row = [1.0f32, 0.5, 0.0, -1.0];
     let p = softmax(&row.iter().map(|&l| f64::from(l)).collect::<Vec<_>>());
@@ -747,6 +800,7 @@ fn top_k_draws_follow_the_plackett_luce_law() {
 
 #[test]
 fn bad_input_is_an_error_naming_the_row() {
+    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let s = Stream::new(1);
     let (ninf, nan) = (f32::NEG_INFINITY, f32::NAN);
@@ -808,6 +862,7 @@ fn bad_input_is_an_error_naming_the_row() {
 
 #[test]
 fn buffer_level_misuse_is_an_error_not_a_panic() {
+    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let sampler = gpu.sampler().unwrap();
     let logits = gpu.upload("logits", &[0.0f32; 12]).unwrap();
@@ -883,14 +938,23 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
 
 #[test]
 fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
-    // llvmpipe silently ends an invocation's loops after 65535 iterations in all; top 1024 of a
-    // 65536-wide row needs more on its path. Without the check this returned wrong indices.
-    let mut rng = StdRng::seed_from_u64(77);
-    let (k, top) = (65_536usize, 1024usize);
-    let l = masked_logits(&mut rng, 1, k, 0.0);
+    let _one_at_a_time = long_gpu_work();
+    // llvmpipe silently ends an invocation's loops after 65535 iterations in all. On increasing
+    // logits every element beats the threshold, so a team merges after every round: one
+    // workgroup on a 262144-wide row needs far more than the budget at top 4096. Without the
+    // check such a job returned wrong indices.
+    let (k, top) = (262_144usize, 4096usize);
+    let l: Vec<f32> = (0..k).map(|j| 30.0 * j as f32).collect();
     let s = Stream::new(4);
-    match gpu().sample_top_k(&l, k, top, s) {
-        Ok(v) => assert_eq!(v, cpu::top_k(&l, k, top, None, s)),
+    // The top 4096 of increasing values: the last 4096 indices, the last first.
+    let want: Vec<u32> = (0..top).map(|i| (k - 1 - i) as u32).collect();
+    assert_eq!(cpu::top_k(&l, k, top, None, s), want);
+    let opts = SampleOptions {
+        strategy: GROUP,
+        ..Default::default()
+    };
+    match gpu().sample_with(LogitsSlice::F32(&l), k, top, s, &opts) {
+        Ok(v) => assert_eq!(v, want),
         Err(e) => {
             assert!(matches!(e, Error::Unsupported(_)), "{e}");
             assert!(
@@ -899,12 +963,8 @@ fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
             );
         }
     }
-    // Well inside the budget the same adapter gives the exact answer.
-    let top = 64;
-    assert_eq!(
-        gpu().sample_top_k(&l, k, top, s).unwrap(),
-        cpu::top_k(&l, k, top, None, s)
-    );
+    // The automatic path (split rows) stays inside the budget and is exact.
+    assert_eq!(gpu().sample_top_k(&l, k, top, s).unwrap(), want);
 }
 
 /// Byte offsets of the views in the offset tests: 4-byte aligned, not 256-byte aligned.
@@ -912,6 +972,7 @@ const OFFSETS: &[u64] = &[4, 260, 1028];
 
 #[test]
 fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_alone() {
+    let _one_at_a_time = long_gpu_work();
     // Every path, each format, per-row and scalar temperatures: logits, temperatures and output
     // each placed at `offset` bytes inside a buffer with sentinels on both sides.
     let mut rng = StdRng::seed_from_u64(909);
@@ -1022,6 +1083,197 @@ fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_
                         .unwrap();
                     assert_eq!(results[0].1, want, "{}", results[0].0);
                 }
+            }
+        }
+    }
+}
+
+/// Host wall time of the buffer-level record + submit + wait of Gumbel-top-k (median of 7 after
+/// a warm-up): on lavapipe these are CPU timings, not GPU speed. Run with
+/// `cargo test --release --test sample -- --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing_of_top_k_at_lm_shapes() {
+    let _one_at_a_time = long_gpu_work();
+    let gpu = gpu();
+    let sampler = gpu.sampler().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    for (rows, k) in [(1usize, 131_072usize), (64, 131_072)] {
+        let l = random_logits(&mut rng, rows * k);
+        let buf = gpu.upload("logits", &l).unwrap();
+        for top in [1u32, 50] {
+            let out = gpu
+                .storage_buffer("out", (rows * top as usize * 4) as u64)
+                .unwrap();
+            let mut times = Vec::new();
+            for rep in 0..8 {
+                let t0 = std::time::Instant::now();
+                run(gpu, |enc| {
+                    let job = SampleShape {
+                        top,
+                        ..SampleShape::new(rows as u64, k as u64)
+                    }
+                    .job(
+                        buf.slice(..),
+                        Temperature::Scalar(1.0),
+                        Stream::new(rep),
+                        out.slice(..),
+                    );
+                    sampler.record(enc, &job).unwrap()
+                });
+                if rep > 0 {
+                    times.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            eprintln!(
+                "{} {rows}x{k} top {top}: median {:.2} ms (min {:.2}, max {:.2})",
+                gpu.describe(),
+                times[times.len() / 2],
+                times[0],
+                times[times.len() - 1]
+            );
+        }
+    }
+}
+
+/// Every path of the buffer-level API, by name.
+const EVERY_PATH: [SampleStrategy; 8] = [AUTO, THREAD, SEG_1, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7];
+
+/// Rows of four kinds, row `r` of kind `kinds[r % kinds.len()]`: 0, random logits with 10%
+/// masked; 1, nearly all masked (fewer candidates than most `top`: the rest is NO_INDEX); 2,
+/// exactly tied (`l = -g`, so `l + g = 0` everywhere: the list is 0, 1, 2, ... on every path);
+/// 3, increasing (`l_j = 30 j`: every element beats the threshold, the most merges, the worst
+/// case of the loop-budget estimate).
+fn top_k_rows(rng: &mut StdRng, kinds: &[usize], rows: usize, k: usize, g: &[f32]) -> Vec<f32> {
+    (0..rows * k)
+        .map(|i| match kinds[(i / k) % kinds.len()] {
+            0 if rng.random::<f32>() < 0.1 => f32::NEG_INFINITY,
+            0 => rng.random_range(-4.0f32..4.0),
+            1 if rng.random::<f32>() < 0.99 => f32::NEG_INFINITY,
+            1 => rng.random_range(-4.0f32..4.0),
+            2 => -g[i],
+            _ => 30.0 * (i % k) as f32,
+        })
+        .collect()
+}
+
+/// Awkward `top` (2 .. 4096) on awkward `k` (up to 262147) on every path, into poisoned outputs:
+/// exactly the top of the f32 model (the logits plus `Gpu::gumbel`'s noise), which
+/// `cpu::top_k_of_values` ranks, and `cpu::top_k` (f64) up to near ties. Only llvmpipe may
+/// refuse a path (its loop budget), never the automatic one, and what it runs is exact even on
+/// increasing rows, the worst case of its estimate.
+#[test]
+fn large_top_at_awkward_k_is_exact_on_every_path() {
+    let _one_at_a_time = long_gpu_work();
+    let tops = [2u32, 3, 31, 33, 255, 257, 1024, 4096];
+    // (k, row kinds): the widest rows are two (random and increasing), so that no submission
+    // holds llvmpipe GL's context lock for long (other tests' threads time out waiting on it).
+    const ALL: &[usize] = &[0, 1, 2, 3];
+    let cases: &[(usize, &[usize])] = &[
+        (33, ALL),
+        (300, ALL),
+        (4099, ALL),
+        (65_537, ALL),
+        (262_147, &[0, 3]),
+    ];
+    let mut rng = StdRng::seed_from_u64(4096);
+    let (mut ran, mut refused) = (0, Vec::new());
+    for gpu in gpus() {
+        for &(k, kinds) in cases {
+            let rows = kinds.len().max(if k < 1000 { 8 } else { 0 });
+            let stream = random_stream(&mut rng);
+            let g = gpu.gumbel(stream, rows * k).unwrap();
+            let logits = top_k_rows(&mut rng, kinds, rows, k, &g);
+            let z: Vec<f64> = logits
+                .iter()
+                .zip(&g)
+                .map(|(&l, &g)| f64::from(l + g))
+                .collect();
+            let z64 = cpu::sample_values(&logits, k, None, stream);
+            for &top in tops.iter().filter(|&&t| t as usize <= k) {
+                let want = cpu::top_k_of_values(&z, k, top as usize);
+                for (r, w) in want.chunks(top as usize).enumerate() {
+                    if kinds[r % kinds.len()] == 2 {
+                        assert!(w.iter().enumerate().all(|(i, &j)| j == i as u32));
+                    }
+                }
+                for strategy in EVERY_PATH {
+                    if (strategy == THREAD || strategy == SEG_1) && k > 4099 && top > 3 {
+                        continue; // one invocation per huge row and a large list: slow here
+                    }
+                    let shape = SampleShape {
+                        top,
+                        strategy,
+                        ..SampleShape::new(rows as u64, k as u64)
+                    };
+                    let what = format!("k {k} top {top} {strategy:?}");
+                    let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
+                        assert_ne!(strategy, AUTO, "{what}: the automatic path was refused");
+                        refused.push(what);
+                        continue;
+                    };
+                    ran += 1;
+                    for (r, (a, b)) in got
+                        .chunks(top as usize)
+                        .zip(want.chunks(top as usize))
+                        .enumerate()
+                    {
+                        assert!(
+                            a == b,
+                            "{what}: row {r}: {:?}.. want {:?}..",
+                            &a[..8.min(a.len())],
+                            &b[..8.min(b.len())]
+                        );
+                    }
+                    // The f64 reference of the non-tied rows, up to near ties.
+                    for r in (0..rows).filter(|r| kinds[r % kinds.len()] != 2) {
+                        let (zr, t) = (&z64[r * k..(r + 1) * k], top as usize);
+                        compare(&got[r * t..(r + 1) * t], zr, k, t, &what);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{ran} runs exact; refused on llvmpipe: {}: {refused:?}",
+        refused.len()
+    );
+}
+
+/// Per-row temperatures and f16 logits on every path at large `top`, against the f64 reference
+/// (near ties only) and the automatic path.
+#[test]
+fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
+    let _one_at_a_time = long_gpu_work();
+    let mut rng = StdRng::seed_from_u64(257);
+    let (rows, k) = (3usize, 9001usize);
+    let logits = random_logits(&mut rng, rows * k);
+    let h: Vec<u16> = logits.iter().map(|&x| logits::f32_to_f16(x)).collect();
+    let wide: Vec<f32> = h.iter().map(|&x| logits::f16_to_f32(x)).collect();
+    let temps = [0.5f32, 1.0, 3.0];
+    let stream = random_stream(&mut rng);
+    for top in [257u32, 4096] {
+        let z = cpu::sample_values(&wide, k, Some(&temps), stream);
+        let mut first: Option<Vec<u32>> = None;
+        for strategy in EVERY_PATH {
+            let shape = SampleShape {
+                top,
+                format: LogitsFormat::F16,
+                strategy,
+                ..SampleShape::new(rows as u64, k as u64)
+            };
+            let what = format!("f16 top {top} {strategy:?}");
+            let Some(got) =
+                try_run_sample(gpu(), shape, &logits::pack_u16(&h), Some(&temps), stream)
+            else {
+                assert_ne!(strategy, AUTO, "{what}: the automatic path was refused");
+                continue;
+            };
+            compare(&got, &z, k, top as usize, &what);
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_eq!(&got, f, "{what} differs from the automatic path"),
             }
         }
     }

@@ -6,9 +6,10 @@
 
 mod common;
 use common::*;
-use gumbel_wgpu::{Stream, cpu};
+use gumbel_wgpu::{LogitsView, SoftmaxJob, SoftmaxMode, Stream, Temperature, cpu};
 
-/// The job from the report: a 16384 x 4096 f32 forward per thread (256 MiB in, 256 MiB out).
+/// The job from the report: a 16384 x 4096 f32 forward per thread (256 MiB in, shared, and
+/// 256 MiB out per thread).
 const ROWS: usize = 16384;
 const K: usize = 4096;
 const THREADS: u64 = 4;
@@ -16,17 +17,36 @@ const THREADS: u64 = 4;
 #[test]
 fn four_threads_running_long_forwards_on_one_gpu_all_get_their_results() {
     let gpu = gpu();
-    // Smooth logits, made once: every thread reads the same, with its own stream.
+    // Smooth logits, uploaded once and read by every thread (read-only bindings may be shared).
     let logits: Vec<f32> = (0..ROWS * K)
         .map(|i| ((i % K) as f32 * 0.001).sin() * 3.0)
         .collect();
+    let logits_buf = gpu.upload("logits", &logits).unwrap();
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
     let results: Vec<(Stream, Vec<f32>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
-                let logits = &logits;
+                let (logits_buf, kernels) = (&logits_buf, &kernels);
                 s.spawn(move || {
                     let stream = Stream::new(1000 + t);
-                    let y = gpu.gumbel_softmax(logits, K, 0.5, stream);
+                    let out = gpu.storage_buffer("y", (ROWS * K * 4) as u64).unwrap();
+                    let job = SoftmaxJob {
+                        mode: SoftmaxMode::Soft,
+                        logits: LogitsView::f32(logits_buf.slice(..), ROWS as u64, K as u64),
+                        tau: Temperature::Scalar(0.5),
+                        stream,
+                        out: out.slice(..),
+                        status: None,
+                    };
+                    // Two forwards in one submission: one wait long enough (over 6 s on
+                    // llvmpipe) that, without the crate's lock, the other threads' calls time out
+                    // on wgpu-hal's GL context lock and panic (measured: they did).
+                    gpu.submit(|enc| {
+                        kernels.record(enc, &job)?;
+                        kernels.record(enc, &job)
+                    })
+                    .unwrap_or_else(|e| panic!("thread {t}: {e}"));
+                    let y = gpu.read_buffer::<f32>(&out, ROWS * K);
                     (stream, y.unwrap_or_else(|e| panic!("thread {t}: {e}")))
                 })
             })

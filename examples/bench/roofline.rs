@@ -6,6 +6,7 @@ use std::time::Instant;
 
 /// A vec4 device-to-device copy: the roofline for memory-bound kernels.
 pub struct CopyKernel {
+    device: wgpu::Device,
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
     max_groups: u32,
@@ -46,6 +47,7 @@ impl CopyKernel {
             cache: None,
         });
         CopyKernel {
+            device: device.clone(),
             layout,
             pipeline,
             max_groups: gpu.limits().max_compute_workgroups_per_dimension,
@@ -55,7 +57,6 @@ impl CopyKernel {
     /// Records a copy of the first `bytes` (a multiple of 16) of `src` into `dst`.
     pub fn record(
         &self,
-        gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
         src: &wgpu::Buffer,
         dst: &wgpu::Buffer,
@@ -68,7 +69,7 @@ impl CopyKernel {
         }
         let len4 = u32::try_from(bytes / 16)
             .map_err(|_| Error::TooLarge(format!("copy of {bytes} bytes")))?;
-        let bind = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("copy"),
             layout: &self.layout,
             entries: &[

@@ -55,3 +55,6 @@ pub use backward::*;
 
 mod density;
 pub use density::*;
+
+mod tokens;
+pub use tokens::*;

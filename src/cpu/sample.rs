@@ -1,6 +1,5 @@
-//! f64 reference of Gumbel-max sampling and Gumbel-top-k (`shaders/sample.wgsl`), in the
-//! kernels' shape: per row, `top` rounds of arg-max, round `i` keeping only the entries after
-//! round `i - 1`'s winner in the order "larger `z`, then lower index".
+//! f64 reference of Gumbel-max sampling and Gumbel-top-k (`shaders/sample.wgsl`): per row, the
+//! `top` entries first in the order "larger `z`, then lower index", in that order.
 //!
 //! `z_j = l_j / t_r + g_j` with `g_j` from stream word `r * k + j`; -inf and NaN logits are no
 //! candidates; +inf logits give `z = +inf` (ahead of every finite value, the lowest index first);
@@ -36,32 +35,34 @@ pub fn sample_values(
         .collect()
 }
 
-/// `a` comes before `b` in the sampling order: larger value, then lower index.
-fn before(a: (f64, usize), b: (f64, usize)) -> bool {
-    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
-}
-
 /// Per row of `z` (as [`sample_values`] gives), the indices of the `top` largest values in
-/// decreasing order, ties to the lowest index; `NO_INDEX` where a row runs out of candidates.
+/// decreasing order, ties to the lowest index; `NO_INDEX` where a row runs out of candidates
+/// (entries other than -inf). The order "larger value, then lower index" is total on a row's
+/// candidates, so this is the same list as `top` rounds of arg-max, each keeping only the
+/// entries after the previous winner; it is computed by a partial selection and a sort.
 pub fn top_k_of_values(z: &[f64], k: usize, top: usize) -> Vec<u32> {
+    // Larger value first, then lower index (no NaN: sample_values maps NaN logits to -inf).
+    let order = |a: &(f64, usize), b: &(f64, usize)| {
+        b.0.partial_cmp(&a.0)
+            .expect("no NaN values")
+            .then(a.1.cmp(&b.1))
+    };
     let mut out = Vec::with_capacity(z.len() / k * top);
     for row in z.chunks(k) {
-        let mut prev: Option<(f64, usize)> = None;
-        for _ in 0..top {
-            let mut best: Option<(f64, usize)> = None;
-            for (j, &x) in row.iter().enumerate() {
-                let c = (x, j);
-                if x != f64::NEG_INFINITY
-                    && prev.is_none_or(|p| before(p, c))
-                    && best.is_none_or(|b| before(c, b))
-                {
-                    best = Some(c);
-                }
-            }
-            out.push(best.map_or(crate::NO_INDEX, |b| b.1 as u32));
-            // A round that finds nothing leaves nothing for the later ones either.
-            prev = best.or(prev);
+        let mut c: Vec<(f64, usize)> = row
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, x)| x != f64::NEG_INFINITY)
+            .map(|(j, x)| (x, j))
+            .collect();
+        if c.len() > top {
+            c.select_nth_unstable_by(top, order);
+            c.truncate(top);
         }
+        c.sort_unstable_by(order);
+        out.extend(c.iter().map(|&(_, j)| j as u32));
+        out.extend(std::iter::repeat_n(crate::NO_INDEX, top - c.len()));
     }
     out
 }

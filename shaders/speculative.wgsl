@@ -1,0 +1,173 @@
+// Speculative verification (Leviathan et al. 2023; Chen et al. 2023), one workgroup per row:
+// accept draft i while u_i * q_i(d_i) < p_i(d_i); at the first rejection emit a Gumbel-max draw
+// from max(0, p_i - q_i) (from p_i if that is all zero), after n acceptances a bonus draw from
+// p_n. Twin of cpu::verify_speculative.
+//
+// Bindings (group 0):
+//   0: uniform SpecParams
+//   1: storage, read       drafts: array<u32>   drafts[draft_base + r * n + i]
+//   2: storage, read       q: array<f32>        draft laws, q[q_base + (r * n + i) * k + j]
+//   3: storage, read       p: array<f32>        target laws, p[p_base + (r * (n + 1) + i) * k + j]
+//   4: storage, read       streams: array<u32>  4 words per row at stream_base + 4 r: seed lo,
+//                          seed hi, offset lo, offset hi
+//   5: storage, read_write accepted: array<u32> accepted[accepted_base + r]
+//   6: storage, read_write out: array<u32>      out[out_base + r * (n + 1) + i], i <= n
+//
+// Counter scheme: position i (0..=n) of row r owns words i * (k + 1) .. i * (k + 1) + k of the
+// row's stream: word i * (k + 1) + j is the Gumbel noise of category j, word i * (k + 1) + k the
+// acceptance uniform u_i. The host keeps (n + 1) * (k + 1) below 2^32, so the word index of a
+// position fits one u32 and is added to the 64-bit offset with a carry.
+//
+// Indices stay in range: i < n for drafts and q, i <= n for p, j < k; a draft token >= k (not
+// checked on the device) counts as rejected with nothing to emit: the row's slot gets NO_INDEX.
+// Workgroups are linearised over a 2-D grid; surplus groups return.
+#import config
+#import philox
+#import gumbel
+#import grid
+
+#import params
+@group(0) @binding(1) var<storage, read> drafts: array<u32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> p: array<f32>;
+@group(0) @binding(4) var<storage, read> streams: array<u32>;
+@group(0) @binding(5) var<storage, read_write> accepted: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out: array<u32>;
+
+const NO_INDEX: u32 = 0xffffffffu;
+const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
+
+var<workgroup> red: array<vec2<u32>, WG_SIZE>;
+// (first rejected position or n, 1 if that position's draft token is out of range).
+var<workgroup> verdict: vec2<u32>;
+var<workgroup> empty_draw: u32;
+
+fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
+    return a.x > b.x || (a.x == b.x && a.y < b.y);
+}
+
+fn key_of(xb: u32) -> u32 {
+    var b = xb;
+    if (b == 0x80000000u) {
+        b = 0u;
+    }
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// The 64-bit word index offset + w as (lo, hi).
+fn word_index(offset: vec2<u32>, w: u32) -> vec2<u32> {
+    let lo = offset.x + w;
+    return vec2<u32>(lo, offset.y + select(0u, 1u, lo < w));
+}
+
+// Word m (64-bit) of the stream keyed by `key`.
+fn stream_word(key: vec2<u32>, m: vec2<u32>) -> u32 {
+    let block = vec2<u32>((m.x >> 2u) | (m.y << 30u), m.y >> 2u);
+    let words = philox_block(key, block, 0u);
+    let ws = array<u32, 4>(words.x, words.y, words.z, words.w);
+    return ws[m.x & 3u];
+}
+
+fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
+    red[lid] = mine;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (lid < s && before(red[lid + s], red[lid])) {
+            red[lid] = red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let best = red[0];
+    workgroupBarrier();
+    return best;
+}
+
+// Gumbel-max over categories of position i with weights w_j: residual max(0, p_i - q_i) when
+// `residual`, else p_i. Walks the position's words in whole Philox blocks.
+fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u32>) -> vec2<u32> {
+    let k = params.k;
+    let n = params.n;
+    let base = word_index(offset, i * (k + 1u));
+    let phase = base.x & 3u;
+    let block0 = vec2<u32>((base.x >> 2u) | (base.y << 30u), base.y >> 2u);
+    let blocks = (phase + k + 3u) / 4u;
+    let prow = params.p_base + (r * (n + 1u) + i) * k;
+    let qrow = params.q_base + (r * n + i) * k;
+    var best = EMPTY;
+    for (var b = lid; b < blocks; b += WG_SIZE) {
+        let words = philox_block(key, block0, b);
+        let ws = array<u32, 4>(words.x, words.y, words.z, words.w);
+        for (var e = 0u; e < 4u; e++) {
+            let s = 4u * b + e;
+            if (s < phase || s - phase >= k) {
+                continue;
+            }
+            let j = s - phase;
+            var w = p[prow + j];
+            if (residual) {
+                w = max(w - q[qrow + j], 0.0);
+            }
+            if (w > 0.0) {
+                let c = vec2<u32>(key_of(bitcast<u32>(log(w) + gumbel_from_word(ws[e]))), j);
+                if (before(c, best)) {
+                    best = c;
+                }
+            }
+        }
+    }
+    return reduce_best(lid, best);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn verify_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    let k = params.k;
+    let n = params.n;
+    let sb = params.stream_base + 4u * r;
+    let key = vec2<u32>(streams[sb], streams[sb + 1u]);
+    let offset = vec2<u32>(streams[sb + 2u], streams[sb + 3u]);
+    // The acceptance walk is sequential and short (n drafts): invocation 0 does it.
+    if (lid == 0u) {
+        var i = 0u;
+        var bad = 0u;
+        for (; i < n; i++) {
+            let d = drafts[params.draft_base + r * n + i];
+            if (d >= k) {
+                bad = 1u;
+                break;
+            }
+            let u = uniform_from_word(stream_word(key, word_index(offset, i * (k + 1u) + k)));
+            let pd = p[params.p_base + (r * (n + 1u) + i) * k + d];
+            let qd = q[params.q_base + (r * n + i) * k + d];
+            if (!(u * qd < pd)) {
+                break;
+            }
+            out[params.out_base + r * (n + 1u) + i] = d;
+        }
+        verdict = vec2<u32>(i, bad);
+        accepted[params.accepted_base + r] = i;
+        for (var s = i + 1u; s <= n; s++) {
+            out[params.out_base + r * (n + 1u) + s] = NO_INDEX;
+        }
+    }
+    let v = workgroupUniformLoad(&verdict);
+    let i = v.x;
+    var best = EMPTY;
+    if (v.y == 0u) {
+        best = draw(lid, r, i, i < n, key, offset);
+        if (lid == 0u) {
+            empty_draw = select(0u, 1u, best.y == NO_INDEX && i < n);
+        }
+        // The residual is all zero (p_i <= q_i everywhere): draw from p_i instead.
+        if (workgroupUniformLoad(&empty_draw) != 0u) {
+            best = draw(lid, r, i, false, key, offset);
+        }
+    }
+    if (lid == 0u) {
+        out[params.out_base + r * (n + 1u) + i] = best.y;
+    }
+}

@@ -1,0 +1,569 @@
+// Token sampling for language models: per row, temperature, min-p, top-k, top-p, the Gumbel-max
+// draw over the kept set, and raw log-probabilities (the token's and the top n). Sort-free.
+//
+// Bindings (group 0):
+//   0: uniform TokenParams
+//   1: storage, read       logits: array<u32>  f32 bits, or f16/bf16 packed two per word
+//                          (logits.wgsl); element j of dispatch row r is
+//                          logit_bits(logit_base + r * k + j)
+//   2: storage, read       rowp: array<u32>    8 words per row at row_base + 8 r: temperature
+//                          (f32 bits), top_k, top_p (f32 bits), min_p (f32 bits), seed lo, seed hi,
+//                          offset lo, offset hi (TokenRowParams in src/tokens.rs)
+//   3: storage, read_write tokens: array<u32>  tokens[token_base + r]
+//   4: storage, read_write logprobs: array<u32> f32 bits at logprob_base + r (OUT_LOGPROB)
+//   5: storage, read_write top: array<u32>     2 words per entry at top_base + 2 (r * n_top + i):
+//                          index, log-probability bits (OUT_TOP)
+//   6: storage, read_write status: array<u32>  status_base + r (OUT_STATUS): 0 ok, else STATUS_*
+// Unused outputs are bound to a dummy buffer and never written (the `outputs` bit mask says
+// which are real).
+//
+// Counter scheme: element j of row r uses word j of the row's own stream (seed, offset) from
+// rowp: lane (phase + j) % 4 of Philox block block0 + (phase + j) / 4 with block0 = offset / 4,
+// phase = offset % 4. The final pass walks the row in whole blocks (one philox call per 4
+// elements). With noise64 != 0, element j uses words 2j (high half) and 2j + 1 (low half): two
+// elements per block, and for an odd phase each block's last pair ends in the next block (a
+// second philox call). Nothing depends on the row's position in the batch.
+//
+// One workgroup per row (group_index = dispatch row; surplus groups return). Every index stays
+// in range because each loop runs j < k (or the block's lanes are tested against phase and k),
+// rows are < params.rows, and the host binds windows holding rows * k logits, rows * 8 row
+// words, rows tokens / logprobs / statuses and rows * n_top * 2 top words.
+//
+// The order: every filter keeps a prefix of one total order of the row, "larger logit, then
+// lower index" (q is increasing in l). A logit's key is the order-preserving u32 image of its
+// bits (masked -inf: key 0, never kept). The kept set is described by its last element
+// th = (key, index): entry (key, j) is kept iff key > th.x, or key == th.x and j <= th.y.
+//   * min-p: l >= m + t ln(min_p)  ->  th = (key(m + t ln(min_p)), NO_INDEX);
+//   * top-k: th = the k-th entry of the order among the kept ones, found by a radix select on
+//     (key, index) with 8-bit digits (4 key rounds, then ceil(log2 k / 8) index rounds, a
+//     256-bin count histogram in workgroup memory per round);
+//   * top-p: the mass goal p * Z_kept; a radix search on the key with 4-bit digits (8 rounds,
+//     16 mass sums per invocation) finds the key T where the cumulative mass in the order
+//     reaches the goal; its ties (equal logits, equal mass mu) need c = ceil(rest / mu) of
+//     them, and the c-th smallest index among them (the index rounds of the select) closes th.
+// Then one Gumbel-max over the kept entries: argmax (key of l / t + g, lower index first).
+//
+// Passes over the row (each reads every logit once):
+//   no filter, no log-probabilities: 1 (the draw);  t = 0 (greedy): 1 (+1 with log-probs);
+//   log-probabilities (token's or top n): +1 (max, sum exp(l - max), per-invocation top-n lists);
+//   min-p: +1 for the max (shared with the log-prob pass);  top-k: 4 + ceil(log2 k / 8);
+//   top-p: +1 for the max, 1 for the kept mass, 8, then ceil(log2 k / 8).
+// llvmpipe ends an invocation's loops after 65535 iterations: an invocation runs about
+// passes * k / 256 iterations (the host checks the estimate).
+#import config
+#import philox
+#import gumbel
+#import logits
+#import grid
+
+#import params
+@group(0) @binding(1) var<storage, read> logits: array<u32>;
+@group(0) @binding(2) var<storage, read> rowp: array<u32>;
+@group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(4) var<storage, read_write> logprobs: array<u32>;
+@group(0) @binding(5) var<storage, read_write> top: array<u32>;
+@group(0) @binding(6) var<storage, read_write> status: array<u32>;
+
+const NO_INDEX: u32 = 0xffffffffu;
+const OUT_LOGPROB: u32 = 1u;
+const OUT_TOP: u32 = 2u;
+const OUT_STATUS: u32 = 4u;
+const STATUS_NAN: u32 = 1u;
+const STATUS_POS_INF: u32 = 2u;
+const STATUS_ALL_MASKED: u32 = 3u;
+const MAX_TOP_N: u32 = 20u;
+const NAN_BITS: u32 = 0x7fc00000u;
+const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
+// Keeps every non-masked entry (key >= 1).
+const KEEP_ALL: vec2<u32> = vec2<u32>(1u, NO_INDEX);
+
+// A row's parameters, made workgroup-uniform (barriers follow decisions taken on them).
+struct RowCfg {
+    t: f32,
+    top_k: u32,
+    top_p: f32,
+    min_p: f32,
+    seed: vec2<u32>,
+    offset: vec2<u32>,
+}
+
+var<workgroup> cfg_shared: RowCfg;
+var<workgroup> red_key: array<vec2<u32>, WG_SIZE>;
+var<workgroup> red_f: array<vec4<f32>, WG_SIZE>;
+var<workgroup> hist: array<atomic<u32>, 256>;
+// The select's verdict of a round, written by invocation 0: (digit, rank left, found).
+var<workgroup> sel_shared: vec3<u32>;
+
+// a comes before b in the order: larger key, or equal keys and lower index.
+fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
+    return a.x > b.x || (a.x == b.x && a.y < b.y);
+}
+
+// The order-preserving image of an f32's bits; -0 counts as +0.
+fn key_of(xb: u32) -> u32 {
+    var b = xb;
+    if (b == 0x80000000u) {
+        b = 0u;
+    }
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// The f32 whose key is `key` (inverse of key_of on finite values).
+fn value_of_key(key: u32) -> f32 {
+    return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
+}
+
+// Key of logit bits: 0 for masked (-inf) and NaN entries, which are never kept.
+fn logit_key(bits: u32) -> u32 {
+    if (is_masked_bits(bits) || is_nan_bits(bits)) {
+        return 0u;
+    }
+    return key_of(bits);
+}
+
+fn is_kept(key: u32, j: u32, th: vec2<u32>) -> bool {
+    return key != 0u && (key > th.x || (key == th.x && j <= th.y));
+}
+
+fn row_logit_bits(r: u32, j: u32) -> u32 {
+    return logit_bits(params.logit_base + r * params.k + j, params.format);
+}
+
+// ---- workgroup reductions (all invocations call them; uniform control flow) ----
+
+fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
+    red_key[lid] = mine;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (lid < s && before(red_key[lid + s], red_key[lid])) {
+            red_key[lid] = red_key[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let best = red_key[0];
+    workgroupBarrier();
+    return best;
+}
+
+fn reduce_sum4(lid: u32, mine: vec4<f32>) -> vec4<f32> {
+    red_f[lid] = mine;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red_f[lid] = red_f[lid] + red_f[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red_f[0];
+    workgroupBarrier();
+    return total;
+}
+
+// (max, sum exp(x - max)) over the workgroup, each invocation's pair already relative to its own
+// max; an invocation that saw nothing has max -3.4e38 and sum 0.
+fn reduce_lse(lid: u32, m: f32, s: f32) -> vec2<f32> {
+    red_f[lid] = vec4<f32>(m, s, 0.0, 0.0);
+    workgroupBarrier();
+    for (var st = WG_SIZE / 2u; st > 0u; st >>= 1u) {
+        if (lid < st) {
+            let a = red_f[lid];
+            let b = red_f[lid + st];
+            let mm = max(a.x, b.x);
+            red_f[lid] = vec4<f32>(mm, a.y * exp(a.x - mm) + b.y * exp(b.x - mm), 0.0, 0.0);
+        }
+        workgroupBarrier();
+    }
+    let total = red_f[0].xy;
+    workgroupBarrier();
+    return total;
+}
+
+// ---- radix select on (key, index) ----
+
+// The rank-th entry (1-based) of the order among the entries of row r kept by `th` whose key is
+// `key0` when `index_only` (else any key): returns (key, index, found). Rounds 0..3 take the key's
+// 8-bit digits from the top (bins scanned from 255 down: larger keys first), the remaining
+// idx_rounds rounds the index's digits (bins scanned up: lower indices first).
+fn select_rank(lid: u32, r: u32, th: vec2<u32>, rank: u32, index_only: bool, key0: u32) -> vec3<u32> {
+    var key_prefix = select(0u, key0, index_only);
+    var key_mask = select(0u, 0xffffffffu, index_only);
+    var idx_prefix = 0u;
+    var idx_mask = 0u;
+    var left = rank;
+    var found = 1u;
+    let first = select(0u, 4u, index_only);
+    let rounds = 4u + params.idx_rounds;
+    for (var round = first; round < rounds; round++) {
+        atomicStore(&hist[lid], 0u);
+        workgroupBarrier();
+        let on_key = round < 4u;
+        let shift = select(8u * (params.idx_rounds - 1u - (round - 4u)), 24u - 8u * round, on_key);
+        for (var j = lid; j < params.k; j += WG_SIZE) {
+            let key = logit_key(row_logit_bits(r, j));
+            if (is_kept(key, j, th) && (key & key_mask) == key_prefix && (j & idx_mask) == idx_prefix) {
+                let d = (select(j, key, on_key) >> shift) & 0xffu;
+                atomicAdd(&hist[d], 1u);
+            }
+        }
+        workgroupBarrier();
+        if (lid == 0u) {
+            var acc = 0u;
+            var digit = 0u;
+            var ok = 0u;
+            for (var i = 0u; i < 256u; i++) {
+                let d = select(i, 255u - i, on_key);
+                let c = atomicLoad(&hist[d]);
+                if (acc + c >= left) {
+                    digit = d;
+                    ok = 1u;
+                    break;
+                }
+                acc += c;
+            }
+            sel_shared = vec3<u32>(digit, left - acc, ok);
+        }
+        workgroupBarrier();
+        let v = sel_shared;
+        workgroupBarrier();
+        found = found & v.z;
+        left = v.y;
+        if (on_key) {
+            key_prefix |= v.x << shift;
+            key_mask |= 0xffu << shift;
+        } else {
+            idx_prefix |= v.x << shift;
+            idx_mask |= 0xffu << shift;
+        }
+    }
+    // With no index rounds (k = 1) the index is the only one there is.
+    return vec3<u32>(key_prefix, idx_prefix, found);
+}
+
+// The tighter of two kept-set limits: the one earlier in the order.
+fn tighter(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    return select(b, a, before(a, b));
+}
+
+// ---- top-p ----
+
+// The kept set's last entry after top-p: the shortest prefix (in the order) of the entries
+// kept by `th` whose mass exp((l - m) / t) reaches p times their total.
+fn top_p_limit(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<u32> {
+    var z = 0.0;
+    for (var j = lid; j < params.k; j += WG_SIZE) {
+        let bits = row_logit_bits(r, j);
+        if (is_kept(logit_key(bits), j, th)) {
+            z += exp((bitcast<f32>(bits) - m) / t);
+        }
+    }
+    let goal = p * reduce_sum4(lid, vec4<f32>(z, 0.0, 0.0, 0.0)).x;
+    // Mass of the kept entries above the current key prefix's range.
+    var above = 0.0;
+    var prefix = 0u;
+    var mask = 0u;
+    for (var round = 0u; round < 8u; round++) {
+        let shift = 28u - 4u * round;
+        // Explicitly zeroed: kernels may be compiled without wgpu's zero-initialisation.
+        var mass = array<f32, 16>();
+        for (var j = lid; j < params.k; j += WG_SIZE) {
+            let bits = row_logit_bits(r, j);
+            let key = logit_key(bits);
+            if (is_kept(key, j, th) && (key & mask) == prefix) {
+                let d = (key >> shift) & 15u;
+                mass[d] += exp((bitcast<f32>(bits) - m) / t);
+            }
+        }
+        let s0 = reduce_sum4(lid, vec4<f32>(mass[0], mass[1], mass[2], mass[3]));
+        let s1 = reduce_sum4(lid, vec4<f32>(mass[4], mass[5], mass[6], mass[7]));
+        let s2 = reduce_sum4(lid, vec4<f32>(mass[8], mass[9], mass[10], mass[11]));
+        let s3 = reduce_sum4(lid, vec4<f32>(mass[12], mass[13], mass[14], mass[15]));
+        let bins = array<f32, 16>(s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w,
+                                  s2.x, s2.y, s2.z, s2.w, s3.x, s3.y, s3.z, s3.w);
+        // Every invocation takes the same decision from the same sums. Larger keys first: the
+        // bin where the cumulative mass reaches the goal; if rounding leaves the goal
+        // unreached, the last non-empty bin.
+        var digit = 16u;
+        var last = 0u;
+        var acc = above;
+        var acc_last = above;
+        for (var i = 0u; i < 16u; i++) {
+            let d = 15u - i;
+            if (bins[d] > 0.0) {
+                last = d;
+                acc_last = acc;
+                if (acc + bins[d] >= goal) {
+                    digit = d;
+                    break;
+                }
+                acc += bins[d];
+            }
+        }
+        if (digit == 16u) {
+            digit = last;
+            acc = acc_last;
+        }
+        above = acc;
+        prefix |= digit << shift;
+        mask |= 15u << shift;
+    }
+    // Ties at key `prefix` share one mass; c of them close the prefix.
+    // mu > 0: the chosen bin holds kept mass (the row's max has mass 1, so the kept mass is
+    // >= 1). A NaN or out-of-range quotient (only possible on a bad row) takes c = 1.
+    let mu = exp((value_of_key(prefix) - m) / t);
+    let quot = ceil((goal - above) / mu);
+    let c = select(1u, u32(quot), quot >= 1.0 && quot < 4.0e9);
+    let e = select_rank(lid, r, th, c, true, prefix);
+    if (e.z == 0u) {
+        // Fewer than c ties kept (rounding): all of them.
+        return tighter(th, vec2<u32>(prefix, NO_INDEX));
+    }
+    return tighter(th, e.xy);
+}
+
+// ---- the kernel ----
+
+// 2^e for -126 <= e <= 127, exact (so the scaling below rounds nothing).
+fn pow2(e: i32) -> f32 {
+    return bitcast<f32>(u32(127 + e) << 23u);
+}
+
+// The uniform of the 64-bit word x = hi * 2^32 + lo: (x + 1/2) / 2^64 with the significand cut
+// to 24 bits (toward zero), in [2^-65, 1 - 2^-24]; twin of cpu::uniform_from_words64.
+fn uniform_from_words64(hi: u32, lo: u32) -> f32 {
+    if (hi == 0u) {
+        if (lo < 0x800000u) {
+            return f32(2u * lo + 1u) * pow2(-65);
+        }
+        let drop = 8u - countLeadingZeros(lo);
+        return f32(lo >> drop) * pow2(i32(drop) - 64);
+    }
+    // The top 24 significant bits of x: `drop` bits (9..40) lie below them.
+    let drop = 40u - countLeadingZeros(hi);
+    var top = 0u;
+    if (drop >= 32u) {
+        top = hi >> (drop - 32u);
+    } else {
+        top = (hi << (32u - drop)) | (lo >> drop);
+    }
+    return f32(top) * pow2(i32(drop) - 64);
+}
+
+fn gumbel_from_words64(hi: u32, lo: u32) -> f32 {
+    return -log(exponential_from_uniform(uniform_from_words64(hi, lo)));
+}
+
+// The candidate of element j for the draw: (key of l / t + g, j), or EMPTY if not kept.
+fn draw_candidate(bits: u32, j: u32, th: vec2<u32>, t: f32, w: u32) -> vec2<u32> {
+    if (!is_kept(logit_key(bits), j, th)) {
+        return EMPTY;
+    }
+    let z = bitcast<f32>(bits) / t + gumbel_from_word(w);
+    return vec2<u32>(key_of(bitcast<u32>(z)), j);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn tokens_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    if (lid == 0u) {
+        let b = params.row_base + 8u * r;
+        cfg_shared = RowCfg(bitcast<f32>(rowp[b]), rowp[b + 1u], bitcast<f32>(rowp[b + 2u]),
+                            bitcast<f32>(rowp[b + 3u]), vec2<u32>(rowp[b + 4u], rowp[b + 5u]),
+                            vec2<u32>(rowp[b + 6u], rowp[b + 7u]));
+    }
+    let cfg = workgroupUniformLoad(&cfg_shared);
+    let k = params.k;
+    let n_top = select(0u, params.n_top, (params.outputs & OUT_TOP) != 0u);
+    let greedy = !(cfg.t > 0.0);
+    let use_min_p = !greedy && cfg.min_p > 0.0;
+    let use_top_k = !greedy && cfg.top_k > 0u && cfg.top_k < k;
+    let use_top_p = !greedy && cfg.top_p < 1.0;
+    let need_stats = use_min_p || use_top_p || (params.outputs & OUT_LOGPROB) != 0u || n_top > 0u;
+
+    // Pass A: max and sum exp(l - max) of the raw logits (online), the top-n lists, bad logits.
+    var m_lse = vec2<f32>(-3.4e38, 0.0);
+    var bad = 0u;
+    var list = array<vec2<u32>, 20>();
+    if (need_stats) {
+        for (var i = 0u; i < MAX_TOP_N; i++) {
+            list[i] = EMPTY;
+        }
+        var m = -3.4e38;
+        var s = 0.0;
+        for (var j = lid; j < k; j += WG_SIZE) {
+            let bits = row_logit_bits(r, j);
+            // Masked entries take part with the key of -inf: the top n lists every entry.
+            let c = vec2<u32>(key_of(bits), j);
+            if (n_top > 0u && !is_nan_bits(bits) && before(c, list[max(n_top, 1u) - 1u])) {
+                // Insertion into the sorted list, written inline as a fixed-length bubble (a
+                // helper taking the list by pointer with a while loop lost entries on
+                // llvmpipe GL for rows of 110000+ entries: measured).
+                var x = c;
+                for (var i = 0u; i < n_top; i++) {
+                    if (before(x, list[i])) {
+                        let y = list[i];
+                        list[i] = x;
+                        x = y;
+                    }
+                }
+            }
+            if (is_masked_bits(bits) || is_nan_bits(bits) || is_pos_inf_bits(bits)) {
+                continue;
+            }
+            let x = bitcast<f32>(bits);
+            if (x > m) {
+                s = s * exp(m - x) + 1.0;
+                m = x;
+            } else {
+                s += exp(x - m);
+            }
+        }
+        m_lse = reduce_lse(lid, m, s);
+    }
+    let m = m_lse.x;
+    let log_z = m + log(m_lse.y);
+
+    // The kept set's limit.
+    var th = KEEP_ALL;
+    if (use_min_p) {
+        // Never above the max: a device-side min_p >= 1 keeps the largest logit(s).
+        let thr = min(m + cfg.t * log(cfg.min_p), m);
+        th = vec2<u32>(max(key_of(bitcast<u32>(thr)), 1u), NO_INDEX);
+    }
+    if (use_top_k) {
+        let e = select_rank(lid, r, th, cfg.top_k, false, 0u);
+        if (e.z != 0u) {
+            th = tighter(th, e.xy);
+        }
+    }
+    if (use_top_p) {
+        th = top_p_limit(lid, r, th, m, cfg.t, cfg.top_p);
+    }
+
+    // The draw: Gumbel-max over the kept entries (greedy: the largest logit), by stream blocks.
+    var best = EMPTY;
+    if (greedy) {
+        for (var j = lid; j < k; j += WG_SIZE) {
+            let bits = row_logit_bits(r, j);
+            bad |= select(0u, 1u, is_nan_bits(bits)) | select(0u, 2u, is_pos_inf_bits(bits));
+            let c = vec2<u32>(logit_key(bits), j);
+            if (c.x != 0u && before(c, best)) {
+                best = c;
+            }
+        }
+    } else if (params.noise64 != 0u) {
+        let phase = cfg.offset.x & 3u;
+        let block0 = vec2<u32>((cfg.offset.x >> 2u) | (cfg.offset.y << 30u), cfg.offset.y >> 2u);
+        let blocks = (phase + 2u * k + 3u) / 4u;
+        for (var b = lid; b < blocks; b += WG_SIZE) {
+            let words = philox_block(cfg.seed, block0, b);
+            var next = 0u;
+            if ((phase & 1u) != 0u) {
+                next = philox_block(cfg.seed, block0, b + 1u).x;
+            }
+            let ws = array<u32, 5>(words.x, words.y, words.z, words.w, next);
+            for (var e = 0u; e < 4u; e++) {
+                let s = 4u * b + e;
+                if (s < phase || ((s - phase) & 1u) != 0u || (s - phase) / 2u >= k) {
+                    continue;
+                }
+                let j = (s - phase) / 2u;
+                let bits = row_logit_bits(r, j);
+                bad |= select(0u, 1u, is_nan_bits(bits)) | select(0u, 2u, is_pos_inf_bits(bits));
+                // Noise only for kept entries (two logs each).
+                if (is_kept(logit_key(bits), j, th)) {
+                    let z = bitcast<f32>(bits) / cfg.t + gumbel_from_words64(ws[e], ws[e + 1u]);
+                    let c = vec2<u32>(key_of(bitcast<u32>(z)), j);
+                    if (before(c, best)) {
+                        best = c;
+                    }
+                }
+            }
+        }
+    } else {
+        let phase = cfg.offset.x & 3u;
+        let block0 = vec2<u32>((cfg.offset.x >> 2u) | (cfg.offset.y << 30u), cfg.offset.y >> 2u);
+        let blocks = (phase + k + 3u) / 4u;
+        for (var b = lid; b < blocks; b += WG_SIZE) {
+            let words = philox_block(cfg.seed, block0, b);
+            // The four lanes written out (no inner loop: llvmpipe counts loop iterations).
+            let ws = array<u32, 4>(words.x, words.y, words.z, words.w);
+            for (var e = 0u; e < 4u; e++) {
+                let s = 4u * b + e;
+                if (s < phase || s - phase >= k) {
+                    continue;
+                }
+                let j = s - phase;
+                let bits = row_logit_bits(r, j);
+                bad |= select(0u, 1u, is_nan_bits(bits)) | select(0u, 2u, is_pos_inf_bits(bits));
+                let c = draw_candidate(bits, j, th, cfg.t, ws[e]);
+                if (c.x != 0u && before(c, best)) {
+                    best = c;
+                }
+            }
+        }
+    }
+    best = reduce_best(lid, best);
+    red_key[lid] = vec2<u32>(bad, 0u);
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red_key[lid].x |= red_key[lid + s].x;
+        }
+        workgroupBarrier();
+    }
+    let bad_row = red_key[0].x;
+    workgroupBarrier();
+    var code = 0u;
+    if ((bad_row & 1u) != 0u) {
+        code = STATUS_NAN;
+    } else if ((bad_row & 2u) != 0u) {
+        code = STATUS_POS_INF;
+    } else if (best.y == NO_INDEX) {
+        code = STATUS_ALL_MASKED;
+    }
+
+    // Top n: n rounds of the best head over the invocations' lists.
+    var head = 0u;
+    for (var i = 0u; i < n_top; i++) {
+        var mine = EMPTY;
+        if (head < n_top) {
+            mine = list[head];
+        }
+        let w = reduce_best(lid, mine);
+        if (w.y != NO_INDEX && mine.y == w.y) {
+            head++;
+        }
+        if (lid == 0u) {
+            let o = params.top_base + 2u * (r * params.n_top + i);
+            var lp = NAN_BITS;
+            var idx = NO_INDEX;
+            if (code == 0u && w.y != NO_INDEX) {
+                idx = w.y;
+                let bits = row_logit_bits(r, w.y);
+                lp = select(bitcast<u32>(bitcast<f32>(bits) - log_z), F32_NEG_INF_BITS,
+                            is_masked_bits(bits));
+            }
+            top[o] = idx;
+            top[o + 1u] = lp;
+        }
+    }
+
+    if (lid == 0u) {
+        let token = select(NO_INDEX, best.y, code == 0u);
+        tokens[params.token_base + r] = token;
+        if ((params.outputs & OUT_LOGPROB) != 0u) {
+            var lp = NAN_BITS;
+            if (code == 0u) {
+                lp = bitcast<u32>(bitcast<f32>(row_logit_bits(r, token)) - log_z);
+            }
+            logprobs[params.logprob_base + r] = lp;
+        }
+        if ((params.outputs & OUT_STATUS) != 0u) {
+            status[params.status_base + r] = code;
+        }
+    }
+}
