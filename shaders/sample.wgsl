@@ -446,7 +446,10 @@ fn team_top(lid: u32, lane: u32, team: u32, seg: u32, valid: bool, r: u32, lo: u
                     }
                 }
             }
+            // The lists' writes before anyone reads them; the tiles' reads and the counters'
+            // reset before the next round's appends (the sort has no barrier when m = 1).
             storageBarrier();
+            workgroupBarrier();
             half ^= 1u;
             if (valid) {
                 thr = scratch[lbase + half * top + top - 1u];

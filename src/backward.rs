@@ -35,7 +35,7 @@
 //! workgroup memory (no subgroup operations).
 
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+    FamilyCore, FamilySpec, KernelFamily, Params, check_no_alias, check_slice, take, uniform_params,
 };
 use crate::logits::{
     LogitsFormat, LogitsSlice, LogitsView, check_rows, check_shape, check_tau, check_taus,
@@ -287,6 +287,14 @@ impl GumbelSoftmaxBackward {
         check_slice("grad", job.grad, len * 4)?;
         check_slice("out", job.out, len * 4)?;
         check_temperature(&job.tau, rows)?;
+        check_no_alias(
+            &[
+                (name, Some(view.data)),
+                ("grad", Some(job.grad)),
+                ("tau", job.tau.per_row()),
+            ],
+            &[("out", Some(job.out))],
+        )?;
         if len == 0 {
             return Ok(());
         }

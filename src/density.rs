@@ -42,7 +42,7 @@
 
 use crate::backward::{RowPath, TEAM_SIZE, row_groups, row_path};
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+    FamilyCore, FamilySpec, KernelFamily, Params, check_no_alias, check_slice, take, uniform_params,
 };
 use crate::logits::{LogitsView, check_rows, check_shape, check_tau, check_temperature};
 use crate::shader::WG_SIZE;
@@ -215,6 +215,14 @@ impl ConcreteDensity {
         check_slice("log_y", job.log_y, len * 4)?;
         check_slice("out", job.out, rows * 4)?;
         check_temperature(&job.tau, rows)?;
+        check_no_alias(
+            &[
+                ("logits", Some(job.logits.data)),
+                ("log_y", Some(job.log_y)),
+                ("tau", job.tau.per_row()),
+            ],
+            &[("out", Some(job.out))],
+        )?;
         if len == 0 {
             return Ok(());
         }

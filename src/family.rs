@@ -471,3 +471,40 @@ pub(crate) fn check_view(
     check_slice(what, slice, format.buffer_bytes(len))?;
     Ok(len)
 }
+
+/// Checks that no output of a job (`writes`) shares its buffer with an input (`reads`), and that
+/// no two outputs overlap. wgpu refuses a dispatch that binds one buffer both read-only and
+/// read-write (and would say so only at submit, as a validation error); two overlapping outputs
+/// would race. Outputs may share a buffer where their ranges are disjoint (an arena). The error
+/// names both arguments.
+pub(crate) fn check_no_alias<'a>(
+    reads: &[(&str, Option<wgpu::BufferSlice<'a>>)],
+    writes: &[(&str, Option<wgpu::BufferSlice<'a>>)],
+) -> Result<(), Error> {
+    fn present<'a>(
+        v: &[(&str, Option<wgpu::BufferSlice<'a>>)],
+    ) -> Vec<(String, wgpu::BufferSlice<'a>)> {
+        v.iter()
+            .filter_map(|(n, s)| s.map(|s| (n.to_string(), s)))
+            .collect()
+    }
+    let (reads, writes) = (present(reads), present(writes));
+    for (i, (w, ws)) in writes.iter().enumerate() {
+        if let Some((r, _)) = reads.iter().find(|(_, rs)| rs.buffer() == ws.buffer()) {
+            return Err(Error::InvalidArgument(format!(
+                "{w}: shares its buffer with the input {r}; a dispatch cannot bind one buffer \
+                 read-only and read-write, so keep outputs in other buffers than inputs"
+            )));
+        }
+        let range = |s: &wgpu::BufferSlice<'_>| s.offset()..s.offset() + s.size();
+        for (v, vs) in &writes[i + 1..] {
+            let (a, b) = (range(ws), range(vs));
+            if ws.buffer() == vs.buffer() && a.start < b.end && b.start < a.end {
+                return Err(Error::InvalidArgument(format!(
+                    "{w}: overlaps the output {v} (bytes {a:?} and {b:?} of one buffer)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

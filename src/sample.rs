@@ -66,7 +66,7 @@
 //! workgroup per 262144-wide row) exceed it sooner.
 
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+    FamilyCore, FamilySpec, KernelFamily, Params, check_no_alias, check_slice, take, uniform_params,
 };
 use crate::logits::{
     LogitsSlice, LogitsView, check_rows, check_shape, check_taus, check_temperature,
@@ -389,6 +389,13 @@ impl Sampler {
         }
         check_slice("out", job.out, rows * u64::from(top) * 4)?;
         check_temperature(&job.tau, rows)?;
+        check_no_alias(
+            &[
+                ("logits", Some(job.logits.data)),
+                ("tau", job.tau.per_row()),
+            ],
+            &[("out", Some(job.out))],
+        )?;
         if rows == 0 {
             return Ok(());
         }

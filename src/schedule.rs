@@ -13,6 +13,16 @@ pub enum Temperature<T> {
     PerRow(T),
 }
 
+impl<T: Copy> Temperature<T> {
+    /// The per-row temperatures, if any.
+    pub fn per_row(&self) -> Option<T> {
+        match *self {
+            Temperature::Scalar(_) => None,
+            Temperature::PerRow(t) => Some(t),
+        }
+    }
+}
+
 /// An exponential temperature schedule `tau(step) = max(tau_min, tau_0 * exp(-rate * s))`, with
 /// `s = step` rounded down to a multiple of `every` (the paper updates tau every N steps,
 /// N in {500, 1000}, with r in {1e-5, 1e-4}, tau_0 = 1, tau_min = 0.5).

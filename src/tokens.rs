@@ -323,7 +323,7 @@ pub(crate) fn check_speculative(
 
 use crate::Gpu;
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+    FamilyCore, FamilySpec, KernelFamily, Params, check_no_alias, check_slice, take, uniform_params,
 };
 use crate::logits::{LogitsSlice, LogitsView, check_shape};
 use crate::shader::WG_SIZE;
@@ -511,6 +511,18 @@ impl TokenSampler {
         if let Some(s) = job.status {
             check_slice("status", s, rows * 4)?;
         }
+        check_no_alias(
+            &[
+                ("logits", Some(job.logits.data)),
+                ("row_params", Some(job.row_params)),
+            ],
+            &[
+                ("out", Some(job.out)),
+                ("logprobs", job.logprobs),
+                ("top", job.top),
+                ("status", job.status),
+            ],
+        )?;
         if rows == 0 {
             return Ok(());
         }
@@ -797,6 +809,18 @@ impl SpeculativeVerifier {
         check_slice("streams", job.streams, rows * 16)?;
         check_slice("accepted", job.accepted, rows * 4)?;
         check_slice("tokens", job.tokens, rows * (n + 1) * 4)?;
+        check_no_alias(
+            &[
+                ("draft_tokens", Some(job.draft_tokens)),
+                ("draft_probs", Some(job.draft_probs)),
+                ("target_probs", Some(job.target_probs)),
+                ("streams", Some(job.streams)),
+            ],
+            &[
+                ("accepted", Some(job.accepted)),
+                ("tokens", Some(job.tokens)),
+            ],
+        )?;
         if rows == 0 {
             return Ok(());
         }

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    BackwardInput, BackwardJob, BackwardSlice, Error, Gpu, GpuOptions, GradSpace, LogitsFormat,
-    LogitsSlice, LogitsView, RowPath, Stream, Temperature, cpu,
+    BackwardInput, BackwardJob, BackwardSlice, Error, Gpu, GradSpace, LogitsFormat, LogitsSlice,
+    LogitsView, RowPath, Stream, Temperature, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -724,11 +724,7 @@ fn half_precision_logits_are_widened_exactly() {
 fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
     // As if storage bindings held only 1024 elements: whole rows per dispatch, unaligned starts,
     // the stream advancing by r0 * k. 16-bit logits check the lead-in of a 2-byte binding.
-    let small = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = chunked_gpu(1024);
     let mut rng = StdRng::seed_from_u64(8);
     for &(k, rows) in &[(7usize, 1000usize), (33, 200), (1000, 5)] {
         let l = masked_logits(&mut rng, rows, k, 0.1);
@@ -802,11 +798,7 @@ fn chunked_dispatch_gives_the_same_gradients_as_one_dispatch() {
     }
     // Split rows across dispatches: bindings of 16384 elements hold 3 rows of 5000 entries, each
     // row in 2 segments.
-    let mid = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(16384),
-        ..Default::default()
-    })
-    .unwrap();
+    let mid = chunked_gpu(16384);
     let (k, rows) = (5000usize, 10usize);
     let l = masked_logits(&mut rng, rows, k, 0.1);
     let dy = grads(&mut rng, rows * k);
@@ -961,77 +953,6 @@ fn words(rng: &mut StdRng, input: Input, rows: usize, k: usize, per_row: bool, s
     }
 }
 
-/// Buffers shared with other data: the job's inputs one after the other in one buffer, the
-/// first at byte `offset`, each followed by a 12-byte gap (so the others sit at offsets that are
-/// multiples of 4 and rarely of 256); the output at byte `offset` of a second buffer, followed
-/// by other data. (wgpu forbids one buffer bound read-only and read-write in one dispatch, so
-/// inputs and the output cannot share a buffer.) Every other word holds [`SENTINEL`].
-struct Arena {
-    inputs: Placed,
-    outputs: Placed,
-}
-
-struct Placed {
-    buffer: wgpu::Buffer,
-    /// Byte range of each region.
-    regions: Vec<std::ops::Range<u64>>,
-    initial: Vec<u32>,
-}
-
-fn place(gpu: &Gpu, offset: u64, regions: &[&[u32]]) -> Placed {
-    let mut initial = vec![SENTINEL; (offset / 4) as usize];
-    let mut ranges = Vec::new();
-    for data in regions {
-        let start = initial.len() as u64 * 4;
-        initial.extend_from_slice(data);
-        ranges.push(start..start + data.len() as u64 * 4);
-        initial.extend_from_slice(&[SENTINEL; 3]);
-    }
-    initial.extend_from_slice(&[SENTINEL; 5]);
-    Placed {
-        buffer: gpu.upload("arena", &initial).unwrap(),
-        regions: ranges,
-        initial,
-    }
-}
-
-fn arena(gpu: &Gpu, offset: u64, regions: &[&[u32]], out_words: usize) -> Arena {
-    let other: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
-    Arena {
-        inputs: place(gpu, offset, regions),
-        outputs: place(gpu, offset, &[&vec![SENTINEL; out_words], &other]),
-    }
-}
-
-impl Arena {
-    /// Input `i`, or the output for `i` = the number of inputs.
-    fn slice(&self, i: usize) -> wgpu::BufferSlice<'_> {
-        match self.inputs.regions.get(i) {
-            Some(r) => self.inputs.buffer.slice(r.clone()),
-            None => self.outputs.buffer.slice(self.outputs.regions[0].clone()),
-        }
-    }
-
-    /// The output's words, after checking every other word of both buffers is untouched.
-    fn output(&self, gpu: &Gpu, what: &str) -> Vec<u32> {
-        let now: Vec<u32> = gpu
-            .read_buffer(&self.inputs.buffer, self.inputs.initial.len())
-            .unwrap();
-        assert!(now == self.inputs.initial, "{what}: the inputs changed");
-        let now: Vec<u32> = gpu
-            .read_buffer(&self.outputs.buffer, self.outputs.initial.len())
-            .unwrap();
-        let out = &self.outputs.regions[0];
-        let (a, b) = ((out.start / 4) as usize, (out.end / 4) as usize);
-        for (i, (&w, &w0)) in now.iter().zip(&self.outputs.initial).enumerate() {
-            if !(a..b).contains(&i) {
-                assert_eq!(w, w0, "{what}: word {i} outside the output changed");
-            }
-        }
-        now[a..b].to_vec()
-    }
-}
-
 /// Runs the job of `w` with its slices in an arena at `offset`; returns out's words.
 fn run_placed(gpu: &Gpu, input: Input, w: &Words, stream: Stream, offset: u64) -> Vec<u32> {
     let per_row = !w.taus.is_empty();
@@ -1076,11 +997,7 @@ fn slices_at_any_4_byte_offset_give_the_offset_0_result_and_touch_nothing_else()
     // Each input form, scalar and per-row tau, at offsets 4, 260 and 1028 of buffers shared with
     // the job's other slices and sentinels; one dispatch per shape, a split-row shape, and a
     // chunked device (bindings of 1024 elements: several dispatches of whole rows).
-    let chunked = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let chunked = chunked_gpu(1024);
     let mut rng = StdRng::seed_from_u64(11);
     let shapes: &[(&Gpu, usize, usize)] = &[
         (gpu(), 7, 3),
@@ -1134,13 +1051,15 @@ fn bad_views_are_errors_naming_the_argument() {
         mapped_at_creation: false,
     });
     let (rows, k) = (2u64, 4u64);
+    let good_out = gpu.storage_buffer("out", 64).unwrap();
     let ok = good.slice(..32);
     let y = LogitsView::f32(ok, rows, k);
     let job = BackwardJob {
         input: BackwardInput::Probs(y),
         grad: ok,
         tau: Temperature::Scalar(1.0),
-        out: good.slice(128..160),
+        // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
+        out: good_out.slice(..32),
     };
     let named = |job: &BackwardJob<'_>, name: &str| {
         let mut enc = gpu.device().create_command_encoder(&Default::default());

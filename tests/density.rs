@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{f32_to_bf16, f32_to_f16, pack_u16};
 use gumbel_wgpu::{
-    DensityJob, Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, LogitsView, RowPath,
-    SIMPLEX_TOLERANCE, Stream, Temperature, cpu,
+    DensityJob, Error, Gpu, LogitsFormat, LogitsSlice, LogitsView, RowPath, SIMPLEX_TOLERANCE,
+    Stream, Temperature, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -351,11 +351,7 @@ fn split_rows_merge_dead_segments() {
 
 #[test]
 fn chunked_dispatch_gives_the_same_densities_as_one_dispatch() {
-    let small = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = chunked_gpu(1024);
     let mut rng = StdRng::seed_from_u64(3);
     for &(k, rows, path) in &[
         (7usize, 1000usize, RowPath::Auto),
@@ -572,77 +568,6 @@ fn true_samples_stay_far_inside_the_simplex_tolerance() {
 // ---------------------------------------------------------------------------------------------
 // Buffer level: slices at any 4-byte offset, bad views.
 
-/// Buffers shared with other data: the job's inputs one after the other in one buffer, the
-/// first at byte `offset`, each followed by a 12-byte gap (so the others sit at offsets that are
-/// multiples of 4 and rarely of 256); the output at byte `offset` of a second buffer, followed
-/// by other data. (wgpu forbids one buffer bound read-only and read-write in one dispatch, so
-/// inputs and the output cannot share a buffer.) Every other word holds [`SENTINEL`].
-struct Arena {
-    inputs: Placed,
-    outputs: Placed,
-}
-
-struct Placed {
-    buffer: wgpu::Buffer,
-    /// Byte range of each region.
-    regions: Vec<std::ops::Range<u64>>,
-    initial: Vec<u32>,
-}
-
-fn place(gpu: &Gpu, offset: u64, regions: &[&[u32]]) -> Placed {
-    let mut initial = vec![SENTINEL; (offset / 4) as usize];
-    let mut ranges = Vec::new();
-    for data in regions {
-        let start = initial.len() as u64 * 4;
-        initial.extend_from_slice(data);
-        ranges.push(start..start + data.len() as u64 * 4);
-        initial.extend_from_slice(&[SENTINEL; 3]);
-    }
-    initial.extend_from_slice(&[SENTINEL; 5]);
-    Placed {
-        buffer: gpu.upload("arena", &initial).unwrap(),
-        regions: ranges,
-        initial,
-    }
-}
-
-fn arena(gpu: &Gpu, offset: u64, regions: &[&[u32]], out_words: usize) -> Arena {
-    let other: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
-    Arena {
-        inputs: place(gpu, offset, regions),
-        outputs: place(gpu, offset, &[&vec![SENTINEL; out_words], &other]),
-    }
-}
-
-impl Arena {
-    /// Input `i`, or the output for `i` = the number of inputs.
-    fn slice(&self, i: usize) -> wgpu::BufferSlice<'_> {
-        match self.inputs.regions.get(i) {
-            Some(r) => self.inputs.buffer.slice(r.clone()),
-            None => self.outputs.buffer.slice(self.outputs.regions[0].clone()),
-        }
-    }
-
-    /// The output's words, after checking every other word of both buffers is untouched.
-    fn output(&self, gpu: &Gpu, what: &str) -> Vec<u32> {
-        let now: Vec<u32> = gpu
-            .read_buffer(&self.inputs.buffer, self.inputs.initial.len())
-            .unwrap();
-        assert!(now == self.inputs.initial, "{what}: the inputs changed");
-        let now: Vec<u32> = gpu
-            .read_buffer(&self.outputs.buffer, self.outputs.initial.len())
-            .unwrap();
-        let out = &self.outputs.regions[0];
-        let (a, b) = ((out.start / 4) as usize, (out.end / 4) as usize);
-        for (i, (&w, &w0)) in now.iter().zip(&self.outputs.initial).enumerate() {
-            if !(a..b).contains(&i) {
-                assert_eq!(w, w0, "{what}: word {i} outside the output changed");
-            }
-        }
-        now[a..b].to_vec()
-    }
-}
-
 struct Job {
     format: LogitsFormat,
     logits: Vec<u32>,
@@ -726,11 +651,7 @@ fn slices_at_any_4_byte_offset_give_the_offset_0_result_and_touch_nothing_else()
     // f32 / f16 / bf16 logits, scalar and per-row tau, at offsets 4, 260 and 1028 of buffers
     // shared with the job's other slices and sentinels: one dispatch, split rows, and a chunked
     // device (bindings of 1024 elements). Offset 0 is checked against the CPU reference.
-    let chunked = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let chunked = chunked_gpu(1024);
     let mut rng = StdRng::seed_from_u64(13);
     let shapes: &[(&Gpu, usize, usize)] = &[
         (gpu(), 7, 3),
@@ -787,13 +708,15 @@ fn bad_views_are_errors_naming_the_argument() {
         mapped_at_creation: false,
     });
     let (rows, k) = (2u64, 4u64);
+    let good_out = gpu.storage_buffer("out", 64).unwrap();
     let ok = good.slice(..32);
     let job = DensityJob {
         logits: LogitsView::f32(ok, rows, k),
         log_y: ok,
         tau: Temperature::Scalar(1.0),
         simplex: false,
-        out: good.slice(128..136),
+        // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
+        out: good_out.slice(..8),
     };
     let named = |job: &DensityJob<'_>, name: &str| {
         let mut enc = gpu.device().create_command_encoder(&Default::default());

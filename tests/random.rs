@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use gumbel_wgpu::{Error, Gpu, GpuOptions, RandomJob, RandomKind, Stream, cpu};
+use gumbel_wgpu::{Error, Gpu, RandomJob, RandomKind, Stream, cpu};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// Fills a sentinel-poisoned buffer of `len + 7` elements through the buffer-level API and checks
@@ -107,11 +107,7 @@ fn more_than_65535_workgroups_per_dimension() {
 #[test]
 fn chunked_dispatch_gives_the_same_numbers_as_one_dispatch() {
     // As if storage bindings held only 1024 elements: 11 chunks, the stream continues across.
-    let small = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = chunked_gpu(1024);
     for (kind, stream, len) in [
         (
             RandomKind::Words,
@@ -462,7 +458,7 @@ const OFFSETS: &[u64] = &[4, 260, 1028];
 
 #[test]
 fn fills_at_any_4_byte_offset_leave_the_neighbours_alone() {
-    for gpu in [gpu(), &chunked_gpu()] {
+    for gpu in [gpu(), &chunked_gpu(1024)] {
         for &offset in OFFSETS {
             for (kind, len) in [
                 (RandomKind::Words, 257usize),
@@ -518,13 +514,4 @@ fn fills_at_any_4_byte_offset_leave_the_neighbours_alone() {
             }
         }
     }
-}
-
-/// A device whose storage bindings act as if they held 1024 elements: jobs split into chunks.
-fn chunked_gpu() -> Gpu {
-    Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap()
 }

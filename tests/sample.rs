@@ -6,8 +6,8 @@
 mod common;
 use common::*;
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, SampleJob,
-    SampleOptions, SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
+    Error, Gpu, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, SampleJob, SampleOptions,
+    SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -119,14 +119,6 @@ fn try_run_sample(
         "{shape:?}: an output element was never written"
     );
     Some(got[..len].to_vec())
-}
-
-/// Held by every test that runs GPU work: llvmpipe GL runs one queue under one context lock,
-/// which a thread waiting for its work holds until everything queued before is done, and other
-/// threads give up on the lock after 6 s (wgpu-hal). One test at a time keeps the waits short.
-fn long_gpu_work() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn bits(l: &[f32]) -> Vec<u32> {
@@ -245,7 +237,6 @@ const SWEEP: &[(usize, &[usize])] = &[
 
 #[test]
 fn every_path_matches_the_reference_at_awkward_sizes() {
-    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(10);
     let (mut slots, mut near) = (0usize, 0usize);
     for gpu in gpus() {
@@ -295,7 +286,6 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
 /// `Gpu::gumbel`, so an f32 model on the CPU must give exactly the GPU's lists.
 #[test]
 fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
-    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(11);
     for gpu in gpus() {
         // The last case's stream wraps past u64::MAX words mid-row.
@@ -350,7 +340,6 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
 /// the tied set in increasing index order.
 #[test]
 fn exact_ties_go_to_the_lowest_index_on_every_path() {
-    let _one_at_a_time = long_gpu_work();
     let cases: &[(usize, usize, &[usize])] = &[
         (5, 31, &[30, 3, 17]),
         (3, 1000, &[999, 500, 0, 255, 256]),
@@ -392,7 +381,6 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
 
 #[test]
 fn infinite_and_nan_logits_follow_the_documented_policy() {
-    let _one_at_a_time = long_gpu_work();
     let (ninf, inf, nan) = (f32::NEG_INFINITY, f32::INFINITY, f32::NAN);
     let k = 40;
     let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -453,7 +441,6 @@ fn infinite_and_nan_logits_follow_the_documented_policy() {
 
 #[test]
 fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
-    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(12);
     for gpu in gpus() {
         for (rows, k) in [(3, 7), (500, 7), (20, 3001), (1, 131_072)] {
@@ -495,14 +482,9 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
 
 #[test]
 fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
-    let _one_at_a_time = long_gpu_work();
     // As if a storage binding held 1024 elements: rows are split over many dispatches, and the
     // binding windows start at unaligned rows.
-    let small = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(1024),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = chunked_gpu(1024);
     let mut rng = StdRng::seed_from_u64(13);
     let (rows, k) = (203, 77);
     let logits = random_logits(&mut rng, rows * k);
@@ -534,7 +516,6 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
 
 #[test]
 fn more_than_65535_workgroups_per_dimension() {
-    let _one_at_a_time = long_gpu_work();
     // 2 rows x 35000 chunks: the first pass needs a 2-D grid of 70000 workgroups (every kernel
     // linearises it the same way), nearly all of them with an empty chunk, and the combine pass
     // merges 35000 partial lists per row.
@@ -677,7 +658,6 @@ fn chi_square_sanity_of_the_helper() {
 
 #[test]
 fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
-    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(14);
     // (k, rows, temperature): thread path for k = 2 and 10, workgroup path for k = 1000.
     for (k, rows, t) in [
@@ -710,7 +690,6 @@ fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
 
 #[test]
 fn draws_from_a_peaked_131072_way_row_match_softmax() {
-    let _one_at_a_time = long_gpu_work();
     // An LM-like Zipf profile p_j ~ (j + 1)^-1.1, drawn 1000 times by advancing the stream one
     // row at a time (split-row path). Submitted 100 draws at a time: llvmpipe GL holds its
     // context lock while it waits, and other tests' threads time out on a long wait.
@@ -754,7 +733,6 @@ fn draws_from_a_peaked_131072_way_row_match_softmax() {
 
 #[test]
 fn top_k_draws_follow_the_plackett_luce_law() {
-    let _one_at_a_time = long_gpu_work();
     // Ordered draws without replacement: P(i1, .., im) = prod_s p_is / (1 - p_i1 - .. - p_is-1).
     let row = [1.0f32, 0.5, 0.0, -1.0];
     let p = softmax(&row.iter().map(|&l| f64::from(l)).collect::<Vec<_>>());
@@ -800,7 +778,6 @@ fn top_k_draws_follow_the_plackett_luce_law() {
 
 #[test]
 fn bad_input_is_an_error_naming_the_row() {
-    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let s = Stream::new(1);
     let (ninf, nan) = (f32::NEG_INFINITY, f32::NAN);
@@ -862,7 +839,6 @@ fn bad_input_is_an_error_naming_the_row() {
 
 #[test]
 fn buffer_level_misuse_is_an_error_not_a_panic() {
-    let _one_at_a_time = long_gpu_work();
     let gpu = gpu();
     let sampler = gpu.sampler().unwrap();
     let logits = gpu.upload("logits", &[0.0f32; 12]).unwrap();
@@ -938,7 +914,6 @@ fn buffer_level_misuse_is_an_error_not_a_panic() {
 
 #[test]
 fn top_k_past_llvmpipe_loop_budget_is_an_error_there_and_exact_elsewhere() {
-    let _one_at_a_time = long_gpu_work();
     // llvmpipe silently ends an invocation's loops after 65535 iterations in all. On increasing
     // logits every element beats the threshold, so a team merges after every round: one
     // workgroup on a 262144-wide row needs far more than the budget at top 4096. Without the
@@ -972,15 +947,10 @@ const OFFSETS: &[u64] = &[4, 260, 1028];
 
 #[test]
 fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_alone() {
-    let _one_at_a_time = long_gpu_work();
     // Every path, each format, per-row and scalar temperatures: logits, temperatures and output
     // each placed at `offset` bytes inside a buffer with sentinels on both sides.
     let mut rng = StdRng::seed_from_u64(909);
-    let chunked = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(4096),
-        ..Default::default()
-    })
-    .unwrap();
+    let chunked = chunked_gpu(4096);
     let cases = [
         (gpu(), 3u64, 33u64, 1u32, THREAD),
         (gpu(), 5, 257, 3, SEG_8),
@@ -1088,55 +1058,6 @@ fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_
     }
 }
 
-/// Host wall time of the buffer-level record + submit + wait of Gumbel-top-k (median of 7 after
-/// a warm-up): on lavapipe these are CPU timings, not GPU speed. Run with
-/// `cargo test --release --test sample -- --ignored --nocapture timing`.
-#[test]
-#[ignore]
-fn timing_of_top_k_at_lm_shapes() {
-    let _one_at_a_time = long_gpu_work();
-    let gpu = gpu();
-    let sampler = gpu.sampler().unwrap();
-    let mut rng = StdRng::seed_from_u64(5);
-    for (rows, k) in [(1usize, 131_072usize), (64, 131_072)] {
-        let l = random_logits(&mut rng, rows * k);
-        let buf = gpu.upload("logits", &l).unwrap();
-        for top in [1u32, 50] {
-            let out = gpu
-                .storage_buffer("out", (rows * top as usize * 4) as u64)
-                .unwrap();
-            let mut times = Vec::new();
-            for rep in 0..8 {
-                let t0 = std::time::Instant::now();
-                run(gpu, |enc| {
-                    let job = SampleShape {
-                        top,
-                        ..SampleShape::new(rows as u64, k as u64)
-                    }
-                    .job(
-                        buf.slice(..),
-                        Temperature::Scalar(1.0),
-                        Stream::new(rep),
-                        out.slice(..),
-                    );
-                    sampler.record(enc, &job).unwrap()
-                });
-                if rep > 0 {
-                    times.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            times.sort_by(f64::total_cmp);
-            eprintln!(
-                "{} {rows}x{k} top {top}: median {:.2} ms (min {:.2}, max {:.2})",
-                gpu.describe(),
-                times[times.len() / 2],
-                times[0],
-                times[times.len() - 1]
-            );
-        }
-    }
-}
-
 /// Every path of the buffer-level API, by name.
 const EVERY_PATH: [SampleStrategy; 8] = [AUTO, THREAD, SEG_1, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7];
 
@@ -1165,7 +1086,6 @@ fn top_k_rows(rng: &mut StdRng, kinds: &[usize], rows: usize, k: usize, g: &[f32
 /// increasing rows, the worst case of its estimate.
 #[test]
 fn large_top_at_awkward_k_is_exact_on_every_path() {
-    let _one_at_a_time = long_gpu_work();
     let tops = [2u32, 3, 31, 33, 255, 257, 1024, 4096];
     // (k, row kinds): the widest rows are two (random and increasing), so that no submission
     // holds llvmpipe GL's context lock for long (other tests' threads time out waiting on it).
@@ -1245,7 +1165,6 @@ fn large_top_at_awkward_k_is_exact_on_every_path() {
 /// (near ties only) and the automatic path.
 #[test]
 fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
-    let _one_at_a_time = long_gpu_work();
     let mut rng = StdRng::seed_from_u64(257);
     let (rows, k) = (3usize, 9001usize);
     let logits = random_logits(&mut rng, rows * k);
@@ -1277,4 +1196,40 @@ fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
             }
         }
     }
+}
+
+#[test]
+fn an_output_sharing_a_buffer_with_an_input_is_an_error_naming_both() {
+    // wgpu cannot bind one buffer read-only and read-write in a dispatch: refused when recorded,
+    // naming the arguments, rather than as a validation error at submit.
+    let gpu = gpu();
+    let sampler = gpu.sampler().unwrap();
+    let shared = gpu.upload("shared", &[0.0f32; 64]).unwrap();
+    let other = gpu.storage_buffer("other", 64).unwrap();
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let shape = SampleShape::new(2, 8);
+    let job = shape.job(
+        shared.slice(..64),
+        Temperature::Scalar(1.0),
+        Stream::new(0),
+        shared.slice(128..136),
+    );
+    let e = sampler.record(&mut enc, &job).unwrap_err().to_string();
+    assert!(e.contains("out") && e.contains("logits"), "{e}");
+    let job = shape.job(
+        other.slice(..64),
+        Temperature::PerRow(shared.slice(..8)),
+        Stream::new(0),
+        shared.slice(128..136),
+    );
+    let e = sampler.record(&mut enc, &job).unwrap_err().to_string();
+    assert!(e.contains("out") && e.contains("tau"), "{e}");
+    // Separate buffers are fine.
+    let job = shape.job(
+        other.slice(..64),
+        Temperature::Scalar(1.0),
+        Stream::new(0),
+        shared.slice(128..136),
+    );
+    sampler.record(&mut enc, &job).unwrap();
 }

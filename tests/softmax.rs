@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use gumbel_wgpu::logits::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use gumbel_wgpu::{
-    Error, Gpu, GpuOptions, GumbelSoftmax, LogitsFormat, LogitsSlice, LogitsView, SoftmaxJob,
-    SoftmaxMode, SoftmaxStrategy, Stream, Temperature, cpu, softmax_max_register_k,
+    Error, Gpu, GumbelSoftmax, LogitsFormat, LogitsSlice, LogitsView, SoftmaxJob, SoftmaxMode,
+    SoftmaxStrategy, Stream, Temperature, cpu, softmax_max_register_k,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -937,13 +937,7 @@ struct OffsetCase {
 /// A device whose storage bindings hold `elements` 4-byte elements, so jobs split into
 /// dispatches of whole rows.
 fn gpu_with_small_bindings(elements: u64) -> &'static Gpu {
-    Box::leak(Box::new(
-        Gpu::with_options(GpuOptions {
-            max_chunk_elements: Some(elements),
-            ..Default::default()
-        })
-        .unwrap(),
-    ))
+    Box::leak(Box::new(chunked_gpu(elements)))
 }
 
 /// Every input and output of the forward at byte offsets 4, 260 and 1028 inside buffers it shares
@@ -1175,11 +1169,7 @@ fn split_jobs_give_the_same_numbers_as_one_dispatch() {
     // As if storage bindings held 4096 elements: dispatches of whole rows (4032 / k of them,
     // less on devices with a coarser offset alignment), the stream continuing across them,
     // per-row taus and f16 logits (odd element offsets) windowed with them.
-    let small = Gpu::with_options(GpuOptions {
-        max_chunk_elements: Some(4096),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = chunked_gpu(4096);
     let mut rng = StdRng::seed_from_u64(15);
     for (k, rows) in [(1usize, 20_000usize), (7, 1000), (31, 300)] {
         let logits = random_logits(&mut rng, rows, k);

@@ -824,11 +824,13 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
 fn buffer_level_misuse_is_an_error() {
     let gpu = gpu();
     let b = gpu.storage_buffer("b", 4096).unwrap();
+    // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
+    let o = gpu.storage_buffer("o", 64).unwrap();
     let sampler = gpu.token_sampler().unwrap();
     let job = TokenJob {
         logits: LogitsView::f32(b.slice(..), 2, 100),
         row_params: b.slice(..64),
-        out: b.slice(..8),
+        out: o.slice(..8),
         logprobs: None,
         top_n: 0,
         top: None,
@@ -905,6 +907,32 @@ fn buffer_level_misuse_is_an_error() {
         ),
         "k (categories",
     );
+    // An output in an input's buffer, and two outputs overlapping: both named.
+    check(
+        sampler.record(
+            &mut enc,
+            &TokenJob {
+                out: b.slice(64..72),
+                ..job
+            },
+        ),
+        "out: shares its buffer with the input logits",
+    );
+    check(
+        sampler.record(
+            &mut enc,
+            &TokenJob {
+                logprobs: Some(o.slice(4..12)),
+                ..job
+            },
+        ),
+        "out: overlaps the output logprobs",
+    );
+    let disjoint = TokenJob {
+        logprobs: Some(o.slice(8..16)),
+        ..job
+    };
+    assert!(sampler.record(&mut enc, &disjoint).is_ok());
     assert!(sampler.record(&mut enc, &job).is_ok());
 }
 

@@ -94,3 +94,84 @@ pub fn masked_logits(rng: &mut StdRng, rows: usize, k: usize, masked: f64) -> Ve
     }
     l
 }
+
+/// Buffers shared with other data: the job's inputs one after the other in one buffer, the
+/// first at byte `offset`, each followed by a 12-byte gap (so the others sit at offsets that are
+/// multiples of 4 and rarely of 256); the output at byte `offset` of a second buffer, followed
+/// by other data. (wgpu forbids one buffer bound read-only and read-write in one dispatch, so
+/// inputs and the output cannot share a buffer.) Every other word holds [`SENTINEL`].
+pub struct Arena {
+    pub inputs: Placed,
+    pub outputs: Placed,
+}
+
+pub struct Placed {
+    pub buffer: wgpu::Buffer,
+    /// Byte range of each region.
+    pub regions: Vec<std::ops::Range<u64>>,
+    pub initial: Vec<u32>,
+}
+
+pub fn place(gpu: &Gpu, offset: u64, regions: &[&[u32]]) -> Placed {
+    let mut initial = vec![SENTINEL; (offset / 4) as usize];
+    let mut ranges = Vec::new();
+    for data in regions {
+        let start = initial.len() as u64 * 4;
+        initial.extend_from_slice(data);
+        ranges.push(start..start + data.len() as u64 * 4);
+        initial.extend_from_slice(&[SENTINEL; 3]);
+    }
+    initial.extend_from_slice(&[SENTINEL; 5]);
+    Placed {
+        buffer: gpu.upload("arena", &initial).unwrap(),
+        regions: ranges,
+        initial,
+    }
+}
+
+pub fn arena(gpu: &Gpu, offset: u64, regions: &[&[u32]], out_words: usize) -> Arena {
+    let other: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    Arena {
+        inputs: place(gpu, offset, regions),
+        outputs: place(gpu, offset, &[&vec![SENTINEL; out_words], &other]),
+    }
+}
+
+impl Arena {
+    /// Input `i`, or the output for `i` = the number of inputs.
+    pub fn slice(&self, i: usize) -> wgpu::BufferSlice<'_> {
+        match self.inputs.regions.get(i) {
+            Some(r) => self.inputs.buffer.slice(r.clone()),
+            None => self.outputs.buffer.slice(self.outputs.regions[0].clone()),
+        }
+    }
+
+    /// The output's words, after checking every other word of both buffers is untouched.
+    pub fn output(&self, gpu: &Gpu, what: &str) -> Vec<u32> {
+        let now: Vec<u32> = gpu
+            .read_buffer(&self.inputs.buffer, self.inputs.initial.len())
+            .unwrap();
+        assert!(now == self.inputs.initial, "{what}: the inputs changed");
+        let now: Vec<u32> = gpu
+            .read_buffer(&self.outputs.buffer, self.outputs.initial.len())
+            .unwrap();
+        let out = &self.outputs.regions[0];
+        let (a, b) = ((out.start / 4) as usize, (out.end / 4) as usize);
+        for (i, (&w, &w0)) in now.iter().zip(&self.outputs.initial).enumerate() {
+            if !(a..b).contains(&i) {
+                assert_eq!(w, w0, "{what}: word {i} outside the output changed");
+            }
+        }
+        now[a..b].to_vec()
+    }
+}
+
+/// The adapter opened as if its storage bindings held `elements` 4-byte elements: jobs are split
+/// into several dispatches of whole rows (the binding windows start at unaligned rows).
+pub fn chunked_gpu(elements: u64) -> Gpu {
+    Gpu::with_options(GpuOptions {
+        max_chunk_elements: Some(elements),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
+}
