@@ -396,17 +396,28 @@ pub(crate) fn scoped<T>(
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
     let _guard = lock.lock();
-    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let result = f();
-    let v = pollster::block_on(validation.pop());
-    let i = pollster::block_on(internal.pop());
-    let o = pollster::block_on(oom.pop());
-    if let Some(e) = o.or(v).or(i) {
-        return Err(e.into());
+    // In the browser a scope's promise resolves only after this task yields, so blocking on it
+    // would hang the page: `f`'s wgpu errors reach the enclosing scope of `Gpu::submit_async`
+    // (or the device's uncaptured-error handler). This crate's own checks still return `Err`.
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = device;
+        f()
     }
-    result
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = f();
+        let v = pollster::block_on(validation.pop());
+        let i = pollster::block_on(internal.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o.or(v).or(i) {
+            return Err(e.into());
+        }
+        result
+    }
 }
 
 /// Checks that `slice` (the argument named `what`) can be bound as storage and holds `bytes`

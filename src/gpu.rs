@@ -204,6 +204,7 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn device_type_rank(t: wgpu::DeviceType) -> u32 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -225,7 +226,24 @@ impl Gpu {
 
     /// Like [`Gpu::new`], using only the optional features `options` allows.
     pub fn with_options(options: GpuOptions) -> Result<Gpu, Error> {
-        pollster::block_on(Self::open(options))
+        #[cfg(not(target_arch = "wasm32"))]
+        return pollster::block_on(Self::open(options));
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = options;
+            Err(blocking_unsupported("Gpu::new", "Gpu::new_async"))
+        }
+    }
+
+    /// [`Gpu::new`] without blocking: the way to open a device in the browser (WebGPU), and in
+    /// async native code.
+    pub async fn new_async() -> Result<Gpu, Error> {
+        Self::open(GpuOptions::default()).await
+    }
+
+    /// [`Gpu::with_options`] without blocking.
+    pub async fn with_options_async(options: GpuOptions) -> Result<Gpu, Error> {
+        Self::open(options).await
     }
 
     async fn open(options: GpuOptions) -> Result<Gpu, Error> {
@@ -267,6 +285,7 @@ impl Gpu {
     }
 
     /// Enumerates the adapters of `backends` (a fresh instance limited to them).
+    #[cfg(not(target_arch = "wasm32"))]
     async fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = backends;
@@ -296,6 +315,20 @@ impl Gpu {
         });
     }
 
+    #[cfg(target_arch = "wasm32")]
+    async fn pick_adapter() -> Result<wgpu::Adapter, Error> {
+        // The browser offers one adapter through navigator.gpu.requestAdapter.
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions::default())
+            .await
+            .map_err(|e| Error::NoAdapter(format!("the browser offers no WebGPU adapter: {e}")))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
     async fn pick_adapter() -> Result<wgpu::Adapter, Error> {
         #[cfg(all(unix, not(target_os = "macos"), not(target_arch = "wasm32")))]
         Self::quiet_device_select_layer();
@@ -559,6 +592,13 @@ impl Gpu {
         &self,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        // (`if true`: the native code below stays type-checked on wasm32, without an
+        // unreachable-code warning.)
+        #[cfg(target_arch = "wasm32")]
+        if true {
+            let _ = record;
+            return Err(blocking_unsupported("Gpu::submit", "Gpu::submit_async"));
+        }
         self.scoped(|| {
             let mut encoder = self
                 .device
@@ -688,6 +728,14 @@ impl Gpu {
         staging: &wgpu::Buffer,
         bytes: u64,
     ) -> Result<Vec<T>, Error> {
+        #[cfg(target_arch = "wasm32")]
+        if true {
+            let _ = (staging, bytes);
+            return Err(blocking_unsupported(
+                "reading back (the slice API, Gpu::read_buffer)",
+                "Gpu::submit_async and Gpu::read_buffer_async",
+            ));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let mapped = bytes.next_multiple_of(4);
         staging.map_async(wgpu::MapMode::Read, ..mapped, move |r| {
@@ -734,5 +782,186 @@ impl Gpu {
             Ok(())
         })?;
         self.map_and_read(&staging, bytes)
+    }
+}
+
+/// The error of a blocking call in the browser, which cannot wait for the GPU.
+#[cfg(target_arch = "wasm32")]
+fn blocking_unsupported(what: &str, instead: &str) -> Error {
+    Error::Unsupported(format!(
+        "{what} blocks, and a browser page cannot wait for the GPU; use {instead} (or record \
+         the job with `record` and submit it with Gpu::submit_async)"
+    ))
+}
+
+/// The async core: what the blocking calls do, without blocking. The only way to run kernels in
+/// the browser; on native they work too (each wait polls the device).
+impl Gpu {
+    /// Records with `record` into a fresh encoder and submits it inside validation,
+    /// out-of-memory and internal error scopes popped with `.await`, then waits until the GPU
+    /// has finished the submission. Errors wgpu reports for the recording or the submission
+    /// are `Err`.
+    pub async fn submit_async(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.check_alive()?;
+        let (submitted, oom, internal, validation) = {
+            let _device = self.lock.lock();
+            let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+            let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let submitted = (|| -> Result<wgpu::SubmissionIndex, Error> {
+                let mut encoder = self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                record(&mut encoder)?;
+                Ok(self.queue.submit([encoder.finish()]))
+            })();
+            (submitted, oom, internal, validation)
+        };
+        let v = validation.pop().await;
+        let i = internal.pop().await;
+        let o = oom.pop().await;
+        if let Some(e) = o.or(v).or(i) {
+            return Err(e.into());
+        }
+        let index = submitted?;
+        self.finished(index).await?;
+        self.check_alive()
+    }
+
+    /// Waits until the GPU has finished submission `index`: on native by polling the device, in
+    /// the browser by awaiting the queue's promise.
+    async fn finished(&self, index: wgpu::SubmissionIndex) -> Result<(), Error> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _device = self.lock.lock();
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| Error::DeviceLost(e.to_string()))?;
+            Ok(())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = index;
+            let (tx, rx) = oneshot();
+            self.queue.on_submitted_work_done(move || tx.send(()));
+            rx.await
+                .ok_or_else(|| Error::DeviceLost("the queue dropped its work-done callback".into()))
+        }
+    }
+
+    /// Copies `len` elements of `buffer` (from element 0) back to the host without blocking:
+    /// `map_async` completes a channel that this future awaits.
+    pub async fn read_buffer_async<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>, Error> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let mapped = bytes.next_multiple_of(4);
+        if buffer.size() < mapped || !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::InvalidArgument(format!(
+                "buffer: reading {len} elements needs {mapped} bytes and COPY_SRC usage; it has \
+                 {} bytes and {:?}",
+                buffer.size(),
+                buffer.usage()
+            )));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: mapped,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.submit_async(|enc| {
+            enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(mapped));
+            Ok(())
+        })
+        .await?;
+        let (tx, rx) = oneshot();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _device = self.lock.lock();
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Readback(e.to_string()))?;
+        }
+        rx.await
+            .ok_or_else(|| Error::Readback("map_async dropped its callback".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec()
+        };
+        staging.unmap();
+        self.check_alive()?;
+        Ok(out)
+    }
+}
+
+/// A one-value channel whose receiving end is a future: how wgpu's callbacks (`map_async`,
+/// `on_submitted_work_done`) reach async code without blocking a thread.
+struct OneShot<T> {
+    value: Option<T>,
+    waker: Option<std::task::Waker>,
+    closed: bool,
+}
+
+struct OneShotSender<T>(Arc<Mutex<OneShot<T>>>);
+struct OneShotReceiver<T>(Arc<Mutex<OneShot<T>>>);
+
+fn oneshot<T>() -> (OneShotSender<T>, OneShotReceiver<T>) {
+    let shared = Arc::new(Mutex::new(OneShot {
+        value: None,
+        waker: None,
+        closed: false,
+    }));
+    (OneShotSender(shared.clone()), OneShotReceiver(shared))
+}
+
+impl<T> OneShotSender<T> {
+    fn send(self, value: T) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).value = Some(value);
+        // Drop wakes the receiver.
+    }
+}
+
+impl<T> Drop for OneShotSender<T> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.closed = true;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<T> std::future::Future for OneShotReceiver<T> {
+    /// `None` when the sender was dropped without sending.
+    type Output = Option<T>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = s.value.take() {
+            return std::task::Poll::Ready(Some(v));
+        }
+        if s.closed {
+            return std::task::Poll::Ready(None);
+        }
+        s.waker = Some(cx.waker().clone());
+        std::task::Poll::Pending
     }
 }

@@ -1,0 +1,212 @@
+//! The library in a browser: wasm32 + WebGPU in headless Chromium (SwiftShader where there is no
+//! GPU), through the async core. Philox words, the forward and sampling against the CPU
+//! reference; bad input is `Err`; the blocking API is a clear `Err`, never a hung page.
+//!
+//!     bash .ci/web        # installs Chromium, the wasm32 target and wasm-bindgen-cli; runs this
+#![cfg(target_arch = "wasm32")]
+
+use gumbel_wgpu::wgpu;
+use gumbel_wgpu::{
+    Error, Gpu, LogitsView, RandomJob, RandomKind, SampleJob, SoftmaxJob, SoftmaxMode, Stream,
+    Temperature, cpu,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+async fn gpu() -> Gpu {
+    let gpu = Gpu::new_async().await.expect("a WebGPU adapter");
+    console_log!("{}", gpu.describe());
+    gpu
+}
+
+/// A storage buffer of `len` u32 set to a sentinel, so writes past the end show.
+fn poisoned(gpu: &Gpu, len: usize) -> wgpu::Buffer {
+    gpu.upload("out", &vec![0xdead_beef_u32; len]).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn philox_words_equal_the_cpu_words() {
+    let gpu = gpu().await;
+    let kernels = gpu.random_fill().unwrap();
+    for (len, stream) in [
+        (1usize, Stream { seed: 7, offset: 0 }),
+        (
+            1000,
+            Stream {
+                seed: 0x0123_4567_89ab_cdef,
+                offset: 3,
+            },
+        ),
+        (
+            4099,
+            Stream {
+                seed: u64::MAX,
+                offset: u64::MAX - 2000,
+            },
+        ),
+    ] {
+        let out = poisoned(&gpu, len + 3);
+        gpu.submit_async(|enc| {
+            kernels.record(
+                enc,
+                &RandomJob {
+                    kind: RandomKind::Words,
+                    stream,
+                    out: out.slice(..len as u64 * 4),
+                },
+            )
+        })
+        .await
+        .unwrap();
+        let got: Vec<u32> = gpu.read_buffer_async(&out, len + 3).await.unwrap();
+        assert_eq!(
+            got[..len],
+            cpu::random_u32(stream, len)[..],
+            "{stream:?} len {len}"
+        );
+        assert!(
+            got[len..].iter().all(|&w| w == 0xdead_beef),
+            "wrote past the end"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn forward_equals_the_cpu_reference_at_an_offset() {
+    let gpu = gpu().await;
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    let mut rng = StdRng::seed_from_u64(12);
+    for (rows, k, tau) in [(3usize, 5usize, 0.5f32), (17, 300, 1.0), (2, 5000, 2.0)] {
+        let logits: Vec<f32> = (0..rows * k)
+            .map(|_| rng.random::<f32>() * 8.0 - 4.0)
+            .collect();
+        // The logits start at byte 260 of their buffer (not a multiple of the 256-byte binding
+        // alignment): 65 words of padding.
+        let mut arena = vec![0f32; 65];
+        arena.extend_from_slice(&logits);
+        let input = gpu.upload("logits", &arena).unwrap();
+        let out = poisoned(&gpu, rows * k);
+        let stream = Stream {
+            seed: rng.random(),
+            offset: 4 * rng.random_range(0..1000u64),
+        };
+        gpu.submit_async(|enc| {
+            kernels.record(
+                enc,
+                &SoftmaxJob {
+                    mode: SoftmaxMode::Soft,
+                    logits: LogitsView::f32(input.slice(260..), rows as u64, k as u64),
+                    tau: Temperature::Scalar(tau),
+                    stream,
+                    out: out.slice(..),
+                    status: None,
+                },
+            )
+        })
+        .await
+        .unwrap();
+        let got: Vec<f32> = gpu.read_buffer_async(&out, rows * k).await.unwrap();
+        let want = cpu::gumbel_softmax(&logits, k, f64::from(tau), stream);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 2e-5,
+            "rows {rows} k {k} tau {tau}: max error {worst}"
+        );
+        for r in 0..rows {
+            let s: f32 = got[r * k..(r + 1) * k].iter().sum();
+            assert!((s - 1.0).abs() < 1e-4, "row {r} sums to {s}");
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn sampling_equals_the_cpu_reference() {
+    let gpu = gpu().await;
+    let sampler = gpu.sampler().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    for (rows, k) in [(64usize, 7usize), (9, 1000), (2, 40_000)] {
+        let logits: Vec<f32> = (0..rows * k).map(|_| rng.random::<f32>() * 6.0).collect();
+        let input = gpu.upload("logits", &logits).unwrap();
+        let out = poisoned(&gpu, rows);
+        let stream = Stream {
+            seed: rng.random(),
+            offset: 0,
+        };
+        gpu.submit_async(|enc| {
+            sampler.record(
+                enc,
+                &SampleJob {
+                    logits: LogitsView::f32(input.slice(..), rows as u64, k as u64),
+                    top: 1,
+                    tau: Temperature::Scalar(1.0),
+                    stream,
+                    out: out.slice(..),
+                },
+            )
+        })
+        .await
+        .unwrap();
+        let got: Vec<u32> = gpu.read_buffer_async(&out, rows).await.unwrap();
+        assert_eq!(
+            got,
+            cpu::sample(&logits, k, None, stream),
+            "rows {rows} k {k}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn bad_input_is_err() {
+    let gpu = gpu().await;
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    let input = gpu.upload("logits", &[0f32; 64]).unwrap();
+    let out = gpu.storage_buffer("out", 256).unwrap();
+    let job = |tau: f32, offset: u64, rows: u64| SoftmaxJob {
+        mode: SoftmaxMode::Soft,
+        logits: LogitsView::f32(input.slice(offset..), rows, 8),
+        tau: Temperature::Scalar(tau),
+        stream: Stream { seed: 1, offset: 0 },
+        out: out.slice(..),
+        status: None,
+    };
+    for (what, tau, offset, rows) in [
+        ("negative tau", -1.0, 0, 8),
+        ("NaN tau", f32::NAN, 0, 8),
+        ("misaligned logits", 1.0, 2, 4),
+        ("logits too small", 1.0, 0, 9),
+    ] {
+        let r = gpu
+            .submit_async(|enc| kernels.record(enc, &job(tau, offset, rows)))
+            .await;
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{what}: {r:?}");
+    }
+    // A buffer wgpu rejects (no COPY_SRC) is an Err from the awaited error scope.
+    let no_copy = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let r = gpu
+        .submit_async(|enc| {
+            enc.copy_buffer_to_buffer(&no_copy, 0, &out, 0, Some(16));
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(r, Err(Error::Validation(_))),
+        "copy from a non-COPY_SRC buffer: {r:?}"
+    );
+    // The blocking API says what to use instead of hanging the page.
+    assert!(matches!(Gpu::new(), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        gpu.read_buffer::<u32>(&out, 4),
+        Err(Error::Unsupported(_))
+    ));
+}
