@@ -39,8 +39,9 @@ impl ShaderConfig {
     }
 }
 
-/// Shared pieces, by the name `#import` uses. `config`, `mulhi` and `team_reduce` are resolved
-/// per config (`team_reduce`: the subgroup version where the adapter has subgroups).
+/// Shared pieces, by the name `#import` uses. `config`, `mulhi`, `team_reduce` and
+/// `reduce_workgroup` are resolved per config (the reductions: their subgroup versions where
+/// the adapter has subgroups).
 const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
@@ -56,6 +57,9 @@ const MULHI_U64: &str = include_str!("../shaders/common/mulhi_u64.wgsl");
 const MULHI_U32: &str = include_str!("../shaders/common/mulhi_u32.wgsl");
 const TEAM_REDUCE: &str = include_str!("../shaders/common/team_reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../shaders/common/reduce_subgroup.wgsl");
+const REDUCE_WORKGROUP: &str = include_str!("../shaders/common/reduce_workgroup.wgsl");
+const REDUCE_WORKGROUP_SUBGROUP: &str =
+    include_str!("../shaders/common/reduce_workgroup_subgroup.wgsl");
 
 /// The generated `config` piece: constants shared with Rust.
 pub fn config_piece(cfg: &ShaderConfig) -> String {
@@ -84,6 +88,14 @@ fn piece(name: &str, spec: &FamilySpec, cfg: &ShaderConfig) -> Option<String> {
                 REDUCE_SUBGROUP
             } else {
                 TEAM_REDUCE
+            }
+            .to_string(),
+        ),
+        "reduce_workgroup" => Some(
+            if cfg.subgroups {
+                REDUCE_WORKGROUP_SUBGROUP
+            } else {
+                REDUCE_WORKGROUP
             }
             .to_string(),
         ),

@@ -342,7 +342,8 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
                         // The forced reducing paths also without subgroups (the
                         // workgroup-memory tree; gpu() reduces with subgroups where it can).
                         let both = path != RowPath::Auto && path != RowPath::RowPerThread;
-                        let without = both.then(gpu_without_subgroups);
+                        let without =
+                            (both && gpu.shader_config().subgroups).then(gpu_without_subgroups);
                         for g in [gpu].into_iter().chain(without) {
                             let got = run_gpu(g, &case, form, &e, path);
                             let what = format!(

@@ -132,7 +132,8 @@ fn gpu_log_density_matches_the_reference_at_awkward_shapes() {
                     // gpu() reduces with subgroups where it can).
                     let runs = paths.iter().flat_map(|&path| {
                         let both = path != RowPath::Auto && path != RowPath::RowPerThread;
-                        let without = both.then(gpu_without_subgroups);
+                        let without =
+                            (both && gpu.shader_config().subgroups).then(gpu_without_subgroups);
                         [gpu].into_iter().chain(without).map(move |g| (g, path))
                     });
                     for (g, path) in runs {

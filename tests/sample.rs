@@ -240,8 +240,9 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
     let mut rng = StdRng::seed_from_u64(10);
     let (mut slots, mut near) = (0usize, 0usize);
     // The shipping and portable configurations, and the shipping one without subgroups (the
-    // workgroup-memory reductions; gpu() takes the subgroup ones where the adapter has them).
-    for gpu in gpus().into_iter().chain([gpu_without_subgroups()]) {
+    // workgroup-memory reductions) where gpu() takes the subgroup ones.
+    let without = gpu().shader_config().subgroups.then(gpu_without_subgroups);
+    for gpu in gpus().into_iter().chain(without) {
         for &(k, row_counts) in SWEEP {
             for &rows in row_counts {
                 let logits = random_logits(&mut rng, rows * k);
@@ -351,7 +352,8 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
         (3, 1000, &[999, 500, 0, 255, 256]),
         (2, 65_537, &[65_536, 40_000, 7, 12_345, 4096]),
     ];
-    for gpu in gpus().into_iter().chain([gpu_without_subgroups()]) {
+    let without = gpu().shader_config().subgroups.then(gpu_without_subgroups);
+    for gpu in gpus().into_iter().chain(without) {
         for &(rows, k, tied) in cases {
             let stream = Stream {
                 seed: 99,
