@@ -59,6 +59,18 @@ struct State {
     max_l: f32,
 }
 
+// A state as words, for subgroup shuffles (team_reduce).
+const STATE_WORDS: u32 = 9u;
+fn state_to_words(s: State) -> array<u32, STATE_WORDS> {
+    return array<u32, STATE_WORDS>(bitcast<u32>(s.m), bitcast<u32>(s.e), bitcast<u32>(s.sum_s),
+                                   bitcast<u32>(s.sum_x), s.c, s.bad, bitcast<u32>(s.mx),
+                                   bitcast<u32>(s.ex), bitcast<u32>(s.max_l));
+}
+fn state_from_words(w: array<u32, STATE_WORDS>) -> State {
+    return State(bitcast<f32>(w[0]), bitcast<f32>(w[1]), bitcast<f32>(w[2]), bitcast<f32>(w[3]),
+                 w[4], w[5], bitcast<f32>(w[6]), bitcast<f32>(w[7]), bitcast<f32>(w[8]));
+}
+
 fn empty_state() -> State {
     return State(NEG_MAX, 0.0, 0.0, 0.0, 0u, 0u, NEG_MAX, 0.0, 0.0);
 }
@@ -197,9 +209,10 @@ var<workgroup> shared_states: array<State, WG_SIZE>;
 
 
 @compute @workgroup_size(WG_SIZE)
-fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
+fn row_per_workgroup(ids: LaneIds,
                      @builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
@@ -216,9 +229,10 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn row_per_team(@builtin(local_invocation_index) lid: u32,
+fn row_per_team(ids: LaneIds,
                 @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let r = group_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
     let t = lid % params.team;
     var st = empty_state();
@@ -235,9 +249,10 @@ fn row_per_team(@builtin(local_invocation_index) lid: u32,
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn segment_partials(@builtin(local_invocation_index) lid: u32,
+fn segment_partials(ids: LaneIds,
                     @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let gi = group_index(wid, nwg);
     if (gi >= params.rows * params.segs) {
         return;

@@ -43,6 +43,7 @@
 #import gumbel
 #import logits
 #import grid
+#import team_reduce
 
 #import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
@@ -143,29 +144,32 @@ fn sample_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     }
 }
 
-var<workgroup> red: array<vec2<u32>, WG_SIZE>;
+// The team reduction (team_reduce.wgsl) of candidates: merge(a, b) is the one that comes first,
+// a on a tie (only EMPTY ties with EMPTY: candidates' indices differ), so every reduction order
+// and subgroup size picks the same winner.
+alias State = vec2<u32>;
+var<workgroup> shared_states: array<State, WG_SIZE>;
+fn merge(a: State, b: State) -> State {
+    return select(a, b, before(b, a));
+}
+const STATE_WORDS: u32 = 2u;
+fn state_to_words(s: State) -> array<u32, STATE_WORDS> {
+    return array<u32, STATE_WORDS>(s.x, s.y);
+}
+fn state_from_words(w: array<u32, STATE_WORDS>) -> State {
+    return State(w[0], w[1]);
+}
 
 // The best of `mine` over each segment of `seg` consecutive invocations (seg a power of two
 // dividing WG_SIZE; called in uniform control flow); every invocation gets its segment's best.
 fn reduce_segment(lid: u32, seg: u32, mine: vec2<u32>) -> vec2<u32> {
-    red[lid] = mine;
-    workgroupBarrier();
-    let lane = lid & (seg - 1u);
-    for (var stride = seg / 2u; stride > 0u; stride >>= 1u) {
-        if (lane < stride && before(red[lid + stride], red[lid])) {
-            red[lid] = red[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let best = red[lid - lane];
-    // Nobody may overwrite the segment's result before everyone has read it.
-    workgroupBarrier();
-    return best;
+    return reduce_team(lid, seg, mine);
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn sample_group(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+fn sample_group(ids: LaneIds, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let seg = params.seg;
     let first_row = group_index(wid, nwg) * (WG_SIZE / seg);
     if (first_row >= params.rows) {
@@ -194,8 +198,9 @@ fn sample_group(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn sample_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+fn sample_partial(ids: LaneIds, @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let g = group_index(wid, nwg);
     let r = g / params.chunks;
     if (r >= params.rows) {
@@ -221,8 +226,9 @@ fn sample_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn sample_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+fn sample_combine(ids: LaneIds, @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;

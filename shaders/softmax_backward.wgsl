@@ -89,6 +89,17 @@ struct State {
     inf: u32,
 }
 
+// A state as words, for subgroup shuffles (team_reduce).
+const STATE_WORDS: u32 = 5u;
+fn state_to_words(s: State) -> array<u32, STATE_WORDS> {
+    return array<u32, STATE_WORDS>(bitcast<u32>(s.m), bitcast<u32>(s.s), bitcast<u32>(s.t),
+                                   bitcast<u32>(s.d), s.inf);
+}
+fn state_from_words(w: array<u32, STATE_WORDS>) -> State {
+    return State(bitcast<f32>(w[0]), bitcast<f32>(w[1]), bitcast<f32>(w[2]), bitcast<f32>(w[3]),
+                 w[4]);
+}
+
 fn recompute() -> bool {
     return (params.mode & MODE_RECOMPUTE) != 0u;
 }
@@ -364,9 +375,10 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
+fn row_per_workgroup(ids: LaneIds,
                      @builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
@@ -377,9 +389,10 @@ fn row_per_workgroup(@builtin(local_invocation_index) lid: u32,
 // Teams of params.team invocations, WG_SIZE / params.team rows per workgroup (mid-sized rows).
 
 @compute @workgroup_size(WG_SIZE)
-fn row_per_team(@builtin(local_invocation_index) lid: u32,
+fn row_per_team(ids: LaneIds,
                 @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let r = group_index(wid, nwg) * (WG_SIZE / params.team) + lid / params.team;
     team_row(lid, lid % params.team, params.team, r, r < params.rows);
 }
@@ -394,9 +407,10 @@ fn segment_blocks(r: u32, seg: u32) -> vec2<u32> {
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn segment_partials(@builtin(local_invocation_index) lid: u32,
+fn segment_partials(ids: LaneIds,
                     @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let gi = group_index(wid, nwg);
     if (gi >= params.rows * params.segs) {
         return;
@@ -421,9 +435,10 @@ fn segment_partials(@builtin(local_invocation_index) lid: u32,
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn segment_write(@builtin(local_invocation_index) lid: u32,
+fn segment_write(ids: LaneIds,
                  @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lane_setup(ids);
     let gi = group_index(wid, nwg);
     if (gi >= params.rows * params.segs) {
         return;

@@ -55,6 +55,7 @@
 #import gumbel
 #import logits
 #import grid
+#import reduce_workgroup
 
 #import params
 @group(0) @binding(1) var<storage, read> logits: array<u32>;
@@ -130,8 +131,10 @@ fn row_logit_bits(r: u32, j: u32) -> u32 {
 }
 
 // ---- workgroup reductions (all invocations call them; uniform control flow) ----
+// The workgroup-memory trees; reduce_best / reduce_sum4 / reduce_lse (reduce_workgroup.wgsl)
+// use subgroup operations instead where the adapter has them.
 
-fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
+fn reduce_best_tree(lid: u32, mine: vec2<u32>) -> vec2<u32> {
     red_key[lid] = mine;
     workgroupBarrier();
     for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
@@ -145,7 +148,7 @@ fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
     return best;
 }
 
-fn reduce_sum4(lid: u32, mine: vec4<f32>) -> vec4<f32> {
+fn reduce_sum4_tree(lid: u32, mine: vec4<f32>) -> vec4<f32> {
     red_f[lid] = mine;
     workgroupBarrier();
     for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
@@ -161,7 +164,7 @@ fn reduce_sum4(lid: u32, mine: vec4<f32>) -> vec4<f32> {
 
 // (max, sum exp(x - max)) over the workgroup, each invocation's pair already relative to its own
 // max; an invocation that saw nothing has max -3.4e38 and sum 0.
-fn reduce_lse(lid: u32, m: f32, s: f32) -> vec2<f32> {
+fn reduce_lse_tree(lid: u32, m: f32, s: f32) -> vec2<f32> {
     red_f[lid] = vec4<f32>(m, s, 0.0, 0.0);
     workgroupBarrier();
     for (var st = WG_SIZE / 2u; st > 0u; st >>= 1u) {
@@ -362,8 +365,9 @@ fn draw_candidate(bits: u32, j: u32, th: vec2<u32>, t: f32, w: u32) -> vec2<u32>
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn tokens_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = workgroup_setup(ids);
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;

@@ -39,20 +39,27 @@ impl ShaderConfig {
     }
 }
 
-/// Shared pieces, by the name `#import` uses. `config` and `mulhi` are resolved per config.
+/// Shared pieces, by the name `#import` uses. `config`, `mulhi`, `team_reduce` and
+/// `reduce_workgroup` are resolved per config (the reductions: their subgroup versions where
+/// the adapter has subgroups).
 const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
     ("grid", include_str!("../shaders/common/grid.wgsl")),
     ("logits", include_str!("../shaders/common/logits.wgsl")),
     (
-        "team_reduce",
-        include_str!("../shaders/common/team_reduce.wgsl"),
+        "reduce_tree",
+        include_str!("../shaders/common/reduce_tree.wgsl"),
     ),
 ];
 
 const MULHI_U64: &str = include_str!("../shaders/common/mulhi_u64.wgsl");
 const MULHI_U32: &str = include_str!("../shaders/common/mulhi_u32.wgsl");
+const TEAM_REDUCE: &str = include_str!("../shaders/common/team_reduce.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../shaders/common/reduce_subgroup.wgsl");
+const REDUCE_WORKGROUP: &str = include_str!("../shaders/common/reduce_workgroup.wgsl");
+const REDUCE_WORKGROUP_SUBGROUP: &str =
+    include_str!("../shaders/common/reduce_workgroup_subgroup.wgsl");
 
 /// The generated `config` piece: constants shared with Rust.
 pub fn config_piece(cfg: &ShaderConfig) -> String {
@@ -76,6 +83,22 @@ fn piece(name: &str, spec: &FamilySpec, cfg: &ShaderConfig) -> Option<String> {
         "params" => Some(spec.params.to_string()),
         "config" => Some(config_piece(cfg)),
         "mulhi" => Some(if cfg.int64 { MULHI_U64 } else { MULHI_U32 }.to_string()),
+        "team_reduce" => Some(
+            if cfg.subgroups {
+                REDUCE_SUBGROUP
+            } else {
+                TEAM_REDUCE
+            }
+            .to_string(),
+        ),
+        "reduce_workgroup" => Some(
+            if cfg.subgroups {
+                REDUCE_WORKGROUP_SUBGROUP
+            } else {
+                REDUCE_WORKGROUP
+            }
+            .to_string(),
+        ),
         _ => PIECES
             .iter()
             .find(|(n, _)| *n == name)

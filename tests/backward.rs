@@ -339,10 +339,20 @@ fn every_form_and_path_matches_the_reference_at_awkward_shapes() {
                     };
                     let paths = [RowPath::Auto].iter().chain(forced);
                     for &path in paths {
-                        let got = run_gpu(gpu, &case, form, &e, path);
-                        let what = format!("k {k} rows {rows} tau {tau} {form:?} {path:?}");
-                        let w = check(&case, form, &e, &got, path, &what);
-                        worst[fi][ti] = worst[fi][ti].max(w);
+                        // The forced reducing paths also without subgroups (the
+                        // workgroup-memory tree; gpu() reduces with subgroups where it can).
+                        let both = path != RowPath::Auto && path != RowPath::RowPerThread;
+                        let without =
+                            (both && gpu.shader_config().subgroups).then(gpu_without_subgroups);
+                        for g in [gpu].into_iter().chain(without) {
+                            let got = run_gpu(g, &case, form, &e, path);
+                            let what = format!(
+                                "k {k} rows {rows} tau {tau} {form:?} {path:?} {}",
+                                g.describe()
+                            );
+                            let w = check(&case, form, &e, &got, path, &what);
+                            worst[fi][ti] = worst[fi][ti].max(w);
+                        }
                     }
                 }
             }

@@ -128,15 +128,24 @@ fn gpu_log_density_matches_the_reference_at_awkward_shapes() {
                     ];
                     // One invocation on a 65537-entry row: slow on software GL (1 s lock).
                     let paths = if k <= 4097 { &all[..] } else { &all[2..] };
-                    for &path in paths {
-                        let got = run_density(gpu, &l, &x32, k, tau, simplex, path);
+                    // The reducing paths also without subgroups (the workgroup-memory tree;
+                    // gpu() reduces with subgroups where it can).
+                    let runs = paths.iter().flat_map(|&path| {
+                        let both = path != RowPath::Auto && path != RowPath::RowPerThread;
+                        let without =
+                            (both && gpu.shader_config().subgroups).then(gpu_without_subgroups);
+                        [gpu].into_iter().chain(without).map(move |g| (g, path))
+                    });
+                    for (g, path) in runs {
+                        let got = run_density(g, &l, &x32, k, tau, simplex, path);
                         let tol = rtol(k, path);
                         for r in 0..rows {
                             let err = (f64::from(got[r]) - want[r]).abs();
                             assert!(
                                 err <= tol * sc[r],
-                                "k {k} rows {rows} tau {tau} simplex {simplex} {path:?} row {r}: \
-                                 gpu {} reference {} scale {}",
+                                "k {k} rows {rows} tau {tau} simplex {simplex} {path:?} row {r} \
+                                 ({}): gpu {} reference {} scale {}",
+                                g.describe(),
                                 got[r],
                                 want[r],
                                 sc[r]

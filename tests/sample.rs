@@ -239,7 +239,10 @@ const SWEEP: &[(usize, &[usize])] = &[
 fn every_path_matches_the_reference_at_awkward_sizes() {
     let mut rng = StdRng::seed_from_u64(10);
     let (mut slots, mut near) = (0usize, 0usize);
-    for gpu in gpus() {
+    // The shipping and portable configurations, and the shipping one without subgroups (the
+    // workgroup-memory reductions) where gpu() takes the subgroup ones.
+    let without = gpu().shader_config().subgroups.then(gpu_without_subgroups);
+    for gpu in gpus().into_iter().chain(without) {
         for &(k, row_counts) in SWEEP {
             for &rows in row_counts {
                 let logits = random_logits(&mut rng, rows * k);
@@ -256,6 +259,10 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                 ];
                 for strategy in [AUTO, THREAD, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7] {
                     for (top, temperatures, z) in &cases {
+                        // Top > 1 (Gumbel-top-k) has no subgroup reduction: two runs suffice.
+                        if *top > 1 && std::ptr::eq(gpu, gpu_without_subgroups()) {
+                            continue;
+                        }
                         if strategy == THREAD && k > 4097 && rows > 1 {
                             continue; // one invocation per huge row: slow here
                         }
@@ -345,7 +352,8 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
         (3, 1000, &[999, 500, 0, 255, 256]),
         (2, 65_537, &[65_536, 40_000, 7, 12_345, 4096]),
     ];
-    for gpu in gpus() {
+    let without = gpu().shader_config().subgroups.then(gpu_without_subgroups);
+    for gpu in gpus().into_iter().chain(without) {
         for &(rows, k, tied) in cases {
             let stream = Stream {
                 seed: 99,
@@ -363,17 +371,20 @@ fn exact_ties_go_to_the_lowest_index_on_every_path() {
                 .collect();
             let mut want_row: Vec<u32> = tied.iter().map(|&j| j as u32).collect();
             want_row.sort_unstable();
-            let want: Vec<u32> = (0..rows).flat_map(|_| want_row.clone()).collect();
-            for strategy in [AUTO, THREAD, SEG_8, GROUP, SPLIT, SPLIT_7] {
-                let shape = SampleShape {
-                    top: tied.len() as u32,
-                    strategy,
-                    ..SampleShape::new(rows as u64, k as u64)
-                };
-                let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
-                    continue; // past llvmpipe's loop budget
-                };
-                assert_eq!(got, want, "k {k} {strategy:?}");
+            // Gumbel-max (top 1: the arg-max reductions) and the whole tied set.
+            for top in [1, tied.len()] {
+                let want: Vec<u32> = (0..rows).flat_map(|_| want_row[..top].to_vec()).collect();
+                for strategy in [AUTO, THREAD, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7] {
+                    let shape = SampleShape {
+                        top: top as u32,
+                        strategy,
+                        ..SampleShape::new(rows as u64, k as u64)
+                    };
+                    let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
+                        continue; // past llvmpipe's loop budget
+                    };
+                    assert_eq!(got, want, "k {k} top {top} {strategy:?}");
+                }
             }
         }
     }

@@ -194,8 +194,13 @@ fn every_filter_setting_matches_the_reference_at_awkward_sizes() {
             let streams = (0..rows).map(|_| stream(&mut rng)).collect();
             let n = rng.random_range(0..=k.min(20));
             let p = Params::of(&rp, streams, n);
-            // Both Philox multiply paths (u64 and the portable 16-bit halves) where there are two.
-            for (d, gpu) in common::gpus().into_iter().enumerate() {
+            // Both Philox multiply paths (u64 and the portable 16-bit halves) where there are two,
+            // and the workgroup-memory reductions where gpu() takes the subgroup ones.
+            let without = gpu()
+                .shader_config()
+                .subgroups
+                .then(common::gpu_without_subgroups);
+            for (d, gpu) in common::gpus().into_iter().chain(without).enumerate() {
                 let got = gpu.sample_tokens(&l, k, &p.get()).unwrap();
                 let near = compare(
                     &l,

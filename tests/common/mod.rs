@@ -31,6 +31,17 @@ pub fn gpu_without_int64() -> &'static Gpu {
     })
 }
 
+pub fn gpu_without_subgroups() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::with_options(GpuOptions {
+            subgroups: false,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
+    })
+}
+
 /// The shipping configuration and the portable, runtime-checked one: every kernel tested on
 /// both runs both ways (and both Philox multiply paths where the adapter has int64).
 pub fn gpus() -> Vec<&'static Gpu> {
