@@ -664,6 +664,28 @@ mod tests {
     }
 
     #[test]
+    fn onchip_tiers_fit_their_budget_and_match_the_variant_sources() {
+        for (v, &(bytes, words)) in ONCHIP_TIERS.iter().enumerate() {
+            // The cache plus `red` (WG_SIZE states of STATE_BYTES) plus 256 bytes of slack.
+            assert_eq!(words, (bytes - WG_SIZE * STATE_BYTES as u32 - 256) / 16 * 4);
+            for source in [VARIANT_SOURCES[v], VARIANT_SOURCES[v + ONCHIP_TIERS.len()]] {
+                assert!(source.contains(&format!("const SOFTMAX_CACHE_WORDS: u32 = {words}u;")));
+            }
+        }
+        assert!(
+            VARIANT_SOURCES[..3]
+                .iter()
+                .all(|s| s.starts_with("#import softmax_reduce_wg"))
+        );
+        assert!(
+            VARIANT_SOURCES[3..]
+                .iter()
+                .all(|s| s.starts_with("#import softmax_reduce_sg"))
+        );
+        assert_eq!(onchip_capacity(6080), 10173);
+    }
+
+    #[test]
     fn register_groups_are_the_smallest_that_hold_the_row() {
         for (k, group) in [
             (1, 1),
