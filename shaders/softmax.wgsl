@@ -6,9 +6,17 @@
 //   softmax_rows       one row per thread; pass 2 re-reads the row (from cache) and remakes noise
 //   softmax_registers  params.group threads per row (1..WG_SIZE), several rows per workgroup;
 //                      the row's logit bits and noise stay in registers: logits read once
+//   softmax_onchip     one workgroup per row, the row in registers (REG_BLOCKS blocks a
+//                      thread) and workgroup memory (SOFTMAX_CACHE_WORDS logit words): logits
+//                      read once, the cached part's noise remade
 //   softmax_online     one workgroup per row; online pass 1, pass 2 re-reads and remakes noise
 //   softmax_split_*    a row split over workgroups of SEG_BLOCKS blocks; partial states, then
 //                      every segment merges its row's partials and writes (two dispatches)
+// This file is not a whole shader: src/softmax.rs prefixes each variant with
+// `#import softmax_reduce_wg` or `#import softmax_reduce_sg` (the workgroup reduction `reduce`
+// and the entry points' SubgroupIds, with subgroups only where the device has them) and
+// `const SOFTMAX_CACHE_WORDS: u32 = N;` (the on-chip cache, sized to the device's
+// max_compute_workgroup_storage_size tier).
 //
 // Bindings (group 0). Each storage binding is a window that starts at the device-aligned offset
 // at or below the job's first element for this dispatch (src/family.rs, FamilyCore::window); the
@@ -38,14 +46,25 @@
 //     taus[tau_base + r] only when per_row_tau (rows words bound); status[status_base + 0..2]
 //     only when use_status (3 words bound); partials[partial_base + i] with
 //     i < rows * segments, split kernels only (rows * segments states bound); register slots
-//     4 * i + lane < REG_SLOTS; red[lid + w] with lid % group < w <= group / 2 < WG_SIZE.
+//     4 * i + lane < REG_SLOTS; red[lid + w] with lid % group < w <= group / 2 < WG_SIZE;
+//     onchip_cache[4 * (q - REG_CAP_BLOCKS) + lane] with REG_CAP_BLOCKS <= q < nblocks and
+//     lane < 4, and the host runs softmax_onchip only when k <= onchip_max_k, i.e.
+//     nblocks <= (k + 6) / 4 <= REG_CAP_BLOCKS + SOFTMAX_CACHE_WORDS / 4 (src/softmax.rs,
+//     onchip_capacity; the cache size is a multiple of 4). The subgroup reduction's indices:
+//     see softmax_reduce_sg.wgsl.
 //   * every loop ends: bounds are params (k, nblocks, segments) or constants, steps >= 1, and
 //     the tree reductions halve w down to 0.
 //   * no divisor is zero: params.k >= 1 (host check), segments >= 1, group a power of two in
 //     1..WG_SIZE, tau normal and > 0 (bad per-row taus are replaced by 1 and flagged).
 //   * workgroup memory (red) is written by every thread of the workgroup before the barrier that
-//     precedes any read; early returns are uniform per workgroup (they depend on the
-//     workgroup index and params only).
+//     precedes any read (the subgroup reduction: by one lane per subgroup, read for subgroups
+//     that exist only); early returns are uniform per workgroup (they depend on the
+//     workgroup index and params only), so every thread reaches every barrier and every lane
+//     every shuffle. onchip_cache is private to each thread in effect: thread t writes the
+//     words of its own blocks (q = REG_CAP_BLOCKS + t + i * WG_SIZE) in pass 1 and reads the
+//     same words, written earlier in its own program order, in pass 2; no word is read
+//     unwritten (pass 2 reads j < k only, the words pass 1 wrote).
+//   * the on-chip loops run q from REG_CAP_BLOCKS + lid to nblocks by WG_SIZE: they end.
 // Rows are walked in Philox blocks (one philox call yields the noise of 4 consecutive elements);
 // a row's block q (0 .. nblocks) holds elements j = 4q + lane - off.
 //
@@ -342,8 +361,10 @@ fn reduce_group(lid: u32, st: State, row: Row, group: u32) -> State {
     return r;
 }
 
-// Workgroup-wide merge: every thread gets the workgroup's state.
-fn reduce(lid: u32, st: State, row: Row) -> State {
+// Workgroup-wide merge through workgroup memory only: every thread gets the workgroup's state.
+// `reduce(lid, st, row, sg)`, which the kernels call, is this (softmax_reduce_wg.wgsl) or a
+// subgroup reduction first (softmax_reduce_sg.wgsl), by the family variant's prefix.
+fn reduce_wg(lid: u32, st: State, row: Row) -> State {
     return reduce_group(lid, st, row, WG_SIZE);
 }
 
@@ -368,7 +389,7 @@ fn softmax_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 @compute @workgroup_size(WG_SIZE)
 fn softmax_registers(@builtin(local_invocation_index) lid: u32,
                      @builtin(workgroup_id) wid: vec3<u32>,
-                     @builtin(num_workgroups) nwg: vec3<u32>) {
+                     @builtin(num_workgroups) nwg: vec3<u32>, sg: SubgroupIds) {
     let group = params.group;
     let first = group_index(wid, nwg) * (WG_SIZE / group);
     if (first >= params.rows) {
@@ -409,7 +430,9 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
         }
     }
     var fin = st;
-    if (group > 1u) {
+    if (group == WG_SIZE) {
+        fin = reduce(lid, st, row, sg);
+    } else if (group > 1u) {
         fin = reduce_group(lid, st, row, group);
     }
     let kind = row_kind(row, fin);
@@ -430,17 +453,112 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
     }
 }
 
-// Large k: one workgroup per row; pass 1 keeps an online (argmax, sum) state per thread and
-// merges them, pass 2 re-reads the logits, remakes the noise and writes.
+// Rows that fit on chip (k <= the family's onchip_max_k): one workgroup per row; thread t
+// holds blocks t + i * WG_SIZE (i < REG_BLOCKS) in registers, as softmax_registers does with a
+// group of WG_SIZE, and the blocks beyond, q = REG_CAP_BLOCKS + t + i * WG_SIZE, as logit bits
+// in workgroup memory (cache words 4 * (q - REG_CAP_BLOCKS) + lane, written and read by thread
+// t only). The logits are read once; the noise of the cached blocks is made again by Philox in
+// the writing pass (compute, not memory traffic).
+const REG_CAP_BLOCKS: u32 = WG_SIZE * REG_BLOCKS;
+var<workgroup> onchip_cache: array<u32, SOFTMAX_CACHE_WORDS>;
+
 @compute @workgroup_size(WG_SIZE)
-fn softmax_online(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
-                  @builtin(num_workgroups) nwg: vec3<u32>) {
+fn softmax_onchip(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>, sg: SubgroupIds) {
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
     }
     let row = row_info(r);
-    let fin = reduce(lid, scan(row, lid, WG_SIZE, row.nblocks), row);
+    var bits: array<u32, REG_SLOTS>;
+    var noise: array<f32, REG_SLOTS>;
+    var st = empty_state();
+    for (var i = 0u; i < REG_BLOCKS; i++) {
+        let q = lid + i * WG_SIZE;
+        if (q < row.nblocks) {
+            let w = block_words(row, q);
+            for (var lane = 0u; lane < 4u; lane++) {
+                let j = 4u * q + lane - row.off;
+                let slot = 4u * i + lane;
+                bits[slot] = F32_NEG_INF_BITS;
+                noise[slot] = 0.0;
+                if (j < params.k) {
+                    let b = logit_bits(params.logit_base + row.n0 + j, params.format);
+                    bits[slot] = b;
+                    if (is_finite_bits(b)) {
+                        let g = gumbel_from_word(w[lane]);
+                        noise[slot] = g;
+                        absorb_finite(&st, clamped_logit(b), g, j, row);
+                    } else {
+                        absorb(&st, b, 0u, j, row);
+                    }
+                }
+            }
+        }
+    }
+    for (var q = REG_CAP_BLOCKS + lid; q < row.nblocks; q += WG_SIZE) {
+        let w = block_words(row, q);
+        let c = 4u * (q - REG_CAP_BLOCKS);
+        for (var lane = 0u; lane < 4u; lane++) {
+            let j = 4u * q + lane - row.off;
+            if (j < params.k) {
+                let b = logit_bits(params.logit_base + row.n0 + j, params.format);
+                onchip_cache[c + lane] = b;
+                absorb(&st, b, w[lane], j, row);
+            }
+        }
+    }
+    let fin = reduce(lid, st, row, sg);
+    let kind = row_kind(row, fin);
+    if (lid == 0u) {
+        report(row, fin, r);
+    }
+    for (var i = 0u; i < REG_BLOCKS; i++) {
+        let q = lid + i * WG_SIZE;
+        if (q < row.nblocks) {
+            for (var lane = 0u; lane < 4u; lane++) {
+                let j = 4u * q + lane - row.off;
+                if (j < params.k) {
+                    let slot = 4u * i + lane;
+                    out[params.out_base + row.n0 + j] = emit(row, fin, kind, j, bits[slot], noise[slot]);
+                }
+            }
+        }
+    }
+    for (var q = REG_CAP_BLOCKS + lid; q < row.nblocks; q += WG_SIZE) {
+        var w = vec4<u32>(0u);
+        if (kind == KIND_FINITE && params.want_hard == 0u) {
+            w = block_words(row, q);
+        }
+        let c = 4u * (q - REG_CAP_BLOCKS);
+        for (var lane = 0u; lane < 4u; lane++) {
+            let j = 4u * q + lane - row.off;
+            if (j < params.k) {
+                var b = 0u;
+                var g = 0.0;
+                if (kind != KIND_BAD && params.want_hard == 0u) {
+                    b = onchip_cache[c + lane];
+                    if (needs_noise(kind, b)) {
+                        g = gumbel_from_word(w[lane]);
+                    }
+                }
+                out[params.out_base + row.n0 + j] = emit(row, fin, kind, j, b, g);
+            }
+        }
+    }
+}
+
+// Large k: one workgroup per row; pass 1 keeps an online (argmax, sum) state per thread and
+// merges them, pass 2 re-reads the logits, remakes the noise and writes.
+@compute @workgroup_size(WG_SIZE)
+fn softmax_online(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>, sg: SubgroupIds) {
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    let row = row_info(r);
+    let fin = reduce(lid, scan(row, lid, WG_SIZE, row.nblocks), row, sg);
     let kind = row_kind(row, fin);
     if (lid == 0u) {
         report(row, fin, r);
@@ -460,14 +578,14 @@ fn split_range(wid: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
 @compute @workgroup_size(WG_SIZE)
 fn softmax_split_partial(@builtin(local_invocation_index) lid: u32,
                          @builtin(workgroup_id) wid: vec3<u32>,
-                         @builtin(num_workgroups) nwg: vec3<u32>) {
+                         @builtin(num_workgroups) nwg: vec3<u32>, sg: SubgroupIds) {
     let rs = split_range(wid, nwg);
     if (rs.x >= params.rows) {
         return;
     }
     let row = row_info(rs.x);
     let q0 = rs.y * SEG_BLOCKS;
-    let st = reduce(lid, scan(row, q0 + lid, WG_SIZE, min(q0 + SEG_BLOCKS, row.nblocks)), row);
+    let st = reduce(lid, scan(row, q0 + lid, WG_SIZE, min(q0 + SEG_BLOCKS, row.nblocks)), row, sg);
     if (lid == 0u) {
         partials[params.partial_base + rs.z] = st;
     }
@@ -476,7 +594,7 @@ fn softmax_split_partial(@builtin(local_invocation_index) lid: u32,
 @compute @workgroup_size(WG_SIZE)
 fn softmax_split_write(@builtin(local_invocation_index) lid: u32,
                        @builtin(workgroup_id) wid: vec3<u32>,
-                       @builtin(num_workgroups) nwg: vec3<u32>) {
+                       @builtin(num_workgroups) nwg: vec3<u32>, sg: SubgroupIds) {
     let rs = split_range(wid, nwg);
     if (rs.x >= params.rows) {
         return;
@@ -486,7 +604,7 @@ fn softmax_split_write(@builtin(local_invocation_index) lid: u32,
     for (var i = lid; i < params.segments; i += WG_SIZE) {
         st = merge(st, partials[params.partial_base + rs.x * params.segments + i], row);
     }
-    let fin = reduce(lid, st, row);
+    let fin = reduce(lid, st, row, sg);
     let kind = row_kind(row, fin);
     if (lid == 0u && rs.y == 0u) {
         report(row, fin, rs.x);

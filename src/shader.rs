@@ -51,6 +51,14 @@ const PIECES: &[(&str, &str)] = &[
         "reduce_tree",
         include_str!("../shaders/common/reduce_tree.wgsl"),
     ),
+    (
+        "softmax_reduce_wg",
+        include_str!("../shaders/common/softmax_reduce_wg.wgsl"),
+    ),
+    (
+        "softmax_reduce_sg",
+        include_str!("../shaders/common/softmax_reduce_sg.wgsl"),
+    ),
 ];
 
 const MULHI_U64: &str = include_str!("../shaders/common/mulhi_u64.wgsl");

@@ -40,6 +40,9 @@ pub enum SoftmaxStrategy {
     Online,
     /// Rows split into segments of workgroups: partial states, then merge and write.
     Split,
+    /// One workgroup per row, the row in registers and workgroup memory, read once
+    /// (`k <= GumbelSoftmax::onchip_max_k()` only).
+    OnChip,
 }
 
 /// Philox blocks each thread of the register kernel holds (`REG_BLOCKS` in the shader).
@@ -50,12 +53,82 @@ const SPLIT_MAX_ROWS: u64 = 128;
 /// Bytes of one partial state of the split kernels (`State` in the shader).
 const STATE_BYTES: u64 = 32;
 
+/// Workgroup-memory tiers of the on-chip kernel: (the device's
+/// `max_compute_workgroup_storage_size` at least this, words of logit bits the kernel keeps in
+/// workgroup memory). The kernel also uses `red` (`WG_SIZE` states of 32 bytes = 8 KiB); the
+/// cache gets the rest less 256 bytes, in whole Philox blocks: `(bytes - 8448) / 16 * 4`.
+/// 16352 is wgpu's downlevel (and about WebGPU's 16 KiB) minimum; lavapipe and llvmpipe GL
+/// grant 32 KiB; NVIDIA's Vulkan driver 48 KiB.
+const ONCHIP_TIERS: [(u32, u32); 3] = [(16352, 1976), (32768, 6080), (49152, 10176)];
+
+/// The forward shader of variant `v`: `v % 3` the workgroup-memory tier, `v / 3` whether it
+/// reduces with subgroups. A prefix picks the reduction piece and sizes the on-chip cache.
+macro_rules! forward_source {
+    ($reduce:literal, $words:literal) => {
+        concat!(
+            "#import ",
+            $reduce,
+            "\nconst SOFTMAX_CACHE_WORDS: u32 = ",
+            $words,
+            "u;\n",
+            include_str!("../shaders/softmax.wgsl")
+        )
+    };
+}
+const VARIANT_SOURCES: [&str; 6] = [
+    forward_source!("softmax_reduce_wg", 1976),
+    forward_source!("softmax_reduce_wg", 6080),
+    forward_source!("softmax_reduce_wg", 10176),
+    forward_source!("softmax_reduce_sg", 1976),
+    forward_source!("softmax_reduce_sg", 6080),
+    forward_source!("softmax_reduce_sg", 10176),
+];
+
+const fn forward_spec(source: &'static str) -> FamilySpec {
+    FamilySpec {
+        name: "softmax",
+        source,
+        params: SoftmaxParams::WGSL,
+        // logits, taus, out, status, partials
+        storage_read_only: &[true, true, false, false, false],
+        entry_points: &[
+            "softmax_rows",
+            "softmax_registers",
+            "softmax_online",
+            "softmax_split_partial",
+            "softmax_split_write",
+            "softmax_onchip",
+        ],
+    }
+}
+
+/// Forward variant `V` as a family of its own (built, and cached by the `Gpu`, only on the
+/// devices that pick it, so no pipeline asks for more workgroup memory than the device has).
+struct Variant<const V: usize>(Arc<GumbelSoftmax>);
+
+impl<const V: usize> KernelFamily for Variant<V> {
+    const SPEC: FamilySpec = forward_spec(VARIANT_SOURCES[V]);
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        Ok(Variant(Arc::new(GumbelSoftmax::assemble(
+            core, pipelines, V,
+        )?)))
+    }
+}
+
 /// The largest `k` the register kernel holds on chip: a row spans at most `(k + 6) / 4` Philox
 /// blocks (`k` elements after up to 3 of the previous row's in its first block), and the
 /// workgroup holds `WG_SIZE * REG_BLOCKS` of them.
 #[doc(hidden)]
 pub const fn softmax_max_register_k() -> u64 {
     4 * (WG_SIZE as u64) * (REG_BLOCKS as u64) - 3
+}
+
+/// The largest `k` the on-chip kernel holds with `words` words of workgroup cache: a row spans
+/// at most `(k + 6) / 4` Philox blocks, and the workgroup holds `WG_SIZE * REG_BLOCKS` of them
+/// in registers and `words / 4` in workgroup memory.
+const fn onchip_capacity(words: u32) -> u64 {
+    4 * ((WG_SIZE as u64) * (REG_BLOCKS as u64) + (words as u64) / 4) - 3
 }
 
 /// Threads per row of the register kernel: the smallest power of two up to `WG_SIZE` that holds
@@ -134,13 +207,24 @@ uniform_params! {
 ///
 /// Kernels, by shape: for `k` up to 4093, 1 to 256 threads per row (the smallest power of two
 /// that holds it: one row per thread up to k = 13, several rows per workgroup below 2042) with
-/// the row held in registers, so each logit is read and its noise made once; beyond, for fewer than 128 rows, each
-/// row split across workgroups of 4096-element segments (partial states, then every segment
-/// merges its row's partials and writes), else one workgroup per row with an online (argmax, sum)
-/// first pass and a writing second pass. All are exact for any `k >= 1` and
+/// the row held in registers, so each logit is read and its noise made once (8 bytes per
+/// element: 4 read, 4 written). Beyond, up to [`GumbelSoftmax::onchip_max_k`], one workgroup
+/// per row holds the first 4096 elements in registers and the rest as logit bits in workgroup
+/// memory, sized from the device's `max_compute_workgroup_storage_size` (tiers: 16352 bytes
+/// give k up to 6069, 32 KiB (lavapipe, llvmpipe GL) 10173, 48 KiB (NVIDIA) 14269): still one
+/// read, 8 bytes per element; the noise of the part in workgroup memory is made twice (Philox
+/// is compute, not traffic). Longer rows, for fewer than 128 rows, are split across workgroups
+/// of 4096-element segments (partial states, then every segment merges its row's partials and
+/// writes), else one workgroup per row with an online (argmax, sum) first pass and a writing
+/// second pass. These two read the logits twice: 12 bytes per element. The second read comes
+/// soon after the first from the same workgroup (a 4096-element segment, or one row of up to
+/// k * 4 bytes per resident workgroup), so on a GPU it is served from L2 where the rows in
+/// flight fit there, else from memory. All are exact for any `k >= 1` and
 /// numerically stable: every entry is taken relative to the row's argmax `a` as
 /// `(l_j - l_a) + (g_j - g_a)` before `exp`, so the accuracy does not depend on the logits'
-/// magnitude.
+/// magnitude. Where the device has subgroups (and [`crate::GpuOptions::subgroups`] is on), the
+/// workgroup-wide merges go through subgroup shuffles first and one state per subgroup through
+/// workgroup memory; otherwise (GL) through workgroup memory alone.
 ///
 /// ## Bad rows at the buffer level
 /// [`GumbelSoftmax::record`] does not scan the logits on the host. A row holding a NaN, a row of
@@ -163,26 +247,30 @@ pub struct GumbelSoftmax {
     online: wgpu::ComputePipeline,
     split_partial: wgpu::ComputePipeline,
     split_write: wgpu::ComputePipeline,
+    onchip: wgpu::ComputePipeline,
+    /// The largest `k` the on-chip kernel holds (0: not used on this device).
+    onchip_max_k: u64,
 }
 
+/// The variant-0 spec (no subgroups, the smallest tier): what the validation test composes in
+/// every configuration; [`GumbelSoftmax::variant_specs`] lists all six.
 impl KernelFamily for GumbelSoftmax {
-    const SPEC: FamilySpec = FamilySpec {
-        name: "softmax",
-        source: include_str!("../shaders/softmax.wgsl"),
-        params: SoftmaxParams::WGSL,
-        // logits, taus, out, status, partials
-        storage_read_only: &[true, true, false, false, false],
-        entry_points: &[
-            "softmax_rows",
-            "softmax_registers",
-            "softmax_online",
-            "softmax_split_partial",
-            "softmax_split_write",
-        ],
-    };
+    const SPEC: FamilySpec = forward_spec(VARIANT_SOURCES[0]);
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
-        let [rows, registers, online, split_partial, split_write] = take(pipelines)?;
+        Self::assemble(core, pipelines, 0)
+    }
+}
+
+impl GumbelSoftmax {
+    fn assemble(
+        core: FamilyCore,
+        pipelines: Vec<wgpu::ComputePipeline>,
+        variant: usize,
+    ) -> Result<Self, Error> {
+        let [rows, registers, online, split_partial, split_write, onchip] = take(pipelines)?;
+        let (bytes, words) = ONCHIP_TIERS[variant % ONCHIP_TIERS.len()];
+        let fits = core.device.limits().max_compute_workgroup_storage_size >= bytes;
         Ok(GumbelSoftmax {
             core,
             rows,
@@ -190,11 +278,31 @@ impl KernelFamily for GumbelSoftmax {
             online,
             split_partial,
             split_write,
+            onchip,
+            onchip_max_k: if fits { onchip_capacity(words) } else { 0 },
         })
     }
-}
 
-impl GumbelSoftmax {
+    /// Every variant's spec, with whether it needs `Features::SUBGROUP` (for validation).
+    #[doc(hidden)]
+    pub fn variant_specs() -> Vec<(bool, FamilySpec)> {
+        vec![
+            (false, Variant::<0>::SPEC),
+            (false, Variant::<1>::SPEC),
+            (false, Variant::<2>::SPEC),
+            (true, Variant::<3>::SPEC),
+            (true, Variant::<4>::SPEC),
+            (true, Variant::<5>::SPEC),
+        ]
+    }
+
+    /// The largest `k` the on-chip (one-read) kernel holds on this device; 0 where the device
+    /// grants less workgroup memory than the smallest tier.
+    #[doc(hidden)]
+    pub fn onchip_max_k(&self) -> u64 {
+        self.onchip_max_k
+    }
+
     /// Words of the optional status buffer.
     pub const STATUS_WORDS: usize = 3;
     /// What the status words must hold before a run: "no bad row".
@@ -252,12 +360,20 @@ impl GumbelSoftmax {
         }
         let strategy = match strategy {
             SoftmaxStrategy::Auto if k <= softmax_max_register_k() => SoftmaxStrategy::Registers,
+            SoftmaxStrategy::Auto if k <= self.onchip_max_k => SoftmaxStrategy::OnChip,
             SoftmaxStrategy::Auto if rows < SPLIT_MAX_ROWS => SoftmaxStrategy::Split,
             SoftmaxStrategy::Auto => SoftmaxStrategy::Online,
             SoftmaxStrategy::Registers if k > softmax_max_register_k() => {
                 return Err(Error::InvalidArgument(format!(
                     "the register kernel holds rows of at most {} categories, not {k}",
                     softmax_max_register_k()
+                )));
+            }
+            SoftmaxStrategy::OnChip if k > self.onchip_max_k => {
+                return Err(Error::InvalidArgument(format!(
+                    "the on-chip kernel holds rows of at most {} categories on this device, \
+                     not {k}",
+                    self.onchip_max_k
                 )));
             }
             s => s,
@@ -372,6 +488,9 @@ impl GumbelSoftmax {
                     (&self.split_write, n * segments),
                 ],
             ),
+            SoftmaxStrategy::OnChip => {
+                core.dispatch(encoder, &params, &bindings, &[(&self.onchip, n)])
+            }
             _ => core.dispatch(encoder, &params, &bindings, &[(&self.online, n)]),
         }
     }
@@ -380,7 +499,21 @@ impl GumbelSoftmax {
 impl Gpu {
     /// The Gumbel-Softmax forward kernels of this device (built on first use).
     pub fn gumbel_softmax_kernels(&self) -> Result<Arc<GumbelSoftmax>, Error> {
-        self.family::<GumbelSoftmax>()
+        // The variant: subgroup reductions where the device has them, and the largest
+        // workgroup-memory tier the device grants (read from its limits).
+        let bytes = self.limits().max_compute_workgroup_storage_size;
+        let tier = ONCHIP_TIERS
+            .iter()
+            .rposition(|&(b, _)| b <= bytes)
+            .unwrap_or(0);
+        match usize::from(self.shader_config().subgroups) * ONCHIP_TIERS.len() + tier {
+            0 => Ok(self.family::<Variant<0>>()?.0.clone()),
+            1 => Ok(self.family::<Variant<1>>()?.0.clone()),
+            2 => Ok(self.family::<Variant<2>>()?.0.clone()),
+            3 => Ok(self.family::<Variant<3>>()?.0.clone()),
+            4 => Ok(self.family::<Variant<4>>()?.0.clone()),
+            _ => Ok(self.family::<Variant<5>>()?.0.clone()),
+        }
     }
 
     /// The soft Gumbel-Softmax sample `y = softmax((l + g) / tau)` of every row of `k` logits
@@ -528,6 +661,28 @@ mod tests {
         .unwrap();
         assert!(src.contains(&format!("const REG_BLOCKS: u32 = {REG_BLOCKS}u;")));
         assert!(src.contains(&format!("const REG_SLOTS: u32 = {}u;", 4 * REG_BLOCKS)));
+    }
+
+    #[test]
+    fn onchip_tiers_fit_their_budget_and_match_the_variant_sources() {
+        for (v, &(bytes, words)) in ONCHIP_TIERS.iter().enumerate() {
+            // The cache plus `red` (WG_SIZE states of STATE_BYTES) plus 256 bytes of slack.
+            assert_eq!(words, (bytes - WG_SIZE * STATE_BYTES as u32 - 256) / 16 * 4);
+            for source in [VARIANT_SOURCES[v], VARIANT_SOURCES[v + ONCHIP_TIERS.len()]] {
+                assert!(source.contains(&format!("const SOFTMAX_CACHE_WORDS: u32 = {words}u;")));
+            }
+        }
+        assert!(
+            VARIANT_SOURCES[..3]
+                .iter()
+                .all(|s| s.starts_with("#import softmax_reduce_wg"))
+        );
+        assert!(
+            VARIANT_SOURCES[3..]
+                .iter()
+                .all(|s| s.starts_with("#import softmax_reduce_sg"))
+        );
+        assert_eq!(onchip_capacity(6080), 10173);
     }
 
     #[test]

@@ -328,6 +328,7 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
         SoftmaxStrategy::Registers,
         SoftmaxStrategy::Online,
         SoftmaxStrategy::Split,
+        SoftmaxStrategy::OnChip,
     ] {
         for (k, rows) in [
             (1, 300),
@@ -347,7 +348,9 @@ fn every_kernel_path_gives_the_reference_at_every_shape_it_takes() {
             (k_max + 1, 2),
             (20_000, 2),
         ] {
-            if strategy == SoftmaxStrategy::Registers && k > k_max {
+            if strategy == SoftmaxStrategy::Registers && k > k_max
+                || strategy == SoftmaxStrategy::OnChip && k as u64 > onchip_max_k(gpu)
+            {
                 continue;
             }
             for tau in [0.1, 1.0] {
@@ -514,6 +517,7 @@ fn positive_infinite_logits_share_the_mass_equally() {
             SoftmaxStrategy::Registers,
             SoftmaxStrategy::Online,
             SoftmaxStrategy::Split,
+            SoftmaxStrategy::OnChip,
         ] {
             for (k, logits, want) in cases {
                 let k = *k;
@@ -620,9 +624,12 @@ fn bad_rows_at_the_buffer_level_become_nan_rows_and_are_reported() {
         SoftmaxStrategy::Registers,
         SoftmaxStrategy::Online,
         SoftmaxStrategy::Split,
+        SoftmaxStrategy::OnChip,
     ] {
-        for k in [1usize, 3, 300, 9000] {
-            if strategy == SoftmaxStrategy::Registers && k > softmax_max_register_k() as usize {
+        for k in [1usize, 3, 300, 5000, 9000] {
+            if strategy == SoftmaxStrategy::Registers && k > softmax_max_register_k() as usize
+                || strategy == SoftmaxStrategy::OnChip && k as u64 > onchip_max_k(gpu())
+            {
                 continue;
             }
             let rows = 6;
@@ -1197,20 +1204,29 @@ fn split_jobs_give_the_same_numbers_as_one_dispatch() {
     }
 }
 
-/// SoftmaxStrategy::Auto picks by shape: registers up to softmax_max_register_k(), then split rows below 128 rows and online rows from 128 on. Each choice
+/// SoftmaxStrategy::Auto picks by shape: registers up to softmax_max_register_k(), the on-chip
+/// kernel up to GumbelSoftmax::onchip_max_k(), then split rows below 128 rows and online rows
+/// from 128 on. Each choice
 /// is seen through bit-identical outputs (different kernels sum in different orders).
 #[test]
 fn auto_picks_the_kernel_by_shape() {
     let gpu = gpu();
     let mut rng = StdRng::seed_from_u64(16);
     let k_max = softmax_max_register_k() as usize;
+    let onchip = onchip_max_k(gpu) as usize;
+    assert!(
+        onchip > k_max,
+        "this device grants the on-chip kernel no room"
+    );
     for (k, rows, want) in [
         (1, 300, SoftmaxStrategy::Registers),
         (64, 40, SoftmaxStrategy::Registers),
         (65, 40, SoftmaxStrategy::Registers),
         (k_max, 3, SoftmaxStrategy::Registers),
-        (k_max + 1, 127, SoftmaxStrategy::Split),
-        (k_max + 1, 128, SoftmaxStrategy::Online),
+        (k_max + 1, 3, SoftmaxStrategy::OnChip),
+        (onchip, 3, SoftmaxStrategy::OnChip),
+        (onchip + 1, 127, SoftmaxStrategy::Split),
+        (onchip + 1, 128, SoftmaxStrategy::Online),
     ] {
         let logits = random_logits(&mut rng, rows, k);
         let stream = random_stream(&mut rng);
@@ -1340,5 +1356,135 @@ fn two_dimensional_grids_and_a_wrapping_stream() {
                 .zip(&want)
                 .all(|(&a, &b)| (f64::from(a) - b).abs() < 1e-4)
         );
+    }
+}
+
+/// The largest `k` the on-chip (one-read) kernel holds on `gpu`.
+fn onchip_max_k(gpu: &Gpu) -> u64 {
+    gpu.gumbel_softmax_kernels().unwrap().onchip_max_k()
+}
+
+/// The shipping device, the portable runtime-checked one, and the shipping one without
+/// subgroups (the workgroup-memory reductions, as on GL).
+fn forward_gpus() -> Vec<&'static Gpu> {
+    let mut v = gpus();
+    v.push(gpu_without_subgroups());
+    v
+}
+
+/// Every forward variant (subgroups or not, each workgroup-memory tier) composes and validates
+/// with naga; a subgroup variant only where the device has subgroups.
+#[test]
+fn every_forward_variant_validates() {
+    use gumbel_wgpu::shader::{ShaderConfig, compose};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    for (needs_subgroups, spec) in GumbelSoftmax::variant_specs() {
+        for cfg in ShaderConfig::all() {
+            if needs_subgroups && !cfg.subgroups {
+                continue;
+            }
+            let mut caps = Capabilities::empty();
+            if cfg.int64 {
+                caps |= Capabilities::SHADER_INT64;
+            }
+            if cfg.subgroups {
+                caps |= Capabilities::SUBGROUP;
+            }
+            if cfg.f16 {
+                caps |= Capabilities::SHADER_FLOAT16;
+            }
+            let src = compose(&spec, &cfg).unwrap();
+            assert_eq!(
+                src.contains("enable subgroups;"),
+                needs_subgroups,
+                "{cfg:?}"
+            );
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{cfg:?}: {}", e.emit_to_string(&src)));
+            Validator::new(ValidationFlags::all(), caps)
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{cfg:?}: {}", e.emit_to_string(&src)));
+        }
+    }
+}
+
+/// The one-read kernel at and around its capacity and past the register kernel's, forced and
+/// under Auto, into poisoned outputs (run_job checks the tail; every output is compared), on
+/// every device configuration: soft, log and hard against the f64 reference.
+#[test]
+fn the_onchip_kernel_matches_the_reference_around_its_capacity() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for gpu in forward_gpus() {
+        let cap = onchip_max_k(gpu) as usize;
+        assert!(cap > softmax_max_register_k() as usize);
+        let mut worst = Worst::default();
+        for k in [4094, 4097, 8191, 8193, cap - 1, cap, cap + 1] {
+            let strategies: &[SoftmaxStrategy] = if k <= cap {
+                &[SoftmaxStrategy::OnChip, SoftmaxStrategy::Auto]
+            } else {
+                &[SoftmaxStrategy::Auto]
+            };
+            for &strategy in strategies {
+                let rows = 3;
+                let logits = random_logits(&mut rng, rows, k);
+                check_soft_and_log(
+                    gpu,
+                    &logits,
+                    LogitsFormat::F32,
+                    bytemuck::cast_slice(&logits),
+                    k,
+                    Temperature::Scalar(0.3),
+                    random_stream(&mut rng),
+                    strategy,
+                    &mut worst,
+                );
+            }
+        }
+        eprintln!(
+            "{}: on-chip capacity {cap}, worst {worst:?}",
+            gpu.describe()
+        );
+    }
+}
+
+/// The on-chip kernel refuses rows past its capacity, and gives the online kernel's hard rows
+/// (same argmax, exact one-hot) where both run.
+#[test]
+fn the_onchip_kernel_refuses_rows_it_cannot_hold_and_agrees_with_online() {
+    let mut rng = StdRng::seed_from_u64(22);
+    for gpu in forward_gpus() {
+        let cap = onchip_max_k(gpu) as usize;
+        let logits = random_logits(&mut rng, 1, cap + 1);
+        let err = gpu
+            .gumbel_softmax_strategy(
+                LogitsSlice::F32(&logits),
+                cap + 1,
+                Temperature::Scalar(1.0),
+                SoftmaxMode::Soft,
+                Stream::new(1),
+                SoftmaxStrategy::OnChip,
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        for k in [4094, cap] {
+            let logits = random_logits(&mut rng, 2, k);
+            let stream = random_stream(&mut rng);
+            let call = |s| {
+                gpu.gumbel_softmax_strategy(
+                    LogitsSlice::F32(&logits),
+                    k,
+                    Temperature::Scalar(1.0),
+                    SoftmaxMode::Hard,
+                    stream,
+                    s,
+                )
+                .unwrap()
+            };
+            assert_eq!(
+                call(SoftmaxStrategy::OnChip),
+                call(SoftmaxStrategy::Online),
+                "k {k}"
+            );
+        }
     }
 }

@@ -186,3 +186,14 @@ pub fn chunked_gpu(elements: u64) -> Gpu {
     })
     .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
 }
+
+pub fn gpu_without_subgroups() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::with_options(GpuOptions {
+            subgroups: false,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
+    })
+}
