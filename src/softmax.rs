@@ -4,7 +4,7 @@
 //! re-exported at the crate root).
 
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, Params, check_slice, take, uniform_params,
+    FamilyCore, FamilySpec, KernelFamily, Params, check_no_alias, check_slice, take, uniform_params,
 };
 use crate::logits::{
     LogitsSlice, LogitsView, check_rows, check_shape, check_tau, check_taus, check_temperature,
@@ -358,6 +358,13 @@ impl GumbelSoftmax {
         if let Some(s) = job.status {
             check_slice("status", s, Self::STATUS_WORDS as u64 * 4)?;
         }
+        check_no_alias(
+            &[
+                ("logits", Some(job.logits.data)),
+                ("tau", job.tau.per_row()),
+            ],
+            &[("out", Some(job.out)), ("status", job.status)],
+        )?;
         let strategy = match strategy {
             SoftmaxStrategy::Auto if k <= softmax_max_register_k() => SoftmaxStrategy::Registers,
             SoftmaxStrategy::Auto if k <= self.onchip_max_k => SoftmaxStrategy::OnChip,

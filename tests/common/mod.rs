@@ -31,6 +31,8 @@ pub fn gpu_without_int64() -> &'static Gpu {
     })
 }
 
+/// The same adapter without subgroup operations: every reduction takes its workgroup-memory
+/// path (GL has no subgroups at all).
 pub fn gpu_without_subgroups() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
@@ -185,15 +187,4 @@ pub fn chunked_gpu(elements: u64) -> Gpu {
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
-}
-
-pub fn gpu_without_subgroups() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Gpu::with_options(GpuOptions {
-            subgroups: false,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
-    })
 }
