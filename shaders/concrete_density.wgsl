@@ -31,6 +31,15 @@
 // reads, tree reduction in workgroup memory), and for long rows, few of them,
 // segment_partials (one workgroup per segment of params.seg_len entries writes its state to
 // partials[r * segs + s]) followed by segment_finish (one invocation per row merges them).
+// Safe without wgpu's runtime checks (the default, GpuOptions::runtime_checks): every element
+// index is a *_base plus an index below the dispatch's rows * k (or rows, for per-row data),
+// and each window the host binds holds exactly those elements; loops are counted (rows, blocks
+// of 4, lanes 0..4, segments), with bounds from the parameters; the only integer divisors are
+// constants, params.team (TEAM_SIZE = 32, a power of two dividing WG_SIZE) and params.segs
+// (at least 1: a row of k >= 1 spans at least one segment); shared_states (and the subgroup
+// slots of team_reduce) is written by every invocation before the barrier that precedes its
+// reads; the subgroup operations run in uniform control flow (every invocation of the
+// workgroup reaches them).
 #import config
 #import logits
 #import team_reduce

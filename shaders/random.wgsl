@@ -9,6 +9,9 @@
 // Workgroups are linearised over a 2-D grid (x fastest) to pass 65535 per dimension.
 // The `transform_*` entry points read words already in `out` and replace them in place (tests
 // drive the word -> number maps with chosen words this way).
+// Safe without wgpu's runtime checks (the default, GpuOptions::runtime_checks): an invocation
+// writes out[out_base + n] only for n < params.len, and the window bound holds out_base + len
+// elements; the lane loop runs 4 times; the only divisor is the constant 4; no workgroup memory.
 #import config
 #import philox
 #import gumbel

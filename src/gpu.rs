@@ -592,27 +592,14 @@ impl Gpu {
         &self,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        // (`if true`: the native code below stays type-checked on wasm32, without an
-        // unreachable-code warning.)
         #[cfg(target_arch = "wasm32")]
-        if true {
+        {
             let _ = record;
-            return Err(blocking_unsupported("Gpu::submit", "Gpu::submit_async"));
+            Err(blocking_unsupported("Gpu::submit", "Gpu::submit_async"))
         }
-        self.scoped(|| {
-            let mut encoder = self
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            record(&mut encoder)?;
-            let index = self.queue.submit([encoder.finish()]);
-            self.device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: None,
-                })
-                .map_err(|e| Error::DeviceLost(e.to_string()))?;
-            Ok(())
-        })
+        // The blocking API is the async core, waited on (each wait polls the device).
+        #[cfg(not(target_arch = "wasm32"))]
+        pollster::block_on(self.submit_async(record))
     }
 
     /// A buffer of at least `bytes` bytes (a power of two, at least 256) with `usage`, from the
@@ -767,21 +754,16 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        // Held across the copy, the map and the wait (see `DeviceLock`).
-        let _device = self.lock.lock();
-        let staging = self.scoped(|| {
-            Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: bytes.next_multiple_of(4),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }))
-        })?;
-        self.submit(|enc| {
-            enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(bytes.next_multiple_of(4)));
-            Ok(())
-        })?;
-        self.map_and_read(&staging, bytes)
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = buffer;
+            Err(blocking_unsupported(
+                "Gpu::read_buffer",
+                "Gpu::read_buffer_async",
+            ))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        pollster::block_on(self.read_buffer_async(buffer, len))
     }
 }
 
@@ -875,12 +857,20 @@ impl Gpu {
                 buffer.usage()
             )));
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: mapped,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        // Created, unmapped and destroyed under the device lock: on GL each takes wgpu-hal's
+        // context lock (see `DeviceLock`). No guard is held across an `.await`.
+        let staging = {
+            let _device = self.lock.lock();
+            DropLocked(
+                Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: mapped,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })),
+                &self.lock,
+            )
+        };
         self.submit_async(|enc| {
             enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some(mapped));
             Ok(())
@@ -899,14 +889,35 @@ impl Gpu {
             .ok_or_else(|| Error::Readback("map_async dropped its callback".into()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
         let out = {
+            let _device = self.lock.lock();
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| Error::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec()
+            let out = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+            drop(view);
+            staging.unmap();
+            out
         };
-        staging.unmap();
         self.check_alive()?;
         Ok(out)
+    }
+}
+
+/// A wgpu object destroyed under the device lock when dropped: on GL, wgpu-hal destroys it under
+/// its context lock, which must not wait behind another thread's long job.
+struct DropLocked<'a, T>(Option<T>, &'a DeviceLock);
+
+impl<T> std::ops::Deref for DropLocked<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T> Drop for DropLocked<'_, T> {
+    fn drop(&mut self) {
+        let _device = self.1.lock();
+        self.0 = None;
     }
 }
 
