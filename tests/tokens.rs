@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SENTINEL, gpu, poisoned, run};
+use common::{SENTINEL, chi_square_p_value, gamma_q, gpu, poisoned, run};
 use gumbel_wgpu::{
     Error, LogitsSlice, LogitsView, NO_INDEX, Noise, RowSampling, SpeculativeJob, Stream, TokenJob,
     TokenRowParams, TokenSampler, TokenSampling, cpu, stream_words,
@@ -331,92 +331,6 @@ fn a_rows_draw_does_not_depend_on_its_batch_position_or_neighbours() {
 
 // ---------------------------------------------------------------------------------------------
 // The law of the draws.
-
-/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error ~1e-15).
-fn ln_gamma(x: f64) -> f64 {
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let s = C[0] + (1..9).map(|i| C[i] / (x + i as f64)).sum::<f64>();
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
-}
-
-/// The regularised upper incomplete gamma Q(a, x) (series below a + 1, continued fraction above).
-fn gamma_q(a: f64, x: f64) -> f64 {
-    if x <= 0.0 {
-        return 1.0;
-    }
-    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
-    if x < a + 1.0 {
-        let (mut term, mut sum, mut n) = (1.0 / a, 1.0 / a, a);
-        for _ in 0..10_000 {
-            n += 1.0;
-            term *= x / n;
-            sum += term;
-            if term < sum * 1e-16 {
-                break;
-            }
-        }
-        1.0 - front * sum
-    } else {
-        let tiny = 1e-300;
-        let mut b = x + 1.0 - a;
-        let mut c = 1.0 / tiny;
-        let mut d = 1.0 / b;
-        let mut h = d;
-        for i in 1..10_000 {
-            let an = -(i as f64) * (i as f64 - a);
-            b += 2.0;
-            d = an * d + b;
-            d = if d.abs() < tiny { tiny } else { d };
-            c = b + an / c;
-            c = if c.abs() < tiny { tiny } else { c };
-            d = 1.0 / d;
-            let delta = d * c;
-            h *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        front * h
-    }
-}
-
-/// Pearson's chi-square p-value of `counts` against probabilities `p` (summing to 1), cells
-/// pooled in increasing order of expected count until each bin expects at least 5.
-fn chi_square_p_value(counts: &[u64], p: &[f64]) -> f64 {
-    let n: u64 = counts.iter().sum();
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
-    let mut bins: Vec<(f64, f64)> = Vec::new();
-    let (mut e, mut o) = (0.0, 0.0);
-    for &i in &order {
-        e += p[i] * n as f64;
-        o += counts[i] as f64;
-        if e >= 5.0 {
-            bins.push((e, o));
-            (e, o) = (0.0, 0.0);
-        }
-    }
-    if e > 0.0 || o > 0.0 {
-        let last = bins.last_mut().expect("at least one bin");
-        last.0 += e;
-        last.1 += o;
-    }
-    assert!(bins.len() >= 2, "too few draws for a chi-square test");
-    let stat: f64 = bins.iter().map(|(e, o)| (o - e) * (o - e) / e).sum();
-    gamma_q((bins.len() - 1) as f64 / 2.0, stat / 2.0)
-}
 
 #[test]
 fn chi_square_helper_knows_its_quantiles() {
