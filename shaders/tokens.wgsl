@@ -325,36 +325,6 @@ fn top_p_limit(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<
 
 // ---- the kernel ----
 
-// 2^e for -126 <= e <= 127, exact (so the scaling below rounds nothing).
-fn pow2(e: i32) -> f32 {
-    return bitcast<f32>(u32(127 + e) << 23u);
-}
-
-// The uniform of the 64-bit word x = hi * 2^32 + lo: (x + 1/2) / 2^64 with the significand cut
-// to 24 bits (toward zero), in [2^-65, 1 - 2^-24]; twin of cpu::uniform_from_words64.
-fn uniform_from_words64(hi: u32, lo: u32) -> f32 {
-    if (hi == 0u) {
-        if (lo < 0x800000u) {
-            return f32(2u * lo + 1u) * pow2(-65);
-        }
-        let drop = 8u - countLeadingZeros(lo);
-        return f32(lo >> drop) * pow2(i32(drop) - 64);
-    }
-    // The top 24 significant bits of x: `drop` bits (9..40) lie below them.
-    let drop = 40u - countLeadingZeros(hi);
-    var top = 0u;
-    if (drop >= 32u) {
-        top = hi >> (drop - 32u);
-    } else {
-        top = (hi << (32u - drop)) | (lo >> drop);
-    }
-    return f32(top) * pow2(i32(drop) - 64);
-}
-
-fn gumbel_from_words64(hi: u32, lo: u32) -> f32 {
-    return -log(exponential_from_uniform(uniform_from_words64(hi, lo)));
-}
-
 // The candidate of element j for the draw: (key of l / t + g, j), or EMPTY if not kept.
 fn draw_candidate(bits: u32, j: u32, th: vec2<u32>, t: f32, w: u32) -> vec2<u32> {
     if (!is_kept(logit_key(bits), j, th)) {

@@ -107,7 +107,7 @@ struct ReadmeDoctests;
 pub use error::Error;
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::{LogitsFormat, LogitsSlice, LogitsView};
-pub use philox::{Philox4x32, Stream};
+pub use philox::{Noise, Philox4x32, Stream};
 pub use random::{RandomFill, RandomJob, RandomKind};
 pub use sample::{MAX_TOP, NO_INDEX, SampleJob, SampleOptions, SampleStrategy, Sampler};
 pub use schedule::{Temperature, TemperatureSchedule};
@@ -115,7 +115,7 @@ pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
 pub use tokens::{
-    MAX_LOGPROBS, Noise, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
+    MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
     SpeculativeVerifier, TokenJob, TokenRowParams, TokenSampler, TokenSampling, stream_words,
 };
 

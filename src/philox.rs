@@ -196,3 +196,25 @@ impl SeedableRng for Philox4x32 {
         Philox4x32::from_stream(Stream::new(seed))
     }
 }
+
+/// How many stream words make the Gumbel noise of one element in the samplers
+/// ([`crate::Gpu::sample_with`], [`crate::Gpu::sample_tokens_with`] and their buffer-level
+/// jobs): part of the stream contract. Element `n` is the flat index the sampler gives an
+/// element (`r * k + j` for Gumbel-max and top-k, `j` of the row's own stream for tokens).
+///
+/// * `Bits32` (the default): element `n` uses word `n`; the uniform has 32 bits of resolution
+///   near 0, so the Gumbel upper tail ends at `33 ln 2 ~ 22.87`: a category whose scaled logit
+///   trails the best by more than about 25.7 can never be drawn (its true chance is below
+///   `e^-25.7 ~ 7e-12` per competitor).
+/// * `Bits64`: element `n` uses words `2n` (high half) and `2n + 1` (low half): the uniform
+///   `(x + 1/2) / 2^64` of the 64-bit `x`, its significand cut to 24 bits, so the tail reaches
+///   `65 ln 2 ~ 45.05` (rare-category frequencies unbiased far deeper), at twice the Philox
+///   work. A stream offset that is odd costs one more Philox block per block on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Noise {
+    /// One word per category.
+    #[default]
+    Bits32,
+    /// Two words per category.
+    Bits64,
+}

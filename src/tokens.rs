@@ -68,25 +68,7 @@
 //! batch. Speculative verification (see [`crate::cpu::verify_speculative`]) uses words
 //! `i (k + 1) + j` for position `i`.
 
-use crate::{Error, Stream};
-
-/// The noise a draw uses per category.
-///
-/// * `Bits32` (the default): category `j` uses word `j` of the row's stream; the uniform has 32
-///   bits of resolution near 0, so the Gumbel upper tail ends at `33 ln 2 ~ 22.87`: a token whose
-///   scaled logit trails the best by more than about 25.7 can never be drawn (its true chance is
-///   below `e^-25.7 ~ 7e-12` per competitor).
-/// * `Bits64`: category `j` uses words `2j` (high half) and `2j + 1` (low half): the uniform
-///   `(x + 1/2) / 2^64` of the 64-bit `x`, its significand cut to 24 bits, so the tail reaches
-///   `65 ln 2 ~ 45.05` (rare-token frequencies unbiased far deeper), at twice the Philox work.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Noise {
-    /// One word per category.
-    #[default]
-    Bits32,
-    /// Two words per category.
-    Bits64,
-}
+use crate::{Error, Noise, Stream};
 
 /// The most top log-probabilities per row ([`TokenSampling::logprobs`]).
 pub const MAX_LOGPROBS: usize = 20;

@@ -4,10 +4,10 @@
 
 use super::{gumbel_from_word, uniform_from_word};
 use crate::tokens::{
-    Noise, RowSampling, SampledTokens, SpeculativeResult, TokenSampling, check_speculative,
+    RowSampling, SampledTokens, SpeculativeResult, TokenSampling, check_speculative,
     check_token_logits,
 };
-use crate::{Error, NO_INDEX, Stream};
+use crate::{Error, NO_INDEX, Noise, Stream};
 
 /// The non-masked entries of `row` in the filters' order: larger logit, then lower index.
 fn by_logit(row: &[f32]) -> Vec<usize> {
@@ -87,44 +87,13 @@ pub fn log_softmax_f64(row: &[f32]) -> Vec<f64> {
     row.iter().map(|&x| f64::from(x) - lse).collect()
 }
 
-/// The uniform in (0, 1) of the 64-bit word `x = hi * 2^32 + lo` ([`Noise::Bits64`]),
-/// bit-identical to `uniform_from_words64` in `shaders/tokens.wgsl`: `(x + 1/2) / 2^64` with the
-/// significand cut to 24 bits (toward zero). Smallest `2^-65`, largest `1 - 2^-24`.
-pub fn uniform_from_words64(hi: u32, lo: u32) -> f32 {
-    let x = (u64::from(hi) << 32) | u64::from(lo);
-    if x < 0x80_0000 {
-        return (2 * x + 1) as f32 * 2f32.powi(-65);
-    }
-    // Keep the top 24 significant bits so the conversion is exact.
-    let drop = 40 - x.leading_zeros();
-    (x >> drop) as f32 * 2f32.powi(drop as i32 - 64)
-}
-
-/// Gumbel(0, 1) noise of a 64-bit word in f64: `-ln(-ln(1 - u))`, `u = uniform_from_words64`;
-/// from -2.8115 up to `65 ln 2 ~ 45.05`.
-pub fn gumbel_from_words64(hi: u32, lo: u32) -> f64 {
-    let u = f64::from(uniform_from_words64(hi, lo));
-    -(-(-u).ln_1p()).ln()
-}
-
-/// The Gumbel noise of category `j` of `stream` under `noise`: word `j`, or words `2j` (high)
-/// and `2j + 1` (low).
-pub fn token_noise(stream: Stream, j: usize, noise: Noise) -> f64 {
-    match noise {
-        Noise::Bits32 => gumbel_from_word(stream.word(j as u64)),
-        Noise::Bits64 => {
-            gumbel_from_words64(stream.word(2 * j as u64), stream.word(2 * j as u64 + 1))
-        }
-    }
-}
-
 /// The value the token maximises for entry `j` of a row: `l_j / t + g_j` (f64), `g_j` the
-/// category's noise ([`token_noise`]); the raw logit for `t = 0`.
+/// category's noise ([`gumbel_noise`](super::gumbel_noise)); the raw logit for `t = 0`.
 pub fn token_score(row: &[f32], j: usize, t: f32, stream: Stream, noise: Noise) -> f64 {
     if t == 0.0 {
         return f64::from(row[j]);
     }
-    f64::from(row[j]) / f64::from(t) + token_noise(stream, j, noise)
+    f64::from(row[j]) / f64::from(t) + super::gumbel_noise(stream, j as u64, noise)
 }
 
 /// Token sampling, the f64 reference of [`crate::Gpu::sample_tokens`]: same arguments, same
