@@ -7,8 +7,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gumbel_wgpu::{
-    BackwardInput, BackwardJob, Gpu, GradSpace, LogitsView, RandomJob, RandomKind, SampleJob,
-    SoftmaxJob, SoftmaxMode, Stream, Temperature,
+    BackwardInput, BackwardJob, Gpu, GradSpace, LogitsView, Noise, RandomJob, RandomKind,
+    SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature,
 };
 
 const SHAPES: &[(u64, u64)] = &[
@@ -75,6 +75,7 @@ fn kernels(c: &mut Criterion) {
             top: 1,
             tau: Temperature::Scalar(1.0),
             stream: Stream::new(2),
+            noise: Noise::Bits32,
             out: idx.slice(..),
         };
         group.throughput(Throughput::Bytes(8 * n));

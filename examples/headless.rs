@@ -4,7 +4,9 @@
 //!
 //!     cargo run --release --example headless
 
-use gumbel_wgpu::{Gpu, LogitsView, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature};
+use gumbel_wgpu::{
+    Gpu, LogitsView, Noise, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature,
+};
 
 const ROWS: u64 = 4;
 const K: u64 = 10;
@@ -81,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             top: 1,
             tau: Temperature::Scalar(1.0),
             stream,
+            noise: Noise::Bits32,
             out: outputs.slice(y_bytes..y_bytes + idx_bytes),
         },
     )?;

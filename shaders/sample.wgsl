@@ -13,9 +13,13 @@
 //                          path's partials at r * chunks + c (a dummy buffer on the other
 //                          paths); for top > 1 the candidate lists (see "Gumbel-top-k" below)
 //
-// Counter scheme: flat element n = r * k + j of this dispatch uses stream word n, i.e. lane
-// (phase + n) % 4 of Philox block block0 + (phase + n) / 4 (philox.wgsl). Every path walks a row
-// in whole blocks, so one philox call yields the noise of 4 consecutive elements.
+// Counter scheme: flat element n = r * k + j of this dispatch uses stream word n (noise64 = 0,
+// Noise::Bits32), or words 2n (high half) and 2n + 1 (low half) (noise64 = 1, Noise::Bits64);
+// word s is lane (phase + s) % 4 of Philox block block0 + (phase + s) / 4 (philox.wgsl). Every
+// path walks a row's words in whole blocks: word s belongs to block (phase + s) / 4, and an
+// element to the block of its first word (block_candidates), so one philox call yields the
+// noise of 4 consecutive elements (2 with noise64; with noise64 and an odd phase, the last
+// element's low word is the next block's first, one more philox call).
 //
 // Order: a candidate is (key, index) with key the order-preserving u32 image of z's bits; larger
 // key first, and on equal keys the lower index first, so every path (and any reduction order)
@@ -24,7 +28,7 @@
 //   * +inf logit: key of +inf, above every finite z; among several, the lowest index first;
 //   * a row with fewer than `top` candidates gets NO_INDEX (0xffffffff) in the remaining slots
 //     (so an all-masked row samples NO_INDEX).
-// Every path reads each element once (one philox call per block of 4).
+// Every path reads each element once (one philox call per block of 4 words).
 //
 // Entry points for top = 1 (Gumbel-max; they are written for `top` rounds of arg-max, each
 // keeping only candidates after the previous winner, but the host uses them for top = 1 only):
@@ -73,8 +77,9 @@ fn key_of(zb: u32) -> u32 {
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-// The key of element n (dispatch-local flat index) of row r, given its noise word.
-fn candidate_key(r: u32, n: u32, w: u32) -> u32 {
+// The key of element n (dispatch-local flat index) of row r, given its noise words (lo unused
+// without noise64).
+fn candidate_key(r: u32, n: u32, hi: u32, lo: u32) -> u32 {
     let bits = logit_bits(params.logit_base + n, params.format);
     if (is_masked_bits(bits) || is_nan_bits(bits)) {
         return 0u;
@@ -88,41 +93,75 @@ fn candidate_key(r: u32, n: u32, w: u32) -> u32 {
     } else {
         x = x / params.tau;
     }
-    return key_of(bitcast<u32>(x + gumbel_from_word(w)));
+    var g = 0.0;
+    if (params.noise64 != 0u) {
+        g = gumbel_from_words64(hi, lo);
+    } else {
+        g = gumbel_from_word(hi);
+    }
+    return key_of(bitcast<u32>(x + g));
 }
 
-// `best`, or element s - phase (dispatch-local flat index) of row r if it is a candidate after
-// `prev` and before `best`. `row0` = r * k.
-fn consider(r: u32, row0: u32, s: u32, w: u32, best: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
-    if (s < params.phase + row0 || s - params.phase >= row0 + params.k) {
-        return best;
+// The candidate (key, index in the row) of the element of row r whose first word is word s - phase
+// of this dispatch (noise words hi, lo), or EMPTY: no element of row r starts there (another
+// row's, the low word of a 64-bit pair, or the block's padding), or its logit is no candidate.
+fn candidate(r: u32, s: u32, hi: u32, lo: u32) -> vec2<u32> {
+    let row0 = r * params.k;
+    // Words per element: 1, or 2 with noise64.
+    let first = params.phase + (row0 << params.noise64);
+    if (s < first) {
+        return EMPTY;
     }
-    let n = s - params.phase;
-    let c = vec2<u32>(candidate_key(r, n, w), n - row0);
+    let rel = s - params.phase;
+    if ((rel & params.noise64) != 0u) {
+        return EMPTY;
+    }
+    let n = rel >> params.noise64;
+    if (n >= row0 + params.k) {
+        return EMPTY;
+    }
+    return vec2<u32>(candidate_key(r, n, hi, lo), n - row0);
+}
+
+// The candidates of row r in dispatch-local block b (one philox call, two with noise64 and an
+// odd phase), in word order; EMPTY where none starts.
+fn block_candidates(r: u32, b: u32) -> array<vec2<u32>, 4> {
+    let key = vec2<u32>(params.key_lo, params.key_hi);
+    let block0 = vec2<u32>(params.block0_lo, params.block0_hi);
+    let w = philox_block(key, block0, b);
+    var next = 0u;
+    if (params.noise64 != 0u && (params.phase & 1u) != 0u) {
+        next = philox_block(key, block0, b + 1u).x;
+    }
+    return array<vec2<u32>, 4>(candidate(r, 4u * b, w.x, w.y), candidate(r, 4u * b + 1u, w.y, w.z),
+                               candidate(r, 4u * b + 2u, w.z, w.w),
+                               candidate(r, 4u * b + 3u, w.w, next));
+}
+
+// `best`, or candidate c if it comes after `prev` and before `best`.
+fn consider(c: vec2<u32>, best: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
     if (c.x != 0u && before(prev, c) && before(c, best)) {
         return c;
     }
     return best;
 }
 
-// Updates `best` with the elements of row r in dispatch-local block b (one philox call),
-// keeping only candidates after `prev`. The four lanes are written out rather than looped:
-// llvmpipe stops every loop of an invocation once their iterations add up to 65535.
+// Updates `best` with the candidates of row r in dispatch-local block b, keeping only those
+// after `prev`. The four lanes are written out rather than looped: llvmpipe stops every loop of
+// an invocation once their iterations add up to 65535.
 fn scan_block(r: u32, b: u32, best_in: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
-    let words = philox_block(vec2<u32>(params.key_lo, params.key_hi),
-                             vec2<u32>(params.block0_lo, params.block0_hi), b);
-    let row0 = r * params.k;
-    var best = consider(r, row0, 4u * b, words.x, best_in, prev);
-    best = consider(r, row0, 4u * b + 1u, words.y, best, prev);
-    best = consider(r, row0, 4u * b + 2u, words.z, best, prev);
-    return consider(r, row0, 4u * b + 3u, words.w, best, prev);
+    let c = block_candidates(r, b);
+    var best = consider(c[0], best_in, prev);
+    best = consider(c[1], best, prev);
+    best = consider(c[2], best, prev);
+    return consider(c[3], best, prev);
 }
 
-// First and one-past-last dispatch-local block of row r.
+// First and one-past-last dispatch-local block of row r's words.
 fn row_blocks(r: u32) -> vec2<u32> {
-    let first = (params.phase + r * params.k) / 4u;
-    let last = (params.phase + r * params.k + params.k - 1u) / 4u;
-    return vec2<u32>(first, last + 1u);
+    let first = params.phase + ((r * params.k) << params.noise64);
+    let last = first + (params.k << params.noise64) - 1u;
+    return vec2<u32>(first / 4u, last / 4u + 1u);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -319,14 +358,8 @@ fn list_rank(base: u32, n: u32, x: vec2<u32>) -> u32 {
     return lo;
 }
 
-// Offers element s - phase (dispatch-local flat index) of row r to team `team`'s tile if it is
-// a candidate before thr.
-fn offer(r: u32, row0: u32, s: u32, w: u32, thr: vec2<u32>, team: u32, tbase: u32) {
-    if (s < params.phase + row0 || s - params.phase >= row0 + params.k) {
-        return;
-    }
-    let n = s - params.phase;
-    let c = vec2<u32>(candidate_key(r, n, w), n - row0);
+// Offers candidate c to team `team`'s tile if it comes before thr.
+fn offer(c: vec2<u32>, thr: vec2<u32>, team: u32, tbase: u32) {
     if (c.x != 0u && before(c, thr)) {
         // At most 4 * seg offers a round, into a tile holding at most 2 * seg before it.
         let slot = atomicAdd(&tile_count[team], 1u);
@@ -396,18 +429,15 @@ fn team_top(lid: u32, lane: u32, team: u32, seg: u32, valid: bool, r: u32, lo: u
     workgroupBarrier();
     var half = 0u;
     var thr = EMPTY;
-    let key = vec2<u32>(params.key_lo, params.key_hi);
-    let block0 = vec2<u32>(params.block0_lo, params.block0_hi);
-    let row0 = r * params.k;
     // Round `rounds` reads nothing: it makes the last merge.
     for (var round = 0u; round <= rounds; round++) {
         let b = lo + round * seg + lane;
         if (valid && round < rounds && b < hi) {
-            let words = philox_block(key, block0, b);
-            offer(r, row0, 4u * b, words.x, thr, team, tbase);
-            offer(r, row0, 4u * b + 1u, words.y, thr, team, tbase);
-            offer(r, row0, 4u * b + 2u, words.z, thr, team, tbase);
-            offer(r, row0, 4u * b + 3u, words.w, thr, team, tbase);
+            let c = block_candidates(r, b);
+            offer(c[0], thr, team, tbase);
+            offer(c[1], thr, team, tbase);
+            offer(c[2], thr, team, tbase);
+            offer(c[3], thr, team, tbase);
         }
         workgroupBarrier();
         let n = atomicLoad(&tile_count[team]);
@@ -481,8 +511,8 @@ fn topk_group(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     if (valid) {
         blocks = row_blocks(r);
     }
-    // A row of k elements spans at most k / 4 + 2 blocks.
-    let rounds = (params.k / 4u + 2u + seg - 1u) / seg;
+    // A row of k elements (k << noise64 words) spans at most (k << noise64) / 4 + 2 blocks.
+    let rounds = (((params.k << params.noise64) / 4u) + 2u + seg - 1u) / seg;
     let half = team_top(lid, lane, team, seg, valid, r, blocks.x, blocks.y, rounds, r);
     if (valid) {
         let top = params.top;
@@ -575,14 +605,9 @@ fn topk_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 var<private> list_n: u32;
 var<private> list_thr: vec2<u32>;
 
-// Inserts element s - phase (dispatch-local flat index) of row r into row r's list if it is a
-// candidate before the threshold: at most `top` loop iterations.
-fn insert(r: u32, row0: u32, s: u32, w: u32) {
-    if (s < params.phase + row0 || s - params.phase >= row0 + params.k) {
-        return;
-    }
-    let n = s - params.phase;
-    let c = vec2<u32>(candidate_key(r, n, w), n - row0);
+// Inserts candidate c into row r's list if it comes before the threshold: at most `top` loop
+// iterations.
+fn insert(r: u32, c: vec2<u32>) {
     if (c.x == 0u || !before(c, list_thr)) {
         return;
     }
@@ -617,16 +642,13 @@ fn topk_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     }
     list_n = 0u;
     list_thr = EMPTY;
-    let key = vec2<u32>(params.key_lo, params.key_hi);
-    let block0 = vec2<u32>(params.block0_lo, params.block0_hi);
-    let row0 = r * params.k;
     let blocks = row_blocks(r);
     for (var b = blocks.x; b < blocks.y; b++) {
-        let words = philox_block(key, block0, b);
-        insert(r, row0, 4u * b, words.x);
-        insert(r, row0, 4u * b + 1u, words.y);
-        insert(r, row0, 4u * b + 2u, words.z);
-        insert(r, row0, 4u * b + 3u, words.w);
+        let c = block_candidates(r, b);
+        insert(r, c[0]);
+        insert(r, c[1]);
+        insert(r, c[2]);
+        insert(r, c[3]);
     }
     let top = params.top;
     for (var i = 0u; i < top; i++) {

@@ -53,6 +53,10 @@
 //!   Gumbel-max draw) reaches `33 ln 2 ≈ 22.87` (word 0); the lower tail is clamped at
 //!   `-ln(24 ln 2) ≈ -2.8115` (word `0xffffffff`), where `P(g < -2.81) ≈ 6e-8`. Other libraries
 //!   stop the upper tail at 6.9 (candle) or 15.9 (FlashInfer).
+//! * **Two words per element** ([`Noise::Bits64`], an option of every sampler: Gumbel-max,
+//!   top-k, tokens): element `n` uses words `2n` (high) and `2n + 1` (low), the uniform of the
+//!   64-bit value ([`cpu::uniform_from_words64`]) reaches `2^-65`, and `g` reaches
+//!   `65 ln 2 ≈ 45.05`, at twice the Philox work.
 //!
 //! ## Rows, masking and ties
 //! Logits are row-major `rows x k` matrices (f32, or f16 / bf16 packed two per word, see

@@ -218,3 +218,13 @@ pub enum Noise {
     /// Two words per category.
     Bits64,
 }
+
+impl Noise {
+    /// Stream words per element: 1 or 2.
+    pub const fn words(self) -> u64 {
+        match self {
+            Noise::Bits32 => 1,
+            Noise::Bits64 => 2,
+        }
+    }
+}

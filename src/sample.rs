@@ -3,7 +3,9 @@
 //! Row `r` of a `rows x k` matrix of logits `l` draws the index `argmax_j (l_j / t_r + g_j)`,
 //! where `g_j` is the Gumbel noise of stream word `r * k + j` (the noise [`Gpu::gumbel`] gives on
 //! the same stream) and `t_r` is the row's temperature (1 by default): a draw from
-//! `softmax(l / t_r)`. Gumbel-top-k (Kool et al. 2019) returns the indices of the `top` largest
+//! `softmax(l / t_r)`. [`Noise::Bits64`] ([`SampleOptions::noise`], [`SampleJob::noise`]) takes
+//! words `2 (r * k + j)` and `2 (r * k + j) + 1` instead, for a Gumbel tail to 45 rather than
+//! 22.9. Gumbel-top-k (Kool et al. 2019) returns the indices of the `top` largest
 //! values of `l / t + g` in decreasing order: `top` draws without replacement.
 //!
 //! Conventions, identical on every path:
@@ -16,7 +18,8 @@
 //!
 //! ## Gumbel-max and Gumbel-top-k: one read of each row
 //! Every path reads each logit once (2 or 4 bytes) and calls Philox once per 4 consecutive
-//! elements (a block of the stream), in registers, whatever `top`.
+//! elements (a block of the stream), in registers, whatever `top`; with [`Noise::Bits64`], once
+//! per 2 elements (twice with an odd stream offset).
 //!
 //! * **`top = 1`** keeps its one-pass arg-max: per invocation a running best `(key, index)`, then
 //!   one tree reduction in workgroup memory (2 KiB); no scratch except the split path's partials.
@@ -72,7 +75,7 @@ use crate::logits::{
     LogitsSlice, LogitsView, check_rows, check_shape, check_taus, check_temperature,
 };
 use crate::shader::WG_SIZE;
-use crate::{Error, Gpu, Stream, Temperature};
+use crate::{Error, Gpu, Noise, Stream, Temperature};
 use std::sync::Arc;
 
 /// The index a kernel writes where a row has no (further) entry to draw.
@@ -138,8 +141,11 @@ pub struct SampleJob<'a> {
     /// The temperature: row `r` samples from `softmax(l / t_r)`. A scalar is checked here; a
     /// per-row slice of `rows` f32 is not (each must be finite, normal and > 0).
     pub tau: Temperature<wgpu::BufferSlice<'a>>,
-    /// The noise: element `j` of row `r` uses word `r * k + j`.
+    /// The noise: element `j` of row `r` uses word `r * k + j` ([`Noise::Bits32`]), or words
+    /// `2 (r * k + j)` and `2 (r * k + j) + 1` ([`Noise::Bits64`]).
     pub stream: Stream,
+    /// Words per element: [`Noise::Bits64`] extends the Gumbel tail from 22.9 to 45.
+    pub noise: Noise,
     /// Receives `rows * top` u32 indices, row `r`'s at `r * top ..`, in decreasing order of
     /// `l / t + g`; [`NO_INDEX`] where a row has fewer than `top` drawable entries.
     pub out: wgpu::BufferSlice<'a>,
@@ -163,6 +169,7 @@ uniform_params! {
         temp_base: u32,
         out_base: u32,
         seg: u32,
+        noise64: u32,
     }
 }
 
@@ -210,12 +217,12 @@ fn team_iterations(seg: u64, top: u64, blocks: u64) -> u64 {
     3 * top.div_ceil(seg) + (rounds + 1) * (1 + merge_iterations(seg, top))
 }
 
-/// Loop iterations one invocation of `strategy` runs, at their worst (llvmpipe's budget, see the
-/// module docs). Gumbel-max: about `blocks it scans + 9`; its split path's combine pass scans
+/// Loop iterations one invocation of `strategy` runs on rows of `words` noise words (`k`, or `2k`
+/// with [`Noise::Bits64`]), at their worst (llvmpipe's budget, see the module docs). Gumbel-max: about `blocks it scans + 9`; its split path's combine pass scans
 /// `chunks` candidates. Top-k: [`team_iterations`]; one invocation per row inserts each element
 /// into a sorted list (`top` iterations at worst); the combine pass is a merge tree.
-fn loop_iterations(strategy: SampleStrategy, k: u64, top: u64) -> u64 {
-    let blocks = k / 4 + 2;
+fn loop_iterations(strategy: SampleStrategy, words: u64, top: u64) -> u64 {
+    let blocks = words / 4 + 2;
     let wg = u64::from(WG_SIZE);
     if top == 1 {
         let per_round = match strategy {
@@ -408,7 +415,7 @@ impl Sampler {
             )));
         }
         self.core.check_loop_budget(
-            loop_iterations(strategy, k, u64::from(top)),
+            loop_iterations(strategy, k * job.noise.words(), u64::from(top)),
             &format!("top {top} of rows of {k} logits"),
         )?;
         // Rows per dispatch: each window must fit one storage binding, and so must the scratch.
@@ -456,8 +463,10 @@ impl Sampler {
         } else {
             None
         };
-        let [key_lo, key_hi, block0_lo, block0_hi, phase] =
-            job.stream.advance(r0 * k).kernel_words();
+        let [key_lo, key_hi, block0_lo, block0_hi, phase] = job
+            .stream
+            .advance(r0 * k * job.noise.words())
+            .kernel_words();
         let params = SampleParams {
             key_lo,
             key_hi,
@@ -475,6 +484,7 @@ impl Sampler {
             temp_base: temps.base,
             out_base: out.base,
             seg,
+            noise64: u32::from(job.noise == Noise::Bits64),
         };
         let scratch = scratch
             .as_ref()
@@ -526,6 +536,8 @@ fn scratch_pairs(strategy: SampleStrategy, top: u32) -> u64 {
 pub struct SampleOptions<'a> {
     /// One temperature per row (finite, > 0): row `r` samples from `softmax(l / t_r)`.
     pub temperatures: Option<&'a [f32]>,
+    /// Words per element of the stream (see [`SampleJob::noise`]).
+    pub noise: Noise,
     /// Path override for tests.
     #[doc(hidden)]
     pub strategy: SampleStrategy,
@@ -652,6 +664,7 @@ impl Gpu {
                 Temperature::PerRow(t.slice(..))
             }),
             stream,
+            noise: options.noise,
             out: out.slice(..),
         };
         self.run_and_read(

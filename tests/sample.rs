@@ -6,10 +6,10 @@
 mod common;
 use common::*;
 use gumbel_wgpu::{
-    Error, Gpu, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, SampleJob, SampleOptions,
-    SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
+    Error, Gpu, LogitsFormat, LogitsSlice, LogitsView, MAX_TOP, NO_INDEX, Noise, Philox4x32,
+    SampleJob, SampleOptions, SampleStrategy, Sampler, Stream, Temperature, cpu, logits,
 };
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{Rng, RngExt, SeedableRng, rngs::StdRng};
 
 const AUTO: SampleStrategy = SampleStrategy::Auto;
 const THREAD: SampleStrategy = SampleStrategy::RowPerThread;
@@ -29,6 +29,7 @@ struct SampleShape {
     top: u32,
     format: LogitsFormat,
     strategy: SampleStrategy,
+    noise: Noise,
 }
 
 impl SampleShape {
@@ -39,6 +40,7 @@ impl SampleShape {
             top: 1,
             format: LogitsFormat::F32,
             strategy: SampleStrategy::Auto,
+            noise: Noise::Bits32,
         }
     }
 
@@ -59,6 +61,7 @@ impl SampleShape {
             top: self.top,
             tau,
             stream,
+            noise: self.noise,
             out,
         }
     }
@@ -248,17 +251,16 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                 let logits = random_logits(&mut rng, rows * k);
                 let stream = random_stream(&mut rng);
                 let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.25..4.0)).collect();
-                // One draw at t = 1, and three without replacement at per-row temperatures.
-                let cases = [
-                    (1, None, cpu::sample_values(&logits, k, None, stream)),
-                    (
-                        3.min(k),
-                        Some(&temps[..]),
-                        cpu::sample_values(&logits, k, Some(&temps), stream),
-                    ),
-                ];
+                // One draw at t = 1, and three without replacement at per-row temperatures, with
+                // one and two words of noise per element (random offsets: odd and even phases).
+                let cases = [Noise::Bits32, Noise::Bits64].map(|noise| {
+                    [(1, None), (3.min(k), Some(&temps[..]))].map(|(top, t)| {
+                        let z = cpu::sample_values(&logits, k, t, stream, noise);
+                        (top, t, noise, z)
+                    })
+                });
                 for strategy in [AUTO, THREAD, SEG_8, SEG_64, GROUP, SPLIT, SPLIT_7] {
-                    for (top, temperatures, z) in &cases {
+                    for (top, temperatures, noise, z) in cases.iter().flatten() {
                         // Top > 1 (Gumbel-top-k) has no subgroup reduction: two runs suffice.
                         if *top > 1 && std::ptr::eq(gpu, gpu_without_subgroups()) {
                             continue;
@@ -269,6 +271,7 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                         let shape = SampleShape {
                             top: *top as u32,
                             strategy,
+                            noise: *noise,
                             ..SampleShape::new(rows as u64, k as u64)
                         };
                         // Past llvmpipe's loop budget (large k on one invocation): refused there.
@@ -277,7 +280,7 @@ fn every_path_matches_the_reference_at_awkward_sizes() {
                         else {
                             continue;
                         };
-                        let what = format!("k {k} rows {rows} top {top} {strategy:?}");
+                        let what = format!("k {k} rows {rows} top {top} {strategy:?} {noise:?}");
                         near += compare(&got, z, k, *top, &what);
                         slots += got.len();
                     }
@@ -337,6 +340,83 @@ fn draws_are_exactly_the_top_of_logits_plus_the_gpu_gumbel_noise() {
                 assert_eq!(first, cpu::top_k_of_values(&z, k, 1));
                 let top = gpu.sample_top_k(&logits, k, 3, stream).unwrap();
                 assert!(first.iter().zip(top.chunks(3)).all(|(&f, t)| f == t[0]));
+            }
+        }
+    }
+}
+
+/// Two words per element (`Noise::Bits64`): element `n` takes words `2n` (high half) and `2n + 1`
+/// (low half). At an odd offset (elements straddle Philox blocks) whose words wrap past
+/// `u64::MAX` in row 1, every path gives the f64 reference's lists up to near ties, and not the
+/// one-word lists: the kernel takes the noise it is told to.
+#[test]
+fn two_words_per_element_follow_the_reference_across_a_stream_wrap() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let (rows, k, top) = (3usize, 4097usize, 4usize);
+    let logits = random_logits(&mut rng, rows * k);
+    let offset = u64::MAX - 12_000;
+    assert_eq!(offset % 2, 1);
+    let stream = Stream {
+        seed: rng.random(),
+        offset,
+    };
+    let z64 = cpu::sample_values(&logits, k, None, stream, Noise::Bits64);
+    let z32 = cpu::sample_values(&logits, k, None, stream, Noise::Bits32);
+    let one_word = cpu::top_k_of_values(&z32, k, top);
+    for gpu in gpus() {
+        for strategy in EVERY_PATH {
+            let shape = SampleShape {
+                top: top as u32,
+                strategy,
+                noise: Noise::Bits64,
+                ..SampleShape::new(rows as u64, k as u64)
+            };
+            let Some(got) = try_run_sample(gpu, shape, &bits(&logits), None, stream) else {
+                continue; // past llvmpipe's loop budget
+            };
+            let what = format!("{strategy:?} on {}", gpu.describe());
+            compare(&got, &z64, k, top, &what);
+            assert_ne!(got, one_word, "{what}: the one-word lists");
+        }
+    }
+}
+
+/// The low word counts, in every lane: at stream words `w` whose value (the high word of a
+/// two-word element) is below 2^12, the low word `w + 1` moves the element's noise by up to
+/// about 2^-12 (typically 1e-4), far more than f32 rounding (about 1e-6 at these values). Each
+/// such `w` becomes element 0 of a 1 x 2 job (offset `w`: every phase, and lane 3 puts the low
+/// word in the next Philox block), its rival element 1 set `2e-5` above or below it by the f64
+/// reference: every path must follow the reference, so a kernel reading a wrong low word fails.
+#[test]
+fn the_low_word_of_two_word_noise_decides_close_draws() {
+    let seed = 0x5eed_0064;
+    let mut words = Philox4x32::from_stream(Stream { seed, offset: 0 });
+    let mut hits = Vec::new();
+    let mut w = 0u64;
+    while hits.len() < 24 {
+        if words.next_u32() < 1 << 12 {
+            hits.push(w);
+        }
+        w += 1;
+    }
+    let lanes: std::collections::BTreeSet<u64> = hits.iter().map(|w| w % 4).collect();
+    assert_eq!(lanes.len(), 4, "every lane: {hits:?}");
+    for gpu in gpus() {
+        for &w in &hits {
+            let stream = Stream { seed, offset: w };
+            let g = |n| cpu::gumbel_noise(stream, n, Noise::Bits64);
+            for (delta, want) in [(2e-5, 1u32), (-2e-5, 0u32)] {
+                // z_1 = l_1 + g_1 = g_0 + delta.
+                let logits = [0.0f32, (g(0) + delta - g(1)) as f32];
+                for strategy in EVERY_PATH {
+                    let shape = SampleShape {
+                        strategy,
+                        noise: Noise::Bits64,
+                        ..SampleShape::new(1, 2)
+                    };
+                    let got = run_sample(gpu, shape, &bits(&logits), None, stream);
+                    assert_eq!(got, [want], "word {w} delta {delta} {strategy:?}");
+                }
             }
         }
     }
@@ -484,7 +564,7 @@ fn f16_and_bf16_logits_match_the_reference_on_their_widened_values() {
                     ..Default::default()
                 };
                 let got = gpu.sample_with(input, k, 2, stream, &opts).unwrap();
-                let z = cpu::sample_values(&wide, k, Some(&temps), stream);
+                let z = cpu::sample_values(&wide, k, Some(&temps), stream, Noise::Bits32);
                 compare(&got, &z, k, 2, &format!("{input:?}"));
             }
         }
@@ -501,21 +581,25 @@ fn chunked_dispatch_gives_the_same_draws_as_one_dispatch() {
     let logits = random_logits(&mut rng, rows * k);
     let h: Vec<u16> = logits.iter().map(|&x| logits::f32_to_f16(x)).collect();
     let temps: Vec<f32> = (0..rows).map(|_| rng.random_range(0.5..2.0)).collect();
+    // An odd offset: with two words per element, elements straddle Philox blocks.
     let stream = Stream { seed: 8, offset: 3 };
     for strategy in [THREAD, SEG_8, GROUP, SPLIT_7] {
         for (format, words) in [
             (LogitsFormat::F32, bits(&logits)),
             (LogitsFormat::F16, logits::pack_u16(&h)),
         ] {
-            let shape = SampleShape {
-                top: 3,
-                format,
-                strategy,
-                ..SampleShape::new(rows as u64, k as u64)
-            };
-            let chunked = run_sample(&small, shape, &words, Some(&temps), stream);
-            let whole = run_sample(gpu(), shape, &words, Some(&temps), stream);
-            assert_eq!(chunked, whole, "{strategy:?} {format:?}");
+            for noise in [Noise::Bits32, Noise::Bits64] {
+                let shape = SampleShape {
+                    top: 3,
+                    format,
+                    strategy,
+                    noise,
+                    ..SampleShape::new(rows as u64, k as u64)
+                };
+                let chunked = run_sample(&small, shape, &words, Some(&temps), stream);
+                let whole = run_sample(gpu(), shape, &words, Some(&temps), stream);
+                assert_eq!(chunked, whole, "{strategy:?} {format:?} {noise:?}");
+            }
         }
     }
     // A row that does not fit in one binding is an error, not a wrong answer.
@@ -540,7 +624,7 @@ fn more_than_65535_workgroups_per_dimension() {
         ..SampleShape::new(rows as u64, k as u64)
     };
     let got = run_sample(gpu(), shape, &bits(&logits), None, stream);
-    let z = cpu::sample_values(&logits, k, None, stream);
+    let z = cpu::sample_values(&logits, k, None, stream, Noise::Bits32);
     compare(&got, &z, k, 2, "70000 workgroups");
 }
 
@@ -582,18 +666,21 @@ fn chi_square_sanity_of_the_helper() {
 #[test]
 fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
     let mut rng = StdRng::seed_from_u64(14);
-    // (k, rows, temperature): thread path for k = 2 and 10, workgroup path for k = 1000.
-    for (k, rows, t) in [
-        (2usize, 20_000usize, 1.0f32),
-        (10, 20_000, 1.0),
-        (10, 20_000, 2.5),
-        (1000, 20_000, 1.0),
+    // (k, rows, temperature, noise): thread path for k = 2 and 10, workgroup path for k = 1000.
+    for (k, rows, t, noise) in [
+        (2usize, 20_000usize, 1.0f32, Noise::Bits32),
+        (10, 20_000, 1.0, Noise::Bits32),
+        (10, 20_000, 2.5, Noise::Bits32),
+        (1000, 20_000, 1.0, Noise::Bits32),
+        (10, 20_000, 1.0, Noise::Bits64),
+        (1000, 20_000, 2.5, Noise::Bits64),
     ] {
         let row: Vec<f32> = (0..k).map(|_| rng.random_range(-3.0f32..3.0)).collect();
         let logits: Vec<f32> = (0..rows).flat_map(|_| row.clone()).collect();
         let temps = vec![t; rows];
         let opts = SampleOptions {
             temperatures: Some(&temps),
+            noise,
             ..Default::default()
         };
         let stream = random_stream(&mut rng);
@@ -606,8 +693,8 @@ fn draw_frequencies_match_softmax_for_many_rows_of_the_same_logits() {
         }
         let p = softmax(&row.iter().map(|&l| f64::from(l / t)).collect::<Vec<_>>());
         let pv = chi_square_p_value(&counts, &p);
-        eprintln!("k {k} t {t}, {rows} draws: chi-square p = {pv}");
-        assert!(pv > ALPHA, "k {k} t {t}: chi-square p = {pv}");
+        eprintln!("k {k} t {t} {noise:?}, {rows} draws: chi-square p = {pv}");
+        assert!(pv > ALPHA, "k {k} t {t} {noise:?}: chi-square p = {pv}");
     }
 }
 
@@ -964,6 +1051,7 @@ fn views_at_any_4_byte_offset_give_the_offset_0_result_and_leave_the_neighbours_
                     let options = SampleOptions {
                         temperatures: Some(&row_taus),
                         strategy,
+                        ..Default::default()
                     };
                     let want = gpu
                         .sample_with(
@@ -1033,7 +1121,7 @@ fn large_top_at_awkward_k_is_exact_on_every_path() {
                 .zip(&g)
                 .map(|(&l, &g)| f64::from(l + g))
                 .collect();
-            let z64 = cpu::sample_values(&logits, k, None, stream);
+            let z64 = cpu::sample_values(&logits, k, None, stream, Noise::Bits32);
             for &top in tops.iter().filter(|&&t| t as usize <= k) {
                 let want = cpu::top_k_of_values(&z, k, top as usize);
                 for (r, w) in want.chunks(top as usize).enumerate() {
@@ -1096,7 +1184,7 @@ fn large_top_with_temperatures_and_f16_agrees_on_every_path() {
     let temps = [0.5f32, 1.0, 3.0];
     let stream = random_stream(&mut rng);
     for top in [257u32, 4096] {
-        let z = cpu::sample_values(&wide, k, Some(&temps), stream);
+        let z = cpu::sample_values(&wide, k, Some(&temps), stream, Noise::Bits32);
         let mut first: Option<Vec<u32>> = None;
         for strategy in EVERY_PATH {
             let shape = SampleShape {

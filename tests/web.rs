@@ -7,8 +7,8 @@
 
 use gumbel_wgpu::wgpu;
 use gumbel_wgpu::{
-    Error, Gpu, LogitsView, RandomJob, RandomKind, SampleJob, SoftmaxJob, SoftmaxMode, Stream,
-    Temperature, cpu,
+    Error, Gpu, LogitsView, Noise, RandomJob, RandomKind, SampleJob, SoftmaxJob, SoftmaxMode,
+    Stream, Temperature, cpu,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use wasm_bindgen_test::*;
@@ -146,6 +146,7 @@ async fn sampling_equals_the_cpu_reference() {
                     top: 1,
                     tau: Temperature::Scalar(1.0),
                     stream,
+                    noise: Noise::Bits32,
                     out: out.slice(..),
                 },
             )

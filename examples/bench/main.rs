@@ -71,6 +71,8 @@ enum Kernel {
     BackwardRecompute,
     ForwardBackward,
     Sample,
+    /// Gumbel-max with two stream words per element (`Noise::Bits64`).
+    Sample64,
     SampleTop,
     /// LM token sampling, temperature 0.8 only (no filter: one pass over the logits).
     TokensTemperature,
@@ -94,7 +96,7 @@ enum Family {
 
 impl Kernel {
     /// Every kernel measured at each standard shape, in table order.
-    const AT_SHAPES: [Kernel; 8] = [
+    const AT_SHAPES: [Kernel; 9] = [
         Kernel::ForwardSoft,
         Kernel::ForwardHard,
         Kernel::ForwardLog,
@@ -102,6 +104,7 @@ impl Kernel {
         Kernel::BackwardRecompute,
         Kernel::ForwardBackward,
         Kernel::Sample,
+        Kernel::Sample64,
         Kernel::SampleTop,
     ];
 
@@ -117,6 +120,7 @@ impl Kernel {
             Kernel::BackwardRecompute => "backward recompute",
             Kernel::ForwardBackward => "forward+backward recompute",
             Kernel::Sample => "sample (Gumbel-max)",
+            Kernel::Sample64 => "sample 64-bit noise",
             Kernel::SampleTop => "sample top-8",
             Kernel::TokensTemperature => "tokens t=0.8",
             Kernel::TokensFiltered => "tokens t=0.8 top-k 50 top-p 0.9",
@@ -135,7 +139,7 @@ impl Kernel {
             Kernel::ForwardSoft | Kernel::ForwardHard | Kernel::ForwardLog => 8,
             Kernel::BackwardFromY | Kernel::BackwardRecompute => 12,
             Kernel::ForwardBackward => 20,
-            Kernel::Sample | Kernel::SampleTop => 4,
+            Kernel::Sample | Kernel::Sample64 | Kernel::SampleTop => 4,
             // One read of the logits, the least any sampler moves; the filters read the row
             // more times (src/tokens.rs counts the passes), served from cache on a GPU.
             Kernel::TokensTemperature | Kernel::TokensFiltered => 4,
@@ -573,6 +577,7 @@ impl ShapeBuffers {
             top,
             tau: Temperature::Scalar(1.0),
             stream: Stream::new(3),
+            noise: Noise::Bits32,
             out: self.indices.slice(..self.rows * u64::from(top) * 4),
         }
     }
@@ -607,6 +612,13 @@ fn measure_shape(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
             }
             Kernel::Sample => {
                 let job = s.sample(1);
+                b.measure(case, |enc| sampler.record(enc, &job))?
+            }
+            Kernel::Sample64 => {
+                let job = SampleJob {
+                    noise: Noise::Bits64,
+                    ..s.sample(1)
+                };
                 b.measure(case, |enc| sampler.record(enc, &job))?
             }
             Kernel::SampleTop => {

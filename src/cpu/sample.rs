@@ -1,23 +1,32 @@
 //! f64 reference of Gumbel-max sampling and Gumbel-top-k (`shaders/sample.wgsl`): per row, the
 //! `top` entries first in the order "larger `z`, then lower index", in that order.
 //!
-//! `z_j = l_j / t_r + g_j` with `g_j` from stream word `r * k + j`; -inf and NaN logits are no
+//! `z_j = l_j / t_r + g_j` with `g_j` from stream word `r * k + j` (words `2 (r * k + j)` and
+//! `2 (r * k + j) + 1` under [`Noise::Bits64`]); -inf and NaN logits are no
 //! candidates; +inf logits give `z = +inf` (ahead of every finite value, the lowest index first);
 //! slots a row cannot fill hold [`NO_INDEX`](crate::NO_INDEX).
 
-use super::gumbel;
-use crate::Stream;
+use super::{gumbel, gumbel_from_words64, random_u32};
+use crate::{Noise, Stream};
 
 /// `z = l / t_r + g` per element (f64), `-inf` for entries that are no candidate (-inf or NaN
-/// logits), `+inf` for +inf logits. `temperatures`: one per row, or `None` for `t = 1`.
+/// logits), `+inf` for +inf logits. `temperatures`: one per row, or `None` for `t = 1`; `noise`:
+/// the stream words per element.
 pub fn sample_values(
     logits: &[f32],
     k: usize,
     temperatures: Option<&[f32]>,
     stream: Stream,
+    noise: Noise,
 ) -> Vec<f64> {
     assert!(k > 0 && logits.len().is_multiple_of(k), "shape");
-    let g = gumbel(stream, logits.len());
+    let g = match noise {
+        Noise::Bits32 => gumbel(stream, logits.len()),
+        Noise::Bits64 => random_u32(stream, 2 * logits.len())
+            .chunks(2)
+            .map(|w| gumbel_from_words64(w[0], w[1]))
+            .collect(),
+    };
     logits
         .iter()
         .zip(g)
@@ -72,7 +81,8 @@ pub fn sample(logits: &[f32], k: usize, temperatures: Option<&[f32]>, stream: St
     top_k(logits, k, 1, temperatures, stream)
 }
 
-/// Gumbel-top-k: per row, the `top` indices of the largest `l / t + g`, in decreasing order.
+/// Gumbel-top-k: per row, the `top` indices of the largest `l / t + g`, in decreasing order
+/// ([`Noise::Bits32`]; [`top_k_of_values`] of [`sample_values`] for the other noise).
 pub fn top_k(
     logits: &[f32],
     k: usize,
@@ -80,5 +90,9 @@ pub fn top_k(
     temperatures: Option<&[f32]>,
     stream: Stream,
 ) -> Vec<u32> {
-    top_k_of_values(&sample_values(logits, k, temperatures, stream), k, top)
+    top_k_of_values(
+        &sample_values(logits, k, temperatures, stream, Noise::Bits32),
+        k,
+        top,
+    )
 }

@@ -12,7 +12,7 @@ use burn::backend::wgpu::{AutoCompiler, MemoryConfiguration, WgpuResource, WgpuS
 use burn::tensor::{DType, Device, Distribution, Int, Tensor};
 use cubecl_wgpu::WgpuServer;
 use gumbel_wgpu::{
-    Gpu, LogitsView, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature, cpu, wgpu,
+    Gpu, LogitsView, Noise, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature, cpu, wgpu,
 };
 
 /// The buffer, byte offset and byte size behind a burn tensor on the wgpu runtime. The guard
@@ -116,6 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 top: 1,
                 tau: Temperature::Scalar(1.0),
                 stream,
+                noise: Noise::Bits32,
                 out: s_r.buffer.slice(s_r.offset..s_r.offset + s_r.size),
             },
         )
