@@ -20,11 +20,17 @@
 //
 // Indices stay in range: i < n for drafts and q, i <= n for p, j < k; a draft token >= k (not
 // checked on the device) counts as rejected with nothing to emit: the row's slot gets NO_INDEX.
-// Workgroups are linearised over a 2-D grid; surplus groups return.
+// Workgroups are linearised over a 2-D grid; surplus groups return (the whole group: the
+// reductions' barriers and subgroup operations stay in uniform control flow, as do both draws,
+// taken on workgroupUniformLoad values). The arg-max of a draw is reduce_best (reduce_best.wgsl,
+// its subgroup version where the adapter has subgroups): exact, the largest key, then the
+// lowest index, whichever path runs. Workgroup memory (verdict, empty_draw, the reduction's
+// slots) is written by invocation 0 or by each invocation before a barrier, then read.
 #import config
 #import philox
 #import gumbel
 #import grid
+#import reduce_best
 
 #import params
 @group(0) @binding(1) var<storage, read> drafts: array<u32>;
@@ -37,14 +43,9 @@
 const NO_INDEX: u32 = 0xffffffffu;
 const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
 
-var<workgroup> red: array<vec2<u32>, WG_SIZE>;
 // (first rejected position or n, 1 if that position's draft token is out of range).
 var<workgroup> verdict: vec2<u32>;
 var<workgroup> empty_draw: u32;
-
-fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
-    return a.x > b.x || (a.x == b.x && a.y < b.y);
-}
 
 fn key_of(xb: u32) -> u32 {
     var b = xb;
@@ -66,20 +67,6 @@ fn stream_word(key: vec2<u32>, m: vec2<u32>) -> u32 {
     let words = philox_block(key, block, 0u);
     let ws = array<u32, 4>(words.x, words.y, words.z, words.w);
     return ws[m.x & 3u];
-}
-
-fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
-    red[lid] = mine;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lid < s && before(red[lid + s], red[lid])) {
-            red[lid] = red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let best = red[0];
-    workgroupBarrier();
-    return best;
 }
 
 // Gumbel-max over categories of position i with weights w_j: residual max(0, p_i - q_i) when
@@ -119,8 +106,9 @@ fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn verify_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+fn verify_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = workgroup_setup(ids);
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
