@@ -146,6 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 streams: sb.slice(..),
                 accepted: accepted.slice(..),
                 tokens: out.slice(..),
+                noise: Noise::Bits32,
             },
         )
     })?;

@@ -13,18 +13,32 @@
 //   5: storage, read_write accepted: array<u32> accepted[accepted_base + r]
 //   6: storage, read_write out: array<u32>      out[out_base + r * (n + 1) + i], i <= n
 //
-// Counter scheme: position i (0..=n) of row r owns words i * (k + 1) .. i * (k + 1) + k of the
-// row's stream: word i * (k + 1) + j is the Gumbel noise of category j, word i * (k + 1) + k the
-// acceptance uniform u_i. The host keeps (n + 1) * (k + 1) below 2^32, so the word index of a
-// position fits one u32 and is added to the 64-bit offset with a carry.
+// Counter scheme: position i (0..=n) of row r owns noise elements i * (k + 1) + j, j = 0..=k, of
+// the row's stream: j < k the Gumbel noise of category j, j = k the acceptance uniform u_i
+// (cpu::speculative_word). With noise64 == 0 (Noise::Bits32) element e is word e: position i
+// owns words i * (k + 1) .. i * (k + 1) + k. With noise64 != 0 (Noise::Bits64) element e is words
+// 2e (high half) and 2e + 1 (low half), per = 2 words per element: category j uses words
+// 2 i (k + 1) + 2j and + 2j + 1 (gumbel_from_words64), u_i words 2 i (k + 1) + 2k and + 2k + 1
+// (uniform_from_words64); a draw walks 2k words, two categories per Philox block, and for an odd
+// phase each block's last pair ends in the next block (a second philox call). The host keeps
+// per * (n + 1) * (k + 1) below 2^32, so every word index of a row fits one u32 and is added to
+// the 64-bit offset with a carry; it also keeps (n + 1) * k within one storage binding (below
+// 2^30 elements), so phase + per * k + 3 does not wrap.
 //
-// Indices stay in range: i < n for drafts and q, i <= n for p, j < k; a draft token >= k (not
-// checked on the device) counts as rejected with nothing to emit: the row's slot gets NO_INDEX.
-// Workgroups are linearised over a 2-D grid; surplus groups return.
+// Indices stay in range: i < n for drafts and q, i <= n for p, j < k, ws[e + 1] with e < 4 in
+// the five-word window; a draft token >= k (not checked on the device) counts as rejected with
+// nothing to emit: the row's slot gets NO_INDEX.
+// Workgroups are linearised over a 2-D grid; surplus groups return (the whole group: the
+// reductions' barriers and subgroup operations stay in uniform control flow, as do both draws,
+// taken on workgroupUniformLoad values). The arg-max of a draw is reduce_best (reduce_best.wgsl,
+// its subgroup version where the adapter has subgroups): exact, the largest key, then the
+// lowest index, whichever path runs. Workgroup memory (verdict, empty_draw, the reduction's
+// slots) is written by invocation 0 or by each invocation before a barrier, then read.
 #import config
 #import philox
 #import gumbel
 #import grid
+#import reduce_best
 
 #import params
 @group(0) @binding(1) var<storage, read> drafts: array<u32>;
@@ -37,14 +51,9 @@
 const NO_INDEX: u32 = 0xffffffffu;
 const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
 
-var<workgroup> red: array<vec2<u32>, WG_SIZE>;
 // (first rejected position or n, 1 if that position's draft token is out of range).
 var<workgroup> verdict: vec2<u32>;
 var<workgroup> empty_draw: u32;
-
-fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
-    return a.x > b.x || (a.x == b.x && a.y < b.y);
-}
 
 fn key_of(xb: u32) -> u32 {
     var b = xb;
@@ -68,47 +77,62 @@ fn stream_word(key: vec2<u32>, m: vec2<u32>) -> u32 {
     return ws[m.x & 3u];
 }
 
-fn reduce_best(lid: u32, mine: vec2<u32>) -> vec2<u32> {
-    red[lid] = mine;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lid < s && before(red[lid + s], red[lid])) {
-            red[lid] = red[lid + s];
-        }
-        workgroupBarrier();
+// log2 of the words per noise element: 0 (Noise::Bits32) or 1 (Noise::Bits64).
+fn word_shift() -> u32 {
+    return select(0u, 1u, params.noise64 != 0u);
+}
+
+// The acceptance uniform u_i of position i (element i * (k + 1) + k).
+fn acceptance_uniform(key: vec2<u32>, offset: vec2<u32>, i: u32) -> f32 {
+    let w = (i * (params.k + 1u) + params.k) << word_shift();
+    if (params.noise64 != 0u) {
+        return uniform_from_words64(stream_word(key, word_index(offset, w)),
+                                    stream_word(key, word_index(offset, w + 1u)));
     }
-    let best = red[0];
-    workgroupBarrier();
-    return best;
+    return uniform_from_word(stream_word(key, word_index(offset, w)));
 }
 
 // Gumbel-max over categories of position i with weights w_j: residual max(0, p_i - q_i) when
-// `residual`, else p_i. Walks the position's words in whole Philox blocks.
+// `residual`, else p_i. Walks the position's words (per * k from word per * i * (k + 1)) in whole
+// Philox blocks; lanes s - phase that are not a multiple of per, or past per * k, are skipped.
 fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u32>) -> vec2<u32> {
     let k = params.k;
     let n = params.n;
-    let base = word_index(offset, i * (k + 1u));
+    let sh = word_shift();
+    let wide = sh != 0u;
+    let base = word_index(offset, (i * (k + 1u)) << sh);
     let phase = base.x & 3u;
     let block0 = vec2<u32>((base.x >> 2u) | (base.y << 30u), base.y >> 2u);
-    let blocks = (phase + k + 3u) / 4u;
+    let blocks = (phase + (k << sh) + 3u) / 4u;
     let prow = params.p_base + (r * (n + 1u) + i) * k;
     let qrow = params.q_base + (r * n + i) * k;
     var best = EMPTY;
     for (var b = lid; b < blocks; b += WG_SIZE) {
         let words = philox_block(key, block0, b);
-        let ws = array<u32, 4>(words.x, words.y, words.z, words.w);
+        // A pair starting in lane 3 (odd phase) ends in lane 0 of the next block.
+        var next = 0u;
+        if (wide && (phase & 1u) != 0u) {
+            next = philox_block(key, block0, b + 1u).x;
+        }
+        let ws = array<u32, 5>(words.x, words.y, words.z, words.w, next);
         for (var e = 0u; e < 4u; e++) {
             let s = 4u * b + e;
-            if (s < phase || s - phase >= k) {
+            if (s < phase || ((s - phase) & sh) != 0u || ((s - phase) >> sh) >= k) {
                 continue;
             }
-            let j = s - phase;
+            let j = (s - phase) >> sh;
             var w = p[prow + j];
             if (residual) {
                 w = max(w - q[qrow + j], 0.0);
             }
             if (w > 0.0) {
-                let c = vec2<u32>(key_of(bitcast<u32>(log(w) + gumbel_from_word(ws[e]))), j);
+                var g = 0.0;
+                if (wide) {
+                    g = gumbel_from_words64(ws[e], ws[e + 1u]);
+                } else {
+                    g = gumbel_from_word(ws[e]);
+                }
+                let c = vec2<u32>(key_of(bitcast<u32>(log(w) + g)), j);
                 if (before(c, best)) {
                     best = c;
                 }
@@ -119,8 +143,9 @@ fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn verify_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+fn verify_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = workgroup_setup(ids);
     let r = group_index(wid, nwg);
     if (r >= params.rows) {
         return;
@@ -140,7 +165,7 @@ fn verify_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
                 bad = 1u;
                 break;
             }
-            let u = uniform_from_word(stream_word(key, word_index(offset, i * (k + 1u) + k)));
+            let u = acceptance_uniform(key, offset, i);
             let pd = p[params.p_base + (r * (n + 1u) + i) * k + d];
             let qd = q[params.q_base + (r * n + i) * k + d];
             if (!(u * qd < pd)) {

@@ -89,16 +89,9 @@ struct RowCfg {
 }
 
 var<workgroup> cfg_shared: RowCfg;
-var<workgroup> red_key: array<vec2<u32>, WG_SIZE>;
-var<workgroup> red_f: array<vec4<f32>, WG_SIZE>;
 var<workgroup> hist: array<atomic<u32>, 256>;
 // The select's verdict of a round, written by invocation 0: (digit, rank left, found).
 var<workgroup> sel_shared: vec3<u32>;
-
-// a comes before b in the order: larger key, or equal keys and lower index.
-fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
-    return a.x > b.x || (a.x == b.x && a.y < b.y);
-}
 
 // The order-preserving image of an f32's bits; -0 counts as +0.
 fn key_of(xb: u32) -> u32 {
@@ -131,55 +124,8 @@ fn row_logit_bits(r: u32, j: u32) -> u32 {
 }
 
 // ---- workgroup reductions (all invocations call them; uniform control flow) ----
-// The workgroup-memory trees; reduce_best / reduce_sum4 / reduce_lse (reduce_workgroup.wgsl)
-// use subgroup operations instead where the adapter has them.
-
-fn reduce_best_tree(lid: u32, mine: vec2<u32>) -> vec2<u32> {
-    red_key[lid] = mine;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lid < s && before(red_key[lid + s], red_key[lid])) {
-            red_key[lid] = red_key[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let best = red_key[0];
-    workgroupBarrier();
-    return best;
-}
-
-fn reduce_sum4_tree(lid: u32, mine: vec4<f32>) -> vec4<f32> {
-    red_f[lid] = mine;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red_f[lid] = red_f[lid] + red_f[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red_f[0];
-    workgroupBarrier();
-    return total;
-}
-
-// (max, sum exp(x - max)) over the workgroup, each invocation's pair already relative to its own
-// max; an invocation that saw nothing has max -3.4e38 and sum 0.
-fn reduce_lse_tree(lid: u32, m: f32, s: f32) -> vec2<f32> {
-    red_f[lid] = vec4<f32>(m, s, 0.0, 0.0);
-    workgroupBarrier();
-    for (var st = WG_SIZE / 2u; st > 0u; st >>= 1u) {
-        if (lid < st) {
-            let a = red_f[lid];
-            let b = red_f[lid + st];
-            let mm = max(a.x, b.x);
-            red_f[lid] = vec4<f32>(mm, a.y * exp(a.x - mm) + b.y * exp(b.x - mm), 0.0, 0.0);
-        }
-        workgroupBarrier();
-    }
-    let total = red_f[0].xy;
-    workgroupBarrier();
-    return total;
-}
+// reduce_best / reduce_sum4 / reduce_lse and their workgroup-memory trees (with `before`, the
+// order) come from reduce_workgroup.wgsl, subgroup operations where the adapter has them.
 
 // ---- radix select on (key, index) ----
 
@@ -481,15 +427,16 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     best = reduce_best(lid, best);
-    red_key[lid] = vec2<u32>(bad, 0u);
+    // The bad-logit flags, OR-reduced in the arg-max tree's slots (free between its calls).
+    red_best[lid] = vec2<u32>(bad, 0u);
     workgroupBarrier();
     for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
-            red_key[lid].x |= red_key[lid + s].x;
+            red_best[lid].x |= red_best[lid + s].x;
         }
         workgroupBarrier();
     }
-    let bad_row = red_key[0].x;
+    let bad_row = red_best[0].x;
     workgroupBarrier();
     var code = 0u;
     if ((bad_row & 1u) != 0u) {

@@ -39,9 +39,11 @@ impl ShaderConfig {
     }
 }
 
-/// Shared pieces, by the name `#import` uses. `config`, `mulhi`, `team_reduce` and
-/// `reduce_workgroup` are resolved per config (the reductions: their subgroup versions where
-/// the adapter has subgroups).
+/// Shared pieces, by the name `#import` uses. `config`, `mulhi`, `team_reduce`, `reduce_best`
+/// and `reduce_workgroup` are resolved per config (the reductions: their subgroup versions where
+/// the adapter has subgroups; `reduce_workgroup` imports `reduce_best`, and both versions of each
+/// import the workgroup-memory trees they fall back on, `reduce_best_tree` and
+/// `reduce_sum_tree`).
 const PIECES: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/common/philox.wgsl")),
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
@@ -50,6 +52,14 @@ const PIECES: &[(&str, &str)] = &[
     (
         "reduce_tree",
         include_str!("../shaders/common/reduce_tree.wgsl"),
+    ),
+    (
+        "reduce_best_tree",
+        include_str!("../shaders/common/reduce_best_tree.wgsl"),
+    ),
+    (
+        "reduce_sum_tree",
+        include_str!("../shaders/common/reduce_sum_tree.wgsl"),
     ),
     (
         "softmax_reduce_wg",
@@ -65,6 +75,8 @@ const MULHI_U64: &str = include_str!("../shaders/common/mulhi_u64.wgsl");
 const MULHI_U32: &str = include_str!("../shaders/common/mulhi_u32.wgsl");
 const TEAM_REDUCE: &str = include_str!("../shaders/common/team_reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../shaders/common/reduce_subgroup.wgsl");
+const REDUCE_BEST: &str = include_str!("../shaders/common/reduce_best.wgsl");
+const REDUCE_BEST_SUBGROUP: &str = include_str!("../shaders/common/reduce_best_subgroup.wgsl");
 const REDUCE_WORKGROUP: &str = include_str!("../shaders/common/reduce_workgroup.wgsl");
 const REDUCE_WORKGROUP_SUBGROUP: &str =
     include_str!("../shaders/common/reduce_workgroup_subgroup.wgsl");
@@ -96,6 +108,14 @@ fn piece(name: &str, spec: &FamilySpec, cfg: &ShaderConfig) -> Option<String> {
                 REDUCE_SUBGROUP
             } else {
                 TEAM_REDUCE
+            }
+            .to_string(),
+        ),
+        "reduce_best" => Some(
+            if cfg.subgroups {
+                REDUCE_BEST_SUBGROUP
+            } else {
+                REDUCE_BEST
             }
             .to_string(),
         ),

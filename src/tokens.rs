@@ -65,8 +65,16 @@
 //! Row `r` uses its own stream `streams[r]`: category `j` uses word `j` ([`Noise::Bits32`]) or
 //! words `2j` and `2j + 1` ([`Noise::Bits64`], a Gumbel tail to 45 instead of 22.9). A decode
 //! loop advances each request's offset by `k` (or `2k`) per step; the draw never depends on the
-//! batch. Speculative verification (see [`crate::cpu::verify_speculative`]) uses words
-//! `i (k + 1) + j` for position `i`.
+//! batch.
+//!
+//! Speculative verification with `n` drafts gives position `i` (`0..=n`) the `k + 1` noise
+//! elements `i (k + 1) + j`: `j < k` the Gumbel noise of category `j`, `j = k` the acceptance
+//! uniform `u_i` ([`crate::cpu::speculative_word`]). Under [`Noise::Bits32`] element `e` is word
+//! `e`; under [`Noise::Bits64`] words `2e` (high half) and `2e + 1` (low half), so position `i`
+//! owns words `2 i (k + 1) .. 2 (i + 1) (k + 1)`: category `j` words `2 i (k + 1) + 2j` and
+//! `+ 2j + 1`, `u_i` words `2 i (k + 1) + 2k` and `+ 2k + 1`. A decode loop advances each
+//! request's offset by `(n + 1) (k + 1)` words per verification step under `Bits32`, twice that
+//! under `Bits64`.
 
 use crate::{Error, Noise, Stream};
 
@@ -720,6 +728,11 @@ pub struct SpeculativeJob<'a> {
     pub accepted: wgpu::BufferSlice<'a>,
     /// Receives `rows * (n + 1)` u32: accepted drafts, the emitted token, then `NO_INDEX`.
     pub tokens: wgpu::BufferSlice<'a>,
+    /// Words per noise element: position `i` owns elements `i (k + 1) ..= i (k + 1) + k` of the
+    /// row's stream (the categories' Gumbel noise, then the acceptance uniform), word `e` each
+    /// under [`Noise::Bits32`], words `2e` and `2e + 1` under [`Noise::Bits64`]; a step uses
+    /// `(n + 1) (k + 1)` words per row, or twice that (module docs, "Streams and noise").
+    pub noise: Noise,
 }
 
 uniform_params! {
@@ -733,6 +746,7 @@ uniform_params! {
         stream_base: u32,
         accepted_base: u32,
         out_base: u32,
+        noise64: u32,
     }
 }
 
@@ -772,12 +786,16 @@ impl SpeculativeVerifier {
                 "k (categories per row) must be at least 1".into(),
             ));
         }
+        // Words per noise element: the shader's word indices within a row, up to
+        // per * (n + 1) * (k + 1) - 1, must fit one u32.
+        let per: u64 = if job.noise == Noise::Bits64 { 2 } else { 1 };
         if (n + 1)
             .checked_mul(k + 1)
+            .and_then(|w| w.checked_mul(per))
             .is_none_or(|w| w > u64::from(u32::MAX))
         {
             return Err(Error::TooLarge(format!(
-                "(n + 1) x (k + 1) = {} x {} stream words per row exceed 2^32",
+                "{per} x (n + 1) x (k + 1) = {per} x {} x {} stream words per row exceed 2^32",
                 n + 1,
                 k + 1
             )));
@@ -806,9 +824,11 @@ impl SpeculativeVerifier {
         if rows == 0 {
             return Ok(());
         }
-        // Two draws at most, each k / 4 blocks of 4 lanes over the workgroup, plus the walk.
+        // Two draws at most, each over per * k words: up to (per * k + 6) / 4 blocks of 4 lanes
+        // over the workgroup, plus the reduction (8 tree levels); then the acceptance walk.
+        let blocks = (per * k + 6) / 4;
         self.core.check_loop_budget(
-            2 * (k.div_ceil(4 * u64::from(WG_SIZE)) * 4 + 8) + n,
+            2 * (blocks.div_ceil(u64::from(WG_SIZE)) * 4 + 8) + n,
             &format!("verification of {n} drafts over {k} categories"),
         )?;
         let rows_per_dispatch = self.core.rows_per_dispatch(rows, (n + 1) * k + 4)?;
@@ -833,6 +853,7 @@ impl SpeculativeVerifier {
                     stream_base: streams.base,
                     accepted_base: acc.base,
                     out_base: out.base,
+                    noise64: u32::from(job.noise == Noise::Bits64),
                 };
                 core.dispatch(
                     encoder,
@@ -865,7 +886,8 @@ impl Gpu {
     /// acceptances. Whatever the draft law, the first emitted token follows `p_0`.
     /// `rows = streams.len()`, `n = draft_tokens.len() / rows`; `draft_probs` is `rows x n x k`,
     /// `target_probs` `rows x (n + 1) x k` (laws; they need not sum to 1). See
-    /// [`crate::cpu::verify_speculative`] for the stream words each decision uses.
+    /// [`crate::cpu::verify_speculative`] for the stream words each decision uses
+    /// ([`Noise::Bits32`]; [`Gpu::verify_speculative_with`] for a choice).
     ///
     /// `Err` naming the argument for lengths that do not fit, a draft token `>= k`, and negative,
     /// NaN or infinite probabilities.
@@ -876,6 +898,28 @@ impl Gpu {
         target_probs: &[f32],
         k: usize,
         streams: &[Stream],
+    ) -> Result<SpeculativeResult, Error> {
+        self.verify_speculative_with(
+            draft_tokens,
+            draft_probs,
+            target_probs,
+            k,
+            streams,
+            Noise::Bits32,
+        )
+    }
+
+    /// [`Gpu::verify_speculative`] with a choice of [`Noise`]: under [`Noise::Bits64`] every
+    /// noise element takes two stream words (see the module docs, "Streams and noise", and
+    /// [`crate::cpu::verify_speculative_with`], its reference).
+    pub fn verify_speculative_with(
+        &self,
+        draft_tokens: &[u32],
+        draft_probs: &[f32],
+        target_probs: &[f32],
+        k: usize,
+        streams: &[Stream],
+        noise: Noise,
     ) -> Result<SpeculativeResult, Error> {
         let (rows, n) =
             check_speculative(draft_tokens, draft_probs, target_probs, k, streams.len())?;
@@ -902,6 +946,7 @@ impl Gpu {
             streams: nonempty(&s, words.len() * 4),
             accepted: out.slice(..rows as u64 * 4),
             tokens: out.slice(rows as u64 * 4..len as u64 * 4),
+            noise,
         };
         let w: Vec<u32> = self.run_and_read(|enc| kernels.record(enc, &job), &out, len)?;
         Ok(SpeculativeResult {

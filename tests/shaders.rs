@@ -146,3 +146,24 @@ fn uniform_parameters_come_from_rust_and_have_no_padding() {
         assert_eq!(*span as usize, members.len() * 4, "{name}: padding");
     }
 }
+
+#[test]
+fn tokens_and_speculative_share_one_arg_max_with_its_subgroup_path() {
+    // The arg-max tree and its order are pieces of shaders/common, imported (not redefined) by
+    // both kernels; the subgroup reduction is composed in exactly where the adapter has them.
+    for name in ["tokens", "speculative"] {
+        let spec = family(name);
+        for cfg in ShaderConfig::all() {
+            let src = compose(&spec, &cfg).unwrap();
+            for f in ["fn before(", "fn reduce_best_tree(", "fn reduce_best("] {
+                assert_eq!(src.matches(f).count(), 1, "{name} {cfg:?}: {f}");
+                assert!(!spec.source.contains(f), "{name} defines {f} itself");
+            }
+            assert_eq!(
+                src.contains("subgroupMax("),
+                cfg.subgroups,
+                "{name} {cfg:?}: subgroup arg-max"
+            );
+        }
+    }
+}

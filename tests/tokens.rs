@@ -948,6 +948,18 @@ fn speculative_verification_matches_the_reference() {
 
 #[test]
 fn speculative_first_token_follows_the_target_law_and_acceptance_is_sum_min() {
+    speculative_law(Noise::Bits32);
+}
+
+#[test]
+fn speculative_64_bit_first_token_follows_the_target_law_and_acceptance_is_sum_min() {
+    speculative_law(Noise::Bits64);
+}
+
+/// 20000 rows of one draft law q and target law p (k = 50, n = 2), each row its own stream: the
+/// first emitted token follows p (chi-square, p-value above [`ALPHA`]) and the first draft is
+/// accepted at the rate sum_j min(p_j, q_j) (a z test).
+fn speculative_law(noise: Noise) {
     let mut rng = StdRng::seed_from_u64(0xacc);
     let (k, n, rows) = (50usize, 2usize, 20_000usize);
     let q0 = random_law(&mut rng, k);
@@ -963,7 +975,7 @@ fn speculative_first_token_follows_the_target_law_and_acceptance_is_sum_min() {
         .map(|i| Stream::new(0x5eed ^ (i << 20)))
         .collect();
     let got = gpu()
-        .verify_speculative(&drafts, &q, &p, k, &streams)
+        .verify_speculative_with(&drafts, &q, &p, k, &streams, noise)
         .unwrap();
     let mut counts = vec![0u64; k];
     for r in 0..rows {
@@ -973,18 +985,184 @@ fn speculative_first_token_follows_the_target_law_and_acceptance_is_sum_min() {
     let s: f64 = law.iter().sum();
     let law: Vec<f64> = law.iter().map(|x| x / s).collect();
     let pv = chi_square_p_value(&counts, &law);
-    eprintln!("speculative first token: chi-square p = {pv}");
-    assert!(pv > ALPHA, "first emitted token: chi-square p = {pv}");
+    eprintln!("speculative {noise:?} first token: chi-square p = {pv}");
+    assert!(
+        pv > ALPHA,
+        "{noise:?} first emitted token: chi-square p = {pv}"
+    );
     // The first draft is accepted with probability sum_j min(p_j, q_j): a two-sided z test at
     // 3.29 sigma (p = 0.001).
     let rate: f64 = p0.iter().zip(&q0).map(|(&a, &b)| f64::from(a.min(b))).sum();
     let hits = got.accepted.iter().filter(|&&a| a >= 1).count() as f64;
     let z = (hits - rate * rows as f64) / (rate * (1.0 - rate) * rows as f64).sqrt();
     eprintln!(
-        "acceptance {} vs sum min(p, q) = {rate}: z = {z}",
+        "{noise:?} acceptance {} vs sum min(p, q) = {rate}: z = {z}",
         hits / rows as f64
     );
-    assert!(z.abs() < 3.29, "acceptance rate z = {z}");
+    assert!(z.abs() < 3.29, "{noise:?} acceptance rate z = {z}");
+}
+
+#[test]
+fn speculative_noise_words_lie_where_the_docs_say() {
+    // Read off the stream itself, on the GPU and the CPU, for both noise modes (per = 1 or 2
+    // words per noise element):
+    // * draft 0 with q(d) = 1 and p(d) = 1/2 is accepted iff u_0 < 1/2, u_0 the uniform of word k
+    //   (Bits32) or of words 2k (high) and 2k + 1 (low) (Bits64);
+    // * after a sure acceptance (q_0 = p_0), the bonus token (position 1) equals the token of a
+    //   row with no drafts whose stream starts per * (k + 1) words later, and differs in some
+    //   rows from the one (3 - per) * (k + 1) words later (the other mode's stride).
+    let mut rng = StdRng::seed_from_u64(0x2b17);
+    let (k, rows) = (50usize, 256usize);
+    let streams: Vec<Stream> = (0..rows).map(|_| stream(&mut rng)).collect();
+    let verify = |on_gpu: bool, d: &[u32], q: &[f32], p: &[f32], s: &[Stream], noise: Noise| {
+        if on_gpu {
+            gpu().verify_speculative_with(d, q, p, k, s, noise)
+        } else {
+            cpu::verify_speculative_with(d, q, p, k, s, noise)
+        }
+        .unwrap()
+    };
+    for noise in [Noise::Bits32, Noise::Bits64] {
+        let per = if noise == Noise::Bits64 { 2 } else { 1 };
+        let k64 = k as u64;
+        let u0 = |s: &Stream, noise: Noise| match noise {
+            Noise::Bits32 => cpu::uniform_from_word(s.word(k64)),
+            Noise::Bits64 => cpu::uniform_from_words64(s.word(2 * k64), s.word(2 * k64 + 1)),
+        };
+        let other_noise = if noise == Noise::Bits64 {
+            Noise::Bits32
+        } else {
+            Noise::Bits64
+        };
+        let d = 7usize;
+        let mut q = vec![0.0f32; k];
+        q[d] = 1.0;
+        let mut p = vec![0.0f32; 2 * k];
+        p[d] = 0.5;
+        p[k + 3] = 1.0;
+        let drafts = vec![d as u32; rows];
+        let (q, p) = (q.repeat(rows), p.repeat(rows));
+        let verdicts = |noise| -> Vec<u32> {
+            streams
+                .iter()
+                .map(|s| u32::from(u0(s, noise) < 0.5))
+                .collect()
+        };
+        let want = verdicts(noise);
+        // Not vacuous: both verdicts occur, and the other mode's words give other ones.
+        assert!(want.contains(&0) && want.contains(&1));
+        assert_ne!(want, verdicts(other_noise));
+
+        let law = random_law(&mut rng, k);
+        let sure_q = law.repeat(rows);
+        let sure_p = [law.clone(), random_law(&mut rng, k)].concat();
+        let bonus_law = sure_p[k..].repeat(rows);
+        let sure_drafts: Vec<u32> = (0..rows).map(|_| draw_from(&mut rng, &law)).collect();
+        let later = |words: usize| -> Vec<Stream> {
+            streams
+                .iter()
+                .map(|s| s.advance((words * (k + 1)) as u64))
+                .collect()
+        };
+        for on_gpu in [true, false] {
+            let what = format!("{noise:?} on the {}", if on_gpu { "gpu" } else { "cpu" });
+            let got = verify(on_gpu, &drafts, &q, &p, &streams, noise);
+            assert_eq!(got.accepted, want, "{what}: acceptance words");
+
+            let got = verify(
+                on_gpu,
+                &sure_drafts,
+                &sure_q,
+                &sure_p.repeat(rows),
+                &streams,
+                noise,
+            );
+            assert!(got.accepted.iter().all(|&a| a == 1), "{what}");
+            let bonus: Vec<u32> = got.tokens.chunks(2).map(|t| t[1]).collect();
+            let at = |words: usize| verify(on_gpu, &[], &[], &bonus_law, &later(words), noise);
+            assert_eq!(bonus, at(per).tokens, "{what}: position 1's words");
+            assert_ne!(bonus, at(3 - per).tokens, "{what}: the other stride");
+        }
+    }
+}
+
+#[test]
+fn speculative_64_bit_draws_read_both_words_of_a_pair_across_philox_blocks() {
+    // The low word of a pair moves the noise only where the high word is small: rows whose
+    // category 0 has a high word below 2^12 at lane 3 of a Philox block (offset 3 mod 4, so its
+    // low word is lane 0 of the next block), found by scanning one stream; category 1's weight
+    // puts it `delta` below category 0 (more than the GPU's f32 error, less than the low word's
+    // effect in most of these rows): a misplaced low word flips about half of them.
+    let seed = 0x10b0u64;
+    let delta = 5e-5;
+    let g = |s: &Stream, j: u64, flip: u32| {
+        cpu::gumbel_from_words64(s.word(2 * j), s.word(2 * j + 1) ^ flip)
+    };
+    let (mut streams, mut p) = (Vec::new(), Vec::new());
+    let mut b = 0u64;
+    while streams.len() < 8 {
+        if Stream::new(seed).word(4 * b + 3) < 1 << 12 {
+            let s = Stream {
+                seed,
+                offset: 4 * b + 3,
+            };
+            p.extend([
+                (0.5 * (g(&s, 1, 0) - g(&s, 0, 0) + delta).exp()) as f32,
+                0.5,
+            ]);
+            streams.push(s);
+        }
+        b += 1;
+    }
+    // Not vacuous: the low word's complement moves category 0 by more than delta in most rows.
+    let moved = streams
+        .iter()
+        .filter(|s| (g(s, 0, 0) - g(s, 0, !0)).abs() > 2.0 * delta)
+        .count();
+    assert!(moved >= 6, "{moved}");
+    let want = cpu::verify_speculative_with(&[], &[], &p, 2, &streams, Noise::Bits64).unwrap();
+    assert!(want.tokens.iter().all(|&t| t == 0), "{:?}", want.tokens);
+    for gpu in common::gpus() {
+        let got = gpu
+            .verify_speculative_with(&[], &[], &p, 2, &streams, Noise::Bits64)
+            .unwrap();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn speculative_64_bit_noise_keeps_twice_the_words_of_a_row_below_2_pow_32() {
+    // (n + 1) (k + 1) = 2^31 + 2^15 words per row fit a u32 under Bits32 (the job then fails on
+    // its too-small buffers), twice that does not under Bits64.
+    let gpu = gpu();
+    let b = gpu.upload("small", &[0u32; 4]).unwrap();
+    let out = poisoned(gpu, 4);
+    let verifier = gpu.speculative_verifier().unwrap();
+    for noise in [Noise::Bits32, Noise::Bits64] {
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        let r = verifier.record(
+            &mut enc,
+            &SpeculativeJob {
+                rows: 1,
+                n: (1 << 15) - 1,
+                k: 1 << 16,
+                draft_tokens: b.slice(..),
+                draft_probs: b.slice(..),
+                target_probs: b.slice(..),
+                streams: b.slice(..),
+                accepted: out.slice(..4),
+                tokens: out.slice(4..),
+                noise,
+            },
+        );
+        match (noise, r) {
+            (Noise::Bits64, Err(Error::TooLarge(m))) => assert!(m.contains("stream words"), "{m}"),
+            (Noise::Bits32, Err(Error::InvalidArgument(m))) => {
+                assert!(m.contains("draft_tokens"), "{m}")
+            }
+            (_, other) => panic!("{noise:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -1172,18 +1350,58 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
 
 #[test]
 fn speculative_buffer_level_writes_only_its_windows() {
-    // Every input and output at a word offset of 3 into a larger buffer; outputs poisoned.
-    let gpu = gpu();
     let mut rng = StdRng::seed_from_u64(0x5b0f);
-    let (rows, n, k) = (5usize, 2usize, 33usize);
-    let q: Vec<f32> = (0..rows * n)
-        .flat_map(|_| random_law(&mut rng, k))
-        .collect();
+    let streams: Vec<Stream> = (0..5).map(|_| stream(&mut rng)).collect();
+    speculative_buffer_level(gpu(), &mut rng, 2, 33, &streams, Noise::Bits32);
+}
+
+#[test]
+fn speculative_buffer_level_matches_the_reference_exactly_at_awkward_sizes() {
+    // Fresh inputs per size, both noise modes, every offset phase (mod 4: under Bits64 an odd
+    // phase splits pairs across Philox blocks); the shipping device (subgroup arg-max where the
+    // adapter has subgroups), the portable checked one, and one without subgroups.
+    let mut rng = StdRng::seed_from_u64(0x5b64);
+    let gpus = [
+        gpu(),
+        common::gpu_without_int64(),
+        common::gpu_without_subgroups(),
+    ];
+    for &k in &[1usize, 2, 3, 31, 33, 257, 4097] {
+        for n in 0..=3 {
+            for noise in [Noise::Bits32, Noise::Bits64] {
+                let streams: Vec<Stream> = (0..4u64)
+                    .map(|r| Stream {
+                        offset: (stream(&mut rng).offset & !3) + r,
+                        ..stream(&mut rng)
+                    })
+                    .collect();
+                for &gpu in &gpus {
+                    speculative_buffer_level(gpu, &mut rng, n, k, &streams, noise);
+                }
+            }
+        }
+    }
+}
+
+/// One verification at the buffer level on fresh random laws and drafts (one row per stream):
+/// every input and output at a word offset of 3 into a larger buffer, outputs poisoned; the
+/// windows are written in full, nothing around them, and accepted counts and tokens equal the
+/// CPU reference's exactly.
+fn speculative_buffer_level(
+    gpu: &gumbel_wgpu::Gpu,
+    rng: &mut StdRng,
+    n: usize,
+    k: usize,
+    streams: &[Stream],
+    noise: Noise,
+) {
+    let rows = streams.len();
+    let what = format!("k {k} n {n} {noise:?}");
+    let q: Vec<f32> = (0..rows * n).flat_map(|_| random_law(rng, k)).collect();
     let p: Vec<f32> = (0..rows * (n + 1))
-        .flat_map(|_| random_law(&mut rng, k))
+        .flat_map(|_| random_law(rng, k))
         .collect();
-    let drafts: Vec<u32> = q.chunks(k).map(|law| draw_from(&mut rng, law)).collect();
-    let streams: Vec<Stream> = (0..rows).map(|_| stream(&mut rng)).collect();
+    let drafts: Vec<u32> = q.chunks(k).map(|law| draw_from(rng, law)).collect();
     let lead = 3usize;
     let with_lead = |w: Vec<u32>| [vec![SENTINEL; lead], w, vec![SENTINEL]].concat();
     let db = gpu.upload("d", &with_lead(drafts.clone())).unwrap();
@@ -1201,8 +1419,9 @@ fn speculative_buffer_level_writes_only_its_windows() {
         .unwrap();
     let ab = poisoned(gpu, lead + rows + 1);
     let tb = poisoned(gpu, lead + rows * (n + 1) + 1);
+    // A slice cannot be empty: with n = 0 the drafts' window is the one sentinel after the lead.
     fn at(b: &wgpu::Buffer, len: usize) -> wgpu::BufferSlice<'_> {
-        b.slice(3 * 4..(3 + len) as u64 * 4)
+        b.slice(3 * 4..(3 + len.max(1)) as u64 * 4)
     }
     let verifier = gpu.speculative_verifier().unwrap();
     run(gpu, |enc| {
@@ -1219,23 +1438,31 @@ fn speculative_buffer_level_writes_only_its_windows() {
                     streams: at(&sb, rows * 4),
                     accepted: at(&ab, rows),
                     tokens: at(&tb, rows * (n + 1)),
+                    noise,
                 },
             )
             .unwrap()
     });
     let acc = words(gpu, &ab, lead + rows + 1);
     let tok = words(gpu, &tb, lead + rows * (n + 1) + 1);
-    assert!(acc[..lead].iter().all(|&w| w == SENTINEL) && acc[lead + rows] == SENTINEL);
-    assert!(tok[..lead].iter().all(|&w| w == SENTINEL) && tok[lead + rows * (n + 1)] == SENTINEL);
-    let want = cpu::verify_speculative(&drafts, &q, &p, k, &streams).unwrap();
-    assert_eq!(acc[lead..lead + rows], want.accepted[..]);
+    assert!(
+        acc[..lead].iter().all(|&w| w == SENTINEL) && acc[lead + rows] == SENTINEL,
+        "{what}"
+    );
+    assert!(
+        tok[..lead].iter().all(|&w| w == SENTINEL) && tok[lead + rows * (n + 1)] == SENTINEL,
+        "{what}"
+    );
+    let want = cpu::verify_speculative_with(&drafts, &q, &p, k, streams, noise).unwrap();
+    assert_eq!(acc[lead..lead + rows], want.accepted[..], "{what}");
     // Every slot written: no sentinel left inside the window.
     assert!(
         tok[lead..lead + rows * (n + 1)]
             .iter()
-            .all(|&w| w != SENTINEL)
+            .all(|&w| w != SENTINEL),
+        "{what}"
     );
-    assert_eq!(tok[lead..lead + rows * (n + 1)], want.tokens[..]);
+    assert_eq!(tok[lead..lead + rows * (n + 1)], want.tokens[..], "{what}");
 }
 
 // ---------------------------------------------------------------------------------------------

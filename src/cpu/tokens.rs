@@ -2,7 +2,7 @@
 //! verification. Written the direct way (a sort per row), not in the kernel's shape, so that it
 //! checks the kernel's sort-free threshold search independently.
 
-use super::{gumbel_from_word, uniform_from_word};
+use super::uniform_from_word;
 use crate::tokens::{
     RowSampling, SampledTokens, SpeculativeResult, TokenSampling, check_speculative,
     check_token_logits,
@@ -152,20 +152,39 @@ pub fn sample_tokens_with(
     Ok(out)
 }
 
-/// Stream word of category `j` at draft position `i` of speculative verification over `k`
-/// categories: position `i` owns words `i * (k + 1) ..= i * (k + 1) + k`, the last one for the
-/// acceptance uniform.
+/// Noise element of category `j` at draft position `i` of speculative verification over `k`
+/// categories (`j = k`: the acceptance uniform): `e = i * (k + 1) + j`, so position `i` owns
+/// elements `i * (k + 1) ..= i * (k + 1) + k`. Element `e` is stream word `e` under
+/// [`Noise::Bits32`], words `2e` (high half) and `2e + 1` (low half) under [`Noise::Bits64`]
+/// (as in [`gumbel_noise`](super::gumbel_noise)): position `i` starts at word `i * (k + 1)`, or
+/// `2 i (k + 1)`.
 pub fn speculative_word(i: usize, j: usize, k: usize) -> u64 {
     (i * (k + 1) + j) as u64
 }
 
+/// The acceptance uniform `u_i` of position `i`: element `speculative_word(i, k, k)` as a
+/// uniform, from one word or two ([`super::uniform_from_words64`]).
+fn acceptance_uniform(stream: Stream, i: usize, k: usize, noise: Noise) -> f64 {
+    let e = speculative_word(i, k, k);
+    f64::from(match noise {
+        Noise::Bits32 => uniform_from_word(stream.word(e)),
+        Noise::Bits64 => super::uniform_from_words64(stream.word(2 * e), stream.word(2 * e + 1)),
+    })
+}
+
 /// Gumbel-max draw from the (unnormalised, non-negative) weights `w` with the noise of position
 /// `i`: `argmax_{w_j > 0} ln w_j + g_j`, ties to the lower index; `None` if every weight is 0.
-fn draw(w: impl Iterator<Item = f64>, i: usize, k: usize, stream: Stream) -> Option<usize> {
+fn draw(
+    w: impl Iterator<Item = f64>,
+    i: usize,
+    k: usize,
+    stream: Stream,
+    noise: Noise,
+) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
     for (j, x) in w.enumerate() {
         if x > 0.0 {
-            let z = x.ln() + gumbel_from_word(stream.word(speculative_word(i, j, k)));
+            let z = x.ln() + super::gumbel_noise(stream, speculative_word(i, j, k), noise);
             if best.is_none_or(|b| z > b.0) {
                 best = Some((z, j));
             }
@@ -181,13 +200,34 @@ fn draw(w: impl Iterator<Item = f64>, i: usize, k: usize, stream: Stream) -> Opt
 /// position's acceptance word); at the first rejection the token is a draw from
 /// `max(0, p_i - q_i)` (from `p_i` where that is all zero); after `n` acceptances, a bonus draw
 /// from `p_n`. Draws are Gumbel-max over `ln w_j + g_j` with the words of
-/// [`speculative_word`].
+/// [`speculative_word`] ([`Noise::Bits32`]; [`verify_speculative_with`] for a choice).
 pub fn verify_speculative(
     draft_tokens: &[u32],
     draft_probs: &[f32],
     target_probs: &[f32],
     k: usize,
     streams: &[Stream],
+) -> Result<SpeculativeResult, Error> {
+    verify_speculative_with(
+        draft_tokens,
+        draft_probs,
+        target_probs,
+        k,
+        streams,
+        Noise::Bits32,
+    )
+}
+
+/// [`verify_speculative`] with a choice of [`Noise`], the reference of
+/// [`crate::Gpu::verify_speculative_with`]: position `i` owns `k + 1` elements
+/// ([`speculative_word`]), one stream word each under `Bits32`, two under `Bits64`.
+pub fn verify_speculative_with(
+    draft_tokens: &[u32],
+    draft_probs: &[f32],
+    target_probs: &[f32],
+    k: usize,
+    streams: &[Stream],
+    noise: Noise,
 ) -> Result<SpeculativeResult, Error> {
     let (rows, n) = check_speculative(draft_tokens, draft_probs, target_probs, k, streams.len())?;
     let mut out = SpeculativeResult {
@@ -201,10 +241,10 @@ pub fn verify_speculative(
         let mut i = 0;
         let emitted = loop {
             if i == n {
-                break draw(p(n).iter().map(|&x| f64::from(x)), n, k, stream);
+                break draw(p(n).iter().map(|&x| f64::from(x)), n, k, stream, noise);
             }
             let d = draft_tokens[r * n + i] as usize;
-            let u = f64::from(uniform_from_word(stream.word(speculative_word(i, k, k))));
+            let u = acceptance_uniform(stream, i, k, noise);
             if u * f64::from(q(i)[d]) < f64::from(p(i)[d]) {
                 tokens[i] = d as u32;
                 i += 1;
@@ -214,8 +254,8 @@ pub fn verify_speculative(
                 .iter()
                 .zip(q(i))
                 .map(|(&a, &b)| (f64::from(a) - f64::from(b)).max(0.0));
-            break draw(residual, i, k, stream)
-                .or_else(|| draw(p(i).iter().map(|&x| f64::from(x)), i, k, stream));
+            break draw(residual, i, k, stream, noise)
+                .or_else(|| draw(p(i).iter().map(|&x| f64::from(x)), i, k, stream, noise));
         };
         out.accepted.push(i as u32);
         tokens[i] = emitted.map_or(NO_INDEX, |j| j as u32);
