@@ -451,7 +451,7 @@ fn loop_iterations(k: u64, n: u64, noise: Noise) -> u64 {
     let per_pass = k.div_ceil(u64::from(WG_SIZE));
     let r = u64::from(index_rounds(k));
     // The draw walks 2k words with 64-bit noise.
-    let draw = if noise == Noise::Bits64 { 2 } else { 1 };
+    let draw = noise.words();
     let passes = 1 + (4 + r) + (1 + 8 + r) + draw;
     // Insertion into the top-n list: at most n moves per element.
     passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16
@@ -788,7 +788,7 @@ impl SpeculativeVerifier {
         }
         // Words per noise element: the shader's word indices within a row, up to
         // per * (n + 1) * (k + 1) - 1, must fit one u32.
-        let per: u64 = if job.noise == Noise::Bits64 { 2 } else { 1 };
+        let per = job.noise.words();
         if (n + 1)
             .checked_mul(k + 1)
             .and_then(|w| w.checked_mul(per))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SENTINEL, chi_square_p_value, gamma_q, gpu, poisoned, run};
+use common::{SENTINEL, chi_square_p_value, gamma_q, gpu, poisoned, run, small_high_words};
 use gumbel_wgpu::{
     Error, LogitsSlice, LogitsView, NO_INDEX, Noise, RowSampling, SpeculativeJob, Stream, TokenJob,
     TokenRowParams, TokenSampler, TokenSampling, cpu, stream_words,
@@ -1278,6 +1278,42 @@ fn noise_64_matches_the_reference_at_awkward_sizes_and_phases() {
                 assert_ne!(got.tokens, want32.tokens, "k {k}");
             }
         }
+    }
+}
+
+/// The low word counts, in every lane (as in tests/sample.rs): each stream word `w` below 2^12
+/// found by `small_high_words` becomes the high word of category 0 of a row of 2 (offset `w`),
+/// category 1 set `2e-5` above or below it by the f64 reference (temperature 1), far less than
+/// the low word moves it: every row must draw the reference's token.
+#[test]
+fn noise_64_low_word_decides_close_draws() {
+    let seed = 0x70c3_0064;
+    let hits = small_high_words(seed, 24);
+    let lanes: std::collections::BTreeSet<u64> = hits.iter().map(|w| w % 4).collect();
+    assert_eq!(lanes.len(), 4, "every lane: {hits:?}");
+    let (mut logits, mut streams, mut want) = (Vec::new(), Vec::new(), Vec::new());
+    for &w in &hits {
+        let stream = Stream { seed, offset: w };
+        let g = |j| cpu::gumbel_noise(stream, j, Noise::Bits64);
+        for (delta, token) in [(2e-5, 1u32), (-2e-5, 0u32)] {
+            logits.extend([0.0f32, (g(0) + delta - g(1)) as f32]);
+            streams.push(stream);
+            want.push(token);
+        }
+    }
+    let temperature = vec![1.0f32; streams.len()];
+    let params = TokenSampling {
+        temperature: &temperature,
+        streams: &streams,
+        ..Default::default()
+    };
+    let reference = cpu::sample_tokens_with(&logits, 2, &params, Noise::Bits64).unwrap();
+    assert_eq!(reference.tokens, want);
+    for gpu in common::gpus() {
+        let got = gpu
+            .sample_tokens_with(LogitsSlice::F32(&logits), 2, &params, Noise::Bits64)
+            .unwrap();
+        assert_eq!(got.tokens, want, "{}", gpu.describe());
     }
 }
 
