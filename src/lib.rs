@@ -29,8 +29,9 @@
 //! top-p filters (vLLM's order), one [`Stream`] per request so a draw never depends on the
 //! batch, and returns the raw log-probabilities of the token and of the top `n`; f16 / bf16
 //! logits and a 64-bit noise mode go through [`Gpu::sample_tokens_with`], and
-//! [`Gpu::verify_speculative`] verifies speculative drafts ([`Gpu::verify_speculative_with`]: 64-bit noise). The kernels are sort-free (radix
-//! select and mass search on the order-preserving image of the logits, then one Gumbel-max);
+//! [`Gpu::verify_speculative`] verifies speculative drafts ([`Gpu::verify_speculative_with`]
+//! with 64-bit noise). The kernels are sort-free (radix select and mass search on the
+//! order-preserving image of the logits, then one Gumbel-max);
 //! the [`tokens`] module states the semantics and how many passes each setting costs.
 //! [`TokenSampler`] records the same into your encoder with every per-row parameter in device
 //! buffers, so a decode loop never reads back between steps.
