@@ -41,13 +41,17 @@
 //     16 mass sums per invocation) finds the key T where the cumulative mass in the order
 //     reaches the goal; its ties (equal logits, equal mass mu) need c = ceil(rest / mu) of
 //     them, and the c-th smallest index among them (the index rounds of the select) closes th.
+//     After a top-k of at most KEPT_CAP (512) entries, instead: one pass gathers the kept
+//     entries into workgroup memory, they are put in order there, and the prefix is walked
+//     (top_p_in_kept).
 // Then one Gumbel-max over the kept entries: argmax (key of l / t + g, lower index first).
 //
 // Passes over the row (each reads every logit once):
 //   no filter, no log-probabilities: 1 (the draw);  t = 0 (greedy): 1 (+1 with log-probs);
 //   log-probabilities (token's or top n): +1 (max, sum exp(l - max), per-invocation top-n lists);
 //   min-p: +1 for the max (shared with the log-prob pass);  top-k: 4 + ceil(log2 k / 8);
-//   top-p: +1 for the max, 1 for the kept mass, 8, then ceil(log2 k / 8).
+//   top-p: +1 for the max, 1 for the kept mass, 8, then ceil(log2 k / 8); after a top-k of at
+//   most 512: +1 (the gather), the max shared.
 // llvmpipe ends an invocation's loops after 65535 iterations: an invocation runs about
 // passes * k / 256 iterations (the host checks the estimate).
 #import config
@@ -92,6 +96,12 @@ var<workgroup> cfg_shared: RowCfg;
 var<workgroup> hist: array<atomic<u32>, 256>;
 // The select's verdict of a round, written by invocation 0: (digit, rank left, found).
 var<workgroup> sel_shared: vec3<u32>;
+// Top-p within a top-k of at most KEPT_CAP entries (top_p_in_kept): the kept entries and their
+// masses, gathered, then moved to their places in the order. 6 KiB.
+const KEPT_CAP: u32 = 2u * WG_SIZE;
+var<workgroup> kept: array<vec2<u32>, KEPT_CAP>;
+var<workgroup> kept_mass: array<f32, KEPT_CAP>;
+var<workgroup> kept_count: atomic<u32>;
 
 // The order-preserving image of an f32's bits; -0 counts as +0.
 fn key_of(xb: u32) -> u32 {
@@ -269,6 +279,86 @@ fn top_p_limit(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<
     return tighter(th, e.xy);
 }
 
+// The same limit when the entries kept by `th` are at most KEPT_CAP (a top-k of at most that
+// many): one pass gathers them (key, index) with their masses into workgroup memory, each is
+// moved to its rank in the order (the entries before it, counted: the order is total, so ranks
+// are distinct), and invocation 0 walks the sorted masses: the total, then the first prefix
+// that reaches p times it (the last entry if rounding leaves the goal unreached). Exact in the
+// order (ties at the cut go to the lower index by construction), one pass instead of 10 + the
+// index rounds. Loops: 2 slots per invocation, n <= KEPT_CAP comparisons each, 2 n steps for
+// invocation 0. Called in uniform control flow.
+fn top_p_in_kept(lid: u32, r: u32, th: vec2<u32>, m: f32, t: f32, p: f32) -> vec2<u32> {
+    if (lid == 0u) {
+        atomicStore(&kept_count, 0u);
+    }
+    workgroupBarrier();
+    for (var j = lid; j < params.k; j += WG_SIZE) {
+        let bits = row_logit_bits(r, j);
+        let key = logit_key(bits);
+        if (is_kept(key, j, th)) {
+            let slot = atomicAdd(&kept_count, 1u);
+            // Always below KEPT_CAP (the caller's condition); checked so no write can stray.
+            if (slot < KEPT_CAP) {
+                kept[slot] = vec2<u32>(key, j);
+                kept_mass[slot] = exp((bitcast<f32>(bits) - m) / t);
+            }
+        }
+    }
+    workgroupBarrier();
+    let n = min(atomicLoad(&kept_count), KEPT_CAP);
+    // Each invocation's two slots: their entries, masses and ranks, held across the barrier.
+    var entry = array<vec2<u32>, 2>(EMPTY, EMPTY);
+    var mass = array<f32, 2>(0.0, 0.0);
+    var rank = array<u32, 2>(KEPT_CAP, KEPT_CAP);
+    for (var h = 0u; h < 2u; h++) {
+        let slot = lid + h * WG_SIZE;
+        if (slot < n) {
+            let e = kept[slot];
+            var before_e = 0u;
+            for (var i = 0u; i < n; i++) {
+                before_e += select(0u, 1u, before(kept[i], e));
+            }
+            entry[h] = e;
+            mass[h] = kept_mass[slot];
+            rank[h] = before_e;
+        }
+    }
+    workgroupBarrier();
+    for (var h = 0u; h < 2u; h++) {
+        if (rank[h] < n) {
+            kept[rank[h]] = entry[h];
+            kept_mass[rank[h]] = mass[h];
+        }
+    }
+    workgroupBarrier();
+    // Nothing kept (a bad row, flagged elsewhere): the limit stays.
+    if (lid == 0u && n == 0u) {
+        sel_shared = vec3<u32>(th, 0u);
+    }
+    if (lid == 0u && n > 0u) {
+        var z = 0.0;
+        for (var i = 0u; i < n; i++) {
+            z += kept_mass[i];
+        }
+        let goal = p * z;
+        var cut = n - 1u;
+        var acc = 0.0;
+        for (var i = 0u; i < n; i++) {
+            acc += kept_mass[i];
+            if (acc >= goal) {
+                cut = i;
+                break;
+            }
+        }
+        let e = kept[cut];
+        sel_shared = vec3<u32>(e.x, e.y, 1u);
+    }
+    workgroupBarrier();
+    let v = sel_shared;
+    workgroupBarrier();
+    return tighter(th, v.xy);
+}
+
 // ---- the kernel ----
 
 // The candidate of element j for the draw: (key of l / t + g, j), or EMPTY if not kept.
@@ -360,7 +450,11 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     if (use_top_p) {
-        th = top_p_limit(lid, r, th, m, cfg.t, cfg.top_p);
+        if (use_top_k && cfg.top_k <= KEPT_CAP) {
+            th = top_p_in_kept(lid, r, th, m, cfg.t, cfg.top_p);
+        } else {
+            th = top_p_limit(lid, r, th, m, cfg.t, cfg.top_p);
+        }
     }
 
     // The draw: Gumbel-max over the kept entries (greedy: the largest logit), by stream blocks.

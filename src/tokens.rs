@@ -32,9 +32,13 @@
 //! * **top-k** is a radix select of the k-th entry on `(key, index)`: 4 rounds of 8-bit key
 //!   digits then `ceil(log2(k) / 8)` rounds of index digits, each a 256-bin count histogram in
 //!   workgroup memory (ties at the cut are resolved to the lower index exactly);
-//! * **top-p** is a radix search on the key over *mass* `exp((l - max) / t)`: 8 rounds of 4-bit
-//!   digits (16 sums per invocation, reduced in workgroup memory) find the key where the mass
-//!   in order reaches `top_p` times the kept mass; the ties at that key share one mass, so
+//! * **top-p** after a top-k of at most 512 entries (the usual serving setting) gathers the kept
+//!   entries into workgroup memory in one pass, ranks them there (the order is total, so each
+//!   entry's rank is the count of entries before it) and walks the sorted masses to the first
+//!   prefix that reaches `top_p` times their total. Otherwise it is a radix search on the key
+//!   over *mass* `exp((l - max) / t)`: 8 rounds of 4-bit digits (16 sums per invocation,
+//!   reduced in workgroup memory) find the key where the mass in order reaches `top_p` times
+//!   the kept mass; the ties at that key share one mass, so
 //!   `c = ceil(rest / mass)` of them are needed, and the index rounds of the select find the
 //!   c-th in index order;
 //! * then **one Gumbel-max** over the kept entries; the log-probability pass (max and
@@ -53,9 +57,10 @@
 //! | min-p | +1 (the max; shared with the log-probability pass) |
 //! | top-k | +4 + `ceil(log2(k) / 8)` (6 at k = 32000, 7 at 131072) |
 //! | top-p | +1 (max, shared) + 1 (kept mass) + 8 + `ceil(log2(k) / 8)` |
+//! | top-p after a top-k of at most 512 | +1 (max, shared) + 1 (the gather) |
 //!
-//! So temperature 0.8 with top-k 50 and top-p 0.9 at k = 131072 reads the row about 21 times
-//! from one workgroup; the row (512 KiB in f32) stays in cache on a GPU. One workgroup per row
+//! So temperature 0.8 with top-k 50 and top-p 0.9 at k = 131072 reads the row 10 times from
+//! one workgroup (21 with top-k 1000, whose top-p takes the radix search); the row (512 KiB in f32) stays in cache on a GPU. One workgroup per row
 //! suits batches of tens of rows and more; a single huge row uses one workgroup (a split-row
 //! path is future work). On llvmpipe (which silently stops an invocation's loops after 65535
 //! iterations) [`TokenSampler::record`] refuses rows whose estimate exceeds that (about k > 360k
@@ -453,8 +458,9 @@ fn loop_iterations(k: u64, n: u64, noise: Noise) -> u64 {
     // The draw walks 2k words with 64-bit noise.
     let draw = noise.words();
     let passes = 1 + (4 + r) + (1 + 8 + r) + draw;
-    // Insertion into the top-n list: at most n moves per element.
-    passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16
+    // Insertion into the top-n list: at most n moves per element. Top-p within a top-k of at
+    // most KEPT_CAP (512) entries: ranks (2 x 512 comparisons) and invocation 0's two walks.
+    passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16 + 4 * 512
 }
 
 impl TokenSampler {

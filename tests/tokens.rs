@@ -45,15 +45,17 @@ fn stream(rng: &mut StdRng) -> Stream {
     }
 }
 
-/// Random per-row parameters: greedy rows, each filter on about half the time.
+/// Random per-row parameters: greedy rows, each filter on about half the time; half the top-k
+/// values at most 600, so a top-p after them takes both of its paths (at most 512 kept: the
+/// workgroup-memory walk; more: the radix search).
 fn row_params(rng: &mut StdRng, k: usize) -> RowSampling {
     let t = [0.0, 0.5, 1.0, 1.7][rng.random_range(0..4)];
     RowSampling {
         temperature: t,
-        top_k: if rng.random::<bool>() {
-            rng.random_range(1..=k as u32)
-        } else {
-            0
+        top_k: match rng.random_range(0..4) {
+            0 | 1 => 0,
+            2 => rng.random_range(1..=(k as u32).min(600)),
+            _ => rng.random_range(1..=k as u32),
         },
         top_p: if rng.random::<bool>() {
             rng.random_range(0.05f32..1.0)
@@ -399,6 +401,15 @@ fn law_settings() -> Vec<(&'static str, RowSampling)> {
             RowSampling {
                 min_p: 0.01,
                 top_k: 30,
+                top_p: 0.8,
+                ..t
+            },
+        ),
+        // Top-p after a top-k past 512 entries: the radix search rather than the walk.
+        (
+            "top-k 600, top-p",
+            RowSampling {
+                top_k: 600,
                 top_p: 0.8,
                 ..t
             },
