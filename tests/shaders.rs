@@ -167,3 +167,24 @@ fn tokens_and_speculative_share_one_arg_max_with_its_subgroup_path() {
         }
     }
 }
+
+/// WebGPU guarantees 16 KiB of workgroup memory (`maxComputeWorkgroupStorageSize` 16384), and
+/// browsers grant no more by default: every family's workgroup variables, all entry points
+/// together (an upper bound for each), fit that in every configuration. The forward's larger
+/// on-chip tiers are separate families built only where the device grants more.
+#[test]
+fn every_family_fits_webgpus_16_kib_of_workgroup_memory() {
+    for spec in gumbel_wgpu::kernel_specs() {
+        for cfg in ShaderConfig::all() {
+            let src = compose(&spec, &cfg).unwrap();
+            let module = naga::front::wgsl::parse_str(&src).unwrap();
+            let bytes: u32 = module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+                .sum();
+            assert!(bytes <= 16384, "{} {cfg:?}: {bytes} bytes", spec.name);
+        }
+    }
+}
