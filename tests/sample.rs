@@ -390,7 +390,7 @@ fn two_words_per_element_follow_the_reference_across_a_stream_wrap() {
 #[test]
 fn the_low_word_of_two_word_noise_decides_close_draws() {
     let seed = 0x5eed_0064;
-    let hits = small_high_words(seed, 24);
+    let hits: Vec<u64> = small_high_words(seed).take(24).collect();
     let lanes: std::collections::BTreeSet<u64> = hits.iter().map(|w| w % 4).collect();
     assert_eq!(lanes.len(), 4, "every lane: {hits:?}");
     for gpu in gpus() {

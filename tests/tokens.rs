@@ -1110,20 +1110,13 @@ fn speculative_64_bit_draws_read_both_words_of_a_pair_across_philox_blocks() {
         cpu::gumbel_from_words64(s.word(2 * j), s.word(2 * j + 1) ^ flip)
     };
     let (mut streams, mut p) = (Vec::new(), Vec::new());
-    let mut b = 0u64;
-    while streams.len() < 8 {
-        if Stream::new(seed).word(4 * b + 3) < 1 << 12 {
-            let s = Stream {
-                seed,
-                offset: 4 * b + 3,
-            };
-            p.extend([
-                (0.5 * (g(&s, 1, 0) - g(&s, 0, 0) + delta).exp()) as f32,
-                0.5,
-            ]);
-            streams.push(s);
-        }
-        b += 1;
+    for w in small_high_words(seed).filter(|w| w % 4 == 3).take(8) {
+        let s = Stream { seed, offset: w };
+        p.extend([
+            (0.5 * (g(&s, 1, 0) - g(&s, 0, 0) + delta).exp()) as f32,
+            0.5,
+        ]);
+        streams.push(s);
     }
     // Not vacuous: the low word's complement moves category 0 by more than delta in most rows.
     let moved = streams
@@ -1299,7 +1292,7 @@ fn noise_64_matches_the_reference_at_awkward_sizes_and_phases() {
 #[test]
 fn noise_64_low_word_decides_close_draws() {
     let seed = 0x70c3_0064;
-    let hits = small_high_words(seed, 24);
+    let hits: Vec<u64> = small_high_words(seed).take(24).collect();
     let lanes: std::collections::BTreeSet<u64> = hits.iter().map(|w| w % 4).collect();
     assert_eq!(lanes.len(), 4, "every lane: {hits:?}");
     let (mut logits, mut streams, mut want) = (Vec::new(), Vec::new(), Vec::new());

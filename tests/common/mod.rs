@@ -277,20 +277,12 @@ pub fn chi_square_p_value(counts: &[u64], p: &[f64]) -> f64 {
     gamma_q(dof / 2.0, stat / 2.0)
 }
 
-/// The first `count` word positions `w` of `Stream { seed, offset: 0 }` whose word is below
-/// 2^12, a scan of about `count * 2^20` words. As the high word of a two-word element
-/// (`Noise::Bits64`), such a word leaves the low word `w + 1` moving the element's noise by up
-/// to about 2^-12 (typically 1e-4): the tests that must see the low word read set them up.
-pub fn small_high_words(seed: u64, count: usize) -> Vec<u64> {
+/// The word positions `w` of `Stream { seed, offset: 0 }` whose word is below 2^12, in order
+/// (about one in 2^20). As the high word of a two-word element (`Noise::Bits64`), such a word
+/// leaves the low word `w + 1` moving the element's noise by up to about 2^-12 (typically
+/// 1e-4): the tests that must see the low word read set them up.
+pub fn small_high_words(seed: u64) -> impl Iterator<Item = u64> {
     use rand::Rng;
     let mut words = gumbel_wgpu::Philox4x32::from_stream(gumbel_wgpu::Stream { seed, offset: 0 });
-    let mut hits = Vec::with_capacity(count);
-    let mut w = 0u64;
-    while hits.len() < count {
-        if words.next_u32() < 1 << 12 {
-            hits.push(w);
-        }
-        w += 1;
-    }
-    hits
+    (0u64..).filter(move |_| words.next_u32() < 1 << 12)
 }
