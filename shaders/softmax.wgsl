@@ -455,7 +455,9 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
 
 // Rows that fit on chip (k <= the family's onchip_max_k): one workgroup per row; thread t
 // holds blocks t + i * WG_SIZE (i < REG_BLOCKS) in registers, as softmax_registers does with a
-// group of WG_SIZE, and the blocks beyond, q = REG_CAP_BLOCKS + t + i * WG_SIZE, as logit bits
+// group of WG_SIZE (its register loops are written out again on purpose: moved into functions
+// taking ptr<function, array> they made the forward tests 35x slower on llvmpipe GL, 232 s
+// against 6.6 s, where the arrays are copied in and out of each call), and the blocks beyond, q = REG_CAP_BLOCKS + t + i * WG_SIZE, as logit bits
 // in workgroup memory (cache words 4 * (q - REG_CAP_BLOCKS) + lane, written and read by thread
 // t only). The logits are read once; the noise of the cached blocks is made again by Philox in
 // the writing pass (compute, not memory traffic).
