@@ -18,8 +18,8 @@ At 1280 x 800:
 Then at 390 x 844 (a phone): nothing wider than the screen, both canvases redrawn. Then with
 `navigator.gpu` removed before the page loads: the page says there is no WebGPU.
 
-Screenshots: OUT_PREFIX-1280x800.png, OUT_PREFIX-390x844.png (the whole page),
-OUT_PREFIX-no-webgpu.png.
+Screenshots: OUT_PREFIX-1280x800.png (the first draw), OUT_PREFIX-1280x800-moved.png (tau 5,
+top-k 5), OUT_PREFIX-390x844.png (the whole page, after the moves), OUT_PREFIX-no-webgpu.png.
 """
 import base64
 import json
@@ -155,6 +155,7 @@ def main():
         check_tokens(s0["tokens"], "initial")
         check(s0["tokens"]["kept"] == 64, "every filter is off at first: all 64 tokens kept")
         sim0, tok0 = s0["simplex"], s0["tokens"]
+        page.screenshot(f"{out}-1280x800.png")
 
         # tau to 0: one-hot samples, the same hard samples.
         page.keys("simplex-tau", HOME)
@@ -187,7 +188,7 @@ def main():
         check(tok1["step"] > tok0["step"], "top-k 5: the requests' streams did not advance")
         check(page.js("return document.documentElement.scrollWidth") <= 1280,
               "1280 x 800: the page is wider than the window")
-        page.screenshot(f"{out}-1280x800.png")
+        page.screenshot(f"{out}-1280x800-moved.png")
 
         # A phone: one column, nothing wider than the screen, the canvases redrawn to fit.
         page.size(390, 844, 2, True)

@@ -50,7 +50,8 @@ function scaleOf(c) {
     const lo = Math.log(c.smallest), hi = Math.log(c.max), n = LOG_STEPS;
     return {
       min: 0, max: n, step: 1,
-      toValue: (p) => (+p === 0 ? 0 : Math.min(c.max, Math.exp(lo + ((hi - lo) * (p - 1)) / (n - 1)))),
+      // Two significant digits, so round values (0.5, 1, 5) are on the grid.
+      toValue: (p) => (+p === 0 ? 0 : Math.min(c.max, +Math.exp(lo + ((hi - lo) * (p - 1)) / (n - 1)).toPrecision(2))),
       toPos: (v) => (v <= 0 ? 0 : 1 + Math.round(((Math.log(v) - lo) / (hi - lo)) * (n - 1))),
     };
   }
@@ -64,7 +65,7 @@ function scaleOf(c) {
 function formatValue(c, v) {
   if (c.off !== null && v === c.off) return "off";
   if (c.scale === "integer") return String(v);
-  if (c.scale === "log0") return v === 0 ? "0" : v.toPrecision(3);
+  if (c.scale === "log0") return v === 0 ? "0" : v.toPrecision(2);
   return v.toFixed(Math.max(0, -Math.floor(Math.log10(c.step) + 1e-9)));
 }
 
@@ -197,19 +198,16 @@ function drawSimplex(canvas, d) {
         if (dx * dx + dy * dy <= r * r && qx >= 0 && qy >= 0 && qx < w && qy < h) counts[qy * w + qx]++;
       }
   }
-  let max = 1;
-  for (const n of counts) if (n > max) max = n;
+  // Each sample covers its disc at opacity 0.15, as dots of a scatter plot would: a lone sample
+  // is a pale dot, where many fall the colour saturates.
   const image = ctx.createImageData(w, h);
   const data = image.data;
-  const lmax = Math.log1p(max);
   for (let i = 0; i < counts.length; i++) {
-    const n = counts[i];
-    let rgb = [255, 255, 255];
-    if (n > 0) {
-      const t = 0.25 + (0.75 * Math.log1p(n)) / lmax;
-      rgb = [200 + (16 - 200) * t, 218 + (64 - 218) * t, 245 + (150 - 245) * t];
-    }
-    data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
+    const t = 1 - Math.pow(0.85, counts[i]);
+    data[4 * i] = 255 + (16 - 255) * t;
+    data[4 * i + 1] = 255 + (64 - 255) * t;
+    data[4 * i + 2] = 255 + (150 - 255) * t;
+    data[4 * i + 3] = 255;
   }
   ctx.putImageData(image, 0, 0);
   ctx.strokeStyle = "#1d2330";
@@ -239,7 +237,7 @@ function drawSimplex(canvas, d) {
   ctx.textAlign = "left";
   ctx.textBaseline = "top";
   ctx.fillStyle = "#5b6472";
-  ctx.fillText(d.tau === 0 ? "\u03c4 = 0 (one-hot)" : `\u03c4 = ${d.tau.toPrecision(3)}`, 4 * dpr, 4 * dpr);
+  ctx.fillText(d.tau === 0 ? "\u03c4 = 0 (one-hot)" : `\u03c4 = ${+d.tau.toPrecision(2)}`, 4 * dpr, 4 * dpr);
 }
 
 function drawHard(canvas, d) {
@@ -248,27 +246,22 @@ function drawHard(canvas, d) {
   ctx.fillRect(0, 0, w, h);
   const total = d.hardCounts.reduce((a, b) => a + b, 0);
   const freq = d.hardCounts.map((n) => n / total);
-  const top = 18 * dpr, bottom = 34 * dpr, plotH = h - top - bottom;
+  const top = 40 * dpr, bottom = 46 * dpr, plotH = h - top - bottom;
   const ymax = Math.max(...freq, ...d.softmax) * 1.1;
   const gw = w / 3;
   ctx.font = `${11 * dpr}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
   ctx.textAlign = "left";
-  // The legend: a blue box for the hard samples' share, a red line for softmax.
-  let lx = 2 * dpr;
+  // The legend: a blue box for the hard samples' shares, a red line for softmax.
   ctx.fillStyle = "#1f4e9a";
-  ctx.fillRect(lx, 4 * dpr, 9 * dpr, 9 * dpr);
-  lx += 12 * dpr;
-  ctx.fillStyle = "#5b6472";
-  ctx.fillText("hard samples", lx, 3 * dpr);
-  lx += ctx.measureText("hard samples").width + 10 * dpr;
+  ctx.fillRect(2 * dpr, 3 * dpr, 10 * dpr, 10 * dpr);
   ctx.fillStyle = "#c0392b";
-  ctx.fillRect(lx, 7 * dpr, 12 * dpr, 3 * dpr);
-  lx += 15 * dpr;
+  ctx.fillRect(2 * dpr, 22 * dpr, 10 * dpr, 3 * dpr);
   ctx.fillStyle = "#5b6472";
-  ctx.fillText("softmax(logits)", lx, 3 * dpr);
+  ctx.fillText("hard samples (argmax)", 16 * dpr, 2 * dpr);
+  ctx.fillText("softmax(logits)", 16 * dpr, 17 * dpr);
   for (let k = 0; k < 3; k++) {
-    const x = k * gw + gw * 0.22, bw = gw * 0.56;
+    const x = k * gw + gw * 0.2, bw = gw * 0.6, mid = x + bw / 2;
     const bh = (freq[k] / ymax) * plotH;
     ctx.fillStyle = "#1f4e9a";
     ctx.fillRect(x, top + plotH - bh, bw, bh);
@@ -276,14 +269,16 @@ function drawHard(canvas, d) {
     ctx.strokeStyle = "#c0392b";
     ctx.lineWidth = 2.5 * dpr;
     ctx.beginPath();
-    ctx.moveTo(x - 5 * dpr, sy);
-    ctx.lineTo(x + bw + 5 * dpr, sy);
+    ctx.moveTo(x - 4 * dpr, sy);
+    ctx.lineTo(x + bw + 4 * dpr, sy);
     ctx.stroke();
-    ctx.fillStyle = "#1d2330";
     ctx.textAlign = "center";
-    ctx.fillText(CLASS[k], x + bw / 2, top + plotH + 3 * dpr);
-    ctx.fillStyle = "#5b6472";
-    ctx.fillText(`${freq[k].toFixed(3)} | ${d.softmax[k].toFixed(3)}`, x + bw / 2, top + plotH + 17 * dpr);
+    ctx.fillStyle = "#1d2330";
+    ctx.fillText(CLASS[k], mid, top + plotH + 3 * dpr);
+    ctx.fillStyle = "#1f4e9a";
+    ctx.fillText(freq[k].toFixed(3), mid, top + plotH + 17 * dpr);
+    ctx.fillStyle = "#c0392b";
+    ctx.fillText(d.softmax[k].toFixed(3), mid, top + plotH + 30 * dpr);
   }
   ctx.strokeStyle = "#d9dee6";
   ctx.lineWidth = dpr;
@@ -299,7 +294,7 @@ function drawTokens(canvas, d, words, hover) {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, w, h);
   const n = d.law.length, total = d.counts.reduce((a, b) => a + b, 0);
-  const left = 34 * dpr, right = 4 * dpr, top = 8 * dpr, bottom = 62 * dpr;
+  const left = 34 * dpr, right = 4 * dpr, top = 22 * dpr, bottom = 62 * dpr;
   const plotW = w - left - right, plotH = h - top - bottom, bw = plotW / n;
   const ymax = Math.max(...d.law, ...d.counts.map((c) => c / total)) * 1.08;
   const yOf = (p) => top + plotH - (p / ymax) * plotH;
@@ -334,6 +329,18 @@ function drawTokens(canvas, d, words, hover) {
       ctx.fillStyle = "#c9ced6";
       ctx.fillRect(x + bw * 0.2, top + plotH - 2 * dpr, bw * 0.6, 2 * dpr);
     }
+  }
+  // The legend, top right.
+  ctx.textAlign = "left";
+  ctx.textBaseline = "top";
+  const legend = [["#b9cbe8", "the law"], ["#1f4e9a", `share of ${total} draws`]];
+  let lx = w - right - legend.reduce((a, [, t]) => a + ctx.measureText(t).width + 22 * dpr, 0);
+  for (const [colour, text] of legend) {
+    ctx.fillStyle = colour;
+    ctx.fillRect(lx, 4 * dpr, 10 * dpr, 10 * dpr);
+    ctx.fillStyle = "#5b6472";
+    ctx.fillText(text, lx + 13 * dpr, 3 * dpr);
+    lx += ctx.measureText(text).width + 22 * dpr;
   }
   // The words, as many as fit.
   const every = Math.max(1, Math.ceil((9 * dpr) / bw));
@@ -378,8 +385,8 @@ async function main() {
     noWebGPU(`(Opening a WebGPU device failed: ${e?.message ?? e}.)`);
     return;
   }
-  state.device = pg.device();
-  $("device").textContent = ` (${state.device})`;
+  state.device = pg.device_details();
+  $("device").textContent = ` (${pg.device()})`;
   $("prompt").textContent = Playground.prompt();
   const words = Playground.words();
 
@@ -501,7 +508,7 @@ async function main() {
   if (state.error) return;
   $("new-noise").disabled = false;
   $("draw-again").disabled = false;
-  $("status").textContent = `Ready: ${state.device}.`;
+  $("status").textContent = `Ready. The device: ${state.device}.`;
   state.ready = true;
   setPageState("ready");
 }

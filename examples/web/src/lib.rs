@@ -445,8 +445,26 @@ impl Playground {
         })
     }
 
-    /// The adapter, in words.
+    /// The adapter in a few words: its name where the browser gives one, else its kind.
     pub fn device(&self) -> String {
+        let Some(info) = self.inner.gpu.adapter_info() else {
+            return "WebGPU".into();
+        };
+        if !info.name.is_empty() {
+            return info.name.clone();
+        }
+        match info.device_type {
+            wgpu::DeviceType::Cpu => "a CPU: software WebGPU, slow",
+            wgpu::DeviceType::IntegratedGpu => "an integrated GPU",
+            wgpu::DeviceType::DiscreteGpu => "a discrete GPU",
+            wgpu::DeviceType::VirtualGpu => "a virtual GPU",
+            wgpu::DeviceType::Other => "WebGPU",
+        }
+        .into()
+    }
+
+    /// The adapter and the kernels' configuration (`Gpu::describe`).
+    pub fn device_details(&self) -> String {
         self.inner.gpu.describe()
     }
 
