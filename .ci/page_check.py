@@ -13,8 +13,10 @@ At 1280 x 800:
 * tau moved to 0 with the keyboard (Home): the picture changes, every sample is one-hot, and the
   hard samples are the same (the same noise; Gumbel-max does not depend on tau); tau moved to 5
   (End): the samples spread (their mean largest coordinate falls), the hard samples again equal;
+  "New noise": other hard samples, still agreeing with softmax;
 * top-k moved to 5: the shown law keeps exactly the 5 most likely tokens, the histogram changes,
-  every draw is one of those 5 and agrees with the law, and the requests' streams advanced.
+  every draw is one of those 5 and agrees with the law, and the requests' streams advanced by
+  one call; "Draw again": the same law, other draws from the streams' next words.
 Then at 390 x 844 (a phone): nothing wider than the screen, both canvases redrawn. Then with
 `navigator.gpu` removed before the page loads: the page says there is no WebGPU.
 
@@ -29,7 +31,7 @@ import urllib.error
 import urllib.request
 
 P_MIN = 1e-3
-HOME, END, RIGHT = "\ue011", "\ue010", "\ue014"
+HOME, END = "\ue011", "\ue010"
 
 
 def call(method, url, body=None):
@@ -74,12 +76,18 @@ class Page:
         err = self.js("return window.playground?.error ?? document.documentElement.dataset.state")
         sys.exit(f"timed out after {timeout} s waiting for {what} (page: {err!r})")
 
-    def keys(self, element_id, *keys):
+    def element(self, element_id):
         el = call("POST", f"{self.base}/element",
                   {"using": "css selector", "value": f"#{element_id}"})
-        el = next(iter(el.values()))
+        return f"{self.base}/element/{next(iter(el.values()))}"
+
+    def keys(self, element_id, *keys):
+        el = self.element(element_id)
         for k in keys:
-            call("POST", f"{self.base}/element/{el}/value", {"text": k})
+            call("POST", f"{el}/value", {"text": k})
+
+    def click(self, element_id):
+        call("POST", f"{self.element(element_id)}/click", {})
 
     def size(self, width, height, scale, mobile):
         self.cdp("Emulation.setDeviceMetricsOverride", {
@@ -176,8 +184,19 @@ def main():
               f"tau 5: samples did not spread (mean max {sim2['meanMax']} vs {sim0['meanMax']})")
         check(sim2["hardCounts"] == sim0["hardCounts"], "tau 5: the hard samples changed")
 
-        # top-k to 5: the law keeps the 5 most likely tokens, the draws follow.
-        page.keys("token-top_k", HOME, *[RIGHT] * 5)
+        # "New noise": the stream's next words, other hard samples, the same law.
+        page.click("new-noise")
+        page.wait("new noise", idle("simplex", f"s.noise === 1 && s.seq > {sim2['seq']}"), 60)
+        sim3 = page.state()["simplex"]
+        check_simplex(sim3, "new noise")
+        check(sim3["hardCounts"] != sim2["hardCounts"], "new noise: the same hard samples")
+        check(sim3["softmax"] == sim2["softmax"], "new noise: the law changed")
+
+        # top-k dragged to 5 (one input event, so exactly one more call: the streams, and so the
+        # draws and their p-value, are the same on every run): the law keeps the 5 most likely
+        # tokens, the draws follow.
+        page.js("const e = document.getElementById('token-top_k'); e.value = 5; "
+                "e.dispatchEvent(new Event('input', {bubbles: true}));")
         page.wait("top-k = 5", idle("tokens", f"s.topK === 5 && s.seq > {tok0['seq']}"), 120)
         tok1 = page.state()["tokens"]
         check_tokens(tok1, "top-k 5")
@@ -185,7 +204,16 @@ def main():
               "top-k 5: the law does not keep exactly the 5 most likely tokens")
         check(tok1["counts"] != tok0["counts"], "top-k 5: the histogram is the same")
         check(tok1["picture"]["digest"] != tok0["picture"]["digest"], "top-k 5: the chart is the same")
-        check(tok1["step"] > tok0["step"], "top-k 5: the requests' streams did not advance")
+        check(tok1["step"] == tok0["step"] + 1, "top-k 5: not the requests' next call")
+
+        # "Draw again": the same law, the streams' next words, other draws.
+        page.click("draw-again")
+        page.wait("the next call", idle("tokens", f"s.seq > {tok1['seq']}"), 120)
+        tok2 = page.state()["tokens"]
+        check_tokens(tok2, "again")
+        check(tok2["law"] == tok1["law"], "again: the law changed")
+        check(tok2["step"] == tok1["step"] + 1, "again: the streams did not advance by one call")
+        check(tok2["counts"] != tok1["counts"], "again: the same draws from advanced streams")
         check(page.js("return document.documentElement.scrollWidth") <= 1280,
               "1280 x 800: the page is wider than the window")
         page.screenshot(f"{out}-1280x800-moved.png")
