@@ -451,7 +451,7 @@ async function main() {
       : `\u03c7\u00b2 = ${d.chiSquare.toFixed(1)} on ${d.dof} dof (${d.bins} bins; tokens expected fewer than 5 times pooled), p = ${fmtP(d.pValue)}`;
     $("token-stat").innerHTML =
       `Call ${d.step + 1}: ${draws} requests \u00d7 ${d.law.length} tokens in ${d.ms.toFixed(1)} ms ` +
-      `(median of the last ${times.length}: ${median(times).toFixed(1)} ms; upload, kernel, read-back). ` +
+      `(upload, kernel, read-back${times.length > 1 ? `; median of the last ${times.length} calls: ${median(times).toFixed(1)} ms` : ""}). ` +
       `${d.kept} tokens kept. Draws against the law: ${test}: ${verdict(d.dof === 0 ? 1 : d.pValue, d.impossible)}. ` +
       `Log-probabilities from the kernel within ${d.logprobError.toExponential(1)} of f64.`;
     const chips = d.tokens.slice(0, 8).map((t, i) =>
@@ -466,7 +466,7 @@ async function main() {
     (name, v) => pg.set_token(name, v), tokens);
   $("draw-again").addEventListener("click", tokens);
   const canvas = $("token-canvas");
-  canvas.addEventListener("mousemove", (ev) => {
+  canvas.addEventListener("pointermove", (ev) => {
     if (!lastTokens) return;
     const rect = canvas.getBoundingClientRect();
     const left = 34, plotW = rect.width - 38;
@@ -479,7 +479,7 @@ async function main() {
       `${words[hover]}: probability ${lastTokens.law[hover].toFixed(4)}, drawn ` +
       `${lastTokens.counts[hover]} of ${lastTokens.tokens.length} times`;
   });
-  canvas.addEventListener("mouseleave", () => {
+  canvas.addEventListener("pointerleave", () => {
     hover = -1;
     renderTokens();
     $("token-hover").textContent = "\u00a0";
