@@ -410,7 +410,8 @@ async function main() {
     lastSimplex = d;
     renderSimplex();
     $("simplex-stat").innerHTML =
-      `${SIMPLEX_ROWS} samples in ${d.ms.toFixed(1)} ms (upload, soft and hard kernels, read-back). ` +
+      `${SIMPLEX_ROWS} samples in ${d.ms.toFixed(1)} ms (upload, soft and hard kernels, read-back` +
+      `${simplexSeq === 0 ? "; the first draw waits for the kernels' compilation" : ""}). ` +
       `Hard shares against softmax: \u03c7\u00b2 = ${d.chiSquare.toFixed(2)} on ${d.dof} dof, ` +
       `p = ${fmtP(d.pValue)}: ${verdict(d.pValue)}. ` +
       (d.argmaxMismatches === 0
@@ -451,7 +452,7 @@ async function main() {
       : `\u03c7\u00b2 = ${d.chiSquare.toFixed(1)} on ${d.dof} dof (${d.bins} bins; tokens expected fewer than 5 times pooled), p = ${fmtP(d.pValue)}`;
     $("token-stat").innerHTML =
       `Call ${d.step + 1}: ${draws} requests \u00d7 ${d.law.length} tokens in ${d.ms.toFixed(1)} ms ` +
-      `(upload, kernel, read-back${times.length > 1 ? `; median of the last ${times.length} calls: ${median(times).toFixed(1)} ms` : ""}). ` +
+      `(upload, kernel, read-back${times.length > 1 ? `; median of the last ${times.length} calls: ${median(times).toFixed(1)} ms` : "; the first call waits for the kernel's compilation"}). ` +
       `${d.kept} tokens kept. Draws against the law: ${test}: ${verdict(d.dof === 0 ? 1 : d.pValue, d.impossible)}. ` +
       `Log-probabilities from the kernel within ${d.logprobError.toExponential(1)} of f64.`;
     const chips = d.tokens.slice(0, 8).map((t, i) =>
