@@ -23,9 +23,24 @@
 //! `MemoryConfiguration::ExclusivePages` every tensor has its own buffer and that copy never
 //! happens.
 //!
-//! **Fusion.** This crate names burn's unfused cubecl backend (`burn` without its `fusion`
-//! feature, as `default-features = false` gives); with burn's `fusion` feature on, the primitive
-//! is a lazy fusion handle and this crate does not compile. See the README of this crate.
+//! **Fusion (the one limit).** The op binds the buffers of burn's unfused cubecl tensors. With
+//! burn's `fusion` feature on (it is in the default features of `burn`, `burn-wgpu` and
+//! `burn-cubecl`), burn's wgpu backend is `Fusion<CubeBackend>` and a tensor's primitive is a
+//! lazy fusion handle with no buffer yet; registering the op with the fusion runtime
+//! (`burn-fusion`'s `resolve_tensor_float` for the inputs, `register_tensor_handle` for the
+//! outputs, under autodiff) is not done here. The setting that avoids it: depend on burn
+//! without its default features,
+//!
+//! ```toml
+//! burn = { version = "0.22.1", default-features = false, features = ["std", "wgpu", "autodiff", "optim"] }
+//! ```
+//!
+//! (add the others you use, but not `fusion`). With fusion on, this crate stops at compile time
+//! on the check below (`expected CubeBackend, found Fusion<CubeBackend>`), never at run time.
+//!
+//! **Order of work.** Each op submits burn's queued work (`client.flush()`), then its own
+//! command buffer on the shared queue, without waiting for the GPU: burn's later work is queued
+//! behind it, so no host wait is added per op.
 //!
 //! **Errors.** Bad input (a tau that is not a finite normal f32 > 0, a per-row tau of the wrong
 //! shape, an f16 tensor, a tensor on another backend, an unregistered device) is an `Err`
@@ -46,6 +61,10 @@ use gumbel_wgpu::{GradSpace, SoftmaxMode, TokenRowParams};
 
 mod device;
 mod kernels;
+
+/// burn's `fusion` feature must be off (see the crate docs): this line does not compile where
+/// burn's wgpu backend is `Fusion<CubeBackend>`.
+const _: fn(Cube) -> burn_cubecl::CubeBackend = |backend| backend;
 
 pub use device::{init, init_setup, register};
 
