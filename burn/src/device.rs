@@ -3,6 +3,7 @@
 
 use burn::backend::wgpu::{AutoCompiler, MemoryConfiguration, WgpuResource, WgpuSetup};
 use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuOptions;
 use burn_cubecl::CubeDevice;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl_wgpu::WgpuServer;
@@ -52,14 +53,10 @@ pub fn register(device: &Device, device_handles: (wgpu::Device, wgpu::Queue)) ->
     Ok(())
 }
 
-/// burn opens the wgpu device (`Device::wgpu_options().init_with_setup()`, with `memory` as its
-/// memory configuration, burn's default if `None`) and the library shares it. Returns burn's
-/// device (add `.autodiff()` to train).
-pub fn init(memory: Option<MemoryConfiguration>) -> Result<Device, Error> {
-    let mut options = Device::wgpu_options();
-    if let Some(m) = memory {
-        options = options.memory_config(m);
-    }
+/// burn opens the wgpu device (`options.init_with_setup()`: pass `Device::wgpu_options()`, with
+/// the memory configuration, graphics API or adapter kind you want) and the library shares it.
+/// Returns burn's device (add `.autodiff()` to train).
+pub fn init(options: WgpuOptions) -> Result<Device, Error> {
     let (device, setup) = options
         .init_with_setup()
         .map_err(|e| Error::RequestDevice(format!("burn's wgpu runtime: {e:?}")))?;
@@ -239,4 +236,16 @@ pub(crate) fn empty(
         handle,
         dtype,
     )
+}
+
+/// The adapter behind a registered burn device (name, backend: Vulkan, GL, ...).
+pub fn adapter_info(device: &Device) -> Result<wgpu::AdapterInfo, Error> {
+    let cube = cube_device(device)?;
+    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    reg.iter()
+        .find(|(d, _)| *d == cube)
+        .map(|(_, s)| s.device.adapter_info())
+        .ok_or_else(|| {
+            Error::InvalidArgument("device: not registered with gumbel-wgpu-burn".into())
+        })
 }

@@ -11,6 +11,8 @@ use gumbel_wgpu::{
 };
 
 /// A temperature on the device: one for the batch, or a contiguous f32 tensor of one per row.
+// Made once per op; a cubecl tensor handle is large.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum Tau {
     Scalar(f32),

@@ -66,10 +66,12 @@ mod kernels;
 /// burn's wgpu backend is `Fusion<CubeBackend>`.
 const _: fn(Cube) -> burn_cubecl::CubeBackend = |backend| backend;
 
-pub use device::{init, init_setup, register};
+pub use device::{adapter_info, init, init_setup, register};
 
 /// The temperature: one for the batch, or one per row (an f32 tensor of `rows` entries, where
 /// `rows` is the product of the logits' leading dimensions). Constant: no gradient flows to it.
+// A tensor is large (a burn tensor handle is hundreds of bytes); a `Tau` is made once per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Tau {
     /// One temperature for every row.
@@ -158,7 +160,7 @@ pub fn gumbel_softmax_with<const D: usize>(
             let y = kernels::forward(&p, rows, k, &tau, stream, mode(output))?;
             Tensor::from_primitive::<Cube>(y)
         }
-        Some(s) if s == burn::backend::GradientCheckpointingStrategy::Balanced => {
+        Some(burn::backend::GradientCheckpointingStrategy::Balanced) => {
             autodiff_forward::<BalancedCheckpointing>(logits, tau, stream, output, backward)?
         }
         Some(_) => autodiff_forward::<NoCheckpointing>(logits, tau, stream, output, backward)?,
@@ -261,6 +263,8 @@ struct State {
     k: u64,
 }
 
+// One per op in the autodiff graph; boxing the tensor would not save anything.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Kept {
     Sample(CubeTensor),

@@ -206,6 +206,9 @@ fn zip_entry(zip: &[u8], name: &str) -> Res<Vec<u8>> {
     Err(format!("{name} is not in the wheel").into())
 }
 
+/// (step, train loss, held-out negative ELBO).
+type Eval = (usize, f64, f64);
+
 /// One training run; returns (held-out negative ELBOs by step, seconds per step, the model).
 fn train(
     a: &Args,
@@ -214,7 +217,7 @@ fn train(
     held: &[f32],
     hard: bool,
     sampler: Sampler,
-) -> Res<(Vec<(usize, f64, f64)>, f64, Vae)> {
+) -> Res<(Vec<Eval>, f64, Vae)> {
     device.seed(a.seed);
     let mut model = Vae::new(device);
     let mut optim = AdamConfig::new().init();
@@ -339,7 +342,7 @@ fn main() -> Res<()> {
         held_x.len() / 784
     );
     // burn opens the wgpu device (its default memory configuration); the library shares it.
-    let device = gumbel_wgpu_burn::init(None)?.autodiff();
+    let device = gumbel_wgpu_burn::init(Device::wgpu_options())?.autodiff();
     println!(
         "{} steps of batch {}, Adam lr {}, tau = max(0.5, exp(-{} t)) every 500 steps, seed {}",
         a.steps, a.batch, a.lr, a.rate, a.seed

@@ -14,7 +14,16 @@ pub fn device() -> Device {
                 // (the device is opened under the OnceLock, first thing in every test).
                 unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
             }
-            gumbel_wgpu_burn::init(None).expect("a wgpu device for burn and the library")
+            // burn picks its graphics API itself (it ignores WGPU_BACKEND): pass it on.
+            let mut options = Device::wgpu_options();
+            if std::env::var("WGPU_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("gl")) {
+                options = options.graphics_api(burn::tensor::wgpu::WgpuBackend::Gl);
+            }
+            let device =
+                gumbel_wgpu_burn::init(options).expect("a wgpu device for burn and the library");
+            let info = gumbel_wgpu_burn::adapter_info(&device).expect("registered");
+            eprintln!("adapter: {} ({:?})", info.name, info.backend);
+            device
         })
         .clone()
 }
