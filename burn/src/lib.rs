@@ -70,6 +70,8 @@ pub use device::{adapter_info, init, init_setup, register};
 
 /// The temperature: one for the batch, or one per row (an f32 tensor of `rows` entries, where
 /// `rows` is the product of the logits' leading dimensions). Constant: no gradient flows to it.
+/// A scalar is checked on the host; a per-row tensor by one reduction read back per call (a
+/// wait for the device), so that a bad one is an `Err` rather than rows of NaN.
 // A tensor is large (a burn tensor handle is hundreds of bytes); a `Tau` is made once per call.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]

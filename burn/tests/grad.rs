@@ -174,3 +174,34 @@ fn rank_three_is_rows_of_the_last_dimension() {
     assert_eq!(y3.dims(), [2, 3, 40]);
     assert_eq!(to_vec(y3.reshape([6, 40])), to_vec(y2));
 }
+
+/// On a device with burn's balanced gradient checkpointing the op routes through
+/// `Autodiff<Cube, BalancedCheckpointing>` (the recomputed backward retrieves the logits through
+/// the checkpointer): the same gradients.
+#[test]
+fn gradient_checkpointing_gives_the_same_gradient() {
+    let plain = device().autodiff();
+    let balanced = device().autodiff().gradient_checkpointing();
+    let l0 = logits(&plain, 8, 300, 2.0, 31);
+    let w = Tensor::<2>::random([8, 300], Distribution::Normal(0.0, 1.0), &plain);
+    let s = Stream::new(12);
+    for output in [Output::Soft, Output::Hard, Output::Log] {
+        for b in [Backward::Stored, Backward::Recompute] {
+            let (ya, ga) = run(&plain, &l0, &w, &Tau::Scalar(0.6), s, output, Some(b));
+            // Upstream work the checkpointer may recompute: the logits come out of an op.
+            let l = Tensor::<2>::from_data(l0.to_data(), &balanced).require_grad();
+            let lb = l.clone();
+            assert_eq!(
+                l.gradient_checkpointing_strategy(),
+                Some(burn::tensor::GradientCheckpointingStrategy::Balanced)
+            );
+            let y = gumbel_softmax_with(l * 2.0 / 2.0, 0.6, s, output, b).unwrap();
+            let wb = Tensor::<2>::from_data(w.to_data(), &balanced);
+            let grads = (y.clone() * wb).sum().backward();
+            let gb = to_vec(lb.grad(&grads).expect("a gradient"));
+            assert_eq!(to_vec(y.detach()), ya, "{output:?} {b:?}: forward");
+            let e = scaled_error(&gb, &ga);
+            assert!(e <= 1e-6, "{output:?} {b:?}: balanced vs plain {e:.2e}");
+        }
+    }
+}
