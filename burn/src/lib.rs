@@ -287,8 +287,11 @@ impl BackwardStep<Cube, 1> for GumbelSoftmaxStep {
             rows,
             k,
         } = ops.state;
+        // The checkpointed logits (the op's 2-D input), contiguous for the kernel.
         let logits = match &input {
-            Kept::Logits(id, _) => Some(checkpointer.retrieve_node_output::<CubeTensor>(*id)),
+            Kept::Logits(id, _) => Some(burn_cubecl::kernel::into_contiguous(
+                checkpointer.retrieve_node_output::<CubeTensor>(*id),
+            )),
             Kept::Sample(_) => None,
         };
         unary::<Cube, _>(ops.parents, ops.node, grads, |grad| {
@@ -296,14 +299,6 @@ impl BackwardStep<Cube, 1> for GumbelSoftmaxStep {
                 (Kept::Sample(y), _) => kernels::YSource::Stored(y),
                 (Kept::Logits(_, stream), Some(l)) => kernels::YSource::Recompute(l, *stream),
                 (Kept::Logits(..), None) => unreachable!("retrieved above"),
-            };
-            let logits_c;
-            let y = match y {
-                kernels::YSource::Recompute(l, s) => {
-                    logits_c = burn_cubecl::kernel::into_contiguous(l.clone());
-                    kernels::YSource::Recompute(&logits_c, s)
-                }
-                y => y,
             };
             kernels::backward(y, space, grad, rows, k, &tau)
                 .unwrap_or_else(|e| panic!("gumbel-wgpu-burn: the Gumbel-Softmax backward: {e}"))
