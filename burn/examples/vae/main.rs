@@ -24,7 +24,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use gumbel_wgpu_burn::Stream;
 use model::{Sampler, Vae};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -245,6 +245,8 @@ fn train(
             order.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
         }
     };
+    // A progress bar where stderr is a terminal (a CI log gets the evaluation lines only).
+    let progress = std::io::stderr().is_terminal();
     let mut curve = Vec::new();
     let mut batch = vec![0f32; b * 784];
     let (mut cursor, mut tau) = (n, 1.0f32);
@@ -282,11 +284,16 @@ fn train(
             let eval_stream = Stream::new(a.seed ^ 0xe7a1).advance(done as u64 * 1_000_003);
             let nelbo = valid.eval(held_x.clone().inner(), eval_stream);
             curve.push((done, last_loss, nelbo));
-            eprint!("\r{:78}\r", "");
+            if progress {
+                eprint!("\r{:78}\r", "");
+            }
             println!(
                 "{label} step {done:>6}  tau {tau:.3}  train loss {last_loss:8.2}  held-out -ELBO {nelbo:8.2}  {:.1} ms/step",
                 1e3 * train_time / done.saturating_sub(warm).max(1) as f64
             );
+        }
+        if !progress {
+            continue;
         }
         let width = 30;
         let filled = width * done / a.steps;
@@ -298,7 +305,9 @@ fn train(
         );
         std::io::stderr().flush().ok();
     }
-    eprint!("\r{:78}\r", "");
+    if progress {
+        eprint!("\r{:78}\r", "");
+    }
     Ok((curve, train_time / (a.steps - warm) as f64, model))
 }
 
