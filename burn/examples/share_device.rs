@@ -6,7 +6,10 @@
 //! head in place, at its byte offset inside burn's buffer, and write into burn tensors. burn then
 //! goes on computing with those results on the device. The host only sees the final checks.
 //!
-//!     cd examples/burn && cargo run --release
+//!     cd burn && cargo run --release --example share_device
+//!
+//! (The buffer level, by hand. The crate itself, `gumbel_wgpu_burn`, wraps the same binding as
+//! burn ops: see `examples/vae.rs`.)
 use burn::backend::Cube;
 use burn::backend::wgpu::{AutoCompiler, MemoryConfiguration, WgpuResource, WgpuSetup};
 use burn::tensor::{DType, Device, Distribution, Int, Tensor};
