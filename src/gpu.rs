@@ -705,6 +705,9 @@ impl Gpu {
         let read = self.map_and_read(&staging, bytes);
         if read.is_err() {
             staging.discard();
+            // A lost device fails the map: say so (a job whose bind group was cached creates
+            // nothing on the device, so no earlier call noticed).
+            self.check_alive()?;
         }
         read
     }
