@@ -25,8 +25,8 @@
 
 use gumbel_wgpu::{
     BackwardInput, BackwardJob, DensityJob, Error, Gpu, LogitsView, Noise, RandomJob, RandomKind,
-    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, SpeculativeJob, Stream, Temperature,
-    TokenJob, TokenRowParams, stream_words,
+    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, SpeculativeJob, Stream, Temperature, TokenJob,
+    TokenRowParams, stream_words,
 };
 use std::time::Instant;
 

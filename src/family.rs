@@ -118,9 +118,7 @@ impl CachedGroup {
                 .ranges
                 .iter()
                 .zip(bindings)
-                .all(|((buf, off, size), b)| {
-                    *off == b.offset && *size == b.size && buf == b.buffer
-                })
+                .all(|((buf, off, size), b)| *off == b.offset && *size == b.size && buf == b.buffer)
     }
 }
 
@@ -266,7 +264,10 @@ impl FamilyCore {
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         let result = scoped(&self.device, &self.lock, f);
         if result.is_err() {
-            self.groups.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
         }
         result
     }

@@ -680,7 +680,10 @@ mod tests {
     fn onchip_tiers_fit_their_budget_and_match_the_variant_sources() {
         for (v, &(bytes, words)) in ONCHIP_TIERS.iter().enumerate() {
             // The cache plus `red_wg` (RED_SLOTS states of STATE_BYTES) plus 256 bytes of slack.
-            assert_eq!(words, (bytes - RED_SLOTS * STATE_BYTES as u32 - 256) / 16 * 4);
+            assert_eq!(
+                words,
+                (bytes - RED_SLOTS * STATE_BYTES as u32 - 256) / 16 * 4
+            );
             assert!(words * 4 + RED_SLOTS * STATE_BYTES as u32 <= bytes);
             for source in [VARIANT_SOURCES[v], VARIANT_SOURCES[v + ONCHIP_TIERS.len()]] {
                 assert!(source.contains(&format!("const SOFTMAX_CACHE_WORDS: u32 = {words}u;")));
@@ -696,9 +699,11 @@ mod tests {
                 .iter()
                 .all(|s| s.starts_with("#import softmax_reduce_sg"))
         );
-        assert!(VARIANT_SOURCES.iter().all(|s| s.contains(&format!(
-            "const RED_SLOTS: u32 = {RED_SLOTS}u;"
-        ))));
+        assert!(
+            VARIANT_SOURCES
+                .iter()
+                .all(|s| s.contains(&format!("const RED_SLOTS: u32 = {RED_SLOTS}u;")))
+        );
         assert_eq!(onchip_capacity(7616), 11709);
     }
 

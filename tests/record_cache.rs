@@ -22,7 +22,13 @@ fn logits(seed: u64, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-3.0f32..3.0)).collect()
 }
 
-fn job<'a>(logits: &'a wgpu::Buffer, rows: u64, k: u64, stream: Stream, out: wgpu::BufferSlice<'a>) -> SampleJob<'a> {
+fn job<'a>(
+    logits: &'a wgpu::Buffer,
+    rows: u64,
+    k: u64,
+    stream: Stream,
+    out: wgpu::BufferSlice<'a>,
+) -> SampleJob<'a> {
     SampleJob {
         logits: LogitsView::f32(logits.slice(..), rows, k),
         top: 1,
@@ -82,7 +88,11 @@ fn a_job_recorded_again_reuses_its_bind_group_and_binds_exactly_its_ranges() {
             .record(&mut enc, &job(&buf, rows, k, s0, out.slice(..12)))
             .unwrap();
     }
-    assert_eq!(live(gpu), before, "recording one job 100 times made new objects");
+    assert_eq!(
+        live(gpu),
+        before,
+        "recording one job 100 times made new objects"
+    );
     drop(enc);
 }
 

@@ -211,15 +211,28 @@ fn every_family_fits_webgpus_16_kib_of_workgroup_memory() {
     for (v, (needs_subgroups, spec)) in variants.into_iter().enumerate() {
         // The tiers' budgets, in the order of the variants (src/softmax.rs, ONCHIP_TIERS).
         let budget = [16352, 32768, 49152][v % 3];
-        for cfg in ShaderConfig::all().into_iter().filter(|c| c.subgroups || !needs_subgroups) {
+        for cfg in ShaderConfig::all()
+            .into_iter()
+            .filter(|c| c.subgroups || !needs_subgroups)
+        {
             let src = compose(&spec, &cfg).unwrap();
             let sizes = workgroup_bytes(&src, &cfg);
             for (ep, bytes) in &sizes {
-                assert!(*bytes <= budget, "forward variant {v} {ep} {cfg:?}: {bytes} bytes");
+                assert!(
+                    *bytes <= budget,
+                    "forward variant {v} {ep} {cfg:?}: {bytes} bytes"
+                );
             }
             // The on-chip kernel uses most of its tier: the cache is sized from it.
-            let onchip = sizes.iter().find(|(ep, _)| ep == "softmax_onchip").unwrap().1;
-            assert!(onchip + 512 > budget, "forward variant {v} {cfg:?}: {onchip} bytes");
+            let onchip = sizes
+                .iter()
+                .find(|(ep, _)| ep == "softmax_onchip")
+                .unwrap()
+                .1;
+            assert!(
+                onchip + 512 > budget,
+                "forward variant {v} {cfg:?}: {onchip} bytes"
+            );
         }
     }
 }
