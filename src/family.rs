@@ -20,10 +20,10 @@
 //! Uniform parameters have one source: [`uniform_params!`] defines the `#[repr(C)]` struct in
 //! Rust and its WGSL text, which the composer puts where the shader says `#import params`.
 
-use crate::gpu::DeviceLock;
-use crate::shader::ShaderConfig;
+use crate::shader::{ShaderConfig, ShaderSource};
 use crate::{Error, LogitsFormat};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 
 /// A uniform parameter struct shared by Rust and WGSL (made by [`uniform_params!`]).
 pub(crate) trait Params: bytemuck::Pod {
@@ -69,6 +69,15 @@ pub struct FamilySpec {
     pub storage_read_only: &'static [bool],
     /// Entry points, one pipeline each, in this order.
     pub entry_points: &'static [&'static str],
+}
+
+impl ShaderSource for FamilySpec {
+    fn source(&self) -> &'static str {
+        self.source
+    }
+    fn params(&self) -> &'static str {
+        self.params
+    }
 }
 
 /// A kernel family: built once per [`crate::Gpu`] and cached there.
@@ -579,4 +588,55 @@ pub(crate) fn check_no_alias<'a>(
         }
     }
     Ok(())
+}
+
+/// Serialises this crate's device work where the backend needs it: wgpu's GL backend guards its
+/// one context with a lock that panics a thread after waiting 6 seconds ("Could not lock adapter
+/// context"), and a submit-and-wait holds that lock for the whole job. On GL, every operation of
+/// this crate (recording, submitting, waiting, reading back) holds this lock instead, so other
+/// threads wait here, without a time limit, and never on wgpu-hal's. Reentrant: a blocking call
+/// holds it across the `record` calls it makes. A no-op on every other backend.
+pub(crate) struct DeviceLock {
+    enabled: bool,
+    owner: Mutex<(Option<ThreadId>, usize)>,
+    free: Condvar,
+}
+
+/// Holds a [`DeviceLock`] until dropped.
+pub(crate) struct DeviceGuard<'a>(Option<&'a DeviceLock>);
+
+impl DeviceLock {
+    pub(crate) fn new(enabled: bool) -> Self {
+        DeviceLock {
+            enabled,
+            owner: Mutex::new((None, 0)),
+            free: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> DeviceGuard<'_> {
+        if !self.enabled {
+            return DeviceGuard(None);
+        }
+        let me = std::thread::current().id();
+        let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        while owner.0.is_some_and(|t| t != me) {
+            owner = self.free.wait(owner).unwrap_or_else(|e| e.into_inner());
+        }
+        *owner = (Some(me), owner.1 + 1);
+        DeviceGuard(Some(self))
+    }
+}
+
+impl Drop for DeviceGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0 {
+            let mut owner = lock.owner.lock().unwrap_or_else(|e| e.into_inner());
+            owner.1 -= 1;
+            if owner.1 == 0 {
+                owner.0 = None;
+                lock.free.notify_one();
+            }
+        }
+    }
 }
