@@ -103,7 +103,7 @@ pub(crate) struct Window<'a> {
     pub base: u32,
 }
 
-/// Bind groups each family keeps for reuse (most recently used first out of the cache last).
+/// Bind groups each family keeps for reuse (the least recently used leaves first).
 /// A cached group holds its buffers (wgpu keeps a bound buffer alive), so a buffer the caller
 /// drops is freed once its groups leave the cache: after this many other distinct dispatches of
 /// the family, or with the [`crate::Gpu`]. `wgpu::Buffer::destroy` frees memory at once.
@@ -386,13 +386,18 @@ impl FamilyCore {
         bindings: &[wgpu::BufferBinding<'_>],
     ) -> Result<wgpu::BindGroup, Error> {
         let bytes = bytemuck::bytes_of(params);
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = groups.iter().rposition(|g| g.binds(bytes, bindings)) {
-            let hit = groups.remove(i);
-            let group = hit.group.clone();
-            groups.push(hit);
-            return Ok(group);
+        let cache = || self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut groups = cache();
+            if let Some(i) = groups.iter().rposition(|g| g.binds(bytes, bindings)) {
+                let hit = groups.remove(i);
+                let group = hit.group.clone();
+                groups.push(hit);
+                return Ok(group);
+            }
         }
+        // A miss: made without holding the cache (other threads record meanwhile; two threads
+        // missing on one key both insert, and the older copy ages out).
         let uniform = params_buffer(&self.device, params)?;
         let entries: Vec<_> = std::iter::once(uniform.as_entire_buffer_binding())
             .chain(bindings.iter().cloned())
@@ -407,17 +412,21 @@ impl FamilyCore {
             layout: &self.layout,
             entries: &entries,
         });
-        if groups.len() >= BIND_CACHE {
-            groups.remove(0);
-        }
-        groups.push(CachedGroup {
+        let entry = CachedGroup {
             params: bytes.to_vec(),
             ranges: bindings
                 .iter()
                 .map(|b| (b.buffer.clone(), b.offset, b.size))
                 .collect(),
             group: group.clone(),
-        });
+        };
+        let evicted = {
+            let mut groups = cache();
+            groups.push(entry);
+            (groups.len() > BIND_CACHE).then(|| groups.remove(0))
+        };
+        // Freed outside the cache's lock (wgpu destroys the group and its uniform buffer).
+        drop(evicted);
         Ok(group)
     }
 
