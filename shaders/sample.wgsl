@@ -30,8 +30,8 @@
 //     (so an all-masked row samples NO_INDEX).
 // Every path reads each element once (one philox call per block of 4 words).
 //
-// Entry points for top = 1 (Gumbel-max; they are written for `top` rounds of arg-max, each
-// keeping only candidates after the previous winner, but the host uses them for top = 1 only):
+// Entry points for top = 1 (Gumbel-max: one arg-max per row, one pass; the host uses them for
+// top = 1 only and out/scratch hold one entry per row/chunk):
 //   sample_thread:    one row per invocation (small k), WG_SIZE rows per workgroup.
 //   sample_group:     `seg` invocations per row (a power of two up to WG_SIZE: a whole
 //                     workgroup, or WG_SIZE / seg rows per workgroup); tree reduction of
@@ -58,8 +58,6 @@
 const NO_INDEX: u32 = 0xffffffffu;
 // Key of a +inf logit: the image of +inf's bits, above the image of every finite f32.
 const POS_INF_KEY: u32 = 0xff800000u;
-// Precedes every candidate: +inf's key is the largest a candidate can have.
-const BEFORE_ALL: vec2<u32> = vec2<u32>(0xffffffffu, 0u);
 const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
 
 // a comes before b: larger key, or equal keys and lower index.
@@ -138,23 +136,21 @@ fn block_candidates(r: u32, b: u32) -> array<vec2<u32>, 4> {
                                candidate(r, 4u * b + 3u, w.w, next));
 }
 
-// `best`, or candidate c if it comes after `prev` and before `best`.
-fn consider(c: vec2<u32>, best: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
-    if (c.x != 0u && before(prev, c) && before(c, best)) {
-        return c;
-    }
-    return best;
+// `best`, or candidate c if it is one (key above 0: masked and NaN logits have key 0, with their
+// index) and comes before `best`.
+fn consider(c: vec2<u32>, best: vec2<u32>) -> vec2<u32> {
+    return select(best, c, c.x != 0u && before(c, best));
 }
 
-// Updates `best` with the candidates of row r in dispatch-local block b, keeping only those
-// after `prev`. The four lanes are written out rather than looped: llvmpipe stops every loop of
-// an invocation once their iterations add up to 65535.
-fn scan_block(r: u32, b: u32, best_in: vec2<u32>, prev: vec2<u32>) -> vec2<u32> {
+// Updates `best` with the candidates of row r in dispatch-local block b. The four lanes are
+// written out rather than looped: llvmpipe stops every loop of an invocation once their
+// iterations add up to 65535.
+fn scan_block(r: u32, b: u32, best_in: vec2<u32>) -> vec2<u32> {
     let c = block_candidates(r, b);
-    var best = consider(c[0], best_in, prev);
-    best = consider(c[1], best, prev);
-    best = consider(c[2], best, prev);
-    return consider(c[3], best, prev);
+    var best = consider(c[0], best_in);
+    best = consider(c[1], best);
+    best = consider(c[2], best);
+    return consider(c[3], best);
 }
 
 // First and one-past-last dispatch-local block of row r's words.
@@ -172,15 +168,11 @@ fn sample_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         return;
     }
     let blocks = row_blocks(r);
-    var prev = BEFORE_ALL;
-    for (var i = 0u; i < params.top; i++) {
-        var best = EMPTY;
-        for (var b = blocks.x; b < blocks.y; b++) {
-            best = scan_block(r, b, best, prev);
-        }
-        out[params.out_base + r * params.top + i] = best.y;
-        prev = best;
+    var best = EMPTY;
+    for (var b = blocks.x; b < blocks.y; b++) {
+        best = scan_block(r, b, best);
     }
+    out[params.out_base + r] = best.y;
 }
 
 // The team reduction (team_reduce.wgsl) of candidates: merge(a, b) is the one that comes first,
@@ -222,17 +214,13 @@ fn sample_group(ids: LaneIds, @builtin(workgroup_id) wid: vec3<u32>,
     if (valid) {
         blocks = row_blocks(r);
     }
-    var prev = BEFORE_ALL;
-    for (var i = 0u; i < params.top; i++) {
-        var best = EMPTY;
-        for (var b = blocks.x + lane; b < blocks.y; b += seg) {
-            best = scan_block(r, b, best, prev);
-        }
-        best = reduce_segment(lid, seg, best);
-        if (valid && lane == 0u) {
-            out[params.out_base + r * params.top + i] = best.y;
-        }
-        prev = best;
+    var best = EMPTY;
+    for (var b = blocks.x + lane; b < blocks.y; b += seg) {
+        best = scan_block(r, b, best);
+    }
+    best = reduce_segment(lid, seg, best);
+    if (valid && lane == 0u) {
+        out[params.out_base + r] = best.y;
     }
 }
 
@@ -250,17 +238,13 @@ fn sample_partial(ids: LaneIds, @builtin(workgroup_id) wid: vec3<u32>,
     let per_chunk = (blocks.y - blocks.x + params.chunks - 1u) / params.chunks;
     let lo = min(blocks.x + c * per_chunk, blocks.y);
     let hi = min(lo + per_chunk, blocks.y);
-    var prev = BEFORE_ALL;
-    for (var i = 0u; i < params.top; i++) {
-        var best = EMPTY;
-        for (var b = lo + lid; b < hi; b += WG_SIZE) {
-            best = scan_block(r, b, best, prev);
-        }
-        best = reduce_segment(lid, WG_SIZE, best);
-        if (lid == 0u) {
-            scratch[g * params.top + i] = best;
-        }
-        prev = best;
+    var best = EMPTY;
+    for (var b = lo + lid; b < hi; b += WG_SIZE) {
+        best = scan_block(r, b, best);
+    }
+    best = reduce_segment(lid, WG_SIZE, best);
+    if (lid == 0u) {
+        scratch[g] = best;
     }
 }
 
@@ -272,22 +256,14 @@ fn sample_combine(ids: LaneIds, @builtin(workgroup_id) wid: vec3<u32>,
     if (r >= params.rows) {
         return;
     }
-    let m = params.chunks * params.top;
-    let base = r * m;
-    var prev = BEFORE_ALL;
-    for (var i = 0u; i < params.top; i++) {
-        var best = EMPTY;
-        for (var e = lid; e < m; e += WG_SIZE) {
-            let c = scratch[base + e];
-            if (c.x != 0u && before(prev, c) && before(c, best)) {
-                best = c;
-            }
-        }
-        best = reduce_segment(lid, WG_SIZE, best);
-        if (lid == 0u) {
-            out[params.out_base + r * params.top + i] = best.y;
-        }
-        prev = best;
+    let base = r * params.chunks;
+    var best = EMPTY;
+    for (var e = lid; e < params.chunks; e += WG_SIZE) {
+        best = consider(scratch[base + e], best);
+    }
+    best = reduce_segment(lid, WG_SIZE, best);
+    if (lid == 0u) {
+        out[params.out_base + r] = best.y;
     }
 }
 

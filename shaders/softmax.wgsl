@@ -47,6 +47,7 @@
 //     only when use_status (3 words bound); partials[partial_base + i] with
 //     i < rows * segments, split kernels only (rows * segments states bound); register slots
 //     4 * i + lane < REG_SLOTS; red[lid + w] with lid % group < w <= group / 2 < WG_SIZE;
+//     red_wg[lid % RED_SLOTS], red_wg[lid + w] with lid < w <= RED_SLOTS / 2;
 //     onchip_cache[4 * (q - REG_CAP_BLOCKS) + lane] with REG_CAP_BLOCKS <= q < nblocks and
 //     lane < 4, and the host runs softmax_onchip only when k <= onchip_max_k, i.e.
 //     nblocks <= (k + 6) / 4 <= REG_CAP_BLOCKS + SOFTMAX_CACHE_WORDS / 4 (src/softmax.rs,
@@ -56,7 +57,7 @@
 //     the tree reductions halve w down to 0.
 //   * no divisor is zero: params.k >= 1 (host check), segments >= 1, group a power of two in
 //     1..WG_SIZE, tau normal and > 0 (bad per-row taus are replaced by 1 and flagged).
-//   * workgroup memory (red) is written by every thread of the workgroup before the barrier that
+//   * workgroup memory (red, red_wg) is written by every thread of the workgroup before the barrier that
 //     precedes any read (the subgroup reduction: by one lane per subgroup, read for subgroups
 //     that exist only); early returns are uniform per workgroup (they depend on the
 //     workgroup index and params only), so every thread reaches every barrier and every lane
@@ -343,10 +344,17 @@ fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32, q_end: 
     }
 }
 
+// Teams of fewer than WG_SIZE threads (softmax_registers only) reduce in `red`, one slot per
+// thread; whole-workgroup reductions (every other kernel) in `red_wg`, RED_SLOTS states (2 KiB,
+// not 8: the on-chip kernel's cache gets the rest of the workgroup memory, checked against
+// src/softmax.rs by a test). Each entry point is compiled with the workgroup variables it uses
+// only, so the on-chip kernel holds red_wg and its cache, never `red`.
 var<workgroup> red: array<State, WG_SIZE>;
+const RED_SLOTS: u32 = 64u;
+var<workgroup> red_wg: array<State, RED_SLOTS>;
 
-// Merge of the states of each aligned group of `group` threads (a power of two; tree, no
-// subgroups needed); every thread gets its group's state.
+// Merge of the states of each aligned group of `group` threads (a power of two below WG_SIZE;
+// tree, no subgroups needed); every thread gets its group's state.
 fn reduce_group(lid: u32, st: State, row: Row, group: u32) -> State {
     red[lid] = st;
     workgroupBarrier();
@@ -364,8 +372,31 @@ fn reduce_group(lid: u32, st: State, row: Row, group: u32) -> State {
 // Workgroup-wide merge through workgroup memory only: every thread gets the workgroup's state.
 // `reduce(lid, st, row, sg)`, which the kernels call, is this (softmax_reduce_wg.wgsl) or a
 // subgroup reduction first (softmax_reduce_sg.wgsl), by the family variant's prefix.
+// Threads fold into the RED_SLOTS slots in WG_SIZE / RED_SLOTS turns (slot lid % RED_SLOTS:
+// threads below RED_SLOTS write, then each further slice merges its state in, a barrier
+// between turns), then a tree over the slots; every thread gets red_wg[0] (the same value: one
+// merge order for all). Indices: lid % RED_SLOTS < RED_SLOTS; lid + w < 2 w <= RED_SLOTS.
 fn reduce_wg(lid: u32, st: State, row: Row) -> State {
-    return reduce_group(lid, st, row, WG_SIZE);
+    let slot = lid % RED_SLOTS;
+    if (lid < RED_SLOTS) {
+        red_wg[slot] = st;
+    }
+    workgroupBarrier();
+    for (var turn = 1u; turn < WG_SIZE / RED_SLOTS; turn++) {
+        if (lid / RED_SLOTS == turn) {
+            red_wg[slot] = merge(red_wg[slot], st, row);
+        }
+        workgroupBarrier();
+    }
+    for (var w = RED_SLOTS / 2u; w > 0u; w = w / 2u) {
+        if (lid < w) {
+            red_wg[lid] = merge(red_wg[lid], red_wg[lid + w], row);
+        }
+        workgroupBarrier();
+    }
+    let r = red_wg[0];
+    workgroupBarrier();
+    return r;
 }
 
 // Many rows of small k: one row per thread, two passes over it (the second hits the cache).

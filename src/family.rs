@@ -12,15 +12,18 @@
 //! * [`FamilyCore::rows_per_dispatch`]: whole rows per dispatch so every window fits one binding;
 //! * [`FamilyCore::scratch`]: a scratch buffer reused across calls (grown on demand);
 //! * [`FamilyCore::dispatch`]: the uniform buffer, bind group and compute pass of one dispatch
-//!   (or a chain of dependent ones), with 2-D grids past 65535 workgroups.
+//!   (or a chain of dependent ones), with 2-D grids past 65535 workgroups. The uniform buffer
+//!   and bind group of the last [`BIND_CACHE`] distinct (parameters, bound ranges) are kept and
+//!   reused, so a decode loop that records the same job each step (parameters on the device)
+//!   creates neither after its first step.
 //!
 //! Uniform parameters have one source: [`uniform_params!`] defines the `#[repr(C)]` struct in
 //! Rust and its WGSL text, which the composer puts where the shader says `#import params`.
 
-use crate::gpu::DeviceLock;
-use crate::shader::ShaderConfig;
+use crate::shader::{ShaderConfig, ShaderSource};
 use crate::{Error, LogitsFormat};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 
 /// A uniform parameter struct shared by Rust and WGSL (made by [`uniform_params!`]).
 pub(crate) trait Params: bytemuck::Pod {
@@ -68,6 +71,15 @@ pub struct FamilySpec {
     pub entry_points: &'static [&'static str],
 }
 
+impl ShaderSource for FamilySpec {
+    fn source(&self) -> &'static str {
+        self.source
+    }
+    fn params(&self) -> &'static str {
+        self.params
+    }
+}
+
 /// A kernel family: built once per [`crate::Gpu`] and cached there.
 pub(crate) trait KernelFamily: Send + Sync + Sized + 'static {
     const SPEC: FamilySpec;
@@ -91,6 +103,34 @@ pub(crate) struct Window<'a> {
     pub base: u32,
 }
 
+/// Bind groups each family keeps for reuse (the least recently used leaves first).
+/// A cached group holds its buffers (wgpu keeps a bound buffer alive), so a buffer the caller
+/// drops is freed once its groups leave the cache: after this many other distinct dispatches of
+/// the family, or with the [`crate::Gpu`]. `wgpu::Buffer::destroy` frees memory at once.
+pub(crate) const BIND_CACHE: usize = 16;
+
+/// A bind group and what it binds: the parameters' bytes (in its own uniform buffer, never
+/// written again) and each storage range. The keys hold clones of the buffers, so a buffer's
+/// identity (wgpu compares ids) cannot be reused by a new buffer while its entry exists: a hit
+/// binds exactly the buffers and ranges asked for.
+struct CachedGroup {
+    params: Vec<u8>,
+    ranges: Vec<(wgpu::Buffer, u64, Option<wgpu::BufferSize>)>,
+    group: wgpu::BindGroup,
+}
+
+impl CachedGroup {
+    fn binds(&self, params: &[u8], bindings: &[wgpu::BufferBinding<'_>]) -> bool {
+        self.params == params
+            && self.ranges.len() == bindings.len()
+            && self
+                .ranges
+                .iter()
+                .zip(bindings)
+                .all(|((buf, off, size), b)| *off == b.offset && *size == b.size && buf == b.buffer)
+    }
+}
+
 /// What every family shares: device, layout, limits, the dummy and scratch buffers.
 pub(crate) struct FamilyCore {
     pub(crate) device: wgpu::Device,
@@ -101,6 +141,8 @@ pub(crate) struct FamilyCore {
     /// stay empty, and one buffer may not be bound read-only and read-write in one dispatch).
     unused: Vec<wgpu::Buffer>,
     scratch: Mutex<Option<wgpu::Buffer>>,
+    /// Recently used bind groups, least recent first (at most [`BIND_CACHE`]).
+    groups: Mutex<Vec<CachedGroup>>,
     /// Elements of 4 bytes one storage binding may hold (a multiple of the alignment).
     pub(crate) max_elements: u64,
     /// The device's storage-buffer offset alignment in bytes.
@@ -203,6 +245,7 @@ pub(crate) fn build<F: KernelFamily>(
         layout,
         unused,
         scratch: Mutex::new(None),
+        groups: Mutex::new(Vec::new()),
         max_elements: limits.max_elements,
         align: limits.align,
         max_groups: limits.max_groups,
@@ -225,8 +268,17 @@ pub(crate) struct FamilyLimits {
 impl FamilyCore {
     /// Runs `f` holding the device lock (see [`DeviceLock`]) inside error scopes: a wgpu
     /// validation error becomes `Err`.
+    /// On an error the bind-group cache is emptied: a group wgpu refused (or one made just
+    /// before the error) is never reused.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-        scoped(&self.device, &self.lock, f)
+        let result = scoped(&self.device, &self.lock, f);
+        if result.is_err() {
+            self.groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        result
     }
 
     /// Binds elements `first .. first + n` (of `bytes` bytes each) of `slice`. The binding starts
@@ -306,20 +358,7 @@ impl FamilyCore {
         bindings: &[wgpu::BufferBinding<'_>],
         passes: &[(&wgpu::ComputePipeline, u64)],
     ) -> Result<(), Error> {
-        let uniform = params_buffer(&self.device, params)?;
-        let entries: Vec<_> = std::iter::once(uniform.as_entire_buffer_binding())
-            .chain(bindings.iter().cloned())
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: wgpu::BindingResource::Buffer(b),
-            })
-            .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(self.name),
-            layout: &self.layout,
-            entries: &entries,
-        });
+        let bind = self.bind_group(params, bindings)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(self.name),
             timestamp_writes: None,
@@ -337,6 +376,58 @@ impl FamilyCore {
             pass.dispatch_workgroups(gx, gy, 1);
         }
         Ok(())
+    }
+
+    /// The bind group of `params` at binding 0 and `bindings` at 1..: a cached one that binds
+    /// the same (see [`CachedGroup`]), else a new uniform buffer and group, cached.
+    fn bind_group<P: Params>(
+        &self,
+        params: &P,
+        bindings: &[wgpu::BufferBinding<'_>],
+    ) -> Result<wgpu::BindGroup, Error> {
+        let bytes = bytemuck::bytes_of(params);
+        let cache = || self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut groups = cache();
+            if let Some(i) = groups.iter().rposition(|g| g.binds(bytes, bindings)) {
+                let hit = groups.remove(i);
+                let group = hit.group.clone();
+                groups.push(hit);
+                return Ok(group);
+            }
+        }
+        // A miss: made without holding the cache (other threads record meanwhile; two threads
+        // missing on one key both insert, and the older copy ages out).
+        let uniform = params_buffer(&self.device, params)?;
+        let entries: Vec<_> = std::iter::once(uniform.as_entire_buffer_binding())
+            .chain(bindings.iter().cloned())
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(b),
+            })
+            .collect();
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        let entry = CachedGroup {
+            params: bytes.to_vec(),
+            ranges: bindings
+                .iter()
+                .map(|b| (b.buffer.clone(), b.offset, b.size))
+                .collect(),
+            group: group.clone(),
+        };
+        let evicted = {
+            let mut groups = cache();
+            groups.push(entry);
+            (groups.len() > BIND_CACHE).then(|| groups.remove(0))
+        };
+        // Freed outside the cache's lock (wgpu destroys the group and its uniform buffer).
+        drop(evicted);
+        Ok(group)
     }
 
     /// Errors unless this driver runs `iterations` loop iterations per invocation (llvmpipe
@@ -481,24 +572,23 @@ pub(crate) fn check_no_alias<'a>(
     reads: &[(&str, Option<wgpu::BufferSlice<'a>>)],
     writes: &[(&str, Option<wgpu::BufferSlice<'a>>)],
 ) -> Result<(), Error> {
-    fn present<'a>(
-        v: &[(&str, Option<wgpu::BufferSlice<'a>>)],
-    ) -> Vec<(String, wgpu::BufferSlice<'a>)> {
-        v.iter()
-            .filter_map(|(n, s)| s.map(|s| (n.to_string(), s)))
-            .collect()
+    // No allocation: this runs on every record (a decode loop's per-step host cost).
+    fn present<'s, 'a>(
+        v: &'s [(&'s str, Option<wgpu::BufferSlice<'a>>)],
+    ) -> impl Iterator<Item = (&'s str, wgpu::BufferSlice<'a>)> + Clone {
+        v.iter().filter_map(|&(n, s)| s.map(|s| (n, s)))
     }
     let (reads, writes) = (present(reads), present(writes));
-    for (i, (w, ws)) in writes.iter().enumerate() {
-        if let Some((r, _)) = reads.iter().find(|(_, rs)| rs.buffer() == ws.buffer()) {
+    for (i, (w, ws)) in writes.clone().enumerate() {
+        if let Some((r, _)) = reads.clone().find(|(_, rs)| rs.buffer() == ws.buffer()) {
             return Err(Error::InvalidArgument(format!(
                 "{w}: shares its buffer with the input {r}; a dispatch cannot bind one buffer \
                  read-only and read-write, so keep outputs in other buffers than inputs"
             )));
         }
         let range = |s: &wgpu::BufferSlice<'_>| s.offset()..s.offset() + s.size();
-        for (v, vs) in &writes[i + 1..] {
-            let (a, b) = (range(ws), range(vs));
+        for (v, vs) in writes.clone().skip(i + 1) {
+            let (a, b) = (range(&ws), range(&vs));
             if ws.buffer() == vs.buffer() && a.start < b.end && b.start < a.end {
                 return Err(Error::InvalidArgument(format!(
                     "{w}: overlaps the output {v} (bytes {a:?} and {b:?} of one buffer)"
@@ -507,4 +597,55 @@ pub(crate) fn check_no_alias<'a>(
         }
     }
     Ok(())
+}
+
+/// Serialises this crate's device work where the backend needs it: wgpu's GL backend guards its
+/// one context with a lock that panics a thread after waiting 6 seconds ("Could not lock adapter
+/// context"), and a submit-and-wait holds that lock for the whole job. On GL, every operation of
+/// this crate (recording, submitting, waiting, reading back) holds this lock instead, so other
+/// threads wait here, without a time limit, and never on wgpu-hal's. Reentrant: a blocking call
+/// holds it across the `record` calls it makes. A no-op on every other backend.
+pub(crate) struct DeviceLock {
+    enabled: bool,
+    owner: Mutex<(Option<ThreadId>, usize)>,
+    free: Condvar,
+}
+
+/// Holds a [`DeviceLock`] until dropped.
+pub(crate) struct DeviceGuard<'a>(Option<&'a DeviceLock>);
+
+impl DeviceLock {
+    pub(crate) fn new(enabled: bool) -> Self {
+        DeviceLock {
+            enabled,
+            owner: Mutex::new((None, 0)),
+            free: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> DeviceGuard<'_> {
+        if !self.enabled {
+            return DeviceGuard(None);
+        }
+        let me = std::thread::current().id();
+        let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        while owner.0.is_some_and(|t| t != me) {
+            owner = self.free.wait(owner).unwrap_or_else(|e| e.into_inner());
+        }
+        *owner = (Some(me), owner.1 + 1);
+        DeviceGuard(Some(self))
+    }
+}
+
+impl Drop for DeviceGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0 {
+            let mut owner = lock.owner.lock().unwrap_or_else(|e| e.into_inner());
+            owner.1 -= 1;
+            if owner.1 == 0 {
+                owner.0 = None;
+                lock.free.notify_one();
+            }
+        }
+    }
 }

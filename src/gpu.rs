@@ -1,12 +1,11 @@
 //! The GPU context: device, queue, capabilities, the pipeline cache, error capture and readback.
 
 use crate::Error;
-use crate::family::{self, FamilyLimits, KernelFamily};
+use crate::family::{self, DeviceLock, FamilyLimits, KernelFamily};
 use crate::shader::ShaderConfig;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::ThreadId;
+use std::sync::{Arc, Mutex};
 
 /// Optional wgpu features this crate uses when the adapter has them.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_INT64
@@ -140,57 +139,6 @@ impl Drop for Pooled<'_> {
             drop(free);
             let _device = self.lock.lock();
             drop(b);
-        }
-    }
-}
-
-/// Serialises this crate's device work where the backend needs it: wgpu's GL backend guards its
-/// one context with a lock that panics a thread after waiting 6 seconds ("Could not lock adapter
-/// context"), and a submit-and-wait holds that lock for the whole job. On GL, every operation of
-/// this crate (recording, submitting, waiting, reading back) holds this lock instead, so other
-/// threads wait here, without a time limit, and never on wgpu-hal's. Reentrant: a blocking call
-/// holds it across the `record` calls it makes. A no-op on every other backend.
-pub(crate) struct DeviceLock {
-    enabled: bool,
-    owner: Mutex<(Option<ThreadId>, usize)>,
-    free: Condvar,
-}
-
-/// Holds a [`DeviceLock`] until dropped.
-pub(crate) struct DeviceGuard<'a>(Option<&'a DeviceLock>);
-
-impl DeviceLock {
-    fn new(enabled: bool) -> Self {
-        DeviceLock {
-            enabled,
-            owner: Mutex::new((None, 0)),
-            free: Condvar::new(),
-        }
-    }
-
-    pub(crate) fn lock(&self) -> DeviceGuard<'_> {
-        if !self.enabled {
-            return DeviceGuard(None);
-        }
-        let me = std::thread::current().id();
-        let mut owner = self.owner.lock().unwrap_or_else(|e| e.into_inner());
-        while owner.0.is_some_and(|t| t != me) {
-            owner = self.free.wait(owner).unwrap_or_else(|e| e.into_inner());
-        }
-        *owner = (Some(me), owner.1 + 1);
-        DeviceGuard(Some(self))
-    }
-}
-
-impl Drop for DeviceGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(lock) = self.0 {
-            let mut owner = lock.owner.lock().unwrap_or_else(|e| e.into_inner());
-            owner.1 -= 1;
-            if owner.1 == 0 {
-                owner.0 = None;
-                lock.free.notify_one();
-            }
         }
     }
 }
@@ -705,6 +653,9 @@ impl Gpu {
         let read = self.map_and_read(&staging, bytes);
         if read.is_err() {
             staging.discard();
+            // A lost device fails the map: say so (a job whose bind group was cached creates
+            // nothing on the device, so no earlier call noticed).
+            self.check_alive()?;
         }
         read
     }

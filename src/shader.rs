@@ -2,13 +2,22 @@
 //! `shaders/common/`, and a line `#import NAME` pulls a piece in (once, depth first). Two pieces
 //! are generated, so Rust and WGSL share one source: `config` from the Rust constants, and
 //! `params`, the family's uniform struct, from its Rust definition (`uniform_params!`). The
-//! composer knows no family: each one hands in its own [`FamilySpec`].
+//! composer knows no family: each one hands in its own [`ShaderSource`] (its `FamilySpec`).
 //!
 //! Public (but hidden from the docs) so the naga validation test can compose every variant.
 
 use crate::Error;
-use crate::family::FamilySpec;
 use crate::philox::{PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1};
+
+/// What the composer needs of a kernel family (`family::FamilySpec` implements it): its WGSL
+/// file and the WGSL of its uniform parameters. The composer sits below the families, so it
+/// knows them by this alone.
+pub trait ShaderSource {
+    /// The family's WGSL file.
+    fn source(&self) -> &'static str;
+    /// Its uniform parameters in WGSL, inserted at `#import params`.
+    fn params(&self) -> &'static str;
+}
 
 /// Threads per workgroup of the one-dimensional kernels.
 pub const WG_SIZE: u32 = 256;
@@ -98,9 +107,9 @@ pub fn config_piece(cfg: &ShaderConfig) -> String {
     )
 }
 
-fn piece(name: &str, spec: &FamilySpec, cfg: &ShaderConfig) -> Option<String> {
+fn piece(name: &str, spec: &dyn ShaderSource, cfg: &ShaderConfig) -> Option<String> {
     match name {
-        "params" => Some(spec.params.to_string()),
+        "params" => Some(spec.params().to_string()),
         "config" => Some(config_piece(cfg)),
         "mulhi" => Some(if cfg.int64 { MULHI_U64 } else { MULHI_U32 }.to_string()),
         "team_reduce" => Some(
@@ -135,17 +144,17 @@ fn piece(name: &str, spec: &FamilySpec, cfg: &ShaderConfig) -> Option<String> {
 }
 
 /// The full WGSL of the kernel family `spec` for `cfg`.
-pub fn compose(spec: &FamilySpec, cfg: &ShaderConfig) -> Result<String, Error> {
+pub fn compose(spec: &impl ShaderSource, cfg: &ShaderConfig) -> Result<String, Error> {
     let mut seen = Vec::new();
     let mut body = String::new();
     let mut enables = String::new();
-    expand(spec.source, spec, cfg, &mut seen, &mut body, &mut enables)?;
+    expand(spec.source(), spec, cfg, &mut seen, &mut body, &mut enables)?;
     Ok(enables + &body)
 }
 
 fn expand(
     src: &str,
-    spec: &FamilySpec,
+    spec: &dyn ShaderSource,
     cfg: &ShaderConfig,
     seen: &mut Vec<String>,
     body: &mut String,

@@ -55,11 +55,17 @@ const STATE_BYTES: u64 = 32;
 
 /// Workgroup-memory tiers of the on-chip kernel: (the device's
 /// `max_compute_workgroup_storage_size` at least this, words of logit bits the kernel keeps in
-/// workgroup memory). The kernel also uses `red` (`WG_SIZE` states of 32 bytes = 8 KiB); the
-/// cache gets the rest less 256 bytes, in whole Philox blocks: `(bytes - 8448) / 16 * 4`.
+/// workgroup memory). The kernel also uses `red_wg` (`RED_SLOTS` states of 32 bytes = 2 KiB;
+/// the 8 KiB `red` of the register kernel's smaller teams is not in the on-chip kernel's
+/// module); the cache gets the rest less 256 bytes, in whole Philox blocks:
+/// `(bytes - 2304) / 16 * 4`.
 /// 16352 is wgpu's downlevel (and about WebGPU's 16 KiB) minimum; lavapipe and llvmpipe GL
 /// grant 32 KiB; NVIDIA's Vulkan driver 48 KiB.
-const ONCHIP_TIERS: [(u32, u32); 3] = [(16352, 1976), (32768, 6080), (49152, 10176)];
+const ONCHIP_TIERS: [(u32, u32); 3] = [(16352, 3512), (32768, 7616), (49152, 11712)];
+/// States in the forward's whole-workgroup reduction array (`RED_SLOTS` in the shader; the
+/// tiers above are computed from it, checked by a test).
+#[cfg(test)]
+const RED_SLOTS: u32 = 64;
 
 /// The forward shader of variant `v`: `v % 3` the workgroup-memory tier, `v / 3` whether it
 /// reduces with subgroups. A prefix picks the reduction piece and sizes the on-chip cache.
@@ -76,12 +82,12 @@ macro_rules! forward_source {
     };
 }
 const VARIANT_SOURCES: [&str; 6] = [
-    forward_source!("softmax_reduce_wg", 1976),
-    forward_source!("softmax_reduce_wg", 6080),
-    forward_source!("softmax_reduce_wg", 10176),
-    forward_source!("softmax_reduce_sg", 1976),
-    forward_source!("softmax_reduce_sg", 6080),
-    forward_source!("softmax_reduce_sg", 10176),
+    forward_source!("softmax_reduce_wg", 3512),
+    forward_source!("softmax_reduce_wg", 7616),
+    forward_source!("softmax_reduce_wg", 11712),
+    forward_source!("softmax_reduce_sg", 3512),
+    forward_source!("softmax_reduce_sg", 7616),
+    forward_source!("softmax_reduce_sg", 11712),
 ];
 
 const fn forward_spec(source: &'static str) -> FamilySpec {
@@ -211,7 +217,7 @@ uniform_params! {
 /// element: 4 read, 4 written). Beyond, up to [`GumbelSoftmax::onchip_max_k`], one workgroup
 /// per row holds the first 4096 elements in registers and the rest as logit bits in workgroup
 /// memory, sized from the device's `max_compute_workgroup_storage_size` (tiers: 16352 bytes
-/// give k up to 6069, 32 KiB (lavapipe, llvmpipe GL) 10173, 48 KiB (NVIDIA) 14269): still one
+/// give k up to 7605, 32 KiB (lavapipe, llvmpipe GL) 11709, 48 KiB (NVIDIA) 15805): still one
 /// read, 8 bytes per element; the noise of the part in workgroup memory is made twice (Philox
 /// is compute, not traffic). Longer rows, for fewer than 128 rows, are split across workgroups
 /// of 4096-element segments (partial states, then every segment merges its row's partials and
@@ -673,8 +679,12 @@ mod tests {
     #[test]
     fn onchip_tiers_fit_their_budget_and_match_the_variant_sources() {
         for (v, &(bytes, words)) in ONCHIP_TIERS.iter().enumerate() {
-            // The cache plus `red` (WG_SIZE states of STATE_BYTES) plus 256 bytes of slack.
-            assert_eq!(words, (bytes - WG_SIZE * STATE_BYTES as u32 - 256) / 16 * 4);
+            // The cache plus `red_wg` (RED_SLOTS states of STATE_BYTES) plus 256 bytes of slack.
+            assert_eq!(
+                words,
+                (bytes - RED_SLOTS * STATE_BYTES as u32 - 256) / 16 * 4
+            );
+            assert!(words * 4 + RED_SLOTS * STATE_BYTES as u32 <= bytes);
             for source in [VARIANT_SOURCES[v], VARIANT_SOURCES[v + ONCHIP_TIERS.len()]] {
                 assert!(source.contains(&format!("const SOFTMAX_CACHE_WORDS: u32 = {words}u;")));
             }
@@ -689,7 +699,12 @@ mod tests {
                 .iter()
                 .all(|s| s.starts_with("#import softmax_reduce_sg"))
         );
-        assert_eq!(onchip_capacity(6080), 10173);
+        assert!(
+            VARIANT_SOURCES
+                .iter()
+                .all(|s| s.contains(&format!("const RED_SLOTS: u32 = {RED_SLOTS}u;")))
+        );
+        assert_eq!(onchip_capacity(7616), 11709);
     }
 
     #[test]

@@ -80,6 +80,10 @@ enum Kernel {
     TokensFiltered,
     /// Host round trip of `Gpu::sample` on one row: wall clock, not a bandwidth.
     RoundTrip,
+    /// Decode: the filtered setting of `TokensFiltered` at batch 1 (and 2, for the ratio
+    /// t(2 rows) / t(1 row): about 1 while a row uses one workgroup, about the device's core
+    /// count once a row is spread over the device) at vocabularies of 32000, 131072, 262144.
+    TokensDecode,
 }
 
 /// Groups of kernels measured together, sharing their buffers.
@@ -125,6 +129,7 @@ impl Kernel {
             Kernel::TokensTemperature => "tokens t=0.8",
             Kernel::TokensFiltered => "tokens t=0.8 top-k 50 top-p 0.9",
             Kernel::RoundTrip => "sample round trip (host)",
+            Kernel::TokensDecode => "decode t=0.8 top-k 50 top-p 0.9",
         }
     }
 
@@ -143,6 +148,7 @@ impl Kernel {
             // One read of the logits, the least any sampler moves; the filters read the row
             // more times (src/tokens.rs counts the passes), served from cache on a GPU.
             Kernel::TokensTemperature | Kernel::TokensFiltered => 4,
+            Kernel::TokensDecode => 4,
             Kernel::RoundTrip => 0,
         }
     }
@@ -153,6 +159,7 @@ impl Kernel {
             Kernel::FillWords | Kernel::FillGumbel => Family::Fill,
             Kernel::RoundTrip => Family::RoundTrip,
             Kernel::TokensTemperature | Kernel::TokensFiltered => Family::Tokens,
+            Kernel::TokensDecode => Family::Tokens,
             _ => Family::Shape,
         }
     }
@@ -253,6 +260,17 @@ fn plan(args: &Args, max_copy_bytes: u64) -> Vec<Case> {
             for kernel in [Kernel::TokensTemperature, Kernel::TokensFiltered] {
                 cases.push(Case { kernel, rows, k });
             }
+        }
+    }
+    // Decode (batch 1, and 2 for the ratio), in --quick runs too: one row is what a local
+    // inference engine samples per step.
+    for k in [32_000u64, 131_072, 262_144] {
+        for rows in [1u64, 2] {
+            cases.push(Case {
+                kernel: Kernel::TokensDecode,
+                rows,
+                k,
+            });
         }
     }
     cases.push(Case {
@@ -647,7 +665,7 @@ fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
     let sampler = b.gpu.token_sampler()?;
     for case in cases {
         let setting = match case.kernel {
-            Kernel::TokensFiltered => RowSampling {
+            Kernel::TokensFiltered | Kernel::TokensDecode => RowSampling {
                 top_k: 50,
                 top_p: 0.9,
                 ..RowSampling::new(0.8)

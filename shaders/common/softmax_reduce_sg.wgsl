@@ -3,16 +3,18 @@
 // state per subgroup goes to workgroup memory, and every invocation merges those in the same
 // order (so all agree bit for bit). No subgroup size is assumed: the loop runs to the
 // subgroup_size builtin, and subgroups are found by the subgroup_id builtin, not by lid.
-// Contract: the including shader (softmax.wgsl) defines State, Row, merge and
-// `var<workgroup> red: array<State, WG_SIZE>`.
+// Contract: the including shader (softmax.wgsl) defines State, Row, merge, reduce_wg and
+// `var<workgroup> red_wg: array<State, RED_SLOTS>`; subgroups of fewer than WG_SIZE / RED_SLOTS
+// lanes (more subgroups than slots; num_subgroups is the same for the whole workgroup, so the
+// branch is uniform) take reduce_wg, the workgroup-memory path.
 //   * every invocation of the workgroup calls reduce in uniform control flow (after uniform
 //     early returns only), so every lane of every subgroup is active for the shuffles: WG_SIZE
 //     (256) is a multiple of every subgroup size (a power of two, at most 128 in wgpu), so no
 //     subgroup is partial;
 //   * subgroupShuffleXor(x, m) with m < size reads lane lane ^ m < size (size a power of two);
-//   * red[sg.id]: sg.id < sg.count <= WG_SIZE; red[i] is read for i < sg.count only, after the
-//     barrier that follows every subgroup's write of red[its id]; the trailing barrier keeps a
-//     later write of red from racing these reads;
+//   * red_wg[sg.id]: sg.id < sg.count <= RED_SLOTS; red_wg[i] is read for i < sg.count only,
+//     after the barrier that follows every subgroup's write of red_wg[its id]; the trailing
+//     barrier keeps a later write of red_wg from racing these reads;
 //   * loops end: m doubles from 1 to size (<= 128), i counts up to count (<= WG_SIZE).
 // (No `enable subgroups;`: naga 30 rejects the directive and takes the builtins without it.)
 
@@ -31,17 +33,20 @@ fn shuffle_state(s: State, m: u32) -> State {
 }
 
 fn reduce(lid: u32, st: State, row: Row, sg: SubgroupIds) -> State {
+    if (sg.count > RED_SLOTS) {
+        return reduce_wg(lid, st, row);
+    }
     var s = st;
     for (var m = 1u; m < sg.size; m = m * 2u) {
         s = merge(s, shuffle_state(s, m), row);
     }
     if (sg.lane == 0u) {
-        red[sg.id] = s;
+        red_wg[sg.id] = s;
     }
     workgroupBarrier();
-    var fin = red[0];
+    var fin = red_wg[0];
     for (var i = 1u; i < sg.count; i++) {
-        fin = merge(fin, red[i], row);
+        fin = merge(fin, red_wg[i], row);
     }
     workgroupBarrier();
     return fin;
