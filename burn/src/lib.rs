@@ -36,9 +36,10 @@
 //! tensors, and registers its outputs with `register_tensor_handle` and an `Init` operation (as
 //! burn-fusion's own `float_from_data` does); under autodiff the backward does the same with
 //! the incoming gradient and the checkpointed logits. burn does not fuse across these ops (they
-//! run eagerly, between fused blocks). The two features must agree: where burn's `fusion` is on
-//! and this crate's is off (or the reverse), the crate stops at compile time
-//! (`expected CubeBackend, found Fusion<CubeBackend>`), never at run time.
+//! run eagerly, between fused blocks). The tests run either way (`cargo test --features
+//! fusion`). Where burn's `fusion` is on (through any crate of the build) and this crate's is
+//! off, the crate stops at compile time (`expected CubeBackend, found Fusion<CubeBackend>`),
+//! never at run time.
 //!
 //! **Order of work.** Each op submits burn's queued work (`client.flush()`), then its own
 //! command buffer on the shared queue, without waiting for the GPU: burn's later work is queued
@@ -68,8 +69,8 @@ mod kernels;
 use bridge::{Prim, from_cube, to_cube};
 
 /// This crate's `fusion` feature must match burn's (see the crate docs): where burn's `fusion`
-/// is on and this crate's is not (or the reverse), this line does not compile
-/// (`expected CubeBackend, found Fusion<CubeBackend>`).
+/// is on and this crate's is not, this line does not compile (`expected CubeBackend, found
+/// Fusion<CubeBackend>`).
 #[cfg(not(feature = "fusion"))]
 const _: fn(Cube) -> burn_cubecl::CubeBackend = |backend| backend;
 #[cfg(feature = "fusion")]
