@@ -11,24 +11,47 @@
 //! (The buffer level, by hand. The crate itself, `gumbel_wgpu_burn`, wraps the same binding as
 //! burn ops: see `examples/vae.rs`.)
 use burn::backend::Cube;
-use burn::backend::wgpu::{AutoCompiler, MemoryConfiguration, WgpuResource, WgpuSetup};
+use burn::backend::wgpu::{AutoCompiler, CubeTensor, MemoryConfiguration, WgpuResource, WgpuSetup};
 use burn::tensor::{DType, Device, Distribution, Int, Tensor};
 use cubecl_wgpu::WgpuServer;
 use gumbel_wgpu::{
     Gpu, LogitsView, Noise, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature, cpu, wgpu,
 };
 
-/// The buffer, byte offset and byte size behind a burn tensor on the wgpu runtime. The guard
-/// keeps burn from reusing the memory while the library's work is recorded.
-fn resource<const D: usize, K>(t: &Tensor<D, K>) -> (WgpuResource, impl Sized + use<D, K>)
+/// The cubecl tensor behind a burn tensor of the wgpu backend.
+#[cfg(not(feature = "fusion"))]
+fn cube<const D: usize, K>(t: &Tensor<D, K>) -> CubeTensor
+where
+    K: burn::tensor::kind::Basic + burn::tensor::BackendPrimitive<Cube, Primitive = CubeTensor>,
+{
+    t.clone()
+        .try_into_primitive::<Cube>()
+        .expect("a tensor on the wgpu runtime")
+}
+
+/// With burn's `fusion` feature (this crate's `fusion`), a primitive is a lazy fusion tensor:
+/// the fusion client runs what is queued on it and hands over its cubecl tensor (the handle
+/// stays shared with burn's tensor, which sees what the library writes).
+#[cfg(feature = "fusion")]
+fn cube<const D: usize, K>(t: &Tensor<D, K>) -> CubeTensor
 where
     K: burn::tensor::kind::Basic
-        + burn::tensor::BackendPrimitive<Cube, Primitive = burn::backend::wgpu::CubeTensor>,
+        + burn::tensor::BackendPrimitive<
+            Cube,
+            Primitive = burn_fusion::FusionTensor<burn_cubecl::fusion::FusionCubeRuntime>,
+        >,
 {
-    let cube = t
+    let fused = t
         .clone()
         .try_into_primitive::<Cube>()
         .expect("a tensor on the wgpu runtime");
+    let client = fused.client.clone();
+    client.resolve_tensor_float::<burn_cubecl::CubeBackend>(fused)
+}
+
+/// The buffer, byte offset and byte size behind a burn tensor on the wgpu runtime. The guard
+/// keeps burn from reusing the memory while the library's work is recorded.
+fn resource(cube: CubeTensor) -> (WgpuResource, impl Sized) {
     // get_resource also submits burn's pending work on this tensor (its writes come first).
     let managed = cube
         .client
@@ -77,9 +100,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let y = Tensor::<2>::empty([rows, k], &bdev);
     let samples = Tensor::<1, Int>::empty([rows], (&bdev, DType::I32));
 
-    let (logits_r, _g1) = resource(&packed);
-    let (y_r, _g2) = resource(&y);
-    let (s_r, _g3) = resource(&samples);
+    let (logits_r, _g1) = resource(cube(&packed));
+    let (y_r, _g2) = resource(cube(&y));
+    let (s_r, _g3) = resource(cube(&samples));
     assert_eq!(packed.dtype(), DType::F32);
     assert!(logits_r.buffer != y_r.buffer && logits_r.buffer != s_r.buffer);
     // Head 1 starts rows * k floats into the packed tensor: 148000 bytes, not a multiple of the

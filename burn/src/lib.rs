@@ -23,20 +23,23 @@
 //! `MemoryConfiguration::ExclusivePages` every tensor has its own buffer and that copy never
 //! happens.
 //!
-//! **Fusion (the one limit).** The op binds the buffers of burn's unfused cubecl tensors. With
-//! burn's `fusion` feature on (it is in the default features of `burn`, `burn-wgpu` and
-//! `burn-cubecl`), burn's wgpu backend is `Fusion<CubeBackend>` and a tensor's primitive is a
-//! lazy fusion handle with no buffer yet; registering the op with the fusion runtime
-//! (`burn-fusion`'s `resolve_tensor_float` for the inputs, `register_tensor_handle` for the
-//! outputs, under autodiff) is not done here. The setting that avoids it: depend on burn
-//! without its default features,
+//! **Fusion.** burn's `fusion` feature (in the default features of `burn`, `burn-wgpu` and
+//! `burn-cubecl`) makes burn's wgpu backend `Fusion<CubeBackend>`, whose tensors are lazy
+//! fusion handles. Turn on this crate's `fusion` feature with it (it turns on burn's):
 //!
 //! ```toml
-//! burn = { version = "0.22.1", default-features = false, features = ["std", "wgpu", "autodiff", "optim"] }
+//! gumbel-wgpu-burn = { path = "...", features = ["fusion"] }
 //! ```
 //!
-//! (add the others you use, but not `fusion`). With fusion on, this crate stops at compile time
-//! on the check below (`expected CubeBackend, found Fusion<CubeBackend>`), never at run time.
+//! Each op then resolves its inputs through burn-fusion's client (`resolve_tensor_float`, which
+//! first runs the fused work queued on the tensor's stream), runs the kernels on the cubecl
+//! tensors, and registers its outputs with `register_tensor_handle` and an `Init` operation (as
+//! burn-fusion's own `float_from_data` does); under autodiff the backward does the same with
+//! the incoming gradient and the checkpointed logits. burn does not fuse across these ops (they
+//! run eagerly, between fused blocks). The tests run either way (`cargo test --features
+//! fusion`). Where burn's `fusion` is on (through any crate of the build) and this crate's is
+//! off, the crate stops at compile time (`expected CubeBackend, found Fusion<CubeBackend>`),
+//! never at run time.
 //!
 //! **Order of work.** Each op submits burn's queued work (`client.flush()`), then its own
 //! command buffer on the shared queue, without waiting for the GPU: burn's later work is queued
@@ -59,12 +62,19 @@ use burn_cubecl::tensor::CubeTensor;
 pub use gumbel_wgpu::{Error, Noise, RowSampling, Stream, TokenSampling};
 use gumbel_wgpu::{GradSpace, SoftmaxMode, TokenRowParams};
 
+mod bridge;
 mod device;
 mod kernels;
 
-/// burn's `fusion` feature must be off (see the crate docs): this line does not compile where
-/// burn's wgpu backend is `Fusion<CubeBackend>`.
+use bridge::{Prim, from_cube, to_cube};
+
+/// This crate's `fusion` feature must match burn's (see the crate docs): where burn's `fusion`
+/// is on and this crate's is not, this line does not compile (`expected CubeBackend, found
+/// Fusion<CubeBackend>`).
+#[cfg(not(feature = "fusion"))]
 const _: fn(Cube) -> burn_cubecl::CubeBackend = |backend| backend;
+#[cfg(feature = "fusion")]
+const _: fn(Cube) -> burn_fusion::Fusion<burn_cubecl::CubeBackend> = |backend| backend;
 
 pub use device::{adapter_info, init, init_setup, register};
 
@@ -157,10 +167,10 @@ pub fn gumbel_softmax_with<const D: usize>(
     let strategy = logits.gradient_checkpointing_strategy();
     let out: Tensor<2> = match strategy {
         None => {
-            let p = primitive::<Cube>(logits)?;
+            let p = to_cube(primitive::<Cube>(logits)?);
             let (p, rows, k) = kernels::matrix("logits", p)?;
             let y = kernels::forward(&p, rows, k, &tau, stream, mode(output))?;
-            Tensor::from_primitive::<Cube>(y)
+            Tensor::from_primitive::<Cube>(from_cube(y))
         }
         Some(burn::backend::GradientCheckpointingStrategy::Balanced) => {
             autodiff_forward::<BalancedCheckpointing>(logits, tau, stream, output, backward)?
@@ -202,7 +212,7 @@ where
 {
     t.try_into_primitive::<B>().map_err(|e| {
         Error::InvalidArgument(format!(
-            "logits: not a tensor of burn's (unfused) wgpu backend: {e:?}"
+            "logits: not a tensor of burn's wgpu backend: {e:?}"
         ))
     })
 }
@@ -238,7 +248,7 @@ fn device_tau(tau: Tau, rows: usize) -> Result<kernels::Tau, Error> {
                 .reshape([1, rows])
                 .try_into_primitive::<Cube>()
                 .map_err(|e| Error::InvalidArgument(format!("tau: {e:?}")))?;
-            let p = burn_cubecl::kernel::into_contiguous(p);
+            let p = burn_cubecl::kernel::into_contiguous(to_cube(p));
             let shape = [rows];
             let p = CubeTensor::new_contiguous(
                 p.client.clone(),
@@ -289,9 +299,9 @@ impl BackwardStep<Cube, 1> for GumbelSoftmaxStep {
         } = ops.state;
         // The checkpointed logits (the op's 2-D input), contiguous for the kernel.
         let logits = match &input {
-            Kept::Logits(id, _) => Some(burn_cubecl::kernel::into_contiguous(
-                checkpointer.retrieve_node_output::<CubeTensor>(*id),
-            )),
+            Kept::Logits(id, _) => Some(burn_cubecl::kernel::into_contiguous(to_cube(
+                checkpointer.retrieve_node_output::<Prim>(*id),
+            ))),
             Kept::Sample(_) => None,
         };
         unary::<Cube, _>(ops.parents, ops.node, grads, |grad| {
@@ -300,8 +310,9 @@ impl BackwardStep<Cube, 1> for GumbelSoftmaxStep {
                 (Kept::Logits(_, stream), Some(l)) => kernels::YSource::Recompute(l, *stream),
                 (Kept::Logits(..), None) => unreachable!("retrieved above"),
             };
-            kernels::backward(y, space, grad, rows, k, &tau)
-                .unwrap_or_else(|e| panic!("gumbel-wgpu-burn: the Gumbel-Softmax backward: {e}"))
+            let dl = kernels::backward(y, space, to_cube(grad), rows, k, &tau)
+                .unwrap_or_else(|e| panic!("gumbel-wgpu-burn: the Gumbel-Softmax backward: {e}"));
+            from_cube(dl)
         });
     }
 }
@@ -317,7 +328,7 @@ where
     DispatchTensor: DispatchKindConversion<Autodiff<Cube, C>>,
 {
     let ad = primitive::<Autodiff<Cube, C>>(logits)?;
-    let (p, rows, k) = kernels::matrix("logits", ad.primitive().clone())?;
+    let (p, rows, k) = kernels::matrix("logits", to_cube(ad.primitive().clone()))?;
     let space = match output {
         Output::Log => GradSpace::LogProbs,
         _ => GradSpace::Probs,
@@ -348,11 +359,16 @@ where
                 rows,
                 k,
             };
-            prep.finish(state, y)
+            prep.finish(state, from_cube(y))
         }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(kernels::forward(&p, rows, k, &tau, stream, mode(output))?)
-        }
+        OpsKind::UnTracked(prep) => prep.finish(from_cube(kernels::forward(
+            &p,
+            rows,
+            k,
+            &tau,
+            stream,
+            mode(output),
+        )?)),
     };
     Ok(Tensor::from_primitive::<Autodiff<Cube, C>>(out))
 }
@@ -371,7 +387,7 @@ fn plain(
     Error,
 > {
     let strategy = logits.gradient_checkpointing_strategy();
-    let p = primitive::<Cube>(logits.inner())?;
+    let p = to_cube(primitive::<Cube>(logits.inner())?);
     let (p, rows, k) = kernels::matrix("logits", p)?;
     Ok((p, rows, k, strategy))
 }
@@ -421,7 +437,10 @@ pub fn sample_top_k(
     let tau = device_tau(tau.into(), rows)?;
     let (p, rows, k, strategy) = plain(logits)?;
     let out = kernels::sample(&p, rows, k, top as u32, &tau, stream, Noise::Bits32)?;
-    Ok(rewrap(Tensor::from_primitive::<Cube>(out), strategy))
+    Ok(rewrap(
+        Tensor::from_primitive::<Cube>(from_cube(out)),
+        strategy,
+    ))
 }
 
 /// LLM token sampling (temperature, top-k, top-p, min-p per row, a stream per row; see
@@ -441,7 +460,10 @@ pub fn sample_tokens(
     let row_params = TokenRowParams::rows(params, rows)?;
     let (p, rows, k, strategy) = plain(logits)?;
     let out = kernels::sample_tokens(&p, rows, k, &row_params, noise)?;
-    Ok(rewrap(Tensor::from_primitive::<Cube>(out), strategy))
+    Ok(rewrap(
+        Tensor::from_primitive::<Cube>(from_cube(out)),
+        strategy,
+    ))
 }
 
 /// The Gumbel noise the fused kernels add for `stream`, shaped like `like` (element `j` of row
@@ -453,9 +475,9 @@ pub fn gumbel_noise<const D: usize>(like: &Tensor<D>, stream: Stream) -> Result<
     let (rows, k) = rows_k("like", &dims)?;
     let probe: Tensor<2> = like.clone().reshape([rows, k]);
     let strategy = probe.gradient_checkpointing_strategy();
-    let p = primitive::<Cube>(probe.inner())?;
+    let p = to_cube(primitive::<Cube>(probe.inner())?);
     let out = kernels::gumbel_noise(&p, rows as u64, k as u64, stream)?;
-    let t: Tensor<2> = rewrap(Tensor::from_primitive::<Cube>(out), strategy);
+    let t: Tensor<2> = rewrap(Tensor::from_primitive::<Cube>(from_cube(out)), strategy);
     Ok(t.reshape(dims))
 }
 
@@ -466,7 +488,7 @@ pub fn placement<const D: usize>(
     t: &Tensor<D>,
 ) -> Result<(gumbel_wgpu::wgpu::Buffer, u64, u64), Error> {
     let n = t.dims().iter().product::<usize>();
-    let p = primitive::<Cube>(t.clone().inner().reshape([1, n]))?;
+    let p = to_cube(primitive::<Cube>(t.clone().inner().reshape([1, n]))?);
     let b = device::bind(&p)?;
     Ok((b.res.buffer.clone(), b.res.offset, b.res.size))
 }
