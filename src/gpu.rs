@@ -739,7 +739,11 @@ impl Gpu {
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.check_alive()?;
-        let (submitted, oom, internal, validation) = {
+        // The three scopes are popped (in reverse order) before the first `.await`: a pop is
+        // issued when `pop()` is called, and another task's `submit_async` awaiting between our
+        // pops would push its own scope in between, which wgpu rejects as a mismatched pop (a
+        // panic in the browser, where two page events can each run a call).
+        let (submitted, v, i, o) = {
             let _device = self.lock.lock();
             let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -751,11 +755,9 @@ impl Gpu {
                 record(&mut encoder)?;
                 Ok(self.queue.submit([encoder.finish()]))
             })();
-            (submitted, oom, internal, validation)
+            (submitted, validation.pop(), internal.pop(), oom.pop())
         };
-        let v = validation.pop().await;
-        let i = internal.pop().await;
-        let o = oom.pop().await;
+        let (v, i, o) = (v.await, i.await, o.await);
         if let Some(e) = o.or(v).or(i) {
             return Err(e.into());
         }

@@ -73,6 +73,66 @@ async fn philox_words_equal_the_cpu_words() {
     }
 }
 
+/// Both futures polled together until both are done (no executor crate needed).
+async fn join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    use std::task::Poll;
+    let (mut a, mut b) = (Box::pin(a), Box::pin(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (ra.unwrap(), rb.unwrap())
+}
+
+/// Two calls in flight at once (two page events): each pops its own error scopes before it
+/// awaits, so neither sees the other's scope (a mismatched pop panicked here before).
+#[wasm_bindgen_test]
+async fn two_submissions_in_flight_at_once_both_succeed() {
+    let gpu = gpu().await;
+    let kernels = gpu.random_fill().unwrap();
+    let len = 1000;
+    let streams = [Stream::new(11), Stream::new(12)];
+    let outs = [poisoned(&gpu, len), poisoned(&gpu, len)];
+    let run = |i: usize| {
+        let (gpu, kernels, out) = (&gpu, &kernels, &outs[i]);
+        async move {
+            gpu.submit_async(|enc| {
+                kernels.record(
+                    enc,
+                    &RandomJob {
+                        kind: RandomKind::Words,
+                        stream: streams[i],
+                        out: out.slice(..),
+                    },
+                )
+            })
+            .await?;
+            gpu.read_buffer_async::<u32>(out, len).await
+        }
+    };
+    let (a, b) = join(run(0), run(1)).await;
+    assert_eq!(a.unwrap(), cpu::random_u32(streams[0], len));
+    assert_eq!(b.unwrap(), cpu::random_u32(streams[1], len));
+}
+
 #[wasm_bindgen_test]
 async fn forward_equals_the_cpu_reference_at_an_offset() {
     let gpu = gpu().await;
