@@ -108,6 +108,8 @@ pub(crate) struct FamilyCore {
     pub(crate) max_groups: u32,
     /// The driver's cap on loop iterations per invocation (llvmpipe), see `Gpu::loop_budget`.
     pub(crate) loop_budget: Option<u64>,
+    /// The bounds sanitizer's status binding (group 1), when it is on.
+    sanitizer: Option<wgpu::BindGroup>,
 }
 
 /// Builds family `F` for a device: composes and compiles its shader, makes its explicit
@@ -120,7 +122,11 @@ pub(crate) fn build<F: KernelFamily>(
     limits: FamilyLimits,
 ) -> Result<F, Error> {
     let spec = F::SPEC;
-    let source = crate::shader::compose(&spec, config)?;
+    // Under the bounds sanitizer every array index is checked (src/sanitize.rs).
+    let source = match &limits.sanitizer {
+        Some(s) => s.compose(&spec, config)?,
+        None => crate::shader::compose(&spec, config)?,
+    };
     let (layout, pipelines, unused) = scoped(device, lock, || {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
@@ -159,9 +165,10 @@ pub(crate) fn build<F: KernelFamily>(
             label: Some(spec.name),
             entries: &entries,
         });
+        let sanitizer_layout = limits.sanitizer.as_ref().map(|s| &s.layout);
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(spec.name),
-            bind_group_layouts: &[Some(&layout)],
+            bind_group_layouts: &[Some(&layout), sanitizer_layout],
             immediate_size: 0,
         });
         let pipelines = spec
@@ -175,8 +182,10 @@ pub(crate) fn build<F: KernelFamily>(
                     entry_point: Some(ep),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &[],
-                        // Every kernel writes its workgroup memory before reading it (contracts).
-                        zero_initialize_workgroup_memory: limits.runtime_checks,
+                        // Every kernel writes its workgroup memory before reading it (contracts);
+                        // the sanitizer fills it with poison instead.
+                        zero_initialize_workgroup_memory: limits.runtime_checks
+                            && limits.sanitizer.is_none(),
                     },
                     cache: None,
                 })
@@ -207,12 +216,13 @@ pub(crate) fn build<F: KernelFamily>(
         align: limits.align,
         max_groups: limits.max_groups,
         loop_budget: limits.loop_budget,
+        sanitizer: limits.sanitizer.as_ref().map(|s| s.bind_group.clone()),
     };
     F::new(core, pipelines)
 }
 
 /// The device limits a family works within (from [`crate::Gpu`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub(crate) struct FamilyLimits {
     pub max_elements: u64,
     pub align: u64,
@@ -220,6 +230,8 @@ pub(crate) struct FamilyLimits {
     pub loop_budget: Option<u64>,
     /// Compile with wgpu's runtime checks (`GpuOptions::runtime_checks`).
     pub runtime_checks: bool,
+    /// The bounds sanitizer (`GpuOptions::bounds_check`).
+    pub sanitizer: Option<Arc<crate::sanitize::Sanitizer>>,
 }
 
 impl FamilyCore {
@@ -325,6 +337,9 @@ impl FamilyCore {
             timestamp_writes: None,
         });
         pass.set_bind_group(0, &bind, &[]);
+        if let Some(status) = &self.sanitizer {
+            pass.set_bind_group(1, status, &[]);
+        }
         for &(pipeline, groups) in passes {
             let groups = u32::try_from(groups).map_err(|_| {
                 Error::TooLarge(format!(
