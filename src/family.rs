@@ -428,8 +428,15 @@ pub(crate) fn scoped<T>(
         let v = pollster::block_on(validation.pop());
         let i = pollster::block_on(internal.pop());
         let o = pollster::block_on(oom.pop());
-        if let Some(e) = o.or(v).or(i) {
-            return Err(e.into());
+        let result = match o.or(v).or(i) {
+            Some(e) => Err(e.into()),
+            None => result,
+        };
+        // On a lost (or destroyed) device every error reads the same.
+        if result.is_err()
+            && let Some(m) = lock.lost_device(device)
+        {
+            return Err(Error::DeviceLost(m));
         }
         result
     }

@@ -166,6 +166,8 @@ impl Drop for Pooled<'_> {
 /// holds it across the `record` calls it makes. A no-op on every other backend.
 pub(crate) struct DeviceLock {
     enabled: bool,
+    /// Set by the device-lost callback (shared with [`Gpu`]).
+    lost: Arc<Mutex<Option<String>>>,
     owner: Mutex<(Option<ThreadId>, usize)>,
     free: Condvar,
 }
@@ -174,12 +176,31 @@ pub(crate) struct DeviceLock {
 pub(crate) struct DeviceGuard<'a>(Option<&'a DeviceLock>);
 
 impl DeviceLock {
-    fn new(enabled: bool) -> Self {
+    fn new(enabled: bool, lost: Arc<Mutex<Option<String>>>) -> Self {
         DeviceLock {
             enabled,
+            lost,
             owner: Mutex::new((None, 0)),
             free: Condvar::new(),
         }
+    }
+
+    /// Whether the device is lost, asked after an error: a destroyed device (`destroy`) reports
+    /// its loss only on the next poll, and until then every wgpu call on it fails with a
+    /// validation error about invalid objects, which this turns into one `Error::DeviceLost`.
+    pub(crate) fn lost_device(&self, device: &wgpu::Device) -> Option<String> {
+        let lost = || self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(m) = lost() {
+            return Some(m);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _device = self.lock();
+            let _ = device.poll(wgpu::PollType::Poll);
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = device;
+        lost()
     }
 
     pub(crate) fn lock(&self) -> DeviceGuard<'_> {
@@ -422,6 +443,7 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             *lost2.lock().unwrap() = Some(format!("{reason:?}: {message}"));
         });
+        let lock = Arc::new(DeviceLock::new(gl, lost.clone()));
         Gpu {
             device,
             queue,
@@ -434,7 +456,7 @@ impl Gpu {
             max_chunk_override: None,
             runtime_checks: false,
             sanitizer: None,
-            lock: Arc::new(DeviceLock::new(gl)),
+            lock,
             pool: BufferPool::default(),
         }
     }
@@ -579,9 +601,18 @@ impl Gpu {
         if self.owns_device
             && let Some(m) = self.uncaptured.lock().unwrap().take()
         {
-            return Err(Error::Validation(m));
+            return Err(self.lost_or(Error::Validation(m)));
         }
         Ok(())
+    }
+
+    /// `e`, or `Error::DeviceLost` if the device turns out to be lost (every error on a lost
+    /// device reads the same, whichever call met it).
+    pub(crate) fn lost_or(&self, e: Error) -> Error {
+        match self.lock.lost_device(&self.device) {
+            Some(m) => Error::DeviceLost(m),
+            None => e,
+        }
     }
 
     /// Runs `f` holding the device lock inside error scopes (see [`family::scoped`]), after
@@ -744,6 +775,7 @@ impl Gpu {
         if read.is_err() {
             staging.discard();
         }
+        let read = read.map_err(|e| self.lost_or(e));
         self.check_bounds()?;
         read
     }
@@ -850,9 +882,9 @@ impl Gpu {
         let i = internal.pop().await;
         let o = oom.pop().await;
         if let Some(e) = o.or(v).or(i) {
-            return Err(e.into());
+            return Err(self.lost_or(e.into()));
         }
-        let index = submitted?;
+        let index = submitted.map_err(|e| self.lost_or(e))?;
         self.finished(index).await?;
         self.check_bounds()?;
         self.check_alive()
