@@ -10,8 +10,8 @@
 //! backward and density within stated tolerances) or the documented output of a bad row (NaN, or
 //! `NO_INDEX`).
 //!
-//! 12 jobs per family by default (96 jobs, each run twice; about 80 s of CPU on lavapipe); `GUMBEL_WGPU_EDGE_JOBS=N` runs N
-//! per family (a soak), `GUMBEL_WGPU_EDGE_SEED=S` another seed.
+//! 12 jobs per family by default (96 jobs, each run twice; about 80 s of CPU on lavapipe);
+//! `GUMBEL_WGPU_EDGE_JOBS=N` runs N per family (a soak), `GUMBEL_WGPU_EDGE_SEED=S` another seed.
 
 mod common;
 
