@@ -91,6 +91,9 @@ fn good_tau(t: f32) -> bool {
     t.is_finite() && t >= f32::MIN_POSITIVE
 }
 
+/// A half format's conversions: from f32, and back.
+type Halves = (fn(f32) -> u16, fn(u16) -> f32);
+
 /// Logits with a few masked entries, in `format` (words, and the values the kernels see).
 fn logits(rng: &mut StdRng, n: usize, format: LogitsFormat) -> (Vec<u32>, Vec<f32>) {
     let v: Vec<f32> = (0..n)
@@ -105,7 +108,7 @@ fn logits(rng: &mut StdRng, n: usize, format: LogitsFormat) -> (Vec<u32>, Vec<f3
     match format {
         LogitsFormat::F32 => (v.iter().map(|x| x.to_bits()).collect(), v),
         _ => {
-            let (to, from): (fn(f32) -> u16, fn(u16) -> f32) = if format == LogitsFormat::F16 {
+            let (to, from): Halves = if format == LogitsFormat::F16 {
                 (f32_to_f16, f16_to_f32)
             } else {
                 (f32_to_bf16, bf16_to_f32)
@@ -271,7 +274,7 @@ fn close(got: f64, want: f64, tol: f64) -> bool {
 
 /// Every generated job of `family`, checked by `check` (given the job's outputs).
 fn sweep(family: &str, mut make: impl FnMut(&mut StdRng) -> (Job, Box<dyn Fn(&[Vec<u32>])>)) {
-    let mut rng = StdRng::seed_from_u64(seed() ^ family.len() as u64 * 0x9e37);
+    let mut rng = StdRng::seed_from_u64(seed() ^ (family.len() as u64 * 0x9e37));
     let mut ran = 0;
     for i in 0..jobs_per_family() {
         let (job, check) = make(&mut rng);
@@ -343,7 +346,7 @@ fn forward_jobs() {
         let fmt = format(rng);
         let (words, values) = logits(rng, rows * k, fmt);
         let t = taus(rng, rows);
-        let scalar = temperature(rng).abs().max(0.2).min(5.0);
+        let scalar = rng.random_range(0.2f32..5.0);
         let mode = [SoftmaxMode::Soft, SoftmaxMode::Hard, SoftmaxMode::Log][rng.random_range(0..3)];
         let s = stream(rng);
         let mut inputs = vec![words];
