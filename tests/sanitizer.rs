@@ -6,6 +6,7 @@
 
 mod common;
 
+use gumbel_wgpu::wgpu;
 use gumbel_wgpu::{
     BackwardSlice, Error, Gpu, GpuOptions, LogitsSlice, RowPath, SampleOptions, SampleStrategy,
     SoftmaxMode, SoftmaxStrategy, Stream, Temperature, TokenSampling,
@@ -185,7 +186,18 @@ fn a_planted_workgroup_index_is_caught_in_a_shared_piece() {
 /// runtime-checked build give the same bits on every family's paths.
 #[test]
 fn every_family_gives_the_same_bits_with_workgroup_memory_poisoned_or_zeroed() {
-    for subgroups in [true, false] {
+    // GL has no subgroups (one pass), and llvmpipe GL runs these kernels many times slower
+    // than lavapipe (the long rows are left to Vulkan there).
+    let gl = common::gpu()
+        .adapter_info()
+        .is_some_and(|i| i.backend == wgpu::Backend::Gl);
+    let subgroup_settings: &[bool] = if gl { &[false] } else { &[true, false] };
+    let shapes: &[(usize, usize)] = if gl {
+        &[(3, 7), (2, 33), (5, 257), (1, 4097)]
+    } else {
+        &[(3, 7), (2, 33), (5, 257), (1, 4097), (1, 20001)]
+    };
+    for &subgroups in subgroup_settings {
         let poisoned = Gpu::with_options(GpuOptions {
             bounds_check: true,
             subgroups,
@@ -200,7 +212,7 @@ fn every_family_gives_the_same_bits_with_workgroup_memory_poisoned_or_zeroed() {
         .unwrap();
         let mut rng = StdRng::seed_from_u64(19);
         let compared = std::cell::Cell::new(0);
-        for &(rows, k) in &[(3usize, 7usize), (2, 33), (5, 257), (1, 4097), (1, 20001)] {
+        for &(rows, k) in shapes {
             let logits = common::masked_logits(&mut rng, rows, k, 0.1);
             let taus: Vec<f32> = (0..rows).map(|_| rng.random_range(0.2f32..3.0)).collect();
             let stream = Stream {
@@ -334,6 +346,10 @@ fn every_family_gives_the_same_bits_with_workgroup_memory_poisoned_or_zeroed() {
             });
         }
         // 21 jobs per shape; a few paths refuse a shape (both ways alike).
-        assert!(compared.get() >= 80, "{} jobs compared", compared.get());
+        assert!(
+            compared.get() >= 16 * shapes.len(),
+            "{} jobs compared",
+            compared.get()
+        );
     }
 }
