@@ -7,7 +7,8 @@
 //                          (logits.wgsl); element n of this dispatch is logit_bits(logit_base + n)
 //   2: storage, read       temps: array<f32>   per-row temperature t_r = temps[temp_base + r]
 //                          (read only when per_row_tau != 0, a dummy buffer otherwise; then
-//                          t_r = params.tau, and x / 1.0 is exact, so tau 1 is no temperature)
+//                          t_r = params.tau, and x / 1.0 is exact, so tau 1 is no temperature);
+//                          a row whose t_r is not finite, positive and normal samples NO_INDEX
 //   3: storage, read_write out: array<u32>     out[out_base + r * top + i], i < top
 //   4: storage, read_write scratch: array<vec2<u32>> (key, index) pairs: for top = 1 the split
 //                          path's partials at r * chunks + c (a dummy buffer on the other
@@ -87,7 +88,14 @@ fn candidate_key(r: u32, n: u32, hi: u32, lo: u32) -> u32 {
     }
     var x = bitcast<f32>(bits);
     if (params.per_row_tau != 0u) {
-        x = x / temps[params.temp_base + r];
+        // A temperature that is not finite, positive and normal (the host checks only a scalar
+        // one) leaves the row without candidates: NO_INDEX in every slot.
+        let t = temps[params.temp_base + r];
+        let tb = bitcast<u32>(t);
+        if (tb < 0x00800000u || tb >= 0x7f800000u) {
+            return 0u;
+        }
+        x = x / t;
     } else {
         x = x / params.tau;
     }

@@ -11,7 +11,9 @@
 //      grad_base + n
 //   3: storage, read_write, array<f32> out: dL/dl, rows x k row-major, element n at out_base + n
 //   4: storage, read, array<f32> taus: one temperature per row when params.per_row != 0
-//      (row r of this dispatch at taus[tau_base + r]); otherwise a dummy and params.tau applies
+//      (row r of this dispatch at taus[tau_base + r]); otherwise a dummy and params.tau applies.
+//      A row whose temperature is not finite, positive and normal gets NaN (0x7fc00000) in
+//      every element, as in the forward.
 //   5: storage, read_write, array<State> partials: rows x segs partial states (split rows only;
 //      a scratch buffer reused across jobs)
 // Each binding is a window of the caller's slice starting at the device-aligned offset at or
@@ -64,17 +66,30 @@
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> taus: array<f32>;
 
-// The temperature of the row this invocation works on (set_row_tau).
+// The temperature of the row this invocation works on (set_row_tau), and the bits every
+// gradient of the row gets when its temperature is bad (0: none).
 var<private> row_inv_tau: f32;
 var<private> row_clamp_half: f32;
+var<private> row_bad_bits: u32;
+
+const NAN_BITS: u32 = 0x7fc00000u;
 
 fn set_row_tau(r: u32) {
+    row_bad_bits = 0u;
     if (params.per_row == 0u) {
         row_inv_tau = params.inv_tau;
         row_clamp_half = params.clamp_half;
         return;
     }
-    let t = taus[params.tau_base + r];
+    // Normal, finite and positive, as the host checks a scalar tau (check_tau): a NaN,
+    // infinite, zero, negative or subnormal one makes the row bad: NaN in every element (as
+    // the forward does), computed with tau = 1 so nothing infinite is ever evaluated.
+    let b = bitcast<u32>(taus[params.tau_base + r]);
+    var t = bitcast<f32>(b);
+    if (b < 0x00800000u || b >= 0x7f800000u) {
+        row_bad_bits = NAN_BITS;
+        t = 1.0;
+    }
     row_inv_tau = 1.0 / t;
     row_clamp_half = -min(60.0 * t, 1.7e38);
 }
@@ -224,6 +239,9 @@ fn merge(a: State, b: State) -> State {
 
 // The gradient of a live or dead element, given its row's reduced state.
 fn gradient(e: Elem, st: State) -> f32 {
+    if (row_bad_bits != 0u) {
+        return bitcast<f32>(row_bad_bits);
+    }
     if (e.kind == DEAD) {
         return 0.0;
     }

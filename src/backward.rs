@@ -108,7 +108,8 @@ pub struct BackwardJob<'a> {
     /// `dy` or `dx` (f32, `rows x k`).
     pub grad: wgpu::BufferSlice<'a>,
     /// The forward's temperature: a scalar (checked here: finite, normal, > 0), or a slice of
-    /// `rows` f32 (not checked; each must be finite, normal and > 0).
+    /// `rows` f32 (a row whose value is not finite, normal and > 0 gets NaN in every element,
+    /// as in the forward).
     pub tau: Temperature<wgpu::BufferSlice<'a>>,
     /// Receives `dL/dl` (f32, `rows x k`).
     pub out: wgpu::BufferSlice<'a>,

@@ -34,6 +34,31 @@ pub enum Error {
     Readback(String),
     /// A bug in this crate; please report it.
     Internal(String),
+    /// The bounds sanitizer (`GpuOptions::bounds_check`, `GUMBEL_WGPU_BOUNDS_CHECK=1`) caught a
+    /// kernel indexing an array out of range: a bug in this crate (the index was not used).
+    OutOfBounds(Box<BoundsViolation>),
+}
+
+/// Where the bounds sanitizer caught a kernel indexing out of range ([`Error::OutOfBounds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BoundsViolation {
+    /// The kernel family.
+    pub family: String,
+    /// The entry point that was running.
+    pub entry_point: String,
+    /// The array and its binding, e.g. `out (@group(0) @binding(3), storage)`.
+    pub array: String,
+    /// The WGSL function holding the index.
+    pub function: String,
+    /// `shaders/<file>.wgsl:<line>` of the index.
+    pub location: String,
+    /// The index (the first one out of range since the last check).
+    pub index: u32,
+    /// The array's length in elements.
+    pub length: u32,
+    /// How many out-of-range indices were recorded.
+    pub count: u32,
 }
 
 impl fmt::Display for Error {
@@ -60,6 +85,20 @@ impl fmt::Display for Error {
             Error::DeviceLost(m) => write!(f, "the GPU device was lost: {m}; create a new Gpu"),
             Error::Readback(m) => write!(f, "reading results back from the GPU failed: {m}"),
             Error::Internal(m) => write!(f, "internal error in gumbel-wgpu (please report): {m}"),
+            Error::OutOfBounds(v) => write!(
+                f,
+                "bounds sanitizer: kernel family {}, entry point {}, indexed {} at {}, past its \
+                 length {} (fn {}, {}; {} out-of-range indices in all); a bug in gumbel-wgpu \
+                 (please report)",
+                v.family,
+                v.entry_point,
+                v.array,
+                v.index,
+                v.length,
+                v.function,
+                v.location,
+                v.count
+            ),
         }
     }
 }

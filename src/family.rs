@@ -72,6 +72,9 @@ pub struct FamilySpec {
 }
 
 impl ShaderSource for FamilySpec {
+    fn name(&self) -> &'static str {
+        self.name
+    }
     fn source(&self) -> &'static str {
         self.source
     }
@@ -150,6 +153,8 @@ pub(crate) struct FamilyCore {
     pub(crate) max_groups: u32,
     /// The driver's cap on loop iterations per invocation (llvmpipe), see `Gpu::loop_budget`.
     pub(crate) loop_budget: Option<u64>,
+    /// The bounds sanitizer's status binding (group 1), when it is on.
+    sanitizer: Option<wgpu::BindGroup>,
 }
 
 /// Builds family `F` for a device: composes and compiles its shader, makes its explicit
@@ -162,7 +167,11 @@ pub(crate) fn build<F: KernelFamily>(
     limits: FamilyLimits,
 ) -> Result<F, Error> {
     let spec = F::SPEC;
-    let source = crate::shader::compose(&spec, config)?;
+    // Under the bounds sanitizer every array index is checked (src/sanitize.rs).
+    let source = match &limits.sanitizer {
+        Some(s) => s.compose(&spec, config)?,
+        None => crate::shader::compose(&spec, config)?,
+    };
     let (layout, pipelines, unused) = scoped(device, lock, || {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
@@ -201,9 +210,10 @@ pub(crate) fn build<F: KernelFamily>(
             label: Some(spec.name),
             entries: &entries,
         });
+        let sanitizer_layout = limits.sanitizer.as_ref().map(|s| &s.layout);
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(spec.name),
-            bind_group_layouts: &[Some(&layout)],
+            bind_group_layouts: &[Some(&layout), sanitizer_layout],
             immediate_size: 0,
         });
         let pipelines = spec
@@ -217,8 +227,10 @@ pub(crate) fn build<F: KernelFamily>(
                     entry_point: Some(ep),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &[],
-                        // Every kernel writes its workgroup memory before reading it (contracts).
-                        zero_initialize_workgroup_memory: limits.runtime_checks,
+                        // Every kernel writes its workgroup memory before reading it (contracts);
+                        // the sanitizer fills it with poison instead.
+                        zero_initialize_workgroup_memory: limits.runtime_checks
+                            && limits.sanitizer.is_none(),
                     },
                     cache: None,
                 })
@@ -250,12 +262,13 @@ pub(crate) fn build<F: KernelFamily>(
         align: limits.align,
         max_groups: limits.max_groups,
         loop_budget: limits.loop_budget,
+        sanitizer: limits.sanitizer.as_ref().map(|s| s.bind_group.clone()),
     };
     F::new(core, pipelines)
 }
 
 /// The device limits a family works within (from [`crate::Gpu`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub(crate) struct FamilyLimits {
     pub max_elements: u64,
     pub align: u64,
@@ -263,6 +276,8 @@ pub(crate) struct FamilyLimits {
     pub loop_budget: Option<u64>,
     /// Compile with wgpu's runtime checks (`GpuOptions::runtime_checks`).
     pub runtime_checks: bool,
+    /// The bounds sanitizer (`GpuOptions::bounds_check`).
+    pub sanitizer: Option<Arc<crate::sanitize::Sanitizer>>,
 }
 
 impl FamilyCore {
@@ -364,6 +379,9 @@ impl FamilyCore {
             timestamp_writes: None,
         });
         pass.set_bind_group(0, &bind, &[]);
+        if let Some(status) = &self.sanitizer {
+            pass.set_bind_group(1, status, &[]);
+        }
         for &(pipeline, groups) in passes {
             let groups = u32::try_from(groups).map_err(|_| {
                 Error::TooLarge(format!(
@@ -504,8 +522,15 @@ pub(crate) fn scoped<T>(
         let v = pollster::block_on(validation.pop());
         let i = pollster::block_on(internal.pop());
         let o = pollster::block_on(oom.pop());
-        if let Some(e) = o.or(v).or(i) {
-            return Err(e.into());
+        let result = match o.or(v).or(i) {
+            Some(e) => Err(e.into()),
+            None => result,
+        };
+        // On a lost (or destroyed) device every error reads the same.
+        if result.is_err()
+            && let Some(m) = lock.lost_device(device)
+        {
+            return Err(Error::DeviceLost(m));
         }
         result
     }
@@ -607,6 +632,8 @@ pub(crate) fn check_no_alias<'a>(
 /// holds it across the `record` calls it makes. A no-op on every other backend.
 pub(crate) struct DeviceLock {
     enabled: bool,
+    /// Set by the device-lost callback (shared with `Gpu`).
+    lost: Arc<Mutex<Option<String>>>,
     owner: Mutex<(Option<ThreadId>, usize)>,
     free: Condvar,
 }
@@ -615,12 +642,31 @@ pub(crate) struct DeviceLock {
 pub(crate) struct DeviceGuard<'a>(Option<&'a DeviceLock>);
 
 impl DeviceLock {
-    pub(crate) fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool, lost: Arc<Mutex<Option<String>>>) -> Self {
         DeviceLock {
             enabled,
+            lost,
             owner: Mutex::new((None, 0)),
             free: Condvar::new(),
         }
+    }
+
+    /// Whether the device is lost, asked after an error: a destroyed device (`destroy`) reports
+    /// its loss only on the next poll, and until then every wgpu call on it fails with a
+    /// validation error about invalid objects, which this turns into one `Error::DeviceLost`.
+    pub(crate) fn lost_device(&self, device: &wgpu::Device) -> Option<String> {
+        let lost = || self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(m) = lost() {
+            return Some(m);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _device = self.lock();
+            let _ = device.poll(wgpu::PollType::Poll);
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = device;
+        lost()
     }
 
     pub(crate) fn lock(&self) -> DeviceGuard<'_> {

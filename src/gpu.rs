@@ -31,6 +31,17 @@ pub struct GpuOptions {
     /// before it is read, and the test suite runs every kernel both ways. Turn it on to rule the
     /// kernels out when something looks wrong.
     pub runtime_checks: bool,
+    /// The bounds sanitizer, for testing the kernels (slow): every storage and workgroup array
+    /// index of every kernel is checked, an out-of-range one is recorded instead of used, and
+    /// the blocking calls and [`Gpu::submit`] return [`Error::OutOfBounds`] naming the family,
+    /// entry point, array, line and index; every entry point fills its workgroup memory with
+    /// poison first, so a read before a write shows in the results. Also turned on by
+    /// `GUMBEL_WGPU_BOUNDS_CHECK=1` in the environment (for [`Gpu::new`] and
+    /// [`Gpu::from_wgpu`] too). Native only. See `src/sanitize.rs`.
+    pub bounds_check: bool,
+    /// Rewrites each family's composed WGSL before the sanitizer (tests plant bad indices).
+    #[doc(hidden)]
+    pub shader_patch: Option<crate::sanitize::ShaderPatch>,
     /// Split work into dispatches of at most this many elements, as if the device's storage
     /// bindings were this small (a multiple of 64). Tests use it to exercise chunking.
     #[doc(hidden)]
@@ -44,6 +55,8 @@ impl Default for GpuOptions {
             subgroups: true,
             f16: true,
             runtime_checks: false,
+            bounds_check: false,
+            shader_patch: None,
             max_chunk_elements: None,
         }
     }
@@ -82,6 +95,7 @@ pub struct Gpu {
     owns_device: bool,
     max_chunk_override: Option<u64>,
     runtime_checks: bool,
+    sanitizer: Option<Arc<crate::sanitize::Sanitizer>>,
     lock: Arc<DeviceLock>,
     pool: BufferPool,
 }
@@ -221,6 +235,12 @@ impl Gpu {
         let mut gpu = Gpu::wrap(device, queue, Some(adapter.get_info()));
         gpu.owns_device = true;
         gpu.runtime_checks = options.runtime_checks;
+        if options.bounds_check || bounds_check_from_env() {
+            gpu.sanitizer = Some(Arc::new(crate::sanitize::Sanitizer::new(
+                &gpu.device,
+                options.shader_patch,
+            )));
+        }
         gpu.max_chunk_override = options.max_chunk_elements.map(|c| c.max(64) / 64 * 64);
         // We own this device: errors outside our scopes are recorded, never a panic.
         let uncaptured = gpu.uncaptured.clone();
@@ -326,7 +346,11 @@ impl Gpu {
     /// The application keeps its own uncaptured-error handler: this crate captures its errors in
     /// error scopes.
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
-        Gpu::wrap(device, queue, None)
+        let mut gpu = Gpu::wrap(device, queue, None);
+        if bounds_check_from_env() {
+            gpu.sanitizer = Some(Arc::new(crate::sanitize::Sanitizer::new(&gpu.device, None)));
+        }
+        gpu
     }
 
     fn wrap(
@@ -346,6 +370,7 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             *lost2.lock().unwrap() = Some(format!("{reason:?}: {message}"));
         });
+        let lock = Arc::new(DeviceLock::new(gl, lost.clone()));
         Gpu {
             device,
             queue,
@@ -357,7 +382,8 @@ impl Gpu {
             owns_device: false,
             max_chunk_override: None,
             runtime_checks: false,
-            lock: Arc::new(DeviceLock::new(gl)),
+            sanitizer: None,
+            lock,
             pool: BufferPool::default(),
         }
     }
@@ -387,7 +413,7 @@ impl Gpu {
             None => "application-provided device".to_string(),
         };
         format!(
-            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}; runtime checks: {}",
+            "{name}; philox multiply: {}; subgroups: {}; f16: {}; timestamps: {}; runtime checks: {}; bounds sanitizer: {}",
             if self.config.int64 {
                 "u64"
             } else {
@@ -396,7 +422,8 @@ impl Gpu {
             self.config.subgroups,
             self.config.f16,
             self.has_timestamps(),
-            self.runtime_checks
+            self.runtime_checks,
+            self.sanitizer.is_some()
         )
     }
 
@@ -463,6 +490,7 @@ impl Gpu {
             max_groups: self.device.limits().max_compute_workgroups_per_dimension,
             loop_budget: self.loop_budget(),
             runtime_checks: self.runtime_checks,
+            sanitizer: self.sanitizer.clone(),
         };
         let built = Arc::new(family::build::<F>(
             &self.device,
@@ -481,6 +509,17 @@ impl Gpu {
             .expect("family cache keyed by TypeId"))
     }
 
+    /// Under the bounds sanitizer, fails if a kernel indexed out of range since the last check
+    /// (waits for the work submitted so far).
+    fn check_bounds(&self) -> Result<(), Error> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(s) = &self.sanitizer {
+            let _device = self.lock.lock();
+            return s.check(&self.device, &self.queue);
+        }
+        Ok(())
+    }
+
     /// Fails if the device was lost or (for a device we opened) an error escaped the scopes.
     pub(crate) fn check_alive(&self) -> Result<(), Error> {
         if let Some(m) = self.lost.lock().unwrap().clone() {
@@ -489,9 +528,18 @@ impl Gpu {
         if self.owns_device
             && let Some(m) = self.uncaptured.lock().unwrap().take()
         {
-            return Err(Error::Validation(m));
+            return Err(self.lost_or(Error::Validation(m)));
         }
         Ok(())
+    }
+
+    /// `e`, or `Error::DeviceLost` if the device turns out to be lost (every error on a lost
+    /// device reads the same, whichever call met it).
+    pub(crate) fn lost_or(&self, e: Error) -> Error {
+        match self.lock.lost_device(&self.device) {
+            Some(m) => Error::DeviceLost(m),
+            None => e,
+        }
     }
 
     /// Runs `f` holding the device lock inside error scopes (see [`family::scoped`]), after
@@ -657,6 +705,8 @@ impl Gpu {
             // nothing on the device, so no earlier call noticed).
             self.check_alive()?;
         }
+        let read = read.map_err(|e| self.lost_or(e));
+        self.check_bounds()?;
         read
     }
 
@@ -718,6 +768,11 @@ impl Gpu {
     }
 }
 
+/// `GUMBEL_WGPU_BOUNDS_CHECK=1` (or `true`) turns the bounds sanitizer on.
+fn bounds_check_from_env() -> bool {
+    std::env::var("GUMBEL_WGPU_BOUNDS_CHECK").is_ok_and(|v| v == "1" || v == "true")
+}
+
 /// The error of a blocking call in the browser, which cannot wait for the GPU.
 #[cfg(target_arch = "wasm32")]
 fn blocking_unsupported(what: &str, instead: &str) -> Error {
@@ -759,10 +814,11 @@ impl Gpu {
         };
         let (v, i, o) = (v.await, i.await, o.await);
         if let Some(e) = o.or(v).or(i) {
-            return Err(e.into());
+            return Err(self.lost_or(e.into()));
         }
-        let index = submitted?;
+        let index = submitted.map_err(|e| self.lost_or(e))?;
         self.finished(index).await?;
+        self.check_bounds()?;
         self.check_alive()
     }
 

@@ -88,6 +88,8 @@ pub mod logits;
 pub mod philox;
 mod random;
 mod sample;
+#[doc(hidden)]
+pub mod sanitize;
 mod schedule;
 #[doc(hidden)]
 pub mod shader;
@@ -109,7 +111,7 @@ pub use density::{ConcreteDensity, DensityJob, SIMPLEX_TOLERANCE};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use error::Error;
+pub use error::{BoundsViolation, Error};
 pub use gpu::{Gpu, GpuOptions};
 pub use logits::{LogitsFormat, LogitsSlice, LogitsView};
 pub use philox::{Noise, Philox4x32, Stream};

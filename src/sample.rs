@@ -139,7 +139,8 @@ pub struct SampleJob<'a> {
     /// Indices drawn per row, `1..=min(k, MAX_TOP)`; 1 is plain Gumbel-max sampling.
     pub top: u32,
     /// The temperature: row `r` samples from `softmax(l / t_r)`. A scalar is checked here; a
-    /// per-row slice of `rows` f32 is not (each must be finite, normal and > 0).
+    /// per-row slice of `rows` f32 is not: a row whose value is not finite, normal and > 0
+    /// samples [`NO_INDEX`] in every slot.
     pub tau: Temperature<wgpu::BufferSlice<'a>>,
     /// The noise: element `j` of row `r` uses word `r * k + j` ([`Noise::Bits32`]), or words
     /// `2 (r * k + j)` and `2 (r * k + j) + 1` ([`Noise::Bits64`]).

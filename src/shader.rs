@@ -13,6 +13,8 @@ use crate::philox::{PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1};
 /// file and the WGSL of its uniform parameters. The composer sits below the families, so it
 /// knows them by this alone.
 pub trait ShaderSource {
+    /// The family's name: its file is `shaders/<name>.wgsl` (the sanitizer's site names).
+    fn name(&self) -> &'static str;
     /// The family's WGSL file.
     fn source(&self) -> &'static str;
     /// Its uniform parameters in WGSL, inserted at `#import params`.
@@ -145,22 +147,71 @@ fn piece(name: &str, spec: &dyn ShaderSource, cfg: &ShaderConfig) -> Option<Stri
 
 /// The full WGSL of the kernel family `spec` for `cfg`.
 pub fn compose(spec: &impl ShaderSource, cfg: &ShaderConfig) -> Result<String, Error> {
-    let mut seen = Vec::new();
-    let mut body = String::new();
-    let mut enables = String::new();
-    expand(spec.source(), spec, cfg, &mut seen, &mut body, &mut enables)?;
+    let (enables, body, _) = compose_parts(spec, cfg)?;
     Ok(enables + &body)
+}
+
+/// The `enable` directives, the body, and where each line of the body comes from
+/// (`"shaders/<file>.wgsl:<line>"`, or the generated piece's name): the bounds sanitizer
+/// (`crate::sanitize`) names a site by it.
+pub(crate) fn compose_parts(
+    spec: &dyn ShaderSource,
+    cfg: &ShaderConfig,
+) -> Result<(String, String, Vec<String>), Error> {
+    let mut seen = Vec::new();
+    let mut out = Composed::default();
+    // The family file may follow a generated prefix (the forward's variants): its own lines
+    // start at its header comment (every shader starts with its contract).
+    let first = spec
+        .source()
+        .lines()
+        .position(|l| l.starts_with("//"))
+        .unwrap_or(0);
+    let origin = Origin {
+        file: format!("shaders/{}.wgsl", spec.name()),
+        first_line: 1 - first as i64,
+    };
+    expand(spec.source(), &origin, spec, cfg, &mut seen, &mut out)?;
+    Ok((out.enables, out.body, out.origins))
+}
+
+#[derive(Default)]
+struct Composed {
+    body: String,
+    enables: String,
+    origins: Vec<String>,
+}
+
+/// Where a text's lines come from: line `i` (from 0) of the text is line `first_line + i` of
+/// `file`.
+struct Origin {
+    file: String,
+    first_line: i64,
+}
+
+/// The file of a shared piece under `cfg`, for the sanitizer's site names.
+fn piece_file(name: &str, cfg: &ShaderConfig) -> String {
+    let file = match (name, cfg.int64, cfg.subgroups) {
+        ("params" | "config", _, _) => return format!("(generated piece {name})"),
+        ("mulhi", true, _) => "mulhi_u64",
+        ("mulhi", false, _) => "mulhi_u32",
+        ("team_reduce", _, true) => "reduce_subgroup",
+        ("reduce_best", _, true) => "reduce_best_subgroup",
+        ("reduce_workgroup", _, true) => "reduce_workgroup_subgroup",
+        _ => name,
+    };
+    format!("shaders/common/{file}.wgsl")
 }
 
 fn expand(
     src: &str,
+    origin: &Origin,
     spec: &dyn ShaderSource,
     cfg: &ShaderConfig,
     seen: &mut Vec<String>,
-    body: &mut String,
-    enables: &mut String,
+    out: &mut Composed,
 ) -> Result<(), Error> {
-    for line in src.lines() {
+    for (i, line) in src.lines().enumerate() {
         let trimmed = line.trim();
         if let Some(name) = trimmed.strip_prefix("#import ") {
             let name = name.trim();
@@ -170,16 +221,22 @@ fn expand(
             seen.push(name.to_string());
             let text = piece(name, spec, cfg)
                 .ok_or_else(|| Error::Internal(format!("#import of unknown piece {name:?}")))?;
-            expand(&text, spec, cfg, seen, body, enables)?;
+            let inner = Origin {
+                file: piece_file(name, cfg),
+                first_line: 1,
+            };
+            expand(&text, &inner, spec, cfg, seen, out)?;
         } else if trimmed.starts_with("enable ") {
             // WGSL wants `enable` directives before any declaration.
-            if !enables.contains(trimmed) {
-                enables.push_str(trimmed);
-                enables.push('\n');
+            if !out.enables.contains(trimmed) {
+                out.enables.push_str(trimmed);
+                out.enables.push('\n');
             }
         } else {
-            body.push_str(line);
-            body.push('\n');
+            out.body.push_str(line);
+            out.body.push('\n');
+            out.origins
+                .push(format!("{}:{}", origin.file, origin.first_line + i as i64));
         }
     }
     Ok(())

@@ -236,3 +236,158 @@ fn every_family_fits_webgpus_16_kib_of_workgroup_memory() {
         }
     }
 }
+
+/// Every family's variants (the forward's tiers included), with whether it needs subgroups.
+fn all_specs() -> Vec<(bool, FamilySpec)> {
+    let mut v: Vec<_> = gumbel_wgpu::kernel_specs()
+        .into_iter()
+        .map(|s| (false, s))
+        .collect();
+    v.extend(gumbel_wgpu::GumbelSoftmax::variant_specs());
+    v
+}
+
+/// The bounds sanitizer's rewrite (src/sanitize.rs) of every family, in every configuration,
+/// validates with naga, and every index of a storage or workgroup array goes through
+/// `san_index` or `san_guard`: no array access of any kernel escapes the check. (Dynamic
+/// indices into vectors are not arrays and stay unchecked.)
+#[test]
+fn the_bounds_sanitizer_checks_every_array_index_of_every_family() {
+    use naga::{AddressSpace, Expression, TypeInner};
+    for (needs_subgroups, spec) in all_specs() {
+        let name = spec.name;
+        for cfg in ShaderConfig::all() {
+            if needs_subgroups && !cfg.subgroups {
+                continue;
+            }
+            let san = gumbel_wgpu::sanitize::sanitize(&spec, &cfg, 0, 0, None)
+                .unwrap_or_else(|e| panic!("{name} {cfg:?}: {e}"));
+            let src = &san.source;
+            let module = naga::front::wgsl::parse_str(src)
+                .unwrap_or_else(|e| panic!("{name} {cfg:?}: {}", e.emit_to_string(src)));
+            let info = Validator::new(ValidationFlags::all(), capabilities(&cfg))
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{name} {cfg:?}: {}", e.emit_to_string(src)));
+            let checkers: Vec<_> = module
+                .functions
+                .iter()
+                .filter(|(_, f)| matches!(f.name.as_deref(), Some("san_index") | Some("san_guard")))
+                .map(|(h, _)| h)
+                .collect();
+            assert_eq!(checkers.len(), 2, "{name}");
+            let functions = module.functions.iter().map(|(h, f)| (f, &info[h])).chain(
+                module
+                    .entry_points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (&e.function, info.get_entry_point(i))),
+            );
+            let mut checked = 0;
+            for (f, finfo) in functions {
+                let fname = f.name.clone().unwrap_or_default();
+                if fname.starts_with("san_") {
+                    continue;
+                }
+                // Which call produced each call result.
+                let mut calls = std::collections::HashMap::new();
+                fn walk(
+                    block: &naga::Block,
+                    calls: &mut std::collections::HashMap<
+                        naga::Handle<Expression>,
+                        naga::Handle<naga::Function>,
+                    >,
+                ) {
+                    for s in block.iter() {
+                        match s {
+                            naga::Statement::Call {
+                                function,
+                                result: Some(r),
+                                ..
+                            } => {
+                                calls.insert(*r, *function);
+                            }
+                            naga::Statement::Block(b) => walk(b, calls),
+                            naga::Statement::If { accept, reject, .. } => {
+                                walk(accept, calls);
+                                walk(reject, calls);
+                            }
+                            naga::Statement::Loop {
+                                body, continuing, ..
+                            } => {
+                                walk(body, calls);
+                                walk(continuing, calls);
+                            }
+                            naga::Statement::Switch { cases, .. } => {
+                                for c in cases {
+                                    walk(&c.body, calls);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                walk(&f.body, &mut calls);
+                let root = |mut e: naga::Handle<Expression>| loop {
+                    match f.expressions[e] {
+                        Expression::Access { base, .. } | Expression::AccessIndex { base, .. } => {
+                            e = base
+                        }
+                        Expression::GlobalVariable(g) => return Some(g),
+                        _ => return None,
+                    }
+                };
+                for (h, e) in f.expressions.iter() {
+                    let (base, index) = match *e {
+                        Expression::Access { base, index } => (base, Some(index)),
+                        Expression::AccessIndex { base, .. } => (base, None),
+                        _ => continue,
+                    };
+                    let Some(g) = root(base) else { continue };
+                    let var = &module.global_variables[g];
+                    if var.name.as_deref() == Some("san_status")
+                        || !matches!(
+                            var.space,
+                            AddressSpace::Storage { .. } | AddressSpace::WorkGroup
+                        )
+                    {
+                        continue;
+                    }
+                    let ty = finfo[base].ty.inner_with(&module.types);
+                    let is_array = match ty {
+                        TypeInner::Pointer { base, .. } => {
+                            matches!(module.types[*base].inner, TypeInner::Array { .. })
+                        }
+                        TypeInner::Array { .. } => true,
+                        _ => false,
+                    };
+                    if !is_array {
+                        continue;
+                    }
+                    // The prologue's poison fill indexes by its own loop counters `san_p*`,
+                    // which stay below the declared lengths.
+                    let fill_counter = |i: naga::Handle<Expression>| match f.expressions[i] {
+                        Expression::Load { pointer } => matches!(
+                            f.expressions[pointer],
+                            Expression::LocalVariable(l)
+                                if f.local_variables[l]
+                                    .name
+                                    .as_deref()
+                                    .is_some_and(|n| n.starts_with("san_p"))
+                        ),
+                        _ => false,
+                    };
+                    let ok = index.is_some_and(|i| {
+                        calls.get(&i).is_some_and(|c| checkers.contains(c)) || fill_counter(i)
+                    });
+                    assert!(
+                        ok,
+                        "{name} {cfg:?}: fn {fname}: an unchecked index of {:?} ({h:?})",
+                        var.name
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(checked > 0, "{name}: no array access seen");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Defined outputs for every bad per-row device value: a per-row temperature that is NaN, zero,
+//! negative, subnormal or infinite gives the documented output for its row (NaN in every
+//! element for the backward and the density, `NO_INDEX` in every slot for the sampler), and the
+//! other rows exactly the bits they get when the bad values are replaced by good ones (rows are
+//! independent), on every path.
+
+mod common;
+
+use common::{gpu, poisoned, run};
+use gumbel_wgpu::{
+    BackwardInput, BackwardJob, DensityJob, GradSpace, LogitsFormat, LogitsView, NO_INDEX, Noise,
+    RowPath, SampleJob, SampleStrategy, Stream, Temperature,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+const NAN_BITS: u32 = 0x7fc0_0000;
+
+/// Per-row temperatures: bad ones at the even rows, good ones at the odd rows.
+fn taus(rows: usize) -> (Vec<f32>, Vec<bool>) {
+    let bad = [
+        f32::NAN,
+        0.0,
+        -0.0,
+        -1.0,
+        1e-40,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -f32::NAN,
+        f32::from_bits(1),
+    ];
+    let mut t = Vec::new();
+    let mut is_bad = Vec::new();
+    for r in 0..rows {
+        if r % 2 == 0 {
+            t.push(bad[(r / 2) % bad.len()]);
+            is_bad.push(true);
+        } else {
+            t.push(0.3 + r as f32 * 0.1);
+            is_bad.push(false);
+        }
+    }
+    (t, is_bad)
+}
+
+/// The same temperatures with every bad one replaced by 1.
+fn repaired(t: &[f32], bad: &[bool]) -> Vec<f32> {
+    t.iter()
+        .zip(bad)
+        .map(|(&t, &b)| if b { 1.0 } else { t })
+        .collect()
+}
+
+#[test]
+fn the_backward_gives_nan_rows_for_bad_per_row_temperatures_on_every_path() {
+    let gpu = gpu();
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    for &(rows, k, path) in &[
+        (18usize, 5usize, RowPath::RowPerThread),
+        (18, 33, RowPath::RowPerTeam),
+        (18, 300, RowPath::RowPerWorkgroup),
+        (4, 9000, RowPath::SplitRows),
+        (9, 1, RowPath::Auto),
+    ] {
+        let (t, bad) = taus(rows);
+        let logits: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let y: Vec<f32> = (0..rows * k).map(|_| rng.random_range(0.0..1.0)).collect();
+        let dy: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let y_buf = gpu.upload("y", &y).unwrap();
+        let l_buf = gpu.upload("l", &logits).unwrap();
+        let dy_buf = gpu.upload("dy", &dy).unwrap();
+        for recompute in [false, true] {
+            let run_with = |taus: &[f32]| -> Vec<u32> {
+                let t_buf = gpu.upload("t", taus).unwrap();
+                let out = poisoned(gpu, rows * k);
+                let input = if recompute {
+                    BackwardInput::Logits {
+                        logits: LogitsView::f32(l_buf.slice(..), rows as u64, k as u64),
+                        stream: Stream { seed: 9, offset: 3 },
+                        space: GradSpace::Probs,
+                    }
+                } else {
+                    BackwardInput::Probs(LogitsView::f32(y_buf.slice(..), rows as u64, k as u64))
+                };
+                let job = BackwardJob {
+                    input,
+                    grad: dy_buf.slice(..),
+                    tau: Temperature::PerRow(t_buf.slice(..)),
+                    out: out.slice(..),
+                };
+                run(gpu, |enc| kernels.record_path(enc, &job, path).unwrap());
+                gpu.read_buffer(&out, rows * k).unwrap()
+            };
+            let got = run_with(&t);
+            let good = run_with(&repaired(&t, &bad));
+            for r in 0..rows {
+                let row = &got[r * k..(r + 1) * k];
+                if bad[r] {
+                    assert!(
+                        row.iter().all(|&w| w == NAN_BITS),
+                        "{path:?} recompute {recompute} row {r} tau {}: {:x?}",
+                        t[r],
+                        &row[..row.len().min(4)]
+                    );
+                } else {
+                    assert_eq!(row, &good[r * k..(r + 1) * k], "{path:?} row {r}");
+                    assert!(row.iter().all(|&w| f32::from_bits(w).is_finite()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_density_gives_nan_for_bad_per_row_temperatures_on_every_path() {
+    let gpu = gpu();
+    let kernels = gpu.concrete_density_kernels().unwrap();
+    let mut rng = StdRng::seed_from_u64(4);
+    for &(rows, k, path) in &[
+        (18usize, 5usize, RowPath::RowPerThread),
+        (18, 33, RowPath::RowPerTeam),
+        (18, 300, RowPath::RowPerWorkgroup),
+        (4, 9000, RowPath::SplitRows),
+    ] {
+        let (t, bad) = taus(rows);
+        let logits: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let y = gpu
+            .gumbel_softmax_log(&logits, k, 1.0, Stream::new(5))
+            .unwrap();
+        let l_buf = gpu.upload("l", &logits).unwrap();
+        let y_buf = gpu.upload("y", &y).unwrap();
+        let run_with = |taus: &[f32]| -> Vec<u32> {
+            let t_buf = gpu.upload("t", taus).unwrap();
+            let out = poisoned(gpu, rows);
+            let job = DensityJob {
+                logits: LogitsView::f32(l_buf.slice(..), rows as u64, k as u64),
+                log_y: y_buf.slice(..),
+                tau: Temperature::PerRow(t_buf.slice(..)),
+                simplex: false,
+                out: out.slice(..),
+            };
+            run(gpu, |enc| kernels.record_path(enc, &job, path).unwrap());
+            gpu.read_buffer(&out, rows).unwrap()
+        };
+        let got = run_with(&t);
+        let good = run_with(&repaired(&t, &bad));
+        for r in 0..rows {
+            if bad[r] {
+                assert_eq!(got[r], NAN_BITS, "{path:?} row {r} tau {}", t[r]);
+            } else {
+                assert_eq!(got[r], good[r], "{path:?} row {r}");
+                assert!(f32::from_bits(got[r]).is_finite(), "{path:?} row {r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_sampler_gives_no_index_for_bad_per_row_temperatures_on_every_path() {
+    let gpu = gpu();
+    let kernels = gpu.sampler().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    for &(rows, k, top, strategy) in &[
+        (18usize, 5usize, 1u32, SampleStrategy::RowPerThread),
+        (18, 300, 1, SampleStrategy::RowPerWorkgroup),
+        (18, 100, 1, SampleStrategy::RowPerSegment { threads: 32 }),
+        (4, 20000, 1, SampleStrategy::SplitRow { chunks: 0 }),
+        (18, 40, 3, SampleStrategy::RowPerThread),
+        (18, 600, 5, SampleStrategy::RowPerWorkgroup),
+        (4, 20000, 4, SampleStrategy::Auto),
+    ] {
+        let (t, bad) = taus(rows);
+        let logits: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-3.0..3.0)).collect();
+        for format in [LogitsFormat::F32, LogitsFormat::Bf16] {
+            let words: Vec<u32> = if format == LogitsFormat::F32 {
+                logits.iter().map(|x| x.to_bits()).collect()
+            } else {
+                // bf16: the high halves of the f32 bits, two per word (element 2i low).
+                logits
+                    .chunks(2)
+                    .map(|c| {
+                        let lo = c[0].to_bits() >> 16;
+                        let hi = c.get(1).map_or(0, |x| x.to_bits() >> 16);
+                        lo | hi << 16
+                    })
+                    .collect()
+            };
+            let l_buf = gpu.upload("l", &words).unwrap();
+            let run_with = |taus: &[f32]| -> Vec<u32> {
+                let t_buf = gpu.upload("t", taus).unwrap();
+                let out = poisoned(gpu, rows * top as usize);
+                let job = SampleJob {
+                    logits: LogitsView {
+                        data: l_buf.slice(..),
+                        format,
+                        rows: rows as u64,
+                        k: k as u64,
+                    },
+                    top,
+                    tau: Temperature::PerRow(t_buf.slice(..)),
+                    stream: Stream::new(7),
+                    noise: Noise::Bits32,
+                    out: out.slice(..),
+                };
+                run(gpu, |enc| kernels.record_path(enc, &job, strategy).unwrap());
+                gpu.read_buffer(&out, rows * top as usize).unwrap()
+            };
+            let got = run_with(&t);
+            let good = run_with(&repaired(&t, &bad));
+            let top = top as usize;
+            for r in 0..rows {
+                let row = &got[r * top..(r + 1) * top];
+                if bad[r] {
+                    assert!(
+                        row.iter().all(|&i| i == NO_INDEX),
+                        "{strategy:?} top {top} row {r} tau {}: {row:?}",
+                        t[r]
+                    );
+                } else {
+                    assert_eq!(row, &good[r * top..(r + 1) * top], "{strategy:?} row {r}");
+                    assert!(row.iter().all(|&i| (i as usize) < k));
+                }
+            }
+        }
+    }
+}
