@@ -23,7 +23,7 @@
 //! checked index and that the module validates, in every configuration.
 
 use crate::Error;
-use crate::family::FamilySpec;
+use crate::shader::ShaderSource;
 use crate::shader::{ShaderConfig, compose_parts};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -92,7 +92,7 @@ fn san_guard(i: u32, n: u32, site: u32) -> u32 {
 
 /// The family `spec`'s WGSL for `cfg` with every storage and workgroup array index checked.
 pub fn sanitize(
-    spec: &FamilySpec,
+    spec: &dyn ShaderSource,
     cfg: &ShaderConfig,
     site_base: u32,
     entry_base: u32,
@@ -100,9 +100,9 @@ pub fn sanitize(
 ) -> Result<Sanitized, Error> {
     let (enables, mut body, origins) = compose_parts(spec, cfg)?;
     if let Some(p) = patch {
-        body = p(spec.name, &body);
+        body = p(spec.name(), &body);
     }
-    let mut r = Rewriter::new(spec.name, &body, &origins, site_base, entry_base)?;
+    let mut r = Rewriter::new(spec.name(), &body, &origins, site_base, entry_base)?;
     let rewritten = r.rewrite_all()?;
     let prelude = PRELUDE.replace("POISON_VALUE", &format!("{POISON:#010x}"));
     Ok(Sanitized {
@@ -962,7 +962,11 @@ impl Sanitizer {
     }
 
     /// The family's sanitized WGSL; its sites and entry points join the table.
-    pub(crate) fn compose(&self, spec: &FamilySpec, cfg: &ShaderConfig) -> Result<String, Error> {
+    pub(crate) fn compose(
+        &self,
+        spec: &dyn ShaderSource,
+        cfg: &ShaderConfig,
+    ) -> Result<String, Error> {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let s = sanitize(
             spec,
@@ -974,7 +978,7 @@ impl Sanitizer {
         table.sites.extend(s.sites);
         table
             .entries
-            .extend(s.entries.into_iter().map(|e| (spec.name, e)));
+            .extend(s.entries.into_iter().map(|e| (spec.name(), e)));
         Ok(s.source)
     }
 
