@@ -120,8 +120,9 @@ pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
 pub use tokens::{
-    MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
-    SpeculativeVerifier, TokenJob, TokenRowParams, TokenSampler, TokenSampling, stream_words,
+    LogprobsMode, MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
+    SpeculativeVerifier, TokenBias, TokenChain, TokenJob, TokenRowParams, TokenSampler,
+    TokenSampling, stream_words,
 };
 
 /// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer
@@ -135,7 +136,9 @@ pub fn kernel_specs() -> Vec<family::FamilySpec> {
         backward::GumbelSoftmaxBackward::SPEC,
         density::ConcreteDensity::SPEC,
         sample::Sampler::SPEC,
-        tokens::TokenSampler::SPEC,
+        tokens::TokenSampleFamily::SPEC,
+        tokens::TokenProcessor::SPEC,
+        tokens::PenaltyUpdater::SPEC,
         tokens::SpeculativeVerifier::SPEC,
     ]
 }
