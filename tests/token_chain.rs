@@ -824,8 +824,9 @@ fn a_decode_loop_keeps_the_penalty_state_on_the_device() {
         v.push(SENTINEL);
         v
     };
-    let at =
-        |b: &'_ wgpu::Buffer, len: usize| b.slice((lead * 4) as u64..((lead + len) * 4) as u64);
+    fn at(b: &wgpu::Buffer, len: usize) -> wgpu::BufferSlice<'_> {
+        b.slice(12..(3 + len) as u64 * 4)
+    }
     let lb = gpu
         .upload(
             "logits",
