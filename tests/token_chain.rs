@@ -918,8 +918,8 @@ fn a_decode_loop_keeps_the_penalty_state_on_the_device() {
             .collect();
         assert_eq!(lps, want.logprobs, "step {s}: logprobs");
         assert_eq!(got[2 * rows..], want.ranks[..], "step {s}: ranks");
-        for r in 0..rows {
-            host.output[r].push(got[r]);
+        for (history, &t) in host.output.iter_mut().zip(&got[..rows]) {
+            history.push(t);
         }
     }
     let mut want_state = vec![SENTINEL; lead];

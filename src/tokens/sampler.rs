@@ -350,12 +350,14 @@ impl TokenSampler {
                 0
             });
         let rows_per_dispatch = core.rows_per_dispatch(rows, per_row)?;
-        let scratch = if processed {
-            Some(self.process.scratch(rows_per_dispatch * k * 4)?)
-        } else {
-            None
-        };
         core.scoped(|| {
+            // Inside the device lock: a scratch buffer that grows drops the old one, and on GL
+            // that takes the context another thread may hold for a long poll.
+            let scratch = if processed {
+                Some(self.process.scratch(rows_per_dispatch * k * 4)?)
+            } else {
+                None
+            };
             let mut r0 = 0;
             while r0 < rows {
                 let m = (rows - r0).min(rows_per_dispatch);
@@ -551,12 +553,7 @@ impl Gpu {
             let v: Vec<f32> = logits.values().collect();
             crate::cpu::processed_logits(&v, k, params)
         });
-        check_token_logits(
-            logits.values(),
-            k,
-            params.temperature,
-            processed.as_ref().map(|p| p.as_slice()),
-        )?;
+        check_token_logits(logits.values(), k, params.temperature, processed.as_deref())?;
         if rows == 0 {
             return Ok((SampledTokens::default(), Vec::new()));
         }
