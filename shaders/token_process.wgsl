@@ -6,7 +6,7 @@
 // Bindings (group 0):
 //   0: uniform ProcessParams
 //   1: storage, read       logits: array<u32>   the input (logits.wgsl formats); element j of
-//                          dispatch row r is logit_bits(logit_base + r * k + j)
+//                          dispatch row r is logit_bits(logit_base + r * stride + j)
 //   2: storage, read       rowp: array<u32>     TokenRowParams, 12 words per row at
 //                          row_base + 12 r; words 8, 9, 10: repetition, frequency, presence
 //                          penalties (f32 bits)
@@ -75,7 +75,7 @@ fn process_row(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     let out = params.proc_base + r * k;
     // Pass 1: the input, masked.
     for (var j = lid; j < k; j += WG_SIZE) {
-        var bits = logit_bits(params.logit_base + r * k + j, params.format);
+        var bits = logit_bits(params.logit_base + r * params.stride + j, params.format);
         if (is_nan_bits(bits)) {
             bits = NAN_BITS;
         } else if (!is_pos_inf_bits(bits) && (params.flags & HAS_MASK) != 0u) {

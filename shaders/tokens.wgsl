@@ -5,7 +5,7 @@
 //   0: uniform TokenParams
 //   1: storage, read       logits: array<u32>  f32 bits, or f16/bf16 packed two per word
 //                          (logits.wgsl); element j of dispatch row r is
-//                          logit_bits(logit_base + r * k + j)
+//                          logit_bits(logit_base + r * stride + j) (stride >= k: LogitsView's)
 //   2: storage, read       rowp: array<u32>    12 words per row at row_base + 12 r: temperature
 //                          (f32 bits), top_k, top_p (f32 bits), min_p (f32 bits), seed lo, seed hi,
 //                          offset lo, offset hi, repetition, frequency and presence penalties,
@@ -33,9 +33,9 @@
 //
 // One workgroup per row (group_index = dispatch row; surplus groups return). Every index stays
 // in range because each loop runs j < k (or the block's lanes are tested against phase and k),
-// rows are < params.rows, and the host binds windows holding rows * k logits (and processed
-// logits), rows * 12 row words, rows tokens / logprobs / statuses / ranks, rows * n_top * 2 top
-// words and rows * k law entries.
+// rows are < params.rows, and the host binds windows holding (rows - 1) * stride + k logits
+// (and rows * k processed logits), rows * 12 row words, rows tokens / logprobs / statuses /
+// ranks, rows * n_top * 2 top words and rows * k law entries.
 //
 // Bad parameters (a temperature that is negative or not finite, top_p outside (0, 1], min_p
 // outside [0, 1), a repetition penalty that is not finite and > 0, other penalties that are not
@@ -165,12 +165,12 @@ fn row_logit_bits(r: u32, j: u32) -> u32 {
     if (params.processed != 0u) {
         return proc[params.proc_base + r * params.k + j];
     }
-    return logit_bits(params.logit_base + r * params.k + j, params.format);
+    return raw_logit_bits(r, j);
 }
 
-// The input logits (raw log-probabilities).
+// The input logits (raw log-probabilities), rows `stride` elements apart.
 fn raw_logit_bits(r: u32, j: u32) -> u32 {
-    return logit_bits(params.logit_base + r * params.k + j, params.format);
+    return logit_bits(params.logit_base + r * params.stride + j, params.format);
 }
 
 fn is_finite_bits(b: u32) -> bool {

@@ -484,6 +484,7 @@ impl Gpu {
                     format: logits.format(),
                     rows,
                     k,
+                    stride: 0,
                 },
                 stream,
                 space,

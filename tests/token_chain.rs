@@ -1093,3 +1093,138 @@ fn buffer_level_bad_chain_data_gives_no_index_and_a_status() {
         "tokens",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Logits as engines hold them: rows further apart than k.
+
+#[test]
+fn a_row_stride_reads_padded_logits_in_place() {
+    // The same rows dense and inside a padded matrix (padding NaN, which any read would turn
+    // into a bad row or a different draw): token sampling with and without the chain, and
+    // Gumbel-max / top-3, give the same results, in f32 and f16 (an odd stride puts rows at
+    // half-word offsets); a stride below k and a slice too short are errors.
+    use gumbel_wgpu::{LogitsFormat, SampleJob, Temperature, logits::f32_to_f16, logits::pack_u16};
+    let gpu = gpu();
+    let mut rng = StdRng::seed_from_u64(0x57de);
+    let (rows, k, stride) = (5usize, 1000usize, 1037usize);
+    let l = logits(&mut rng, rows, k);
+    let c = random_chain(&mut rng, &l, rows, k);
+    let mut padded = vec![f32::NAN; (rows - 1) * stride + k];
+    for r in 0..rows {
+        padded[r * stride..r * stride + k].copy_from_slice(&l[r * k..(r + 1) * k]);
+    }
+    let dev: Vec<TokenRowParams> = (0..rows)
+        .map(|r| TokenRowParams::new(c.rows[r], c.streams[r]))
+        .collect();
+    let pb = gpu.upload("params", &dev).unwrap();
+    let mw = mask_words(k);
+    let mask = if c.allowed.is_empty() {
+        vec![u32::MAX; rows * mw]
+    } else {
+        c.allowed.clone()
+    };
+    let mb = gpu.upload("mask", &mask).unwrap();
+    let sampler = gpu.token_sampler().unwrap();
+    let gumbel = gpu.sampler().unwrap();
+    for format in [LogitsFormat::F32, LogitsFormat::F16] {
+        let words = |v: &[f32]| -> Vec<u32> {
+            match format {
+                LogitsFormat::F16 => {
+                    pack_u16(&v.iter().map(|&x| f32_to_f16(x)).collect::<Vec<_>>())
+                }
+                _ => v.iter().map(|x| x.to_bits()).collect(),
+            }
+        };
+        let dense = gpu.upload("dense", &words(&l)).unwrap();
+        let wide = gpu.upload("padded", &words(&padded)).unwrap();
+        let views = [
+            LogitsView::new(dense.slice(..), format, rows as u64, k as u64),
+            LogitsView::new(wide.slice(..), format, rows as u64, k as u64)
+                .with_stride(stride as u64),
+        ];
+        let mut results = Vec::new();
+        for view in views {
+            let out = poisoned(gpu, 4 * rows + 3 * rows);
+            run(gpu, |enc| {
+                for (i, chain) in [
+                    TokenChain::default(),
+                    TokenChain {
+                        allowed: Some(mb.slice(..)),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let o = |w: usize| out.slice((w * 4) as u64..((w + rows) * 4) as u64);
+                    let job = TokenJob {
+                        status: Some(o(2 * rows * i + rows)),
+                        chain,
+                        ..TokenJob::new(view, pb.slice(..), o(2 * rows * i))
+                    };
+                    sampler.record(enc, &job).unwrap();
+                }
+                gumbel
+                    .record(
+                        enc,
+                        &SampleJob {
+                            logits: view,
+                            top: 3,
+                            tau: Temperature::Scalar(0.7),
+                            stream: Stream::new(3),
+                            noise: Noise::Bits32,
+                            out: out.slice((16 * rows) as u64..(28 * rows) as u64),
+                        },
+                    )
+                    .unwrap();
+            });
+            results.push(words_of(&out, 7 * rows));
+        }
+        assert_eq!(results[0], results[1], "{format:?}");
+        // Every status 0: no NaN of the padding was read.
+        assert!(
+            results[1][rows..2 * rows].iter().all(|&s| s == 0),
+            "{format:?}"
+        );
+        assert!(
+            results[1][3 * rows..4 * rows].iter().all(|&s| s == 0),
+            "{format:?}"
+        );
+    }
+    // Misuse.
+    let b = gpu.upload("b", &vec![0u32; 4 * 1037]).unwrap();
+    let o = poisoned(gpu, 8);
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    let check = |r: Result<(), Error>, needle: &str| match r {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+        other => panic!("{needle}: {other:?}"),
+    };
+    let view =
+        |rows: u64, stride: u64| LogitsView::f32(b.slice(..), rows, 1000).with_stride(stride);
+    check(
+        sampler.record(
+            &mut enc,
+            &TokenJob::new(view(2, 999), pb.slice(..), o.slice(..8)),
+        ),
+        "row stride 999 is below k = 1000",
+    );
+    check(
+        sampler.record(
+            &mut enc,
+            &TokenJob::new(view(5, 1037), pb.slice(..), o.slice(..)),
+        ),
+        "logits: the slice holds",
+    );
+    assert!(
+        sampler
+            .record(
+                &mut enc,
+                &TokenJob::new(view(4, 1037), pb.slice(..), o.slice(..16))
+            )
+            .is_ok()
+    );
+}
+
+fn words_of(b: &wgpu::Buffer, n: usize) -> Vec<u32> {
+    gpu().read_buffer(b, n).unwrap()
+}

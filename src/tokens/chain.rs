@@ -4,8 +4,6 @@
 
 use super::mask_words;
 use super::sampler::TokenJob;
-#[allow(unused_imports)]
-use super::sampler::TokenRowParams;
 use crate::Error;
 use crate::family::uniform_params;
 use crate::family::{FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take};
@@ -36,7 +34,7 @@ pub struct TokenChain<'a> {
     /// The logit bias.
     pub bias: Option<TokenBias<'a>>,
     /// `rows * penalty_state_words(k)` u32: each row's penalty state (see
-    /// [`penalty_state`]); the penalties of [`TokenRowParams`] apply only with it.
+    /// [`penalty_state`]); the penalties of [`crate::TokenRowParams`] apply only with it.
     pub penalty_state: Option<wgpu::BufferSlice<'a>>,
 }
 
@@ -122,6 +120,7 @@ uniform_params! {
         state_words: u32,
         proc_base: u32,
         flags: u32,
+        stride: u32,
     }
 }
 
@@ -174,7 +173,13 @@ impl TokenProcessor {
         let k = job.logits.k;
         let mw = mask_words(k as usize) as u64;
         let sw = penalty_state_words(k as usize) as u64;
-        let logits = core.window(job.logits.data, r0 * k, m * k, job.logits.format.bytes());
+        let stride = job.logits.row_stride();
+        let logits = core.window(
+            job.logits.data,
+            r0 * stride,
+            job.logits.span(m),
+            job.logits.format.bytes(),
+        );
         let rowp = core.window(job.row_params, r0 * 12, m * 12, 4);
         let c = &job.chain;
         let allowed = c
@@ -217,6 +222,7 @@ impl TokenProcessor {
             state_words: sw as u32,
             proc_base: proc.base,
             flags,
+            stride: stride as u32,
         };
         core.dispatch(
             encoder,

@@ -158,6 +158,7 @@ uniform_params! {
         proc_base: u32,
         aux_base: u32,
         mode: u32,
+        stride: u32,
     }
 }
 
@@ -282,7 +283,7 @@ impl TokenSampler {
         law: Option<wgpu::BufferSlice<'_>>,
     ) -> Result<(), Error> {
         let LogitsView { rows, k, .. } = job.logits;
-        job.logits.check("logits")?;
+        job.logits.check_strided("logits")?;
         if k > u64::from(u32::MAX) / 2 {
             return Err(Error::TooLarge(format!("logits: rows of {k}")));
         }
@@ -339,7 +340,7 @@ impl TokenSampler {
         )?;
         // Whole rows per dispatch: each window must fit one binding.
         let processed = job.chain.is_on();
-        let per_row = (k * job.logits.format.bytes())
+        let per_row = (job.logits.row_stride() * job.logits.format.bytes())
             .div_ceil(4)
             .max(2 * n)
             .max(12)
@@ -382,7 +383,12 @@ impl TokenSampler {
     ) -> Result<(), Error> {
         let core = &self.sample.core;
         let (k, n) = (job.logits.k, u64::from(job.top_n));
-        let logits = core.window(job.logits.data, r0 * k, m * k, job.logits.format.bytes());
+        let logits = core.window(
+            job.logits.data,
+            r0 * job.logits.row_stride(),
+            job.logits.span(m),
+            job.logits.format.bytes(),
+        );
         let rowp = core.window(job.row_params, r0 * 12, m * 12, 4);
         let tokens = core.window(job.out, r0, m, 4);
         let opt = |s: Option<wgpu::BufferSlice<'a>>, per: u64, binding: usize| match s {
@@ -424,6 +430,7 @@ impl TokenSampler {
             proc_base: proc.base,
             aux_base: aux.base,
             mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
+            stride: job.logits.row_stride() as u32,
         };
         core.dispatch(
             encoder,
@@ -619,6 +626,7 @@ impl Gpu {
                 format: logits.format(),
                 rows: rows as u64,
                 k: k as u64,
+                stride: 0,
             },
             row_params: rp.slice(..),
             out: at(0, rows),
