@@ -90,8 +90,8 @@
 //! | greedy (`t = 0`) | 1 |
 //! | mask and / or bias (processing kernel) | +1 read and write (+ the bias list, walked by one invocation) |
 //! | penalties (processing kernel) | +1 read and write of the processed row (+ its penalty state) |
-//! | raw log-probabilities (token's or top n) | +1 (+1 more when the row is processed: the raw input) |
-//! | processed log-probabilities | +1 (the kept mass and the top n, after the draw) |
+//! | raw log-probabilities (token's or top n) | +1 (over the input, also when the row is processed; the max is shared when it is not) |
+//! | processed log-probabilities | +1 (the max, shared) + 1 (the kept mass and the top n, after the draw) |
 //! | ranks | +1 (after the draw) |
 //! | top-nσ | +1 (the max, shared) + 1 (`σ`) |
 //! | min-p | +1 (the max; shared with the log-probability pass) |
@@ -114,6 +114,9 @@
 //! [`penalty state`](penalty_state_words) of each request (a prompt-presence bitmask and output
 //! counts), initialised from the prompt and updated **on the device** from the sampled tokens by
 //! [`TokenSampler::record_penalty_update`]. Ranks and the final law are optional outputs.
+//!
+//! Logits as engines hold them, `logits[:, :vocab]` of a padded output layer, are read in
+//! place: give the [`crate::LogitsView`] a row stride ([`crate::LogitsView::with_stride`]).
 //!
 //! ## Speculative decoding under the chain
 //! [`crate::Gpu::verify_speculative`] takes target laws; [`crate::Gpu::token_probabilities`] (and
