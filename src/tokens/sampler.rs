@@ -489,12 +489,13 @@ impl Gpu {
     ///
     /// // The chain: token 1 banned by the mask in row 0 (bit 1 clear), a bias on its token 0;
     /// // a frequency penalty on the three 1s row 1 has generated; processed log-probabilities.
-    /// let history: &[u32] = &[1, 1, 1];
+    /// let (history, none): (&[u32], &[u32]) = (&[1, 1, 1], &[]);
+    /// let (bias, no_bias): (&[(u32, f32)], &[(u32, f32)]) = (&[(0, 1.5)], &[]);
     /// let chained = TokenSampling {
     ///     allowed: &[0b101, 0b111],
-    ///     logit_bias: &[&[(0, 1.5)], &[]],
+    ///     logit_bias: &[bias, no_bias],
     ///     frequency_penalty: &[0.0, 1.0],
-    ///     output_tokens: &[&[], history],
+    ///     output_tokens: &[none, history],
     ///     logprobs_mode: LogprobsMode::Processed,
     ///     ..params
     /// };
