@@ -128,7 +128,7 @@ impl Kernel {
             Kernel::SampleTop => "sample top-8",
             Kernel::TokensTemperature => "tokens t=0.8",
             Kernel::TokensFiltered => "tokens t=0.8 top-k 50 top-p 0.9",
-            Kernel::TokensChain => "tokens full chain (mask, bias, penalties, top-nσ, filters)",
+            Kernel::TokensChain => "tokens full chain",
             Kernel::RoundTrip => "sample round trip (host)",
         }
     }
