@@ -235,7 +235,7 @@ fn compare(l: &[f32], k: usize, c: &Chain, got: &SampledTokens, noise: Noise, wh
     let close = |g: f32, w: f32| g == w || (g - w).abs() <= 2e-4 * (1.0 + w.abs());
     let mut near = 0;
     for r in 0..got.tokens.len() {
-        let (row, prow) = (&l[r * k..(r + 1) * k], &processed[r * k..(r + 1) * k]);
+        let prow = &processed[r * k..(r + 1) * k];
         let rp = c.rows[r];
         let g = got.tokens[r];
         let loose = kept(prow, &rp, CUT_EPS);
@@ -279,7 +279,6 @@ fn compare(l: &[f32], k: usize, c: &Chain, got: &SampledTokens, noise: Noise, wh
             let (a, b) = (got.top_logprobs[r * n + i], want.top_logprobs[r * n + i]);
             assert!(close(a, b), "{what}: row {r}: top logprob {i}: {a} vs {b}");
         }
-        let _ = row;
     }
     near
 }
