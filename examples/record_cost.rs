@@ -196,14 +196,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 sampler.record(
                     enc,
                     &TokenJob {
-                        logits: view,
-                        row_params: params.slice(..),
-                        out: out.slice(..4),
                         logprobs: Some(lp.slice(..)),
-                        top_n: 0,
-                        top: None,
-                        status: None,
-                        noise: Noise::Bits32,
+                        ..TokenJob::new(view, params.slice(..), out.slice(..4))
                     },
                 )
             })?

@@ -4,7 +4,9 @@
 // Bindings (group 0):
 //   0: uniform SampleParams (generated from the Rust struct: #import params)
 //   1: storage, read       logits: array<u32>  f32 bits, or f16/bf16 packed two per word
-//                          (logits.wgsl); element n of this dispatch is logit_bits(logit_base + n)
+//                          (logits.wgsl); element n = r * k + j of this dispatch is
+//                          logit_bits(logit_base + n + r * row_pad) (rows row_pad elements
+//                          apart beyond k: LogitsView's stride)
 //   2: storage, read       temps: array<f32>   per-row temperature t_r = temps[temp_base + r]
 //                          (read only when per_row_tau != 0, a dummy buffer otherwise; then
 //                          t_r = params.tau, and x / 1.0 is exact, so tau 1 is no temperature);
@@ -79,7 +81,7 @@ fn key_of(zb: u32) -> u32 {
 // The key of element n (dispatch-local flat index) of row r, given its noise words (lo unused
 // without noise64).
 fn candidate_key(r: u32, n: u32, hi: u32, lo: u32) -> u32 {
-    let bits = logit_bits(params.logit_base + n, params.format);
+    let bits = logit_bits(params.logit_base + n + r * params.row_pad, params.format);
     if (is_masked_bits(bits) || is_nan_bits(bits)) {
         return 0u;
     }

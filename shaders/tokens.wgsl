@@ -5,15 +5,22 @@
 //   0: uniform TokenParams
 //   1: storage, read       logits: array<u32>  f32 bits, or f16/bf16 packed two per word
 //                          (logits.wgsl); element j of dispatch row r is
-//                          logit_bits(logit_base + r * k + j)
-//   2: storage, read       rowp: array<u32>    8 words per row at row_base + 8 r: temperature
+//                          logit_bits(logit_base + r * stride + j) (stride >= k: LogitsView's)
+//   2: storage, read       rowp: array<u32>    12 words per row at row_base + 12 r: temperature
 //                          (f32 bits), top_k, top_p (f32 bits), min_p (f32 bits), seed lo, seed hi,
-//                          offset lo, offset hi (TokenRowParams in src/tokens.rs)
+//                          offset lo, offset hi, repetition, frequency and presence penalties,
+//                          top_n_sigma (f32 bits) (TokenRowParams in src/tokens/sampler.rs)
 //   3: storage, read_write tokens: array<u32>  tokens[token_base + r]
 //   4: storage, read_write logprobs: array<u32> f32 bits at logprob_base + r (OUT_LOGPROB)
 //   5: storage, read_write top: array<u32>     2 words per entry at top_base + 2 (r * n_top + i):
 //                          index, log-probability bits (OUT_TOP)
 //   6: storage, read_write status: array<u32>  status_base + r (OUT_STATUS): 0 ok, else STATUS_*
+//   7: storage, read       proc: array<u32>    with params.processed: the row's processed logits
+//                          (token_process.wgsl), k f32 bits per row at proc_base + r * k; the
+//                          filters, the draw and processed log-probabilities read them, raw
+//                          log-probabilities read `logits`
+//   8: storage, read_write aux: array<u32>     ranks at aux_base + r (OUT_RANK), or the final law,
+//                          k f32 per row at aux_base + r * k (OUT_LAW); never both
 // Unused outputs are bound to a dummy buffer and never written (the `outputs` bit mask says
 // which are real).
 //
@@ -26,8 +33,15 @@
 //
 // One workgroup per row (group_index = dispatch row; surplus groups return). Every index stays
 // in range because each loop runs j < k (or the block's lanes are tested against phase and k),
-// rows are < params.rows, and the host binds windows holding rows * k logits, rows * 8 row
-// words, rows tokens / logprobs / statuses and rows * n_top * 2 top words.
+// rows are < params.rows, and the host binds windows holding (rows - 1) * stride + k logits
+// (and rows * k processed logits), rows * 12 row words, rows tokens / logprobs / statuses /
+// ranks, rows * n_top * 2 top words and rows * k law entries.
+//
+// Bad parameters (a temperature that is negative or not finite, top_p outside (0, 1], min_p
+// outside [0, 1), a repetition penalty that is not finite and > 0, other penalties that are not
+// finite, a top_n_sigma that is negative or not finite, or a row the processing kernel marked
+// with BAD_ROW_BITS) give the row NO_INDEX, NaN log-probabilities and STATUS_BAD_PARAMS: tested
+// on bits, since WGSL may assume floats are finite.
 //
 // The order: every filter keeps a prefix of one total order of the row, "larger logit, then
 // lower index" (q is increasing in l). A logit's key is the order-preserving u32 image of its
@@ -46,12 +60,19 @@
 //     (top_p_in_kept).
 // Then one Gumbel-max over the kept entries: argmax (key of l / t + g, lower index first).
 //
+// top-n-sigma: a threshold like min-p, max - n sigma with sigma the population deviation of the
+// row's finite (processed) logits: the count and the sum ride on the max pass, one more pass sums
+// (l - mean)^2.
+// After the draw: processed log-probabilities (the kept mass and the top n in the order of the
+// processed logits, unkept entries after, in index order), ranks (a count), the law (a write).
 // Passes over the row (each reads every logit once):
 //   no filter, no log-probabilities: 1 (the draw);  t = 0 (greedy): 1 (+1 with log-probs);
 //   log-probabilities (token's or top n): +1 (max, sum exp(l - max), per-invocation top-n lists);
 //   min-p: +1 for the max (shared with the log-prob pass);  top-k: 4 + ceil(log2 k / 8);
 //   top-p: +1 for the max, 1 for the kept mass, 8, then ceil(log2 k / 8); after a top-k of at
-//   most 512: +1 (the gather), the max shared.
+//   most 512: +1 (the gather), the max shared; top-n-sigma: +1 (sigma), the max shared; raw
+//   log-probabilities of a processed row: +1 (the raw input); processed log-probabilities: +1;
+//   ranks: +1; the law: +1 (kept mass, shared with processed log-probabilities) + 1 (the write).
 // llvmpipe ends an invocation's loops after 65535 iterations: an invocation runs about
 // passes * k / 256 iterations (the host checks the estimate).
 #import config
@@ -68,11 +89,18 @@
 @group(0) @binding(4) var<storage, read_write> logprobs: array<u32>;
 @group(0) @binding(5) var<storage, read_write> top: array<u32>;
 @group(0) @binding(6) var<storage, read_write> status: array<u32>;
+@group(0) @binding(7) var<storage, read> proc: array<u32>;
+@group(0) @binding(8) var<storage, read_write> aux: array<u32>;
 
 const NO_INDEX: u32 = 0xffffffffu;
 const OUT_LOGPROB: u32 = 1u;
 const OUT_TOP: u32 = 2u;
 const OUT_STATUS: u32 = 4u;
+const OUT_RANK: u32 = 8u;
+const OUT_LAW: u32 = 16u;
+const STATUS_BAD_PARAMS: u32 = 4u;
+// Twin of BAD_ROW_BITS in token_process.wgsl.
+const BAD_ROW_BITS: u32 = 0x7fc0bad0u;
 const STATUS_NAN: u32 = 1u;
 const STATUS_POS_INF: u32 = 2u;
 const STATUS_ALL_MASKED: u32 = 3u;
@@ -90,6 +118,9 @@ struct RowCfg {
     min_p: f32,
     seed: vec2<u32>,
     offset: vec2<u32>,
+    n_sigma: f32,
+    // Nonzero: the row's parameters are out of their domain (STATUS_BAD_PARAMS).
+    bad: u32,
 }
 
 var<workgroup> cfg_shared: RowCfg;
@@ -129,8 +160,40 @@ fn is_kept(key: u32, j: u32, th: vec2<u32>) -> bool {
     return key != 0u && (key > th.x || (key == th.x && j <= th.y));
 }
 
+// The logits the filters and the draw see: the processed row, or the input.
 fn row_logit_bits(r: u32, j: u32) -> u32 {
-    return logit_bits(params.logit_base + r * params.k + j, params.format);
+    if (params.processed != 0u) {
+        return proc[params.proc_base + r * params.k + j];
+    }
+    return raw_logit_bits(r, j);
+}
+
+// The input logits (raw log-probabilities), rows `stride` elements apart.
+fn raw_logit_bits(r: u32, j: u32) -> u32 {
+    return logit_bits(params.logit_base + r * params.stride + j, params.format);
+}
+
+fn is_finite_bits(b: u32) -> bool {
+    return (b & 0x7f800000u) != 0x7f800000u;
+}
+
+// Per-invocation top-n list (private: a helper taking it by pointer with a while loop lost
+// entries on llvmpipe GL, measured), sorted in the order.
+var<private> list: array<vec2<u32>, 20>;
+
+// Inserts c into the list of n_top entries, written as a fixed-length bubble.
+fn list_insert(c: vec2<u32>, n_top: u32) {
+    if (n_top == 0u || !before(c, list[n_top - 1u])) {
+        return;
+    }
+    var x = c;
+    for (var i = 0u; i < n_top; i++) {
+        if (before(x, list[i])) {
+            let y = list[i];
+            list[i] = x;
+            x = y;
+        }
+    }
 }
 
 // ---- workgroup reductions (all invocations call them; uniform control flow) ----
@@ -370,6 +433,20 @@ fn draw_candidate(bits: u32, j: u32, th: vec2<u32>, t: f32, w: u32) -> vec2<u32>
     return vec2<u32>(key_of(bitcast<u32>(z)), j);
 }
 
+// Whether a row's parameters are out of their domain (tested on bits: WGSL may assume floats
+// are finite).
+fn bad_params(t: u32, top_p: u32, min_p: u32, rp: u32, fp: u32, pp: u32, ns: u32) -> bool {
+    let fin = is_finite_bits(t) && is_finite_bits(top_p) && is_finite_bits(min_p)
+        && is_finite_bits(rp) && is_finite_bits(fp) && is_finite_bits(pp) && is_finite_bits(ns);
+    if (!fin) {
+        return true;
+    }
+    let p = bitcast<f32>(top_p);
+    let mp = bitcast<f32>(min_p);
+    return bitcast<f32>(t) < 0.0 || !(p > 0.0 && p <= 1.0) || !(mp >= 0.0 && mp < 1.0)
+        || !(bitcast<f32>(rp) > 0.0) || bitcast<f32>(ns) < 0.0;
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -379,51 +456,83 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     if (lid == 0u) {
-        let b = params.row_base + 8u * r;
+        let b = params.row_base + 12u * r;
+        var bad = bad_params(rowp[b], rowp[b + 2u], rowp[b + 3u], rowp[b + 8u], rowp[b + 9u],
+                             rowp[b + 10u], rowp[b + 11u]);
+        if (params.processed != 0u && proc[params.proc_base + r * params.k] == BAD_ROW_BITS) {
+            bad = true;
+        }
         cfg_shared = RowCfg(bitcast<f32>(rowp[b]), rowp[b + 1u], bitcast<f32>(rowp[b + 2u]),
                             bitcast<f32>(rowp[b + 3u]), vec2<u32>(rowp[b + 4u], rowp[b + 5u]),
-                            vec2<u32>(rowp[b + 6u], rowp[b + 7u]));
+                            vec2<u32>(rowp[b + 6u], rowp[b + 7u]), bitcast<f32>(rowp[b + 11u]),
+                            select(0u, 1u, bad));
     }
     let cfg = workgroupUniformLoad(&cfg_shared);
     let k = params.k;
     let n_top = select(0u, params.n_top, (params.outputs & OUT_TOP) != 0u);
+    let want_lp = (params.outputs & OUT_LOGPROB) != 0u || n_top > 0u;
+    let processed_mode = params.mode != 0u;
+    let raw_out = want_lp && !processed_mode;
+    let proc_out = want_lp && processed_mode;
+    let law_out = (params.outputs & OUT_LAW) != 0u;
+    let rank_out = (params.outputs & OUT_RANK) != 0u;
+    for (var i = 0u; i < MAX_TOP_N; i++) {
+        list[i] = EMPTY;
+    }
+    if (cfg.bad != 0u) {
+        // Uniform: cfg comes from workgroupUniformLoad.
+        if (law_out) {
+            for (var j = lid; j < k; j += WG_SIZE) {
+                aux[params.aux_base + r * k + j] = NAN_BITS;
+            }
+        }
+        if (lid == 0u) {
+            write_row(r, NO_INDEX, NAN_BITS, STATUS_BAD_PARAMS, 0u);
+            for (var i = 0u; i < n_top; i++) {
+                let o = params.top_base + 2u * (r * params.n_top + i);
+                top[o] = NO_INDEX;
+                top[o + 1u] = NAN_BITS;
+            }
+        }
+        return;
+    }
     let greedy = !(cfg.t > 0.0);
+    let use_n_sigma = !greedy && cfg.n_sigma > 0.0;
     let use_min_p = !greedy && cfg.min_p > 0.0;
     let use_top_k = !greedy && cfg.top_k > 0u && cfg.top_k < k;
     let use_top_p = !greedy && cfg.top_p < 1.0;
-    let need_stats = use_min_p || use_top_p || (params.outputs & OUT_LOGPROB) != 0u || n_top > 0u;
+    let viewed = params.processed != 0u;
+    let need_stats = use_min_p || use_top_p || use_n_sigma || (raw_out && !viewed)
+        || ((proc_out || law_out) && !greedy);
 
-    // Pass A: max and sum exp(l - max) of the raw logits (online), the top-n lists, bad logits.
-    var m_lse = vec2<f32>(-3.4e38, 0.0);
-    var bad = 0u;
-    var list = array<vec2<u32>, 20>();
-    if (need_stats) {
-        for (var i = 0u; i < MAX_TOP_N; i++) {
-            list[i] = EMPTY;
+    // Pass R (a processed row with raw log-probabilities): max and sum exp(l - max) of the
+    // input, the top-n lists. Pass A: the same over the logits the filters see (the lists
+    // when those are the input), with the count and sum of the finite ones (top-n-sigma).
+    var raw_lse = vec2<f32>(-3.4e38, 0.0);
+    var view_lse = vec2<f32>(-3.4e38, 0.0);
+    var cnt_sum = vec2<f32>(0.0, 0.0);
+    for (var ps = 0u; ps < 2u; ps++) {
+        let raw_pass = ps == 0u;
+        if ((raw_pass && !(raw_out && viewed)) || (!raw_pass && !need_stats)) {
+            continue;
         }
+        let lists = raw_out && (raw_pass || !viewed);
         var m = -3.4e38;
         var s = 0.0;
+        var cnt = 0.0;
+        var sum = 0.0;
         for (var j = lid; j < k; j += WG_SIZE) {
-            let bits = row_logit_bits(r, j);
+            let bits = select(row_logit_bits(r, j), raw_logit_bits(r, j), raw_pass);
             // Masked entries take part with the key of -inf: the top n lists every entry.
-            let c = vec2<u32>(key_of(bits), j);
-            if (n_top > 0u && !is_nan_bits(bits) && before(c, list[max(n_top, 1u) - 1u])) {
-                // Insertion into the sorted list, written inline as a fixed-length bubble (a
-                // helper taking the list by pointer with a while loop lost entries on
-                // llvmpipe GL for rows of 110000+ entries: measured).
-                var x = c;
-                for (var i = 0u; i < n_top; i++) {
-                    if (before(x, list[i])) {
-                        let y = list[i];
-                        list[i] = x;
-                        x = y;
-                    }
-                }
+            if (lists && !is_nan_bits(bits)) {
+                list_insert(vec2<u32>(key_of(bits), j), n_top);
             }
             if (is_masked_bits(bits) || is_nan_bits(bits) || is_pos_inf_bits(bits)) {
                 continue;
             }
             let x = bitcast<f32>(bits);
+            cnt += 1.0;
+            sum += x;
             if (x > m) {
                 s = s * exp(m - x) + 1.0;
                 m = x;
@@ -431,17 +540,43 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
                 s += exp(x - m);
             }
         }
-        m_lse = reduce_lse(lid, m, s);
+        let lse = reduce_lse(lid, m, s);
+        if (raw_pass) {
+            raw_lse = lse;
+        } else {
+            view_lse = lse;
+            if (use_n_sigma) {
+                cnt_sum = reduce_sum4(lid, vec4<f32>(cnt, sum, 0.0, 0.0)).xy;
+            }
+        }
     }
-    let m = m_lse.x;
-    let log_z = m + log(m_lse.y);
+    if (!viewed) {
+        raw_lse = view_lse;
+    }
+    let m = view_lse.x;
+    let log_z = raw_lse.x + log(raw_lse.y);
 
-    // The kept set's limit.
+    // The kept set's limit: the thresholds (top-n-sigma, min-p), then top-k, then top-p.
     var th = KEEP_ALL;
+    if (use_n_sigma) {
+        let mean = cnt_sum.y / max(cnt_sum.x, 1.0);
+        var d2 = 0.0;
+        for (var j = lid; j < k; j += WG_SIZE) {
+            let bits = row_logit_bits(r, j);
+            if (is_finite_bits(bits)) {
+                let d = bitcast<f32>(bits) - mean;
+                d2 += d * d;
+            }
+        }
+        let sigma = sqrt(reduce_sum4(lid, vec4<f32>(d2, 0.0, 0.0, 0.0)).x / max(cnt_sum.x, 1.0));
+        // Never above the max: the largest logit(s) stay.
+        let thr = min(m - cfg.n_sigma * sigma, m);
+        th = tighter(th, vec2<u32>(max(key_of(bitcast<u32>(thr)), 1u), NO_INDEX));
+    }
     if (use_min_p) {
-        // Never above the max: a device-side min_p >= 1 keeps the largest logit(s).
+        // Never above the max: a min_p near 1 keeps the largest logit(s).
         let thr = min(m + cfg.t * log(cfg.min_p), m);
-        th = vec2<u32>(max(key_of(bitcast<u32>(thr)), 1u), NO_INDEX);
+        th = tighter(th, vec2<u32>(max(key_of(bitcast<u32>(thr)), 1u), NO_INDEX));
     }
     if (use_top_k) {
         let e = select_rank(lid, r, th, cfg.top_k, false, 0u);
@@ -458,6 +593,7 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     }
 
     // The draw: Gumbel-max over the kept entries (greedy: the largest logit), by stream blocks.
+    var bad = 0u;
     var best = EMPTY;
     if (greedy) {
         for (var j = lid; j < k; j += WG_SIZE) {
@@ -540,6 +676,32 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     } else if (best.y == NO_INDEX) {
         code = STATUS_ALL_MASKED;
     }
+    let token = select(NO_INDEX, best.y, code == 0u);
+
+    // Pass P (processed log-probabilities, the law): the kept mass s_kept = sum over the kept
+    // set of exp((l - m) / t), and the top-n lists in the order of the processed logits with
+    // unkept entries after (key 0), in index order. Greedy rows keep the token alone.
+    var s_kept = 1.0;
+    if ((proc_out || law_out) && code == 0u) {
+        var z = 0.0;
+        for (var j = lid; j < k; j += WG_SIZE) {
+            let bits = row_logit_bits(r, j);
+            let key = logit_key(bits);
+            var kp = is_kept(key, j, th);
+            if (greedy) {
+                kp = j == token;
+            } else if (kp) {
+                z += exp((bitcast<f32>(bits) - m) / cfg.t);
+            }
+            if (proc_out) {
+                list_insert(vec2<u32>(select(0u, key, kp), j), n_top);
+            }
+        }
+        if (!greedy) {
+            s_kept = reduce_sum4(lid, vec4<f32>(z, 0.0, 0.0, 0.0)).x;
+        }
+    }
+    let log_s = log(s_kept);
 
     // Top n: n rounds of the best head over the invocations' lists.
     var head = 0u;
@@ -558,27 +720,100 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
             var idx = NO_INDEX;
             if (code == 0u && w.y != NO_INDEX) {
                 idx = w.y;
-                let bits = row_logit_bits(r, w.y);
-                lp = select(bitcast<u32>(bitcast<f32>(bits) - log_z), F32_NEG_INF_BITS,
-                            is_masked_bits(bits));
+                if (processed_mode) {
+                    lp = processed_logprob(r, w.y, w.x != 0u, greedy, m, cfg.t, log_s);
+                } else {
+                    let bits = raw_logit_bits(r, w.y);
+                    lp = select(bitcast<u32>(bitcast<f32>(bits) - log_z), F32_NEG_INF_BITS,
+                                is_masked_bits(bits));
+                }
             }
             top[o] = idx;
             top[o + 1u] = lp;
         }
     }
 
-    if (lid == 0u) {
-        let token = select(NO_INDEX, best.y, code == 0u);
-        tokens[params.token_base + r] = token;
-        if ((params.outputs & OUT_LOGPROB) != 0u) {
-            var lp = NAN_BITS;
-            if (code == 0u) {
-                lp = bitcast<u32>(bitcast<f32>(row_logit_bits(r, token)) - log_z);
+    // The rank: entries whose (processed) logit is >= the token's (kept ones, processed).
+    var rank = 0u;
+    if (rank_out && code == 0u) {
+        if (lid == 0u) {
+            atomicStore(&kept_count, 0u);
+        }
+        workgroupBarrier();
+        if (!(processed_mode && greedy)) {
+            let tb = select(raw_logit_bits(r, token), row_logit_bits(r, token), processed_mode);
+            let tkey = key_of(tb);
+            var c = 0u;
+            for (var j = lid; j < k; j += WG_SIZE) {
+                if (processed_mode) {
+                    let key = logit_key(row_logit_bits(r, j));
+                    c += select(0u, 1u, is_kept(key, j, th) && key >= tkey);
+                } else {
+                    let bits = raw_logit_bits(r, j);
+                    c += select(0u, 1u, !is_nan_bits(bits) && key_of(bits) >= tkey);
+                }
             }
-            logprobs[params.logprob_base + r] = lp;
+            atomicAdd(&kept_count, c);
+        } else if (lid == 0u) {
+            atomicStore(&kept_count, 1u);
         }
-        if ((params.outputs & OUT_STATUS) != 0u) {
-            status[params.status_base + r] = code;
+        workgroupBarrier();
+        rank = atomicLoad(&kept_count);
+    }
+
+    // The final law.
+    if (law_out) {
+        for (var j = lid; j < k; j += WG_SIZE) {
+            var v = NAN_BITS;
+            if (code == 0u) {
+                let bits = row_logit_bits(r, j);
+                if (greedy) {
+                    v = select(0u, bitcast<u32>(1.0), j == token);
+                } else if (is_kept(logit_key(bits), j, th)) {
+                    v = bitcast<u32>(exp((bitcast<f32>(bits) - m) / cfg.t - log_s));
+                } else {
+                    v = 0u;
+                }
+            }
+            aux[params.aux_base + r * k + j] = v;
         }
+    }
+
+    if (lid == 0u) {
+        var lp = NAN_BITS;
+        if (code == 0u) {
+            if (processed_mode) {
+                lp = processed_logprob(r, token, true, greedy, m, cfg.t, log_s);
+            } else {
+                lp = bitcast<u32>(bitcast<f32>(raw_logit_bits(r, token)) - log_z);
+            }
+        }
+        write_row(r, token, lp, code, rank);
+    }
+}
+
+// The log of the final law at entry j (kept or not) of a row: (l - m) / t - log s_kept, 0 for
+// the token of a greedy row, -inf outside the kept set.
+fn processed_logprob(r: u32, j: u32, kept: bool, greedy: bool, m: f32, t: f32, log_s: f32) -> u32 {
+    if (!kept) {
+        return F32_NEG_INF_BITS;
+    }
+    if (greedy) {
+        return 0u;
+    }
+    return bitcast<u32>((bitcast<f32>(row_logit_bits(r, j)) - m) / t - log_s);
+}
+
+// Invocation 0's per-row outputs: token, its log-probability, the status, the rank.
+fn write_row(r: u32, token: u32, lp: u32, code: u32, rank: u32) {
+    tokens[params.token_base + r] = token;
+    if ((params.outputs & OUT_LOGPROB) != 0u) {
+        logprobs[params.logprob_base + r] = lp;
+    }
+    if ((params.outputs & OUT_STATUS) != 0u) {
+        status[params.status_base + r] = code;
+    }
+    if ((params.outputs & OUT_RANK) != 0u) {
+        aux[params.aux_base + r] = rank;
     }
 }

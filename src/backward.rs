@@ -485,6 +485,7 @@ impl Gpu {
                     format: logits.format(),
                     rows,
                     k,
+                    stride: 0,
                 },
                 stream,
                 space,

@@ -25,16 +25,19 @@
 //! [`LogitsView`] for a `rows x k` matrix), and never submit.
 //!
 //! ## Token sampling for language models
-//! [`Gpu::sample_tokens`] samples one token per row with a temperature and the min-p, top-k and
-//! top-p filters (vLLM's order), one [`Stream`] per request so a draw never depends on the
-//! batch, and returns the raw log-probabilities of the token and of the top `n`; f16 / bf16
-//! logits and a 64-bit noise mode go through [`Gpu::sample_tokens_with`], and
-//! [`Gpu::verify_speculative`] verifies speculative drafts ([`Gpu::verify_speculative_with`]
-//! with 64-bit noise). The kernels are sort-free (radix select and mass search on the
-//! order-preserving image of the logits, then one Gumbel-max);
-//! the [`tokens`] module states the semantics and how many passes each setting costs.
-//! [`TokenSampler`] records the same into your encoder with every per-row parameter in device
-//! buffers, so a decode loop never reads back between steps.
+//! [`Gpu::sample_tokens`] samples one token per row through the whole logits-processing chain of
+//! a serving engine, in vLLM's order: a token mask (xgrammar's packed bitmask), a logit bias,
+//! repetition / frequency / presence penalties from each request's prompt and output, top-nσ,
+//! then the temperature and the min-p, top-k and top-p filters; one [`Stream`] per request so a
+//! draw never depends on the batch; raw or processed log-probabilities ([`LogprobsMode`]) of the
+//! token and of the top `n`, and the token's rank. [`Gpu::token_probabilities`] returns the final
+//! law itself (to verify speculative drafts against, [`Gpu::verify_speculative`]); f16 / bf16
+//! logits and a 64-bit noise mode go through [`Gpu::sample_tokens_with`]. The kernels are
+//! sort-free (radix select and mass search on the order-preserving image of the logits, then
+//! one Gumbel-max); the [`tokens`] module states the semantics and how many passes each stage
+//! costs. [`TokenSampler`] records the same into your encoder with every input in device buffers
+//! (per-row parameters, the mask, the bias lists, a penalty state it updates on the device from
+//! the sampled tokens), so a decode loop never reads back between steps.
 //!
 //! ## The stream contract
 //! Randomness comes from a [`Stream`] `{ seed, offset }`. Word `n` of a stream is
@@ -122,8 +125,9 @@ pub use softmax::{
     GumbelSoftmax, SoftmaxJob, SoftmaxMode, SoftmaxStrategy, softmax_max_register_k,
 };
 pub use tokens::{
-    MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
-    SpeculativeVerifier, TokenJob, TokenRowParams, TokenSampler, TokenSampling, stream_words,
+    LogprobsMode, MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
+    SpeculativeVerifier, TokenBias, TokenChain, TokenJob, TokenRowParams, TokenSampler,
+    TokenSampling, stream_words,
 };
 
 /// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer
@@ -137,7 +141,9 @@ pub fn kernel_specs() -> Vec<family::FamilySpec> {
         backward::GumbelSoftmaxBackward::SPEC,
         density::ConcreteDensity::SPEC,
         sample::Sampler::SPEC,
-        tokens::TokenSampler::SPEC,
+        tokens::TokenSampleFamily::SPEC,
+        tokens::TokenProcessor::SPEC,
+        tokens::PenaltyUpdater::SPEC,
         tokens::SpeculativeVerifier::SPEC,
     ]
 }

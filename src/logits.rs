@@ -58,6 +58,12 @@ pub struct LogitsView<'a> {
     pub rows: u64,
     /// Elements per row (>= 1).
     pub k: u64,
+    /// Elements from the start of one row to the start of the next: 0 (the default) means `k`,
+    /// a dense matrix; else at least `k`, as an engine's `logits[:, :vocab]` of a padded output
+    /// layer (128256 tokens in rows of 128512). Set it with [`LogitsView::with_stride`]. Token
+    /// sampling ([`crate::TokenSampler`]) and Gumbel-max / top-k ([`crate::Sampler`]) honour
+    /// it; the other families refuse a strided view with an `Err` naming the argument.
+    pub stride: u64,
 }
 
 impl<'a> LogitsView<'a> {
@@ -68,12 +74,87 @@ impl<'a> LogitsView<'a> {
             format: LogitsFormat::F32,
             rows,
             k,
+            stride: 0,
         }
     }
 
-    /// Checks the view (the argument named `what`) and returns its element count.
+    /// `rows x k` dense elements of `format`.
+    pub fn new(data: wgpu::BufferSlice<'a>, format: LogitsFormat, rows: u64, k: u64) -> Self {
+        LogitsView {
+            data,
+            format,
+            rows,
+            k,
+            stride: 0,
+        }
+    }
+
+    /// The same view with rows `stride` elements apart (`>= k`; checked when a job is
+    /// recorded): the slice must hold `(rows - 1) * stride + k` elements.
+    pub fn with_stride(self, stride: u64) -> Self {
+        LogitsView { stride, ..self }
+    }
+
+    /// Elements from one row's start to the next's (`k` for a dense view).
+    pub fn row_stride(&self) -> u64 {
+        if self.stride == 0 {
+            self.k
+        } else {
+            self.stride
+        }
+    }
+
+    /// Checks a dense view (the argument named `what`) and returns its element count; a view
+    /// with a row stride other than `k` is an `Err` (the family reading it does not take one).
     pub(crate) fn check(&self, what: &str) -> Result<u64, Error> {
+        if self.row_stride() != self.k {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: a row stride ({}) other than k ({}) is not supported here (token \
+                 sampling and Gumbel-max sampling take one)",
+                self.stride, self.k
+            )));
+        }
         crate::family::check_view(what, self.data, self.format, self.rows, self.k)
+    }
+
+    /// Checks a view that may have a row stride (the argument named `what`): `stride` 0 or
+    /// `>= k`, and the slice holding `(rows - 1) * stride + k` elements.
+    pub(crate) fn check_strided(&self, what: &str) -> Result<(), Error> {
+        let stride = self.row_stride();
+        if stride == self.k {
+            return crate::family::check_view(what, self.data, self.format, self.rows, self.k)
+                .map(|_| ());
+        }
+        if stride < self.k {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: row stride {stride} is below k = {}",
+                self.k
+            )));
+        }
+        // The dense checks on the shape (k >= 1, rows and rows x stride in range) first.
+        crate::family::check_view(what, self.data, self.format, 0, self.k)?;
+        let len = self
+            .rows
+            .checked_mul(stride)
+            .filter(|n| n.checked_mul(8).is_some() && self.rows <= u64::from(u32::MAX))
+            .ok_or_else(|| {
+                Error::TooLarge(format!("{what}: {} rows of stride {stride}", self.rows))
+            })?;
+        let needed = if self.rows == 0 {
+            0
+        } else {
+            len - stride + self.k
+        };
+        crate::family::check_slice(what, self.data, self.format.buffer_bytes(needed))
+    }
+
+    /// Elements a window over rows `r0 .. r0 + m` spans, from element `r0 * stride`.
+    pub(crate) fn span(&self, m: u64) -> u64 {
+        if m == 0 {
+            0
+        } else {
+            (m - 1) * self.row_stride() + self.k
+        }
     }
 }
 

@@ -171,6 +171,7 @@ uniform_params! {
         out_base: u32,
         seg: u32,
         noise64: u32,
+        row_pad: u32,
     }
 }
 
@@ -389,7 +390,7 @@ impl Sampler {
     ) -> Result<(), Error> {
         let LogitsView { rows, k, .. } = job.logits;
         let top = job.top;
-        job.logits.check("logits")?;
+        job.logits.check_strided("logits")?;
         if top == 0 || u64::from(top) > k || top as usize > MAX_TOP {
             return Err(Error::InvalidArgument(format!(
                 "top = {top} must be in 1..=min(k, {MAX_TOP}) (k = {k})"
@@ -420,9 +421,12 @@ impl Sampler {
             &format!("top {top} of rows of {k} logits"),
         )?;
         // Rows per dispatch: each window must fit one storage binding, and so must the scratch.
-        let rows_per_dispatch = self
-            .core
-            .rows_per_dispatch(rows, k.max(scratch_pairs(strategy, top) * 2))?;
+        let rows_per_dispatch = self.core.rows_per_dispatch(
+            rows,
+            job.logits
+                .row_stride()
+                .max(scratch_pairs(strategy, top) * 2),
+        )?;
         self.core.scoped(|| {
             let mut r0 = 0;
             while r0 < rows {
@@ -444,7 +448,13 @@ impl Sampler {
     ) -> Result<(), Error> {
         let (k, top) = (job.logits.k, u64::from(job.top));
         let core = &self.core;
-        let logits = core.window(job.logits.data, r0 * k, n * k, job.logits.format.bytes());
+        let stride = job.logits.row_stride();
+        let logits = core.window(
+            job.logits.data,
+            r0 * stride,
+            job.logits.span(n),
+            job.logits.format.bytes(),
+        );
         let out = core.window(job.out, r0 * top, n * top, 4);
         let (tau, temps) = match job.tau {
             Temperature::Scalar(t) => (t, core.unused(2)),
@@ -486,6 +496,7 @@ impl Sampler {
             out_base: out.base,
             seg,
             noise64: u32::from(job.noise == Noise::Bits64),
+            row_pad: (stride - k) as u32,
         };
         let scratch = scratch
             .as_ref()
@@ -659,6 +670,7 @@ impl Gpu {
                 format: logits.format(),
                 rows: rows as u64,
                 k: k as u64,
+                stride: 0,
             },
             top: top as u32,
             tau: temps.as_ref().map_or(Temperature::Scalar(1.0), |t| {

@@ -641,6 +641,7 @@ impl Gpu {
                 format: logits.format(),
                 rows: rows as u64,
                 k: k as u64,
+                stride: 0,
             },
             tau: match (&tau_buf, tau) {
                 (Some(b), _) => Temperature::PerRow(b.slice(..)),

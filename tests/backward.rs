@@ -977,6 +977,7 @@ fn run_placed(gpu: &Gpu, input: Input, w: &Words, stream: Stream, offset: u64) -
         format,
         rows: w.rows,
         k: w.k,
+        stride: 0,
     };
     let input = match input {
         Input::Y => BackwardInput::Probs(view(LogitsFormat::F32)),

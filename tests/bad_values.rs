@@ -190,12 +190,7 @@ fn the_sampler_gives_no_index_for_bad_per_row_temperatures_on_every_path() {
                 let t_buf = gpu.upload("t", taus).unwrap();
                 let out = poisoned(gpu, rows * top as usize);
                 let job = SampleJob {
-                    logits: LogitsView {
-                        data: l_buf.slice(..),
-                        format,
-                        rows: rows as u64,
-                        k: k as u64,
-                    },
+                    logits: LogitsView::new(l_buf.slice(..), format, rows as u64, k as u64),
                     top,
                     tau: Temperature::PerRow(t_buf.slice(..)),
                     stream: Stream::new(7),

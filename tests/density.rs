@@ -640,6 +640,7 @@ fn run_placed(gpu: &Gpu, j: &Job, offset: u64) -> Vec<u32> {
             format: j.format,
             rows: j.rows,
             k: j.k,
+            stride: 0,
         },
         log_y: arena.slice(1),
         tau: if taus.is_empty() {

@@ -52,6 +52,7 @@ fn calls() -> Vec<Call> {
                         min_p: &[0.0; 4],
                         streams: &streams,
                         logprobs: 0,
+                        ..Default::default()
                     },
                 )
                 .map(drop)

@@ -243,12 +243,7 @@ fn view<'a>(
     rows: usize,
     k: usize,
 ) -> LogitsView<'a> {
-    LogitsView {
-        data: s,
-        format,
-        rows: rows as u64,
-        k: k as u64,
-    }
+    LogitsView::new(s, format, rows as u64, k as u64)
 }
 
 fn stream(rng: &mut StdRng) -> Stream {
@@ -721,6 +716,12 @@ fn token_jobs() {
                     seed_hi: (st.seed >> 32) as u32,
                     offset_lo: st.offset as u32,
                     offset_hi: (st.offset >> 32) as u32,
+                    // The chain's per-row values: in force only with a penalty state, but
+                    // checked on the device either way (a bad one is NO_INDEX + a status).
+                    repetition_penalty: [1.0, 1.3, 0.0, f32::NAN][rng.random_range(0..4)],
+                    frequency_penalty: [0.0, 0.5, f32::INFINITY][rng.random_range(0..3)],
+                    presence_penalty: [0.0, -0.5, f32::NAN][rng.random_range(0..3)],
+                    top_n_sigma: [0.0, 1.0, 3.0, -1.0, f32::NAN][rng.random_range(0..5)],
                 }
             })
             .collect();
@@ -743,6 +744,9 @@ fn token_jobs() {
                         top: (top_n > 0).then_some(o[2]),
                         status: None,
                         noise,
+                        chain: Default::default(),
+                        ranks: None,
+                        logprobs_mode: Default::default(),
                     },
                 )
             }),

@@ -57,6 +57,7 @@ impl SampleShape {
                 format: self.format,
                 rows: self.rows,
                 k: self.k,
+                stride: 0,
             },
             top: self.top,
             tau,

@@ -318,6 +318,7 @@ fn every_family_gives_the_same_bits_with_workgroup_memory_poisoned_or_zeroed() {
                         min_p: &min_p,
                         streams: &streams,
                         logprobs: 3.min(k),
+                        ..Default::default()
                     },
                 )
                 .map(|s| {

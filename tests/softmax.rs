@@ -110,6 +110,7 @@ fn run_job(
             format,
             rows: rows as u64,
             k: k as u64,
+            stride: 0,
         },
         tau: match (&tau_buf, tau) {
             (Some(b), _) => Temperature::PerRow(b.slice(..)),
@@ -1034,6 +1035,7 @@ fn every_view_works_at_any_4_byte_offset_inside_shared_buffers() {
                                 format,
                                 rows: rows as u64,
                                 k: k as u64,
+                                stride: 0,
                             },
                             tau: match tau {
                                 Temperature::PerRow(_) => Temperature::PerRow(t.slice(..)),
@@ -1074,6 +1076,7 @@ fn every_view_works_at_any_4_byte_offset_inside_shared_buffers() {
                                 format,
                                 rows: rows as u64,
                                 k: k as u64,
+                                stride: 0,
                             },
                             tau: match tau {
                                 Temperature::PerRow(_) => Temperature::PerRow(

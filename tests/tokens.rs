@@ -67,6 +67,7 @@ fn row_params(rng: &mut StdRng, k: usize) -> RowSampling {
         } else {
             0.0
         },
+        ..RowSampling::new(t)
     }
 }
 
@@ -100,6 +101,7 @@ impl Params {
             min_p: &self.min_p,
             streams: &self.streams,
             logprobs: self.n,
+            ..Default::default()
         }
     }
 }
@@ -233,12 +235,14 @@ fn vocabularies_of_131075_and_65537_match_the_reference() {
                 top_k: 50,
                 top_p: 0.9,
                 min_p: 0.0,
+                ..RowSampling::new(0.0)
             },
             RowSampling {
                 temperature: 1.3,
                 top_k: 20_000,
                 top_p: 0.95,
                 min_p: 0.001,
+                ..RowSampling::new(0.0)
             },
         ];
         let p = Params::of(&rp, (0..rows).map(|_| stream(&mut rng)).collect(), 20);
@@ -311,6 +315,7 @@ fn a_rows_draw_does_not_depend_on_its_batch_position_or_neighbours() {
         top_k: 300,
         top_p: 0.95,
         min_p: 0.01,
+        ..RowSampling::new(0.0)
     };
     let mut seen = Vec::new();
     for (batch, pos) in [(1usize, 0usize), (3, 2), (9, 5), (17, 0)] {
@@ -376,7 +381,7 @@ fn draw_law_with(row: &[f32], p: RowSampling, draws: usize, seed: u64, noise: No
     let got = gpu()
         .sample_tokens_with(LogitsSlice::F32(&l), k, &params.get(), noise)
         .unwrap();
-    let law = cpu::token_probabilities(row, &p);
+    let law = cpu::row_probabilities(row, &p);
     let keep = kept(row, &p, CUT_EPS);
     let mut counts = vec![0u64; k];
     for &t in &got.tokens {
@@ -673,13 +678,16 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
                 enc,
                 &TokenJob {
                     logits: LogitsView::f32(at(&lb, rows * k), rows as u64, k as u64),
-                    row_params: at(&pb, rows * 8),
+                    row_params: at(&pb, rows * 12),
                     out: at(&tb, rows),
                     logprobs: Some(at(&lpb, rows)),
                     top_n: n as u32,
                     top: Some(at(&topb, rows * n * 2)),
                     status: Some(at(&sb, rows)),
                     noise: Noise::Bits32,
+                    chain: Default::default(),
+                    ranks: None,
+                    logprobs_mode: Default::default(),
                 },
             )
             .unwrap()
@@ -738,6 +746,7 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
                 .step_by(2)
                 .map(|&b| f32::from_bits(b))
                 .collect(),
+            ranks: Vec::new(),
         };
         compare(
             row,
@@ -759,13 +768,16 @@ fn buffer_level_misuse_is_an_error() {
     let sampler = gpu.token_sampler().unwrap();
     let job = TokenJob {
         logits: LogitsView::f32(b.slice(..), 2, 100),
-        row_params: b.slice(..64),
+        row_params: b.slice(..96),
         out: o.slice(..8),
         logprobs: None,
         top_n: 0,
         top: None,
         status: None,
         noise: Noise::Bits32,
+        chain: Default::default(),
+        ranks: None,
+        logprobs_mode: Default::default(),
     };
     let mut enc = gpu.device().create_command_encoder(&Default::default());
     let check = |r: Result<(), Error>, name: &str| match r {
@@ -786,7 +798,7 @@ fn buffer_level_misuse_is_an_error() {
         sampler.record(
             &mut enc,
             &TokenJob {
-                row_params: b.slice(..60),
+                row_params: b.slice(..92),
                 ..job
             },
         ),
@@ -1358,12 +1370,18 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
             gpu.upload("staged params", &dev).unwrap()
         })
         .collect();
-    let params = poisoned(gpu, rows * 8);
+    let params = poisoned(gpu, rows * 12);
     let outs: Vec<wgpu::Buffer> = (0..steps).map(|_| poisoned(gpu, rows)).collect();
     let sampler = gpu.token_sampler().unwrap();
     run(gpu, |enc| {
         for step in 0..steps {
-            enc.copy_buffer_to_buffer(&staged[step], 0, &params, 0, Some((rows * 32) as u64));
+            enc.copy_buffer_to_buffer(
+                &staged[step],
+                0,
+                &params,
+                0,
+                Some(rows as u64 * TokenRowParams::BYTES),
+            );
             sampler
                 .record(
                     enc,
@@ -1376,6 +1394,9 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
                         top: None,
                         status: None,
                         noise: Noise::Bits32,
+                        chain: Default::default(),
+                        ranks: None,
+                        logprobs_mode: Default::default(),
                     },
                 )
                 .unwrap();
@@ -1575,76 +1596,58 @@ fn chunked_dispatch_gives_the_same_results_as_one_dispatch() {
 
 #[test]
 fn buffer_level_out_of_domain_parameters_behave_as_documented() {
-    // Device-side parameters are not checked; TokenRowParams documents what the kernel does
-    // with each out-of-domain value. Distinct logits, so the argmax is unique.
+    // Device-side parameters are not checked on the host; TokenRowParams documents what the
+    // kernel does with each out-of-domain value: a top_k past k is off, everything else out of
+    // its domain is a bad row (NO_INDEX, STATUS_BAD_PARAMS). Distinct logits, so the argmax is
+    // unique.
     let gpu = gpu();
     let mut rng = StdRng::seed_from_u64(0xd0d);
     let k = 300usize;
     let base = RowSampling::new(1.0);
-    let cases: Vec<(&str, RowSampling, RowSampling)> = vec![
-        // (what, device parameters, the slice-level parameters they must act like)
+    let bad = |f: fn(&mut RowSampling)| {
+        let mut p = base;
+        f(&mut p);
+        p
+    };
+    // (what, device parameters, the slice-level parameters they must act like, or None: bad)
+    let cases: Vec<(&str, RowSampling, Option<RowSampling>)> = vec![
+        ("NaN temperature", bad(|p| p.temperature = f32::NAN), None),
+        ("negative temperature", bad(|p| p.temperature = -1.0), None),
         (
-            "NaN temperature",
-            RowSampling {
-                temperature: f32::NAN,
-                ..base
-            },
-            RowSampling::new(0.0),
+            "inf temperature",
+            bad(|p| p.temperature = f32::INFINITY),
+            None,
+        ),
+        ("top_k >= k", bad(|p| p.top_k = 305), Some(base)),
+        ("NaN top_p", bad(|p| p.top_p = f32::NAN), None),
+        ("top_p > 1", bad(|p| p.top_p = 3.0), None),
+        ("top_p <= 0", bad(|p| p.top_p = -1.0), None),
+        ("NaN min_p", bad(|p| p.min_p = f32::NAN), None),
+        ("negative min_p", bad(|p| p.min_p = -0.5), None),
+        ("min_p >= 1", bad(|p| p.min_p = 1.5), None),
+        (
+            "zero repetition penalty",
+            bad(|p| p.repetition_penalty = 0.0),
+            None,
         ),
         (
-            "negative temperature",
-            RowSampling {
-                temperature: -1.0,
-                ..base
-            },
-            RowSampling::new(0.0),
+            "NaN repetition penalty",
+            bad(|p| p.repetition_penalty = f32::NAN),
+            None,
         ),
         (
-            "top_k >= k",
-            RowSampling {
-                top_k: k as u32 + 5,
-                ..base
-            },
-            base,
+            "inf frequency penalty",
+            bad(|p| p.frequency_penalty = f32::INFINITY),
+            None,
         ),
         (
-            "NaN top_p",
-            RowSampling {
-                top_p: f32::NAN,
-                ..base
-            },
-            base,
+            "NaN presence penalty",
+            bad(|p| p.presence_penalty = f32::NAN),
+            None,
         ),
-        ("top_p > 1", RowSampling { top_p: 3.0, ..base }, base),
-        (
-            "NaN min_p",
-            RowSampling {
-                min_p: f32::NAN,
-                ..base
-            },
-            base,
-        ),
-        (
-            "negative min_p",
-            RowSampling {
-                min_p: -0.5,
-                ..base
-            },
-            base,
-        ),
-        (
-            "top_p <= 0",
-            RowSampling {
-                top_p: -1.0,
-                ..base
-            },
-            RowSampling::new(0.0),
-        ),
-        (
-            "min_p >= 1",
-            RowSampling { min_p: 1.5, ..base },
-            RowSampling::new(0.0),
-        ),
+        ("negative top_n_sigma", bad(|p| p.top_n_sigma = -1.0), None),
+        ("NaN top_n_sigma", bad(|p| p.top_n_sigma = f32::NAN), None),
+        ("good row", base, Some(base)),
     ];
     let rows = cases.len();
     let l: Vec<f32> = (0..rows * k)
@@ -1657,17 +1660,30 @@ fn buffer_level_out_of_domain_parameters_behave_as_documented() {
     let lb = gpu.upload("logits", &l).unwrap();
     let pb = gpu.upload("params", &dev).unwrap();
     let tb = poisoned(gpu, rows);
+    let sb = poisoned(gpu, rows);
     let sampler = gpu.token_sampler().unwrap();
     run(gpu, |enc| {
-        sampler
-            .record(enc, &token_job(&lb, &pb, &tb, rows, k))
-            .unwrap()
+        let job = TokenJob {
+            status: Some(sb.slice(..)),
+            ..token_job(&lb, &pb, &tb, rows, k)
+        };
+        sampler.record(enc, &job).unwrap()
     });
     let got = words(gpu, &tb, rows);
-    let like: Vec<RowSampling> = cases.iter().map(|c| c.2).collect();
+    let status = words(gpu, &sb, rows);
+    let like: Vec<RowSampling> = cases.iter().map(|c| c.2.unwrap_or(base)).collect();
     let want = cpu::sample_tokens(&l, k, &Params::of(&like, streams, 0).get()).unwrap();
     for (r, c) in cases.iter().enumerate() {
-        assert_eq!(got[r], want.tokens[r], "{}", c.0);
+        match c.2 {
+            Some(_) => {
+                assert_eq!(got[r], want.tokens[r], "{}", c.0);
+                assert_eq!(status[r], 0, "{}", c.0);
+            }
+            None => {
+                assert_eq!(got[r], NO_INDEX, "{}", c.0);
+                assert_eq!(status[r], TokenSampler::STATUS_BAD_PARAMS, "{}", c.0);
+            }
+        }
     }
 }
 
@@ -1688,5 +1704,8 @@ fn token_job<'a>(
         top: None,
         status: None,
         noise: Noise::Bits32,
+        chain: Default::default(),
+        ranks: None,
+        logprobs_mode: Default::default(),
     }
 }

@@ -271,3 +271,138 @@ async fn bad_input_is_err() {
         Err(Error::Unsupported(_))
     ));
 }
+
+#[wasm_bindgen_test]
+async fn the_token_chain_runs_on_the_device_and_matches_the_reference() {
+    // One full-chain step at the buffer level (mask, bias, penalties from a device-side state,
+    // top-nσ, filters, processed log-probabilities, ranks), then the state update on the device.
+    use gumbel_wgpu::tokens::{mask_words, penalty_state};
+    use gumbel_wgpu::{
+        LogprobsMode, RowSampling, TokenBias, TokenChain, TokenJob, TokenRowParams, TokenSampling,
+    };
+    let gpu = gpu().await;
+    let (rows, k) = (6usize, 1000usize);
+    let mut rng = StdRng::seed_from_u64(16);
+    let logits: Vec<f32> = (0..rows * k)
+        .map(|_| rng.random::<f32>() * 8.0 - 4.0)
+        .collect();
+    let mw = mask_words(k);
+    let allowed: Vec<u32> = (0..rows * mw).map(|_| rng.random::<u32>() | 1).collect();
+    let row = |r: usize| RowSampling {
+        top_k: 40,
+        top_p: 0.9,
+        top_n_sigma: 2.0,
+        repetition_penalty: 1.3,
+        frequency_penalty: 0.2,
+        presence_penalty: 0.4,
+        ..RowSampling::new(if r % 2 == 0 { 0.0 } else { 0.8 })
+    };
+    let prompt: Vec<u32> = (0..50).map(|i| i * 7).collect();
+    let output: Vec<u32> = (0..30).map(|i| (i * 13) % 200).collect();
+    let bias: Vec<(u32, f32)> = vec![(3, 2.0), (500, 1.5), (3, -0.5)];
+    let streams: Vec<Stream> = (0..rows as u64).map(|r| Stream::new(40 + r)).collect();
+    let settings: Vec<RowSampling> = (0..rows).map(row).collect();
+    let mut state = Vec::new();
+    for _ in 0..rows {
+        state.extend(penalty_state(k, &prompt, &output).unwrap());
+    }
+    let mut starts = Vec::new();
+    let mut entries = Vec::new();
+    for _ in 0..rows {
+        starts.push(entries.len() as u32 / 2);
+        for &(t, b) in &bias {
+            entries.extend([t, b.to_bits()]);
+        }
+    }
+    starts.push(entries.len() as u32 / 2);
+    let params: Vec<TokenRowParams> = (0..rows)
+        .map(|r| TokenRowParams::new(settings[r], streams[r]))
+        .collect();
+    let lb = gpu.upload("logits", &logits).unwrap();
+    let pb = gpu.upload("params", &params).unwrap();
+    let mb = gpu.upload("mask", &allowed).unwrap();
+    let sb = gpu.upload("starts", &starts).unwrap();
+    let eb = gpu.upload("entries", &entries).unwrap();
+    let stb = gpu.upload("state", &state).unwrap();
+    let out = poisoned(&gpu, 3 * rows);
+    let sampler = gpu.token_sampler().unwrap();
+    gpu.submit_async(|enc| {
+        let tokens = out.slice(..rows as u64 * 4);
+        sampler.record(
+            enc,
+            &TokenJob {
+                logprobs: Some(out.slice(rows as u64 * 4..2 * rows as u64 * 4)),
+                ranks: Some(out.slice(2 * rows as u64 * 4..)),
+                logprobs_mode: LogprobsMode::Processed,
+                chain: TokenChain {
+                    allowed: Some(mb.slice(..)),
+                    bias: Some(TokenBias {
+                        starts: sb.slice(..),
+                        entries: eb.slice(..),
+                    }),
+                    penalty_state: Some(stb.slice(..)),
+                },
+                ..TokenJob::new(
+                    LogitsView::f32(lb.slice(..), rows as u64, k as u64),
+                    pb.slice(..),
+                    tokens,
+                )
+            },
+        )?;
+        sampler.record_penalty_update(enc, tokens, stb.slice(..), rows as u64, k as u64)
+    })
+    .await
+    .unwrap();
+    let got: Vec<u32> = gpu.read_buffer_async(&out, 3 * rows).await.unwrap();
+    let t: Vec<f32> = settings.iter().map(|s| s.temperature).collect();
+    let col = |f: fn(&RowSampling) -> f32| settings.iter().map(f).collect::<Vec<f32>>();
+    let (top_p, rp, fp, pp, ns) = (
+        col(|s| s.top_p),
+        col(|s| s.repetition_penalty),
+        col(|s| s.frequency_penalty),
+        col(|s| s.presence_penalty),
+        col(|s| s.top_n_sigma),
+    );
+    let top_k = vec![40u32; rows];
+    let prompts = vec![prompt.as_slice(); rows];
+    let outputs = vec![output.as_slice(); rows];
+    let biases = vec![bias.as_slice(); rows];
+    let p = TokenSampling {
+        temperature: &t,
+        top_k: &top_k,
+        top_p: &top_p,
+        streams: &streams,
+        repetition_penalty: &rp,
+        frequency_penalty: &fp,
+        presence_penalty: &pp,
+        top_n_sigma: &ns,
+        prompt_tokens: &prompts,
+        output_tokens: &outputs,
+        logit_bias: &biases,
+        allowed: &allowed,
+        logprobs_mode: LogprobsMode::Processed,
+        ..Default::default()
+    };
+    let want = cpu::sample_tokens(&logits, k, &p).unwrap();
+    assert_eq!(got[..rows], want.tokens[..], "tokens");
+    assert_eq!(got[2 * rows..], want.ranks[..], "ranks");
+    for r in 0..rows {
+        let lp = f32::from_bits(got[rows + r]);
+        assert!(
+            (lp - want.logprobs[r]).abs() < 1e-4,
+            "row {r}: {lp} vs {}",
+            want.logprobs[r]
+        );
+    }
+    let new_state: Vec<u32> = gpu.read_buffer_async(&stb, state.len()).await.unwrap();
+    let mut want_state = Vec::new();
+    for &token in &got[..rows] {
+        let mut history = output.clone();
+        history.push(token);
+        want_state.extend(penalty_state(k, &prompt, &history).unwrap());
+    }
+    assert_eq!(
+        new_state, want_state,
+        "penalty state after the device update"
+    );
+}

@@ -78,6 +78,10 @@ enum Kernel {
     TokensTemperature,
     /// LM token sampling, temperature 0.8, top-k 50, top-p 0.9 (vLLM's common setting).
     TokensFiltered,
+    /// LM token sampling, the whole chain: a grammar-style mask, a logit bias, the three
+    /// penalties from a device-side state, top-nσ, then the filters of `TokensFiltered`, with
+    /// processed log-probabilities and ranks.
+    TokensChain,
     /// Host round trip of `Gpu::sample` on one row: wall clock, not a bandwidth.
     RoundTrip,
     /// Decode: the filtered setting of `TokensFiltered` at batch 1 (and 2, for the ratio
@@ -128,6 +132,7 @@ impl Kernel {
             Kernel::SampleTop => "sample top-8",
             Kernel::TokensTemperature => "tokens t=0.8",
             Kernel::TokensFiltered => "tokens t=0.8 top-k 50 top-p 0.9",
+            Kernel::TokensChain => "tokens full chain",
             Kernel::RoundTrip => "sample round trip (host)",
             Kernel::TokensDecode => "decode t=0.8 top-k 50 top-p 0.9",
         }
@@ -147,7 +152,7 @@ impl Kernel {
             Kernel::Sample | Kernel::Sample64 | Kernel::SampleTop => 4,
             // One read of the logits, the least any sampler moves; the filters read the row
             // more times (src/tokens.rs counts the passes), served from cache on a GPU.
-            Kernel::TokensTemperature | Kernel::TokensFiltered => 4,
+            Kernel::TokensTemperature | Kernel::TokensFiltered | Kernel::TokensChain => 4,
             Kernel::TokensDecode => 4,
             Kernel::RoundTrip => 0,
         }
@@ -158,7 +163,9 @@ impl Kernel {
             Kernel::Copy => Family::Copy,
             Kernel::FillWords | Kernel::FillGumbel => Family::Fill,
             Kernel::RoundTrip => Family::RoundTrip,
-            Kernel::TokensTemperature | Kernel::TokensFiltered => Family::Tokens,
+            Kernel::TokensTemperature | Kernel::TokensFiltered | Kernel::TokensChain => {
+                Family::Tokens
+            }
             Kernel::TokensDecode => Family::Tokens,
             _ => Family::Shape,
         }
@@ -257,7 +264,11 @@ fn plan(args: &Args, max_copy_bytes: u64) -> Vec<Case> {
         }
         for rows in [1u64, 64, 256] {
             let rows = if args.quick { (rows / 16).max(1) } else { rows };
-            for kernel in [Kernel::TokensTemperature, Kernel::TokensFiltered] {
+            for kernel in [
+                Kernel::TokensTemperature,
+                Kernel::TokensFiltered,
+                Kernel::TokensChain,
+            ] {
                 cases.push(Case { kernel, rows, k });
             }
         }
@@ -662,6 +673,7 @@ fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
         .write_buffer(&logits, 0, bytemuck::cast_slice(&peaked));
     let tokens = b.gpu.storage_buffer("tokens", rows * 4)?;
     let logprobs = b.gpu.storage_buffer("logprobs", rows * 4)?;
+    let ranks = b.gpu.storage_buffer("ranks", rows * 4)?;
     let sampler = b.gpu.token_sampler()?;
     for case in cases {
         let setting = match case.kernel {
@@ -670,25 +682,92 @@ fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
                 top_p: 0.9,
                 ..RowSampling::new(0.8)
             },
+            Kernel::TokensChain => RowSampling {
+                top_k: 50,
+                top_p: 0.9,
+                top_n_sigma: 2.0,
+                repetition_penalty: 1.1,
+                frequency_penalty: 0.2,
+                presence_penalty: 0.3,
+                ..RowSampling::new(0.8)
+            },
             _ => RowSampling::new(0.8),
         };
+        // The full chain's device inputs.
+        let chain = (case.kernel == Kernel::TokensChain)
+            .then(|| ChainInputs::new(b, rows, k))
+            .transpose()?;
         let params: Vec<TokenRowParams> = (0..rows)
             .map(|r| TokenRowParams::new(setting, Stream::new(1000 + r)))
             .collect();
         let params = b.gpu.upload("token params", &params)?;
         let job = TokenJob {
-            logits: LogitsView::f32(logits.slice(..), rows, k),
-            row_params: params.slice(..),
-            out: tokens.slice(..),
             logprobs: Some(logprobs.slice(..)),
-            top_n: 0,
-            top: None,
-            status: None,
-            noise: Noise::Bits32,
+            ..TokenJob::new(
+                LogitsView::f32(logits.slice(..), rows, k),
+                params.slice(..),
+                tokens.slice(..),
+            )
         };
-        b.measure(case, |enc| sampler.record(enc, &job))?;
+        if let Some(chain) = &chain {
+            let job = TokenJob {
+                chain: chain.view(),
+                ranks: Some(ranks.slice(..)),
+                logprobs_mode: gumbel_wgpu::LogprobsMode::Processed,
+                ..job
+            };
+            b.measure(case, |enc| sampler.record(enc, &job))?;
+        } else {
+            b.measure(case, |enc| sampler.record(enc, &job))?;
+        }
     }
     Ok(())
+}
+
+/// The full chain's device inputs for `rows x k` (`Kernel::TokensChain`): a mask allowing about
+/// 3 tokens in 4, 16 bias entries per row, and a penalty state from a 256-token prompt and 128
+/// generated tokens per row.
+struct ChainInputs {
+    mask: wgpu::Buffer,
+    starts: wgpu::Buffer,
+    entries: wgpu::Buffer,
+    state: wgpu::Buffer,
+}
+
+impl ChainInputs {
+    fn new(b: &Bench, rows: u64, k: u64) -> Result<Self, Error> {
+        let (rows, k) = (rows as usize, k as usize);
+        let n = rows * k.div_ceil(32);
+        let words = gumbel_wgpu::cpu::random_u32(Stream::new(0xc4a1), 2 * n);
+        let mask: Vec<u32> = (0..n).map(|i| words[2 * i] | words[2 * i + 1]).collect();
+        let starts: Vec<u32> = (0..=rows as u32).map(|r| 16 * r).collect();
+        let entries: Vec<u32> = (0..rows * 16)
+            .flat_map(|i| [(i * 7919 % k) as u32, 1.5f32.to_bits()])
+            .collect();
+        let mut state = Vec::new();
+        for r in 0..rows {
+            let prompt: Vec<u32> = (0..256).map(|i| ((r * 31 + i * 13) % k) as u32).collect();
+            let output: Vec<u32> = (0..128).map(|i| ((r * 17 + i * 101) % k) as u32).collect();
+            state.extend(gumbel_wgpu::tokens::penalty_state(k, &prompt, &output)?);
+        }
+        Ok(ChainInputs {
+            mask: b.gpu.upload("mask", &mask)?,
+            starts: b.gpu.upload("bias starts", &starts)?,
+            entries: b.gpu.upload("bias entries", &entries)?,
+            state: b.gpu.upload("penalty state", &state)?,
+        })
+    }
+
+    fn view(&self) -> gumbel_wgpu::TokenChain<'_> {
+        gumbel_wgpu::TokenChain {
+            allowed: Some(self.mask.slice(..)),
+            bias: Some(gumbel_wgpu::TokenBias {
+                starts: self.starts.slice(..),
+                entries: self.entries.slice(..),
+            }),
+            penalty_state: Some(self.state.slice(..)),
+        }
+    }
 }
 
 /// Host round trip of one 131072-way draw: slice in, index out (wall clock, blocking).

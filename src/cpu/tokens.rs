@@ -4,8 +4,8 @@
 
 use super::uniform_from_word;
 use crate::tokens::{
-    RowSampling, SampledTokens, SpeculativeResult, TokenSampling, check_speculative,
-    check_token_logits,
+    LogprobsMode, RowSampling, SampledTokens, SpeculativeResult, TokenSampling, check_speculative,
+    check_token_logits, mask_words,
 };
 use crate::{Error, NO_INDEX, Noise, Stream};
 
@@ -40,6 +40,11 @@ pub fn token_kept(row: &[f32], p: &RowSampling) -> Vec<(usize, f64)> {
         .iter()
         .map(|&j| (j, ((f64::from(row[j]) - m) / t).exp()))
         .collect();
+    if p.top_n_sigma > 0.0 {
+        // Both thresholds (top-n-sigma and min-p) keep a prefix of the order.
+        let thr = m - f64::from(p.top_n_sigma) * row_sigma(row);
+        kept.retain(|&(j, _)| f64::from(row[j]) >= thr);
+    }
     if p.min_p > 0.0 {
         // max q has mass exp(0) = 1.
         let min_p = f64::from(p.min_p);
@@ -65,9 +70,79 @@ pub fn token_kept(row: &[f32], p: &RowSampling) -> Vec<(usize, f64)> {
     kept
 }
 
+/// The population standard deviation (f64) of a row's finite logits (top-nσ's `σ`).
+pub fn row_sigma(row: &[f32]) -> f64 {
+    let finite: Vec<f64> = row
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|&x| f64::from(x))
+        .collect();
+    let n = finite.len().max(1) as f64;
+    let mean = finite.iter().sum::<f64>() / n;
+    (finite.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt()
+}
+
+/// The processing stages of the module docs ([`crate::tokens`]) on the host: each row masked by
+/// `allowed`, biased by `logit_bias` (a row's entries for one token summed), penalised from its
+/// `prompt_tokens` and `output_tokens` (vLLM's rule), each logit computed in f64 from the f32
+/// inputs and rounded once to f32. NaN and +inf inputs stay as they are. Parameters must have
+/// passed [`TokenSampling::check`].
+pub fn processed_logits(logits: &[f32], k: usize, params: &TokenSampling<'_>) -> Vec<f32> {
+    let mw = mask_words(k);
+    let empty: &[u32] = &[];
+    let mut out = Vec::with_capacity(logits.len());
+    for (r, row) in logits.chunks(k).enumerate() {
+        let p = params.row(r);
+        let mut l: Vec<f64> = row.iter().map(|&x| f64::from(x)).collect();
+        let bad = |x: f32| x.is_nan() || x == f32::INFINITY;
+        if !params.allowed.is_empty() {
+            for (j, x) in l.iter_mut().enumerate() {
+                if !bad(row[j]) && (params.allowed[r * mw + j / 32] >> (j % 32)) & 1 == 0 {
+                    *x = f64::NEG_INFINITY;
+                }
+            }
+        }
+        for &(t, b) in params.logit_bias.get(r).copied().unwrap_or(&[]) {
+            let x = &mut l[t as usize];
+            if x.is_finite() {
+                *x += f64::from(b);
+            }
+        }
+        let (rp, fp, pp) = (
+            f64::from(p.repetition_penalty),
+            f64::from(p.frequency_penalty),
+            f64::from(p.presence_penalty),
+        );
+        let mut counts = vec![0u64; k];
+        for &t in params.output_tokens.get(r).copied().unwrap_or(empty) {
+            counts[t as usize] += 1;
+        }
+        let mut seen = vec![false; k];
+        for &t in params.prompt_tokens.get(r).copied().unwrap_or(empty) {
+            seen[t as usize] = true;
+        }
+        for (j, x) in l.iter_mut().enumerate() {
+            if !x.is_finite() {
+                continue;
+            }
+            let c = counts[j] as f64;
+            if seen[j] || counts[j] > 0 {
+                *x = if *x > 0.0 { *x / rp } else { *x * rp };
+            }
+            *x -= fp * c + if counts[j] > 0 { pp } else { 0.0 };
+        }
+        out.extend(
+            l.iter()
+                .zip(row)
+                .map(|(&x, &raw)| if bad(raw) { raw } else { x as f32 }),
+        );
+    }
+    out
+}
+
 /// The exact law of one row's token: `q = softmax(l / t)` renormalised over the kept set (zero
-/// elsewhere); one-hot on the argmax for `t = 0`.
-pub fn token_probabilities(row: &[f32], p: &RowSampling) -> Vec<f64> {
+/// elsewhere); one-hot on the argmax for `t = 0`. `row` holds the processed logits.
+pub fn row_probabilities(row: &[f32], p: &RowSampling) -> Vec<f64> {
     let kept = token_kept(row, p);
     let z: f64 = kept.iter().map(|e| e.1).sum();
     let mut law = vec![0.0; row.len()];
@@ -106,6 +181,46 @@ pub fn sample_tokens(
     sample_tokens_with(logits, k, params, Noise::Bits32)
 }
 
+/// The checks of the slice level, then the processed logits (the input itself when nothing
+/// processes it).
+fn checked_processed(
+    logits: &[f32],
+    k: usize,
+    params: &TokenSampling<'_>,
+) -> Result<Vec<f32>, Error> {
+    let rows = crate::logits::check_shape(logits.len(), k)?;
+    params.check(rows, k)?;
+    if params.logprobs > k {
+        return Err(Error::InvalidArgument(format!(
+            "logprobs = {} exceeds k = {k}",
+            params.logprobs
+        )));
+    }
+    if params.processes() {
+        let p = processed_logits(logits, k, params);
+        check_token_logits(logits.iter().copied(), k, params.temperature, Some(&p))?;
+        Ok(p)
+    } else {
+        check_token_logits(logits.iter().copied(), k, params.temperature, None)?;
+        Ok(logits.to_vec())
+    }
+}
+
+/// The final law of every row (`rows x k`, f64), the reference of
+/// [`crate::Gpu::token_probabilities`]: [`row_probabilities`] of the processed logits.
+pub fn token_probabilities(
+    logits: &[f32],
+    k: usize,
+    params: &TokenSampling<'_>,
+) -> Result<Vec<f64>, Error> {
+    let processed = checked_processed(logits, k, params)?;
+    Ok(processed
+        .chunks(k)
+        .enumerate()
+        .flat_map(|(r, row)| row_probabilities(row, &params.row(r)))
+        .collect())
+}
+
 /// [`sample_tokens`] with a choice of [`Noise`], the reference of
 /// [`crate::Gpu::sample_tokens_with`].
 pub fn sample_tokens_with(
@@ -114,39 +229,41 @@ pub fn sample_tokens_with(
     params: &TokenSampling<'_>,
     noise: Noise,
 ) -> Result<SampledTokens, Error> {
-    let rows = crate::logits::check_shape(logits.len(), k)?;
-    params.check(rows)?;
-    if params.logprobs > k {
-        return Err(Error::InvalidArgument(format!(
-            "logprobs = {} exceeds k = {k}",
-            params.logprobs
-        )));
-    }
-    check_token_logits(logits.iter().copied(), k, params.temperature)?;
+    let processed = checked_processed(logits, k, params)?;
     let n = params.logprobs;
     let mut out = SampledTokens::default();
-    for (r, row) in logits.chunks(k).enumerate() {
+    for (r, (row, prow)) in logits.chunks(k).zip(processed.chunks(k)).enumerate() {
         let p = params.row(r);
         let token = if p.temperature == 0.0 {
-            argmax(row).expect("checked: a row has a finite logit")
+            argmax(prow).expect("checked: a row has a finite logit")
         } else {
             let mut best: Option<(f64, usize)> = None;
-            for (j, _) in token_kept(row, &p) {
-                let z = token_score(row, j, p.temperature, params.streams[r], noise);
+            for (j, _) in token_kept(prow, &p) {
+                let z = token_score(prow, j, p.temperature, params.streams[r], noise);
                 if best.is_none_or(|b| z > b.0 || (z == b.0 && j < b.1)) {
                     best = Some((z, j));
                 }
             }
             best.expect("the kept set is never empty").1
         };
-        let ls = log_softmax_f64(row);
+        // The log-probabilities in the chosen mode, and the order they rank tokens in.
+        let lp: Vec<f64> = match params.logprobs_mode {
+            LogprobsMode::Raw => log_softmax_f64(row),
+            LogprobsMode::Processed => row_probabilities(prow, &p)
+                .iter()
+                .map(|&q| if q > 0.0 { q.ln() } else { f64::NEG_INFINITY })
+                .collect(),
+        };
         out.tokens.push(token as u32);
-        out.logprobs.push(ls[token] as f32);
+        out.logprobs.push(lp[token] as f32);
+        out.ranks
+            .push(lp.iter().filter(|&&x| x >= lp[token]).count() as u32);
         let mut all: Vec<usize> = (0..k).collect();
-        all.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        // Stable: ties keep the lower index first.
+        all.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]));
         for &j in &all[..n] {
             out.top_tokens.push(j as u32);
-            out.top_logprobs.push(ls[j] as f32);
+            out.top_logprobs.push(lp[j] as f32);
         }
     }
     Ok(out)
@@ -376,6 +493,14 @@ pub fn token_limit_radix(row: &[f32], p: &RowSampling) -> Option<(u32, u32)> {
         .filter(|x| **x != f32::NEG_INFINITY)
         .fold(f64::NEG_INFINITY, |a, &x| a.max(f64::from(x)));
     let mut th = (1u32, NO);
+    if p.top_n_sigma > 0.0 {
+        let thr = (m - f64::from(p.top_n_sigma) * row_sigma(row)).min(m);
+        let mut f = thr as f32;
+        if f64::from(f) < thr {
+            f = f.next_up();
+        }
+        th = (key_of(f.to_bits()).max(1), NO);
+    }
     if p.min_p > 0.0 {
         // l >= m + t ln(min_p), the smallest f32 at or above the threshold as the key.
         let thr = (m + t * f64::from(p.min_p).ln()).min(m);
@@ -383,7 +508,7 @@ pub fn token_limit_radix(row: &[f32], p: &RowSampling) -> Option<(u32, u32)> {
         if f64::from(f) < thr {
             f = f.next_up();
         }
-        th = (key_of(f.to_bits()).max(1), NO);
+        th = tighter(th, (key_of(f.to_bits()).max(1), NO));
     }
     if p.top_k > 0
         && (p.top_k as usize) < row.len()

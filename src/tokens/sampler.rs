@@ -1,0 +1,672 @@
+//! The sampler (`shaders/tokens.wgsl`) and the token-sampling pipeline around it: the buffer
+//! level ([`TokenSampler::record`]: processing, then sampling; the penalty-state update; the
+//! final law) and the slice level ([`Gpu::sample_tokens`], [`Gpu::token_probabilities`]).
+
+use super::chain::{PenaltyUpdater, TokenChain, TokenProcessor, penalty_state_words};
+use super::{
+    LogprobsMode, MAX_LOGPROBS, RowSampling, SampledTokens, TokenSampling, check_token_logits,
+};
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take, uniform_params,
+};
+use crate::logits::{LogitsSlice, LogitsView, check_shape};
+use crate::shader::WG_SIZE;
+use crate::{Error, Gpu, Noise, Stream};
+use std::sync::Arc;
+
+/// One row's parameters on the device (12 words, the layout `shaders/tokens.wgsl` reads): a
+/// decode loop keeps `rows` of them in a buffer and updates them on the device (e.g. the stream
+/// offsets, advanced by `k` per step) without reading back.
+///
+/// The kernel never produces garbage from device data: `top_k` 0 or >= k is off, and a row whose
+/// temperature is negative or not finite, whose `top_p` is outside (0, 1], `min_p` outside
+/// [0, 1), repetition penalty not finite and > 0, frequency or presence penalty not finite, or
+/// `top_n_sigma` negative or not finite gets [`crate::NO_INDEX`], NaN log-probabilities and
+/// [`TokenSampler::STATUS_BAD_PARAMS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TokenRowParams {
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Top-k (0 = off).
+    pub top_k: u32,
+    /// Top-p (1 = off).
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    pub min_p: f32,
+    /// Low 32 bits of the row's stream seed.
+    pub seed_lo: u32,
+    /// High 32 bits of the seed.
+    pub seed_hi: u32,
+    /// Low 32 bits of the row's stream offset (its word 0).
+    pub offset_lo: u32,
+    /// High 32 bits of the offset.
+    pub offset_hi: u32,
+    /// Repetition penalty (1 = off; applied only with a [`TokenChain::penalty_state`]).
+    pub repetition_penalty: f32,
+    /// Frequency penalty (0 = off; idem).
+    pub frequency_penalty: f32,
+    /// Presence penalty (0 = off; idem).
+    pub presence_penalty: f32,
+    /// Top-nσ (0 = off).
+    pub top_n_sigma: f32,
+}
+
+impl TokenRowParams {
+    /// Bytes per row on the device.
+    pub const BYTES: u64 = 48;
+
+    /// The device form of a row's parameters and stream.
+    pub fn new(row: RowSampling, stream: Stream) -> Self {
+        TokenRowParams {
+            temperature: row.temperature,
+            top_k: row.top_k,
+            top_p: row.top_p,
+            min_p: row.min_p,
+            seed_lo: stream.seed as u32,
+            seed_hi: (stream.seed >> 32) as u32,
+            offset_lo: stream.offset as u32,
+            offset_hi: (stream.offset >> 32) as u32,
+            repetition_penalty: row.repetition_penalty,
+            frequency_penalty: row.frequency_penalty,
+            presence_penalty: row.presence_penalty,
+            top_n_sigma: row.top_n_sigma,
+        }
+    }
+
+    /// Every row of a slice-level parameter set over `k` tokens (checked first).
+    pub fn rows(params: &TokenSampling<'_>, rows: usize, k: usize) -> Result<Vec<Self>, Error> {
+        params.check(rows, k)?;
+        Ok((0..rows)
+            .map(|r| TokenRowParams::new(params.row(r), params.streams[r]))
+            .collect())
+    }
+}
+
+/// A buffer-level token-sampling job for [`TokenSampler::record`]. Every slice's offset must be
+/// a multiple of 4 and its buffer have `STORAGE` usage. [`TokenJob::new`] makes one with every
+/// optional part off.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenJob<'a> {
+    /// `rows x k` logits in any [`LogitsFormat`](crate::LogitsFormat).
+    pub logits: LogitsView<'a>,
+    /// `rows` [`TokenRowParams`] (48 bytes each).
+    pub row_params: wgpu::BufferSlice<'a>,
+    /// Receives `rows` u32 tokens ([`crate::NO_INDEX`] for a bad row: see the statuses).
+    pub out: wgpu::BufferSlice<'a>,
+    /// Receives `rows` f32: the token's log-probability in [`Self::logprobs_mode`] (NaN for bad
+    /// rows).
+    pub logprobs: Option<wgpu::BufferSlice<'a>>,
+    /// `n` of the top-n log-probabilities, `0..=20` (with `top`).
+    pub top_n: u32,
+    /// Receives `rows * top_n` pairs of words (index, f32 log-probability bits): the `n` most
+    /// likely tokens in [`Self::logprobs_mode`], decreasing, ties to the lower index.
+    pub top: Option<wgpu::BufferSlice<'a>>,
+    /// Receives `rows` u32 statuses: 0, or one of [`TokenSampler::STATUS_NAN`],
+    /// [`TokenSampler::STATUS_POS_INF`], [`TokenSampler::STATUS_ALL_MASKED`],
+    /// [`TokenSampler::STATUS_BAD_PARAMS`].
+    pub status: Option<wgpu::BufferSlice<'a>>,
+    /// Words per category of the noise.
+    pub noise: Noise,
+    /// The processing stages' device inputs (mask, bias, penalty state): all `None` = off.
+    pub chain: TokenChain<'a>,
+    /// Receives `rows` u32 ranks of the tokens in [`Self::logprobs_mode`] (0 for bad rows).
+    pub ranks: Option<wgpu::BufferSlice<'a>>,
+    /// Raw or processed log-probabilities.
+    pub logprobs_mode: LogprobsMode,
+}
+
+impl<'a> TokenJob<'a> {
+    /// A job with every optional input and output off ([`Noise::Bits32`], raw log-probabilities).
+    pub fn new(
+        logits: LogitsView<'a>,
+        row_params: wgpu::BufferSlice<'a>,
+        out: wgpu::BufferSlice<'a>,
+    ) -> Self {
+        TokenJob {
+            logits,
+            row_params,
+            out,
+            logprobs: None,
+            top_n: 0,
+            top: None,
+            status: None,
+            noise: Noise::Bits32,
+            chain: TokenChain::default(),
+            ranks: None,
+            logprobs_mode: LogprobsMode::Raw,
+        }
+    }
+}
+
+uniform_params! {
+    struct TokenParams {
+        rows: u32,
+        k: u32,
+        format: u32,
+        logit_base: u32,
+        row_base: u32,
+        token_base: u32,
+        logprob_base: u32,
+        top_base: u32,
+        status_base: u32,
+        n_top: u32,
+        outputs: u32,
+        idx_rounds: u32,
+        noise64: u32,
+        processed: u32,
+        proc_base: u32,
+        aux_base: u32,
+        mode: u32,
+        stride: u32,
+    }
+}
+
+const OUT_LOGPROB: u32 = 1;
+const OUT_TOP: u32 = 2;
+const OUT_STATUS: u32 = 4;
+const OUT_RANK: u32 = 8;
+const OUT_LAW: u32 = 16;
+
+/// The sampler kernel (`shaders/tokens.wgsl`): one workgroup per row.
+pub(crate) struct TokenSampleFamily {
+    core: FamilyCore,
+    row: wgpu::ComputePipeline,
+}
+
+impl KernelFamily for TokenSampleFamily {
+    const SPEC: FamilySpec = FamilySpec {
+        name: "tokens",
+        source: include_str!("../../shaders/tokens.wgsl"),
+        params: <TokenParams as crate::family::Params>::WGSL,
+        storage_read_only: &[true, true, false, false, false, false, true, false],
+        entry_points: &["tokens_row"],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [row] = take(pipelines)?;
+        Ok(TokenSampleFamily { core, row })
+    }
+}
+
+/// The token-sampling pipeline of a device: the processing kernel, the sampler and the
+/// penalty-state update (`shaders/token_process.wgsl`, `tokens.wgsl`, `penalty_update.wgsl`).
+/// Get it with [`Gpu::token_sampler`].
+pub struct TokenSampler {
+    sample: Arc<TokenSampleFamily>,
+    process: Arc<TokenProcessor>,
+    update: Arc<PenaltyUpdater>,
+}
+
+/// Rounds of 8-bit index digits the select needs to tell `k` indices apart.
+fn index_rounds(k: u64) -> u32 {
+    let bits = 64 - (k.max(1) - 1).leading_zeros();
+    bits.div_ceil(8)
+}
+
+/// Loop iterations one invocation runs with every stage and `n` top log-probabilities on (see
+/// the pass count in `shaders/tokens.wgsl`): passes times elements per invocation, plus the
+/// reductions and the select's histogram scans.
+fn loop_iterations(k: u64, n: u64, noise: Noise) -> u64 {
+    let per_pass = k.div_ceil(u64::from(WG_SIZE));
+    let r = u64::from(index_rounds(k));
+    // The draw walks 2k words with 64-bit noise. Beyond the filters: the raw pass of a
+    // processed row, sigma, the processed pass, the rank and the law.
+    let draw = noise.words();
+    let passes = 1 + (4 + r) + (1 + 8 + r) + draw + 5;
+    // Insertion into the top-n list: at most n moves per element. Top-p within a top-k of at
+    // most KEPT_CAP (512) entries: ranks (2 x 512 comparisons) and invocation 0's two walks.
+    passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16 + 4 * 512
+}
+
+impl TokenSampler {
+    /// Status of a row holding a NaN logit.
+    pub const STATUS_NAN: u32 = 1;
+    /// Status of a row holding a +inf logit (its softmax is undefined).
+    pub const STATUS_POS_INF: u32 = 2;
+    /// Status of a row left without a finite logit (all -inf, or by the mask and bias).
+    pub const STATUS_ALL_MASKED: u32 = 3;
+    /// Status of a row whose device parameters are out of their domain ([`TokenRowParams`]), or
+    /// whose bias list is (row starts out of order or past the entries, a token `>= k`, a bias
+    /// that is not finite).
+    pub const STATUS_BAD_PARAMS: u32 = 4;
+
+    /// Records token sampling (see the module docs) into `encoder`; never submits. Every
+    /// per-row parameter comes from device buffers, so a decode loop records step after step
+    /// without reading back; with a [`TokenChain`] the processing kernel runs first. Rows with
+    /// a NaN, a +inf or no finite logit, or with bad parameters, get [`crate::NO_INDEX`] and a
+    /// status (no host scan). Bad views are `Err` naming the argument.
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'_>,
+    ) -> Result<(), Error> {
+        self.record_inner(encoder, job, None)
+    }
+
+    /// [`TokenSampler::record`] that also writes the final law each row is drawn from into
+    /// `probabilities` (`rows x k` f32: 0 outside the kept set, one-hot for greedy rows, NaN for
+    /// bad rows). `job.ranks` must be `None` (the law takes its place in the kernel).
+    pub fn record_probabilities(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'_>,
+        probabilities: wgpu::BufferSlice<'_>,
+    ) -> Result<(), Error> {
+        if job.ranks.is_some() {
+            return Err(Error::InvalidArgument(
+                "ranks: record_probabilities writes the law instead of ranks; pass None".into(),
+            ));
+        }
+        self.record_inner(encoder, job, Some(probabilities))
+    }
+
+    /// Records the device-side penalty-state update after a step: for each of `rows` rows, the
+    /// output count of `tokens[r]` in row `r` of `state` ([`penalty_state_words`] per row) goes
+    /// up by one; a token `>= k` (a bad row's [`crate::NO_INDEX`]) changes nothing. Record it
+    /// after the step's [`TokenSampler::record`] with `tokens` = that job's `out`.
+    pub fn record_penalty_update(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        tokens: wgpu::BufferSlice<'_>,
+        state: wgpu::BufferSlice<'_>,
+        rows: u64,
+        k: u64,
+    ) -> Result<(), Error> {
+        self.update.record(encoder, tokens, state, rows, k)
+    }
+
+    fn record_inner(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'_>,
+        law: Option<wgpu::BufferSlice<'_>>,
+    ) -> Result<(), Error> {
+        let LogitsView { rows, k, .. } = job.logits;
+        job.logits.check_strided("logits")?;
+        if k > u64::from(u32::MAX) / 2 {
+            return Err(Error::TooLarge(format!("logits: rows of {k}")));
+        }
+        let n = u64::from(job.top_n);
+        if n > MAX_LOGPROBS as u64 || n > k {
+            return Err(Error::InvalidArgument(format!(
+                "top_n = {n} must be at most {MAX_LOGPROBS} and at most k = {k}"
+            )));
+        }
+        if n > 0 && job.top.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "top: top_n = {n} needs a buffer for the top log-probabilities"
+            )));
+        }
+        check_slice("row_params", job.row_params, rows * TokenRowParams::BYTES)?;
+        check_slice("out", job.out, rows * 4)?;
+        for (name, s, per) in [
+            ("logprobs", job.logprobs, 1),
+            ("top", job.top, 2 * n),
+            ("status", job.status, 1),
+            ("ranks", job.ranks, 1),
+            ("probabilities", law, k),
+        ] {
+            if let Some(s) = s {
+                check_slice(name, s, rows * per * 4)?;
+            }
+        }
+        let entries = job.chain.check(rows, k)?;
+        check_no_alias(
+            &[
+                ("logits", Some(job.logits.data)),
+                ("row_params", Some(job.row_params)),
+                ("allowed", job.chain.allowed),
+                ("bias.starts", job.chain.bias.map(|b| b.starts)),
+                ("bias.entries", job.chain.bias.map(|b| b.entries)),
+                ("penalty_state", job.chain.penalty_state),
+            ],
+            &[
+                ("out", Some(job.out)),
+                ("logprobs", job.logprobs),
+                ("top", job.top),
+                ("status", job.status),
+                ("ranks", job.ranks),
+                ("probabilities", law),
+            ],
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let core = &self.sample.core;
+        core.check_loop_budget(
+            loop_iterations(k, n, job.noise).max(self.process.loop_iterations(k, entries)),
+            &format!("token sampling of rows of {k} logits"),
+        )?;
+        // Whole rows per dispatch: each window must fit one binding.
+        let processed = job.chain.is_on();
+        let per_row = (job.logits.row_stride() * job.logits.format.bytes())
+            .div_ceil(4)
+            .max(2 * n)
+            .max(12)
+            .max(if processed || law.is_some() { k } else { 0 })
+            .max(if job.chain.penalty_state.is_some() {
+                penalty_state_words(k as usize) as u64
+            } else {
+                0
+            });
+        let rows_per_dispatch = core.rows_per_dispatch(rows, per_row)?;
+        core.scoped(|| {
+            // Inside the device lock: a scratch buffer that grows drops the old one, and on GL
+            // that takes the context another thread may hold for a long poll.
+            let scratch = if processed {
+                Some(self.process.scratch(rows_per_dispatch * k * 4)?)
+            } else {
+                None
+            };
+            let mut r0 = 0;
+            while r0 < rows {
+                let m = (rows - r0).min(rows_per_dispatch);
+                if let Some(s) = &scratch {
+                    self.process.record_dispatch(encoder, job, s, r0, m)?;
+                }
+                self.record_dispatch(encoder, job, scratch.as_ref(), law, r0, m)?;
+                r0 += m;
+            }
+            Ok(())
+        })
+    }
+
+    fn record_dispatch<'a>(
+        &'a self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'a>,
+        scratch: Option<&'a wgpu::Buffer>,
+        law: Option<wgpu::BufferSlice<'a>>,
+        r0: u64,
+        m: u64,
+    ) -> Result<(), Error> {
+        let core = &self.sample.core;
+        let (k, n) = (job.logits.k, u64::from(job.top_n));
+        let logits = core.window(
+            job.logits.data,
+            r0 * job.logits.row_stride(),
+            job.logits.span(m),
+            job.logits.format.bytes(),
+        );
+        let rowp = core.window(job.row_params, r0 * 12, m * 12, 4);
+        let tokens = core.window(job.out, r0, m, 4);
+        let opt = |s: Option<wgpu::BufferSlice<'a>>, per: u64, binding: usize| match s {
+            Some(s) if per > 0 => (core.window(s, r0 * per, m * per, 4), true),
+            _ => (core.unused(binding), false),
+        };
+        let (lp, has_lp) = opt(job.logprobs, 1, 4);
+        let (top, has_top) = opt(job.top, 2 * n, 5);
+        let (st, has_st) = opt(job.status, 1, 6);
+        let proc = match scratch {
+            Some(s) => core.window(s.slice(..), 0, m * k, 4),
+            None => core.unused(7),
+        };
+        let (aux, has_rank, has_law) = match (job.ranks, law) {
+            (_, Some(l)) => (opt(Some(l), k, 8).0, false, true),
+            (Some(s), None) => (opt(Some(s), 1, 8).0, true, false),
+            (None, None) => (core.unused(8), false, false),
+        };
+        let outputs = if has_lp { OUT_LOGPROB } else { 0 }
+            | if has_top { OUT_TOP } else { 0 }
+            | if has_st { OUT_STATUS } else { 0 }
+            | if has_rank { OUT_RANK } else { 0 }
+            | if has_law { OUT_LAW } else { 0 };
+        let params = TokenParams {
+            rows: m as u32,
+            k: k as u32,
+            format: job.logits.format.code(),
+            logit_base: logits.base,
+            row_base: rowp.base,
+            token_base: tokens.base,
+            logprob_base: lp.base,
+            top_base: top.base,
+            status_base: st.base,
+            n_top: n as u32,
+            outputs,
+            idx_rounds: index_rounds(k),
+            noise64: u32::from(job.noise == Noise::Bits64),
+            processed: u32::from(scratch.is_some()),
+            proc_base: proc.base,
+            aux_base: aux.base,
+            mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
+            stride: job.logits.row_stride() as u32,
+        };
+        core.dispatch(
+            encoder,
+            &params,
+            &[
+                logits.binding,
+                rowp.binding,
+                tokens.binding,
+                lp.binding,
+                top.binding,
+                st.binding,
+                proc.binding,
+                aux.binding,
+            ],
+            &[(&self.sample.row, m)],
+        )
+    }
+}
+
+impl Gpu {
+    /// The token-sampling pipeline of this device (its kernels built on first use).
+    pub fn token_sampler(&self) -> Result<Arc<TokenSampler>, Error> {
+        Ok(Arc::new(TokenSampler {
+            sample: self.family::<TokenSampleFamily>()?,
+            process: self.family::<TokenProcessor>()?,
+            update: self.family::<PenaltyUpdater>()?,
+        }))
+    }
+
+    /// Token sampling for language models (blocking): per row of `k` f32 logits, the whole
+    /// chain of the module docs (mask, logit bias, penalties, top-nσ, temperature, min-p, top-k,
+    /// top-p), then a Gumbel-max draw over the kept set from the row's own stream, the
+    /// log-probabilities (raw or processed) and the token's rank ([`crate::cpu::sample_tokens`]
+    /// is the reference).
+    ///
+    /// `Err` naming the argument (and row) for parameters out of their domain, counts that are
+    /// not one per row, tokens `>= k`, a mask of the wrong length, `logprobs > 20` or `> k`;
+    /// naming the row for a NaN, a +inf, only -inf logits, a row the mask and bias leave with
+    /// nothing, or an `l / t` that overflows f32.
+    ///
+    /// ```
+    /// use gumbel_wgpu::{Gpu, LogprobsMode, Stream, TokenSampling};
+    /// let gpu = Gpu::new()?;
+    /// let logits = [0.0, 2.0, 1.0, -1.0, 3.0, 0.5];
+    /// let params = TokenSampling {
+    ///     temperature: &[0.8, 0.0],
+    ///     top_k: &[2, 0],
+    ///     streams: &[Stream::new(7), Stream::new(8)],
+    ///     logprobs: 1,
+    ///     ..Default::default()
+    /// };
+    /// let out = gpu.sample_tokens(&logits, 3, &params)?;
+    /// assert!(out.tokens[0] == 1 || out.tokens[0] == 2); // top-2 of row 0
+    /// assert_eq!(out.tokens[1], 1); // greedy
+    /// assert_eq!(out.top_tokens, [1, 1]);
+    ///
+    /// // The chain: token 1 banned by the mask in row 0 (bit 1 clear), a bias on its token 0;
+    /// // a frequency penalty on the three 1s row 1 has generated; processed log-probabilities.
+    /// let (history, none): (&[u32], &[u32]) = (&[1, 1, 1], &[]);
+    /// let (bias, no_bias): (&[(u32, f32)], &[(u32, f32)]) = (&[(0, 1.5)], &[]);
+    /// let chained = TokenSampling {
+    ///     allowed: &[0b101, 0b111],
+    ///     logit_bias: &[bias, no_bias],
+    ///     frequency_penalty: &[0.0, 1.0],
+    ///     output_tokens: &[none, history],
+    ///     logprobs_mode: LogprobsMode::Processed,
+    ///     ..params
+    /// };
+    /// let out = gpu.sample_tokens(&logits, 3, &chained)?;
+    /// assert_ne!(out.tokens[0], 1); // masked
+    /// assert_eq!(out.tokens[1], 2); // row 1 processed: [-1, 3 - 3, 0.5]
+    /// assert_eq!(out.logprobs[1], 0.0); // greedy: the final law is one-hot
+    /// assert_eq!(out.ranks[1], 1);
+    /// # Ok::<(), gumbel_wgpu::Error>(())
+    /// ```
+    pub fn sample_tokens(
+        &self,
+        logits: &[f32],
+        k: usize,
+        params: &TokenSampling<'_>,
+    ) -> Result<SampledTokens, Error> {
+        self.sample_tokens_with(LogitsSlice::F32(logits), k, params, Noise::Bits32)
+    }
+
+    /// [`Gpu::sample_tokens`] with f32, f16 or bf16 logits and a choice of [`Noise`].
+    pub fn sample_tokens_with(
+        &self,
+        logits: LogitsSlice<'_>,
+        k: usize,
+        params: &TokenSampling<'_>,
+        noise: Noise,
+    ) -> Result<SampledTokens, Error> {
+        Ok(self.run_tokens(logits, k, params, noise, false)?.0)
+    }
+
+    /// The final law each row is drawn from (blocking): `rows x k` f32, 0 outside the kept set,
+    /// one-hot on the argmax for greedy rows; the reference is
+    /// [`crate::cpu::token_probabilities`]. Same arguments and errors as [`Gpu::sample_tokens`]
+    /// (the streams are not used for the law, but one per row is still required).
+    pub fn token_probabilities(
+        &self,
+        logits: &[f32],
+        k: usize,
+        params: &TokenSampling<'_>,
+    ) -> Result<Vec<f32>, Error> {
+        Ok(self
+            .run_tokens(LogitsSlice::F32(logits), k, params, Noise::Bits32, true)?
+            .1)
+    }
+
+    fn run_tokens(
+        &self,
+        logits: LogitsSlice<'_>,
+        k: usize,
+        params: &TokenSampling<'_>,
+        noise: Noise,
+        law: bool,
+    ) -> Result<(SampledTokens, Vec<f32>), Error> {
+        let rows = check_shape(logits.len(), k)?;
+        let row_params = TokenRowParams::rows(params, rows, k)?;
+        let n = params.logprobs;
+        if n > k {
+            return Err(Error::InvalidArgument(format!(
+                "logprobs = {n} exceeds k = {k}"
+            )));
+        }
+        let processed = params.processes().then(|| {
+            let v: Vec<f32> = logits.values().collect();
+            crate::cpu::processed_logits(&v, k, params)
+        });
+        check_token_logits(logits.values(), k, params.temperature, processed.as_deref())?;
+        if rows == 0 {
+            return Ok((SampledTokens::default(), Vec::new()));
+        }
+        let sampler = self.token_sampler()?;
+        let buf = self.pooled_upload("logits", &logits.words())?;
+        let rp = self.pooled_upload("row params", &row_params)?;
+        // The chain's inputs, each uploaded only when some row uses it.
+        let allowed = if params.allowed.is_empty() {
+            None
+        } else {
+            Some(self.pooled_upload("allowed", params.allowed)?)
+        };
+        let bias = if params.logit_bias.iter().any(|b| !b.is_empty()) {
+            let mut starts = Vec::with_capacity(rows + 1);
+            let mut entries = Vec::new();
+            for r in 0..rows {
+                starts.push((entries.len() / 2) as u32);
+                for &(t, b) in params.logit_bias.get(r).copied().unwrap_or(&[]) {
+                    entries.extend([t, b.to_bits()]);
+                }
+            }
+            starts.push((entries.len() / 2) as u32);
+            Some((
+                self.pooled_upload("bias starts", &starts)?,
+                self.pooled_upload("bias entries", &entries)?,
+                entries.len() as u64 * 4,
+            ))
+        } else {
+            None
+        };
+        let state = if params.penalized() {
+            let empty: &[u32] = &[];
+            let mut words = Vec::new();
+            for r in 0..rows {
+                words.extend(super::chain::penalty_state_row(
+                    k,
+                    params.prompt_tokens.get(r).copied().unwrap_or(empty),
+                    params.output_tokens.get(r).copied().unwrap_or(empty),
+                ));
+            }
+            Some(self.pooled_upload("penalty state", &words)?)
+        } else {
+            None
+        };
+        // One output buffer, read back at once: tokens, log-probabilities, ranks, the top
+        // pairs, then the law.
+        let law_words = if law { rows * k } else { 0 };
+        let words = rows * (3 + 2 * n) + law_words;
+        let out = self.pooled_storage("tokens", words as u64 * 4)?;
+        let at =
+            |w0: usize, len: usize| out.slice(w0 as u64 * 4..(w0 + len).max(w0 + 1) as u64 * 4);
+        let chain = TokenChain {
+            allowed: allowed.as_ref().map(|b| b.slice(..)),
+            bias: bias.as_ref().map(|(s, e, bytes)| super::TokenBias {
+                starts: s.slice(..),
+                entries: e.slice(..(*bytes).max(4)),
+            }),
+            penalty_state: state.as_ref().map(|b| b.slice(..)),
+        };
+        let job = TokenJob {
+            logits: LogitsView {
+                data: buf.slice(..),
+                format: logits.format(),
+                rows: rows as u64,
+                k: k as u64,
+                stride: 0,
+            },
+            row_params: rp.slice(..),
+            out: at(0, rows),
+            logprobs: Some(at(rows, rows)),
+            top_n: n as u32,
+            top: (n > 0).then(|| at(3 * rows, 2 * rows * n)),
+            status: None,
+            noise,
+            chain,
+            ranks: (!law).then(|| at(2 * rows, rows)),
+            logprobs_mode: params.logprobs_mode,
+        };
+        let law_at = at(rows * (3 + 2 * n), law_words);
+        let w: Vec<u32> = self.run_and_read(
+            |enc| {
+                if law {
+                    sampler.record_probabilities(enc, &job, law_at)
+                } else {
+                    sampler.record(enc, &job)
+                }
+            },
+            &out,
+            words,
+        )?;
+        let pairs = &w[3 * rows..3 * rows + 2 * rows * n];
+        let f = |b: &u32| f32::from_bits(*b);
+        Ok((
+            SampledTokens {
+                tokens: w[..rows].to_vec(),
+                logprobs: w[rows..2 * rows].iter().map(f).collect(),
+                top_tokens: pairs.iter().step_by(2).copied().collect(),
+                top_logprobs: pairs.iter().skip(1).step_by(2).map(f).collect(),
+                ranks: if law {
+                    Vec::new()
+                } else {
+                    w[2 * rows..3 * rows].to_vec()
+                },
+            },
+            w[rows * (3 + 2 * n)..].iter().map(f).collect(),
+        ))
+    }
+}

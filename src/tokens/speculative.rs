@@ -1,0 +1,346 @@
+//! Speculative verification (`shaders/speculative.wgsl`): the buffer-level family and the slice
+//! level; the stream words it uses are in the module docs ("Streams and noise").
+
+use crate::family::{
+    FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take, uniform_params,
+};
+use crate::shader::WG_SIZE;
+use crate::{Error, Gpu, Noise, Stream};
+use std::sync::Arc;
+
+/// The result of [`crate::Gpu::verify_speculative`] / [`crate::cpu::verify_speculative`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpeculativeResult {
+    /// Per row, how many drafts were accepted (`0..=n`).
+    pub accepted: Vec<u32>,
+    /// `rows * (n + 1)`: row `r`'s accepted drafts, then the emitted token, then
+    /// [`crate::NO_INDEX`].
+    pub tokens: Vec<u32>,
+}
+
+/// Checks the arguments of speculative verification; returns `(rows, n)`.
+pub(crate) fn check_speculative(
+    draft_tokens: &[u32],
+    draft_probs: &[f32],
+    target_probs: &[f32],
+    k: usize,
+    rows: usize,
+) -> Result<(usize, usize), Error> {
+    if k == 0 {
+        return Err(Error::InvalidArgument(
+            "k (categories per row) must be at least 1".into(),
+        ));
+    }
+    if rows == 0 {
+        return Err(Error::InvalidArgument(
+            "streams: one per row is needed (no rows given)".into(),
+        ));
+    }
+    if !draft_tokens.len().is_multiple_of(rows) {
+        return Err(Error::InvalidArgument(format!(
+            "draft_tokens: {} tokens do not split into {rows} rows",
+            draft_tokens.len()
+        )));
+    }
+    let n = draft_tokens.len() / rows;
+    if draft_probs.len() != rows * n * k {
+        return Err(Error::InvalidArgument(format!(
+            "draft_probs: {} values, rows x n x k = {rows} x {n} x {k} needed",
+            draft_probs.len()
+        )));
+    }
+    if target_probs.len() != rows * (n + 1) * k {
+        return Err(Error::InvalidArgument(format!(
+            "target_probs: {} values, rows x (n + 1) x k = {rows} x {} x {k} needed",
+            target_probs.len(),
+            n + 1
+        )));
+    }
+    if let Some(i) = draft_tokens.iter().position(|&d| d as usize >= k) {
+        return Err(Error::InvalidArgument(format!(
+            "draft_tokens[{i}] = {} is not below k = {k}",
+            draft_tokens[i]
+        )));
+    }
+    for (name, p) in [("draft_probs", draft_probs), ("target_probs", target_probs)] {
+        if let Some(i) = p.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "{name}[{i}] = {} must be finite and >= 0",
+                p[i]
+            )));
+        }
+    }
+    for (c, law) in target_probs.chunks(k).enumerate() {
+        if !law.iter().any(|&x| x > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "target_probs: row {} position {} has no positive probability",
+                c / (n + 1),
+                c % (n + 1)
+            )));
+        }
+    }
+    Ok((rows, n))
+}
+
+// Speculative verification.
+/// A stream as the 4 words a device buffer of streams holds per row: seed lo, seed hi, offset
+/// lo, offset hi.
+pub fn stream_words(stream: Stream) -> [u32; 4] {
+    [
+        stream.seed as u32,
+        (stream.seed >> 32) as u32,
+        stream.offset as u32,
+        (stream.offset >> 32) as u32,
+    ]
+}
+
+/// A buffer-level speculative verification job for [`SpeculativeVerifier::record`] (see
+/// [`crate::cpu::verify_speculative`] for the rule and the stream words used).
+#[derive(Clone, Copy, Debug)]
+pub struct SpeculativeJob<'a> {
+    /// Rows.
+    pub rows: u64,
+    /// Drafts per row.
+    pub n: u64,
+    /// Categories.
+    pub k: u64,
+    /// `rows * n` u32 draft tokens (a token >= k ends its row: nothing is emitted, the slot
+    /// holds [`crate::NO_INDEX`]).
+    pub draft_tokens: wgpu::BufferSlice<'a>,
+    /// `rows x n x k` f32 draft probabilities.
+    pub draft_probs: wgpu::BufferSlice<'a>,
+    /// `rows x (n + 1) x k` f32 target probabilities.
+    pub target_probs: wgpu::BufferSlice<'a>,
+    /// `rows` streams, 4 words each ([`stream_words`]).
+    pub streams: wgpu::BufferSlice<'a>,
+    /// Receives `rows` u32 counts of accepted drafts.
+    pub accepted: wgpu::BufferSlice<'a>,
+    /// Receives `rows * (n + 1)` u32: accepted drafts, the emitted token, then `NO_INDEX`.
+    pub tokens: wgpu::BufferSlice<'a>,
+    /// Words per noise element: position `i` owns elements `i (k + 1) ..= i (k + 1) + k` of the
+    /// row's stream (the categories' Gumbel noise, then the acceptance uniform), word `e` each
+    /// under [`Noise::Bits32`], words `2e` and `2e + 1` under [`Noise::Bits64`]; a step uses
+    /// `(n + 1) (k + 1)` words per row, or twice that (module docs, "Streams and noise").
+    pub noise: Noise,
+}
+
+uniform_params! {
+    struct SpecParams {
+        rows: u32,
+        k: u32,
+        n: u32,
+        draft_base: u32,
+        q_base: u32,
+        p_base: u32,
+        stream_base: u32,
+        accepted_base: u32,
+        out_base: u32,
+        noise64: u32,
+    }
+}
+
+/// The speculative verification kernel (`shaders/speculative.wgsl`): one workgroup per row.
+pub struct SpeculativeVerifier {
+    core: FamilyCore,
+    row: wgpu::ComputePipeline,
+}
+
+impl KernelFamily for SpeculativeVerifier {
+    const SPEC: FamilySpec = FamilySpec {
+        name: "speculative",
+        source: include_str!("../../shaders/speculative.wgsl"),
+        params: <SpecParams as crate::family::Params>::WGSL,
+        storage_read_only: &[true, true, true, true, false, false],
+        entry_points: &["verify_row"],
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [row] = take(pipelines)?;
+        Ok(SpeculativeVerifier { core, row })
+    }
+}
+
+impl SpeculativeVerifier {
+    /// Records the verification of `job.rows` rows into `encoder`; never submits. Probabilities
+    /// are read as they are (the slice level checks them; here a NaN or negative one is treated
+    /// as 0 in the draws).
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &SpeculativeJob<'_>,
+    ) -> Result<(), Error> {
+        let (rows, n, k) = (job.rows, job.n, job.k);
+        if k == 0 {
+            return Err(Error::InvalidArgument(
+                "k (categories per row) must be at least 1".into(),
+            ));
+        }
+        // Words per noise element: the shader's word indices within a row, up to
+        // per * (n + 1) * (k + 1) - 1, must fit one u32.
+        let per = job.noise.words();
+        if (n + 1)
+            .checked_mul(k + 1)
+            .and_then(|w| w.checked_mul(per))
+            .is_none_or(|w| w > u64::from(u32::MAX))
+        {
+            return Err(Error::TooLarge(format!(
+                "{per} x (n + 1) x (k + 1) = {per} x {} x {} stream words per row exceed 2^32",
+                n + 1,
+                k + 1
+            )));
+        }
+        if rows > u64::from(u32::MAX) {
+            return Err(Error::TooLarge(format!("{rows} rows in one job")));
+        }
+        check_slice("draft_tokens", job.draft_tokens, rows * n * 4)?;
+        check_slice("draft_probs", job.draft_probs, rows * n * k * 4)?;
+        check_slice("target_probs", job.target_probs, rows * (n + 1) * k * 4)?;
+        check_slice("streams", job.streams, rows * 16)?;
+        check_slice("accepted", job.accepted, rows * 4)?;
+        check_slice("tokens", job.tokens, rows * (n + 1) * 4)?;
+        check_no_alias(
+            &[
+                ("draft_tokens", Some(job.draft_tokens)),
+                ("draft_probs", Some(job.draft_probs)),
+                ("target_probs", Some(job.target_probs)),
+                ("streams", Some(job.streams)),
+            ],
+            &[
+                ("accepted", Some(job.accepted)),
+                ("tokens", Some(job.tokens)),
+            ],
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        // Two draws at most, each over per * k words: up to (per * k + 6) / 4 blocks of 4 lanes
+        // over the workgroup, plus the reduction (8 tree levels); then the acceptance walk.
+        let blocks = (per * k + 6) / 4;
+        self.core.check_loop_budget(
+            2 * (blocks.div_ceil(u64::from(WG_SIZE)) * 4 + 8) + n,
+            &format!("verification of {n} drafts over {k} categories"),
+        )?;
+        let rows_per_dispatch = self.core.rows_per_dispatch(rows, (n + 1) * k + 4)?;
+        let core = &self.core;
+        core.scoped(|| {
+            let mut r0 = 0;
+            while r0 < rows {
+                let m = (rows - r0).min(rows_per_dispatch);
+                let drafts = core.window(job.draft_tokens, r0 * n, m * n, 4);
+                let q = core.window(job.draft_probs, r0 * n * k, m * n * k, 4);
+                let p = core.window(job.target_probs, r0 * (n + 1) * k, m * (n + 1) * k, 4);
+                let streams = core.window(job.streams, r0 * 4, m * 4, 4);
+                let acc = core.window(job.accepted, r0, m, 4);
+                let out = core.window(job.tokens, r0 * (n + 1), m * (n + 1), 4);
+                let params = SpecParams {
+                    rows: m as u32,
+                    k: k as u32,
+                    n: n as u32,
+                    draft_base: drafts.base,
+                    q_base: q.base,
+                    p_base: p.base,
+                    stream_base: streams.base,
+                    accepted_base: acc.base,
+                    out_base: out.base,
+                    noise64: u32::from(job.noise == Noise::Bits64),
+                };
+                core.dispatch(
+                    encoder,
+                    &params,
+                    &[
+                        drafts.binding,
+                        q.binding,
+                        p.binding,
+                        streams.binding,
+                        acc.binding,
+                        out.binding,
+                    ],
+                    &[(&self.row, m)],
+                )?;
+                r0 += m;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Gpu {
+    /// The speculative verification kernel of this device (built on first use).
+    pub fn speculative_verifier(&self) -> Result<Arc<SpeculativeVerifier>, Error> {
+        self.family::<SpeculativeVerifier>()
+    }
+    /// Speculative verification (blocking; Leviathan et al. 2023, Chen et al. 2023): per row,
+    /// accept draft `i` while `u_i < p_i(d_i) / q_i(d_i)`, then emit a draw from
+    /// `normalise(max(0, p_i - q_i))` at the first rejection, or a bonus draw from `p_n` after `n`
+    /// acceptances. Whatever the draft law, the first emitted token follows `p_0`.
+    /// `rows = streams.len()`, `n = draft_tokens.len() / rows`; `draft_probs` is `rows x n x k`,
+    /// `target_probs` `rows x (n + 1) x k` (laws; they need not sum to 1). See
+    /// [`crate::cpu::verify_speculative`] for the stream words each decision uses
+    /// ([`Noise::Bits32`]; [`Gpu::verify_speculative_with`] for a choice).
+    ///
+    /// `Err` naming the argument for lengths that do not fit, a draft token `>= k`, and negative,
+    /// NaN or infinite probabilities.
+    pub fn verify_speculative(
+        &self,
+        draft_tokens: &[u32],
+        draft_probs: &[f32],
+        target_probs: &[f32],
+        k: usize,
+        streams: &[Stream],
+    ) -> Result<SpeculativeResult, Error> {
+        self.verify_speculative_with(
+            draft_tokens,
+            draft_probs,
+            target_probs,
+            k,
+            streams,
+            Noise::Bits32,
+        )
+    }
+
+    /// [`Gpu::verify_speculative`] with a choice of [`Noise`]: under [`Noise::Bits64`] every
+    /// noise element takes two stream words (see the module docs, "Streams and noise", and
+    /// [`crate::cpu::verify_speculative_with`], its reference).
+    pub fn verify_speculative_with(
+        &self,
+        draft_tokens: &[u32],
+        draft_probs: &[f32],
+        target_probs: &[f32],
+        k: usize,
+        streams: &[Stream],
+        noise: Noise,
+    ) -> Result<SpeculativeResult, Error> {
+        let (rows, n) =
+            check_speculative(draft_tokens, draft_probs, target_probs, k, streams.len())?;
+        let kernels = self.speculative_verifier()?;
+        let words: Vec<u32> = streams.iter().flat_map(|&s| stream_words(s)).collect();
+        // Buffers of at least one word: n = 0 leaves the drafts empty.
+        let d = self.pooled_upload("draft tokens", draft_tokens)?;
+        let q = self.pooled_upload("draft probs", draft_probs)?;
+        let p = self.pooled_upload("target probs", target_probs)?;
+        let s = self.pooled_upload("streams", &words)?;
+        // One output buffer: the accepted counts, then the tokens.
+        let len = rows + rows * (n + 1);
+        let out = self.pooled_storage("speculative out", len as u64 * 4)?;
+        fn nonempty(b: &wgpu::Buffer, bytes: usize) -> wgpu::BufferSlice<'_> {
+            b.slice(..bytes.max(4) as u64)
+        }
+        let job = SpeculativeJob {
+            rows: rows as u64,
+            n: n as u64,
+            k: k as u64,
+            draft_tokens: nonempty(&d, draft_tokens.len() * 4),
+            draft_probs: nonempty(&q, draft_probs.len() * 4),
+            target_probs: nonempty(&p, target_probs.len() * 4),
+            streams: nonempty(&s, words.len() * 4),
+            accepted: out.slice(..rows as u64 * 4),
+            tokens: out.slice(rows as u64 * 4..len as u64 * 4),
+            noise,
+        };
+        let w: Vec<u32> = self.run_and_read(|enc| kernels.record(enc, &job), &out, len)?;
+        Ok(SpeculativeResult {
+            accepted: w[..rows].to_vec(),
+            tokens: w[rows..].to_vec(),
+        })
+    }
+}
