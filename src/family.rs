@@ -591,8 +591,20 @@ pub(crate) fn check_view(
 /// Checks that no output of a job (`writes`) shares its buffer with an input (`reads`), and that
 /// no two outputs overlap. wgpu refuses a dispatch that binds one buffer both read-only and
 /// read-write (and would say so only at submit, as a validation error); two overlapping outputs
-/// would race. Outputs may share a buffer where their ranges are disjoint (an arena). The error
+/// would race. Outputs may share a buffer (an arena) where their *bound* ranges are disjoint: a
+/// kernel binds from the view's offset rounded down to the device's storage-offset alignment, and
+/// WebGPU rejects a dispatch whose writable bindings overlap, so two outputs in one buffer must
+/// be disjoint after rounding each start down to [`MAX_BIND_ALIGN`] (256 bytes, the largest
+/// alignment a device may ask for, so a job accepted here is valid on every device). The error
 /// names both arguments.
+/// The largest `min_storage_buffer_offset_alignment` a device may ask for (WebGPU and wgpu cap
+/// it at 256 bytes).
+pub(crate) const MAX_BIND_ALIGN: u64 = 256;
+
+/// [`MAX_BIND_ALIGN`] in 4-byte words: where the slice-level calls start each output region of
+/// one buffer.
+pub(crate) const ALIGN_WORDS: usize = MAX_BIND_ALIGN as usize / 4;
+
 pub(crate) fn check_no_alias<'a>(
     reads: &[(&str, Option<wgpu::BufferSlice<'a>>)],
     writes: &[(&str, Option<wgpu::BufferSlice<'a>>)],
@@ -611,12 +623,16 @@ pub(crate) fn check_no_alias<'a>(
                  read-only and read-write, so keep outputs in other buffers than inputs"
             )));
         }
-        let range = |s: &wgpu::BufferSlice<'_>| s.offset()..s.offset() + s.size();
+        let range = |s: &wgpu::BufferSlice<'_>| {
+            s.offset() / MAX_BIND_ALIGN * MAX_BIND_ALIGN..s.offset() + s.size()
+        };
         for (v, vs) in writes.clone().skip(i + 1) {
             let (a, b) = (range(&ws), range(&vs));
             if ws.buffer() == vs.buffer() && a.start < b.end && b.start < a.end {
                 return Err(Error::InvalidArgument(format!(
-                    "{w}: overlaps the output {v} (bytes {a:?} and {b:?} of one buffer)"
+                    "{w}: overlaps the output {v} (bytes {a:?} and {b:?} of one buffer, each \
+                     bound from its offset rounded down to {MAX_BIND_ALIGN} bytes); start the \
+                     later output at a multiple of {MAX_BIND_ALIGN} bytes past the earlier one's end"
                 )));
             }
         }

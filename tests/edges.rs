@@ -135,10 +135,17 @@ struct Placed {
     ranges: Vec<Range<usize>>,
 }
 
-fn place(rng: &mut StdRng, regions: &[Vec<u32>], tight: bool) -> Placed {
+///
+/// With `apart` (outputs), each region after the first starts in a later 256-byte block than the
+/// previous one ends in: a kernel binds from the offset rounded down to the storage alignment,
+/// and writable bindings must not overlap (`check_no_alias` refuses closer outputs).
+fn place(rng: &mut StdRng, regions: &[Vec<u32>], tight: bool, apart: bool) -> Placed {
     let mut words = Vec::new();
     let mut ranges = Vec::new();
     for r in regions {
+        if apart && !ranges.is_empty() {
+            words.resize(words.len().next_multiple_of(64), SENTINEL);
+        }
         let gap = rng.random_range(0..40);
         words.extend(std::iter::repeat_n(SENTINEL, gap));
         let start = words.len();
@@ -176,9 +183,9 @@ struct Job {
 fn run(gpu: &Gpu, job: &Job, place_seed: u64) -> Result<Vec<Vec<u32>>, Error> {
     let mut rng = StdRng::seed_from_u64(place_seed);
     let tight = rng.random::<bool>();
-    let inputs = place(&mut rng, &job.inputs, tight);
+    let inputs = place(&mut rng, &job.inputs, tight, false);
     let outs: Vec<Vec<u32>> = job.outputs.iter().map(|&n| vec![SENTINEL; n]).collect();
-    let outputs = place(&mut rng, &outs, !tight);
+    let outputs = place(&mut rng, &outs, !tight, true);
     let ib = gpu.upload("inputs", &inputs.words).unwrap();
     let ob = gpu.upload("outputs", &outputs.words).unwrap();
     let slices = |b: &wgpu::Buffer, p: &Placed| -> Vec<(u64, u64)> {

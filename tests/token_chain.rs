@@ -784,6 +784,13 @@ fn bad_chain_input_is_an_error_naming_the_argument_and_row() {
 // ---------------------------------------------------------------------------------------------
 // The buffer level.
 
+/// Words from one output region to the next in a shared buffer: outputs must lie in different
+/// 256-byte blocks (a kernel binds from the offset rounded down to the storage alignment, and
+/// writable bindings must not overlap).
+fn apart(rows: usize) -> usize {
+    rows.next_multiple_of(64)
+}
+
 fn words(b: &wgpu::Buffer, n: usize) -> Vec<u32> {
     gpu().read_buffer(b, n).unwrap()
 }
@@ -856,7 +863,8 @@ fn a_decode_loop_keeps_the_penalty_state_on_the_device() {
         })
         .collect();
     let pb = poisoned(gpu, rows * 12);
-    let outs: Vec<wgpu::Buffer> = (0..steps).map(|_| poisoned(gpu, 3 * rows)).collect();
+    let ra = apart(rows);
+    let outs: Vec<wgpu::Buffer> = (0..steps).map(|_| poisoned(gpu, 3 * ra)).collect();
     let sampler = gpu.token_sampler().unwrap();
     run(gpu, |enc| {
         for s in 0..steps {
@@ -869,8 +877,8 @@ fn a_decode_loop_keeps_the_penalty_state_on_the_device() {
             );
             let o = &outs[s];
             let job = TokenJob {
-                logprobs: Some(o.slice(rows as u64 * 4..2 * rows as u64 * 4)),
-                ranks: Some(o.slice(2 * rows as u64 * 4..)),
+                logprobs: Some(o.slice(ra as u64 * 4..(ra + rows) as u64 * 4)),
+                ranks: Some(o.slice(2 * ra as u64 * 4..(2 * ra + rows) as u64 * 4)),
                 logprobs_mode: LogprobsMode::Processed,
                 chain: TokenChain {
                     allowed: Some(at(&mb, rows * mw)),
@@ -900,7 +908,7 @@ fn a_decode_loop_keeps_the_penalty_state_on_the_device() {
     });
     let mut host = c.clone();
     for (s, o) in outs.iter().enumerate() {
-        let got = words(o, 3 * rows);
+        let got = words(o, 3 * ra);
         let step = Chain {
             streams: c
                 .streams
@@ -911,12 +919,16 @@ fn a_decode_loop_keeps_the_penalty_state_on_the_device() {
         };
         let want = step.with(|p| gpu.sample_tokens(&l, k, p)).unwrap();
         assert_eq!(got[..rows], want.tokens[..], "step {s}: tokens");
-        let lps: Vec<f32> = got[rows..2 * rows]
+        let lps: Vec<f32> = got[ra..ra + rows]
             .iter()
             .map(|&b| f32::from_bits(b))
             .collect();
         assert_eq!(lps, want.logprobs, "step {s}: logprobs");
-        assert_eq!(got[2 * rows..], want.ranks[..], "step {s}: ranks");
+        assert_eq!(
+            got[2 * ra..2 * ra + rows],
+            want.ranks[..],
+            "step {s}: ranks"
+        );
         for (history, &t) in host.output.iter_mut().zip(&got[..rows]) {
             history.push(t);
         }
@@ -961,12 +973,13 @@ fn buffer_level_bad_chain_data_gives_no_index_and_a_status() {
     let mb = gpu.upload("mask", &mask).unwrap();
     let sb = gpu.upload("starts", &starts).unwrap();
     let eb = gpu.upload("entries", &entries).unwrap();
-    let ob = poisoned(gpu, 2 * rows);
+    let ra = apart(rows);
+    let ob = poisoned(gpu, 2 * ra);
     let law = poisoned(gpu, rows * k);
     let sampler = gpu.token_sampler().unwrap();
     run(gpu, |enc| {
         let job = TokenJob {
-            status: Some(ob.slice(rows as u64 * 4..)),
+            status: Some(ob.slice(ra as u64 * 4..(ra + rows) as u64 * 4)),
             chain: TokenChain {
                 allowed: Some(mb.slice(..)),
                 bias: Some(TokenBias {
@@ -985,11 +998,11 @@ fn buffer_level_bad_chain_data_gives_no_index_and_a_status() {
             .record_probabilities(enc, &job, law.slice(..))
             .unwrap();
     });
-    let got = words(&ob, 2 * rows);
+    let got = words(&ob, 2 * ra);
     let law: Vec<f32> = gpu.read_buffer(&law, rows * k).unwrap();
     let bad = TokenSampler::STATUS_BAD_PARAMS;
     let want_status = [0, bad, bad, bad, TokenSampler::STATUS_ALL_MASKED, 0];
-    assert_eq!(got[rows..], want_status);
+    assert_eq!(got[ra..ra + rows], want_status);
     for r in 0..rows {
         let row_law = &law[r * k..(r + 1) * k];
         if want_status[r] == 0 {
@@ -1050,7 +1063,7 @@ fn buffer_level_bad_chain_data_gives_no_index_and_a_status() {
         sampler.record_probabilities(
             &mut enc,
             &TokenJob {
-                ranks: Some(ob.slice(rows as u64 * 4..)),
+                ranks: Some(ob.slice(ra as u64 * 4..(ra + rows) as u64 * 4)),
                 ..job
             },
             law_b.slice(..),
@@ -1141,9 +1154,10 @@ fn a_row_stride_reads_padded_logits_in_place() {
             LogitsView::new(wide.slice(..), format, rows as u64, k as u64)
                 .with_stride(stride as u64),
         ];
+        let ra = apart(rows);
         let mut results = Vec::new();
         for view in views {
-            let out = poisoned(gpu, 4 * rows + 3 * rows);
+            let out = poisoned(gpu, 4 * ra + 3 * rows);
             run(gpu, |enc| {
                 for (i, chain) in [
                     TokenChain::default(),
@@ -1155,11 +1169,11 @@ fn a_row_stride_reads_padded_logits_in_place() {
                 .into_iter()
                 .enumerate()
                 {
-                    let o = |w: usize| out.slice((w * 4) as u64..((w + rows) * 4) as u64);
+                    let o = |w: usize| out.slice((w * ra * 4) as u64..((w * ra + rows) * 4) as u64);
                     let job = TokenJob {
-                        status: Some(o(2 * rows * i + rows)),
+                        status: Some(o(2 * i + 1)),
                         chain,
-                        ..TokenJob::new(view, pb.slice(..), o(2 * rows * i))
+                        ..TokenJob::new(view, pb.slice(..), o(2 * i))
                     };
                     sampler.record(enc, &job).unwrap();
                 }
@@ -1172,21 +1186,21 @@ fn a_row_stride_reads_padded_logits_in_place() {
                             tau: Temperature::Scalar(0.7),
                             stream: Stream::new(3),
                             noise: Noise::Bits32,
-                            out: out.slice((16 * rows) as u64..(28 * rows) as u64),
+                            out: out.slice((16 * ra) as u64..((4 * ra + 3 * rows) * 4) as u64),
                         },
                     )
                     .unwrap();
             });
-            results.push(words_of(&out, 7 * rows));
+            results.push(words_of(&out, 4 * ra + 3 * rows));
         }
         assert_eq!(results[0], results[1], "{format:?}");
         // Every status 0: no NaN of the padding was read.
         assert!(
-            results[1][rows..2 * rows].iter().all(|&s| s == 0),
+            results[1][ra..ra + rows].iter().all(|&s| s == 0),
             "{format:?}"
         );
         assert!(
-            results[1][3 * rows..4 * rows].iter().all(|&s| s == 0),
+            results[1][3 * ra..3 * ra + rows].iter().all(|&s| s == 0),
             "{format:?}"
         );
     }

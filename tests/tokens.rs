@@ -764,7 +764,7 @@ fn buffer_level_misuse_is_an_error() {
     let gpu = gpu();
     let b = gpu.storage_buffer("b", 4096).unwrap();
     // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
-    let o = gpu.storage_buffer("o", 64).unwrap();
+    let o = gpu.storage_buffer("o", 512).unwrap();
     let sampler = gpu.token_sampler().unwrap();
     let job = TokenJob {
         logits: LogitsView::f32(b.slice(..), 2, 100),
@@ -870,8 +870,20 @@ fn buffer_level_misuse_is_an_error() {
         ),
         "out: overlaps the output logprobs",
     );
+    // Disjoint views inside one 256-byte block still overlap as bound (each binding starts at
+    // its offset rounded down to the storage alignment), which WebGPU rejects.
+    check(
+        sampler.record(
+            &mut enc,
+            &TokenJob {
+                logprobs: Some(o.slice(8..16)),
+                ..job
+            },
+        ),
+        "out: overlaps the output logprobs",
+    );
     let disjoint = TokenJob {
-        logprobs: Some(o.slice(8..16)),
+        logprobs: Some(o.slice(256..264)),
         ..job
     };
     assert!(sampler.record(&mut enc, &disjoint).is_ok());

@@ -7,7 +7,8 @@ use super::{
     LogprobsMode, MAX_LOGPROBS, RowSampling, SampledTokens, TokenSampling, check_token_logits,
 };
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take, uniform_params,
+    ALIGN_WORDS, FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take,
+    uniform_params,
 };
 use crate::logits::{LogitsSlice, LogitsView, check_shape};
 use crate::shader::WG_SIZE;
@@ -607,9 +608,18 @@ impl Gpu {
             None
         };
         // One output buffer, read back at once: tokens, log-probabilities, ranks, the top
-        // pairs, then the law.
+        // pairs, then the law, each region from a multiple of 256 bytes (a kernel binds from its
+        // view's offset rounded down to the storage alignment, and writable bindings must not
+        // overlap: `family::check_no_alias`).
         let law_words = if law { rows * k } else { 0 };
-        let words = rows * (3 + 2 * n) + law_words;
+        let mut words = 0;
+        let mut region = |len: usize| {
+            let w0 = words;
+            words = (w0 + len.max(1)).next_multiple_of(ALIGN_WORDS);
+            w0
+        };
+        let (o_tok, o_lp, o_rank) = (region(rows), region(rows), region(rows));
+        let (o_top, o_law) = (region(2 * rows * n), region(law_words));
         let out = self.pooled_storage("tokens", words as u64 * 4)?;
         let at =
             |w0: usize, len: usize| out.slice(w0 as u64 * 4..(w0 + len).max(w0 + 1) as u64 * 4);
@@ -630,17 +640,17 @@ impl Gpu {
                 stride: 0,
             },
             row_params: rp.slice(..),
-            out: at(0, rows),
-            logprobs: Some(at(rows, rows)),
+            out: at(o_tok, rows),
+            logprobs: Some(at(o_lp, rows)),
             top_n: n as u32,
-            top: (n > 0).then(|| at(3 * rows, 2 * rows * n)),
+            top: (n > 0).then(|| at(o_top, 2 * rows * n)),
             status: None,
             noise,
             chain,
-            ranks: (!law).then(|| at(2 * rows, rows)),
+            ranks: (!law).then(|| at(o_rank, rows)),
             logprobs_mode: params.logprobs_mode,
         };
-        let law_at = at(rows * (3 + 2 * n), law_words);
+        let law_at = at(o_law, law_words);
         let w: Vec<u32> = self.run_and_read(
             |enc| {
                 if law {
@@ -652,21 +662,21 @@ impl Gpu {
             &out,
             words,
         )?;
-        let pairs = &w[3 * rows..3 * rows + 2 * rows * n];
+        let pairs = &w[o_top..o_top + 2 * rows * n];
         let f = |b: &u32| f32::from_bits(*b);
         Ok((
             SampledTokens {
-                tokens: w[..rows].to_vec(),
-                logprobs: w[rows..2 * rows].iter().map(f).collect(),
+                tokens: w[o_tok..o_tok + rows].to_vec(),
+                logprobs: w[o_lp..o_lp + rows].iter().map(f).collect(),
                 top_tokens: pairs.iter().step_by(2).copied().collect(),
                 top_logprobs: pairs.iter().skip(1).step_by(2).map(f).collect(),
                 ranks: if law {
                     Vec::new()
                 } else {
-                    w[2 * rows..3 * rows].to_vec()
+                    w[o_rank..o_rank + rows].to_vec()
                 },
             },
-            w[rows * (3 + 2 * n)..].iter().map(f).collect(),
+            w[o_law..o_law + law_words].iter().map(f).collect(),
         ))
     }
 }

@@ -2,7 +2,8 @@
 //! level; the stream words it uses are in the module docs ("Streams and noise").
 
 use crate::family::{
-    FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take, uniform_params,
+    ALIGN_WORDS, FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take,
+    uniform_params,
 };
 use crate::shader::WG_SIZE;
 use crate::{Error, Gpu, Noise, Stream};
@@ -319,8 +320,10 @@ impl Gpu {
         let q = self.pooled_upload("draft probs", draft_probs)?;
         let p = self.pooled_upload("target probs", target_probs)?;
         let s = self.pooled_upload("streams", &words)?;
-        // One output buffer: the accepted counts, then the tokens.
-        let len = rows + rows * (n + 1);
+        // One output buffer: the accepted counts, then (from a multiple of 256 bytes, so the two
+        // writable bindings never overlap: `family::check_no_alias`) the tokens.
+        let t0 = rows.next_multiple_of(ALIGN_WORDS);
+        let len = t0 + rows * (n + 1);
         let out = self.pooled_storage("speculative out", len as u64 * 4)?;
         fn nonempty(b: &wgpu::Buffer, bytes: usize) -> wgpu::BufferSlice<'_> {
             b.slice(..bytes.max(4) as u64)
@@ -334,13 +337,13 @@ impl Gpu {
             target_probs: nonempty(&p, target_probs.len() * 4),
             streams: nonempty(&s, words.len() * 4),
             accepted: out.slice(..rows as u64 * 4),
-            tokens: out.slice(rows as u64 * 4..len as u64 * 4),
+            tokens: out.slice(t0 as u64 * 4..len as u64 * 4),
             noise,
         };
         let w: Vec<u32> = self.run_and_read(|enc| kernels.record(enc, &job), &out, len)?;
         Ok(SpeculativeResult {
             accepted: w[..rows].to_vec(),
-            tokens: w[rows..].to_vec(),
+            tokens: w[t0..].to_vec(),
         })
     }
 }
