@@ -666,17 +666,24 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
     }
-    let bad_row = red_best[0].x;
-    workgroupBarrier();
+    // The flags and the arg-max's index steer branches that hold barriers, so WGSL's uniformity
+    // rule (which Tint enforces in the browser; naga does not) needs them workgroup-uniform: the
+    // reduction's result is the same in every invocation, but only workgroupUniformLoad tells
+    // the analysis so.
+    if (lid == 0u) {
+        red_best[0].y = best.y;
+    }
+    let flags = workgroupUniformLoad(&red_best[0]);
+    let bad_row = flags.x;
     var code = 0u;
     if ((bad_row & 1u) != 0u) {
         code = STATUS_NAN;
     } else if ((bad_row & 2u) != 0u) {
         code = STATUS_POS_INF;
-    } else if (best.y == NO_INDEX) {
+    } else if (flags.y == NO_INDEX) {
         code = STATUS_ALL_MASKED;
     }
-    let token = select(NO_INDEX, best.y, code == 0u);
+    let token = select(NO_INDEX, flags.y, code == 0u);
 
     // Pass P (processed log-probabilities, the law): the kept mass s_kept = sum over the kept
     // set of exp((l - m) / t), and the top-n lists in the order of the processed logits with
