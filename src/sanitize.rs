@@ -905,6 +905,9 @@ impl<'a> Rewriter<'a> {
 /// The sanitizer of one [`crate::Gpu`]: its status buffer, bound at group 1 of every pipeline,
 /// and the table of sites and entry points of every family built so far.
 pub(crate) struct Sanitizer {
+    // Read back by the blocking check, native only: in the browser the sanitizer's status is
+    // bound but not read (a page cannot wait on a map).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     status: wgpu::Buffer,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) bind_group: wgpu::BindGroup,
