@@ -16,15 +16,24 @@ At 1280 x 800:
   "New noise": other hard samples, still agreeing with softmax;
 * top-k moved to 5: the shown law keeps exactly the 5 most likely tokens, the histogram changes,
   every draw is one of those 5 and agrees with the law, and the requests' streams advanced by
-  one call; "Draw again": the same law, other draws from the streams' next words.
+  one call; "Draw again": the same law, other draws from the streams' next words;
+* the mask switched on (no furniture): the law and the histogram change, the law keeps the 5 most
+  likely tokens outside the masked words, the masked words have law 0 and no draw, and the draws
+  still agree with the law;
+* the presence penalty moved to 1.5: the odds of each kept word of the page's history against a
+  kept unseen word fall by exp(-1.5), and the draws agree with the new law.
+Every token draw: the law the page shows (the GPU's, `TokenSampler::record_probabilities`) is
+within 1e-5 of the library's f64 reference and keeps the same tokens.
 Then at 390 x 844 (a phone): nothing wider than the screen, both canvases redrawn. Then with
 `navigator.gpu` removed before the page loads: the page says there is no WebGPU.
 
 Screenshots: OUT_PREFIX-1280x800.png (the first draw), OUT_PREFIX-1280x800-moved.png (tau 5,
-top-k 5), OUT_PREFIX-390x844.png (the whole page, after the moves), OUT_PREFIX-no-webgpu.png.
+top-k 5), OUT_PREFIX-1280x800-masked.png (the mask on), OUT_PREFIX-1280x800-penalty.png (and the presence penalty),
+OUT_PREFIX-390x844.png (the whole page, after the moves), OUT_PREFIX-no-webgpu.png.
 """
 import base64
 import json
+import math
 import sys
 import time
 import urllib.error
@@ -32,6 +41,8 @@ import urllib.request
 
 P_MIN = 1e-3
 HOME, END = "\ue011", "\ue010"
+# The words the page's mask bans (examples/web/src/lib.rs, MASKED), named here independently.
+MASKED = ["sofa", "bed", "chair", "table", "couch", "desk", "shelf", "bench", "bookcase"]
 
 
 def call(method, url, body=None):
@@ -128,13 +139,20 @@ def check_simplex(s, label):
 
 
 def check_tokens(s, label):
+    print(f"tokens ({label}): mask {s['mask']}, bias {s['bias']:.3g}, repetition "
+          f"{s['repetitionPenalty']:.3g}, presence {s['presencePenalty']:.3g}, top-n-sigma "
+          f"{s['topNSigma']:.3g}; law within {s['lawError']:.2g} of f64")
     print(f"tokens ({label}): call {s['step']}, temperature {s['temperature']:.3g}, min-p "
           f"{s['minP']:.3g}, top-k {s['topK']}, top-p {s['topP']:.3g}: {s['kept']} kept, "
           f"chi-square {s['chiSquare']:.1f} on {s['dof']} dof ({s['bins']} bins), p "
           f"{s['pValue']:.3g}, {s['impossible']} impossible draws, log-prob error "
           f"{s['logprobError']:.2g}; {s['ms']:.1f} ms per call; picture {s['picture']}")
     check(s["draws"] == 1000 and sum(s["counts"]) == 1000, f"{label}: not 1000 draws")
-    check(abs(sum(s["law"]) - 1) < 1e-9, f"{label}: the law sums to {sum(s['law'])}")
+    # The law is the GPU's f32 one: it sums to 1 within f32 rounding.
+    check(abs(sum(s["law"]) - 1) < 1e-5, f"{label}: the law sums to {sum(s['law'])}")
+    check(s["lawError"] < 1e-5, f"{label}: the GPU's law is {s['lawError']} off the f64 one")
+    check(s["supportMismatches"] == 0,
+          f"{label}: {s['supportMismatches']} tokens kept by only one of the GPU and f64 laws")
     check(s["kept"] == sum(p > 0 for p in s["law"]), f"{label}: kept != the law's support")
     check(s["impossible"] == 0, f"{label}: {s['impossible']} draws outside the kept set")
     check(all(c == 0 for c, p in zip(s["counts"], s["law"]) if p == 0),
@@ -217,6 +235,47 @@ def main():
         check(page.js("return document.documentElement.scrollWidth") <= 1280,
               "1280 x 800: the page is wider than the window")
         page.screenshot(f"{out}-1280x800-moved.png")
+
+        # The mask on (one input event, one more call): the furniture words get law 0 and no
+        # draw, top-k 5 now keeps the 5 most likely of the other words, the draws follow.
+        page.js("const e = document.getElementById('token-mask'); e.value = 1; "
+                "e.dispatchEvent(new Event('input', {bubbles: true}));")
+        page.wait("the mask on", idle("tokens", f"s.mask && s.seq > {tok2['seq']}"), 120)
+        tok3 = page.state()["tokens"]
+        words = page.state()["words"]
+        check_tokens(tok3, "mask")
+        masked = [words.index(w) for w in MASKED]
+        check(all(tok3["law"][j] == 0 and tok3["counts"][j] == 0 for j in masked),
+              "mask: a masked word has probability or draws")
+        unmasked = [j for j in range(len(words)) if j not in masked][:5]
+        check(tok3["kept"] == 5 and all(tok3["law"][j] > 0 for j in unmasked),
+              f"mask: the law does not keep the 5 most likely unmasked words {unmasked}")
+        check(tok3["law"] != tok2["law"], "mask: the law is the same")
+        check(tok3["counts"] != tok2["counts"], "mask: the histogram is the same")
+        check(tok3["picture"]["digest"] != tok2["picture"]["digest"], "mask: the chart is the same")
+        page.screenshot(f"{out}-1280x800-masked.png")
+
+        # The presence penalty to 1.5 (one event, one call): it subtracts 1.5 from the logits of
+        # the words already generated (the page's history), so their odds against an unseen
+        # word fall by exp(-1.5) wherever both stay kept.
+        page.js("const e = document.getElementById('token-presence_penalty'); e.value = 1.5; "
+                "e.dispatchEvent(new Event('input', {bubbles: true}));")
+        page.wait("presence penalty 1.5",
+                  idle("tokens", f"s.presencePenalty === 1.5 && s.seq > {tok3['seq']}"), 120)
+        tok4 = page.state()["tokens"]
+        check_tokens(tok4, "presence penalty")
+        history = set(page.js("return document.getElementById('token-history').textContent")
+                      .split(":")[1].split(".")[0].replace(" ", "").split(","))
+        both = [j for j in range(len(words)) if tok3["law"][j] > 0 and tok4["law"][j] > 0]
+        seen = [j for j in both if words[j] in history]
+        unseen = [j for j in both if words[j] not in history]
+        check(seen and unseen, f"presence penalty: no kept history word {history} to compare")
+        for j in seen:
+            change = (tok4["law"][j] / tok4["law"][unseen[0]]) / (tok3["law"][j] / tok3["law"][unseen[0]])
+            check(abs(change / math.exp(-1.5) - 1) < 1e-3,
+                  f"presence penalty: the odds of {words[j]} changed by {change}, not exp(-1.5)")
+        check(tok4["counts"] != tok3["counts"], "presence penalty: the histogram is the same")
+        page.screenshot(f"{out}-1280x800-penalty.png")
 
         # A phone: one column, nothing wider than the screen, the canvases redrawn to fit.
         page.size(390, 844, 2, True)

@@ -388,7 +388,11 @@ async function main() {
   state.device = pg.device_details();
   $("device").textContent = ` (${pg.device()})`;
   $("prompt").textContent = Playground.prompt();
+  $("token-history").textContent =
+    `Already generated (the penalties' history): ${Playground.history().join(", ")}. ` +
+    `The mask bans: ${Playground.masked().join(", ")}.`;
   const words = Playground.words();
+  state.words = words;
 
   // The simplex.
   const simplexPanel = $("simplex-panel");
@@ -435,8 +439,11 @@ async function main() {
   const tokens = redrawer(tokenPanel, async () => {
     const r = await onGpu(() => pg.draw_tokens());
     const d = {
-      temperature: r.temperature, minP: r.min_p, topK: r.top_k, topP: r.top_p, step: r.step,
-      law: Array.from(r.law), kept: r.kept, counts: Array.from(r.counts),
+      mask: r.mask, bias: r.bias, repetitionPenalty: r.repetition_penalty,
+      presencePenalty: r.presence_penalty, temperature: r.temperature, topNSigma: r.top_n_sigma,
+      minP: r.min_p, topK: r.top_k, topP: r.top_p, step: r.step,
+      law: Array.from(r.law), lawError: r.law_error, supportMismatches: r.support_mismatches,
+      kept: r.kept, counts: Array.from(r.counts),
       tokens: Array.from(r.tokens), logprobs: Array.from(r.logprobs), logprobError: r.logprob_error,
       chiSquare: r.chi_square, dof: r.dof, pValue: r.p_value, bins: r.bins, impossible: r.impossible,
       ms: r.ms,
@@ -453,7 +460,9 @@ async function main() {
     $("token-stat").innerHTML =
       `Call ${d.step + 1}: ${draws} requests \u00d7 ${d.law.length} tokens in ${d.ms.toFixed(1)} ms ` +
       `(upload, kernel, read-back${times.length > 1 ? `; median of the last ${times.length} calls: ${median(times).toFixed(1)} ms` : "; the first call waits for the kernel's compilation"}). ` +
-      `${d.kept} tokens kept. Draws against the law: ${test}: ${verdict(d.dof === 0 ? 1 : d.pValue, d.impossible)}. ` +
+      `${d.kept} tokens kept. The GPU's law within ${d.lawError.toExponential(1)} of the f64 reference` +
+      `${d.supportMismatches ? ` (${d.supportMismatches} tokens kept by only one of them!)` : ""}. ` +
+      `Draws against the law: ${test}: ${verdict(d.dof === 0 ? 1 : d.pValue, d.impossible)}. ` +
       `Log-probabilities from the kernel within ${d.logprobError.toExponential(1)} of f64.`;
     const chips = d.tokens.slice(0, 8).map((t, i) =>
       `<span>#${i} <b>${words[t] ?? t}</b> log p ${d.logprobs[i].toFixed(2)}</span>`);

@@ -6,9 +6,11 @@
 //!   ([`SoftmaxMode::Hard`], Gumbel-max), whose class frequencies are tested against
 //!   `softmax(logits)`.
 //! * **The token sampler**: [`DRAWS`] requests over a toy vocabulary of [`VOCAB`] tokens, drawn
-//!   by [`TokenSampler`] with temperature, min-p, top-k and top-p; each request has its own
-//!   stream, advanced by `VOCAB` words per call; the histogram of the draws is tested against
-//!   the processed law ([`token_law`]).
+//!   by [`TokenSampler`] through the processing chain (a mask, a logit bias, repetition and
+//!   presence penalties against a fixed history, [`HISTORY`]) and the filters (temperature,
+//!   top-nσ, min-p, top-k, top-p); each request has its own stream, advanced by `VOCAB` words
+//!   per call; the histogram of the draws is tested against the processed law the GPU writes
+//!   ([`token_law`]), itself checked against the library's f64 reference.
 //!
 //! The controls of each panel are one table ([`SIMPLEX_CONTROLS`], [`TOKEN_CONTROLS`]): the page
 //! builds its sliders from it, so a new control is one entry there (and its field).
@@ -16,8 +18,8 @@ mod stats;
 
 use gumbel_wgpu::wgpu;
 use gumbel_wgpu::{
-    Gpu, GumbelSoftmax, LogitsView, Noise, RowSampling, SoftmaxJob, SoftmaxMode, Stream,
-    Temperature, TokenJob, TokenRowParams, TokenSampler, cpu,
+    Gpu, GumbelSoftmax, LogitsView, RowSampling, SoftmaxJob, SoftmaxMode, Stream, Temperature,
+    TokenBias, TokenChain, TokenJob, TokenRowParams, TokenSampler, TokenSampling, cpu,
 };
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -121,11 +123,18 @@ pub const SIMPLEX_CONTROLS: &[Control<SimplexSettings>] = &[
     },
 ];
 
-/// The token panel's settings: what [`RowSampling`] holds (add a field here and an entry to
-/// [`TOKEN_CONTROLS`] for a new control).
+/// The token panel's settings: what [`RowSampling`] holds, plus the chain's mask and bias (add
+/// a field here and an entry to [`TOKEN_CONTROLS`] for a new control).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TokenSettings {
+    /// Whether the mask bans [`MASKED`] (a grammar-style constraint).
+    pub mask: bool,
+    /// The logit bias added to [`BIASED`] (0 = off).
+    pub bias: f32,
+    pub repetition_penalty: f32,
+    pub presence_penalty: f32,
     pub temperature: f32,
+    pub top_n_sigma: f32,
     pub min_p: f32,
     pub top_k: u32,
     pub top_p: f32,
@@ -139,13 +148,66 @@ impl TokenSettings {
             top_k: self.top_k,
             top_p: self.top_p,
             min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            frequency_penalty: 0.0,
+            presence_penalty: self.presence_penalty,
+            top_n_sigma: self.top_n_sigma,
         }
+    }
+
+    /// Whether a penalty is on (the chain then needs the penalty state).
+    fn penalized(&self) -> bool {
+        self.repetition_penalty != 1.0 || self.presence_penalty != 0.0
     }
 }
 
-/// The token panel's controls, in vLLM's order of application (temperature, min-p, top-k,
-/// top-p).
+/// The token panel's controls, in the library's order of application: the mask, the bias, the
+/// penalties, then temperature, top-nσ, min-p, top-k and top-p.
 pub const TOKEN_CONTROLS: &[Control<TokenSettings>] = &[
+    Control {
+        name: "mask",
+        label: "mask: no furniture",
+        help: "1 bans the furniture words (sofa, bed, chair, ...), as a grammar's mask bans tokens",
+        min: 0.0,
+        max: 1.0,
+        initial: 0.0,
+        scale: Scale::Integer,
+        off: Some(0.0),
+        set: |s, v| s.mask = v != 0.0,
+    },
+    Control {
+        name: "bias",
+        label: "logit bias on \"pizza\"",
+        help: "added to the logit of \"pizza\" before the penalties",
+        min: -5.0,
+        max: 10.0,
+        initial: 0.0,
+        scale: Scale::Linear { step: 0.25 },
+        off: Some(0.0),
+        set: |s, v| s.bias = v as f32,
+    },
+    Control {
+        name: "repetition_penalty",
+        label: "repetition penalty",
+        help: "divides the positive (multiplies the negative) logits of the tokens already generated",
+        min: 1.0,
+        max: 3.0,
+        initial: 1.0,
+        scale: Scale::Linear { step: 0.05 },
+        off: Some(1.0),
+        set: |s, v| s.repetition_penalty = v as f32,
+    },
+    Control {
+        name: "presence_penalty",
+        label: "presence penalty",
+        help: "subtracted from the logits of the tokens already generated (negative: favours them)",
+        min: -2.0,
+        max: 2.0,
+        initial: 0.0,
+        scale: Scale::Linear { step: 0.05 },
+        off: Some(0.0),
+        set: |s, v| s.presence_penalty = v as f32,
+    },
     Control {
         name: "temperature",
         label: "temperature",
@@ -156,6 +218,17 @@ pub const TOKEN_CONTROLS: &[Control<TokenSettings>] = &[
         scale: Scale::LogFromZero { smallest: 0.05 },
         off: None,
         set: |s, v| s.temperature = v as f32,
+    },
+    Control {
+        name: "top_n_sigma",
+        label: "top-nσ",
+        help: "keeps the tokens whose logit is within n standard deviations of the largest",
+        min: 0.0,
+        max: 3.0,
+        initial: 0.0,
+        scale: Scale::Linear { step: 0.05 },
+        off: Some(0.0),
+        set: |s, v| s.top_n_sigma = v as f32,
     },
     Control {
         name: "min_p",
@@ -214,7 +287,12 @@ fn initial_tokens() -> TokenSettings {
     initial(
         TOKEN_CONTROLS,
         TokenSettings {
+            mask: false,
+            bias: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
             temperature: 1.0,
+            top_n_sigma: 0.0,
             min_p: 0.0,
             top_k: 0,
             top_p: 1.0,
@@ -354,13 +432,178 @@ pub fn vocabulary_logits() -> Vec<f32> {
     (0..VOCAB).map(|i| -1.1 * ((i + 1) as f32).ln()).collect()
 }
 
-/// The processed law the token panel shows and tests the draws against: the probability of
-/// each token after temperature, min-p, top-k and top-p.
-///
-/// The one place the page gets it from: the library's f64 reference today; the GPU's
-/// `token_probabilities` (and the penalty, bias and mask controls) when they land.
-async fn token_law(logits: &[f32], settings: &TokenSettings) -> Result<Vec<f64>, String> {
-    Ok(cpu::token_probabilities(logits, &settings.row()))
+/// The tokens "already generated" in this conversation, the penalties' history (the page shows
+/// it): the output tokens of every request, so a penalty visibly moves these tokens.
+pub const HISTORY: [&str; 5] = ["mat", "sofa", "mat", "rug", "bed"];
+
+/// The words the mask bans when it is on (a named subset, as a grammar bans tokens).
+pub const MASKED: [&str; 9] = [
+    "sofa", "bed", "chair", "table", "couch", "desk", "shelf", "bench", "bookcase",
+];
+
+/// The token the logit bias moves.
+pub const BIASED: &str = "pizza";
+
+/// Index of a vocabulary word (the constants above name words of [`WORDS`]).
+fn word_index(w: &str) -> u32 {
+    WORDS
+        .iter()
+        .position(|x| *x == w)
+        .unwrap_or_else(|| panic!("{w:?} is not in the vocabulary")) as u32
+}
+
+/// [`HISTORY`] as token ids.
+pub fn history_tokens() -> Vec<u32> {
+    HISTORY.iter().map(|w| word_index(w)).collect()
+}
+
+/// One row of the mask: bit `j` set = token `j` allowed ([`TokenChain::allowed`]'s layout); every
+/// token but [`MASKED`].
+pub fn allowed_row() -> Vec<u32> {
+    let mut words = vec![u32::MAX; gumbel_wgpu::tokens::mask_words(VOCAB)];
+    for w in MASKED {
+        let j = word_index(w);
+        words[j as usize / 32] &= !(1 << (j % 32));
+    }
+    words
+}
+
+/// The f64 reference of the processed law ([`cpu::token_probabilities`]): the check of the law
+/// the GPU writes ([`token_law`]).
+pub fn reference_law(logits: &[f32], s: &TokenSettings) -> Result<Vec<f64>, String> {
+    let history = history_tokens();
+    let bias = if s.bias != 0.0 {
+        vec![(word_index(BIASED), s.bias)]
+    } else {
+        Vec::new()
+    };
+    let allowed = if s.mask { allowed_row() } else { Vec::new() };
+    let row = s.row();
+    let params = TokenSampling {
+        temperature: &[row.temperature],
+        top_k: &[row.top_k],
+        top_p: &[row.top_p],
+        min_p: &[row.min_p],
+        streams: &[Stream { seed: 0, offset: 0 }],
+        repetition_penalty: &[row.repetition_penalty],
+        presence_penalty: &[row.presence_penalty],
+        top_n_sigma: &[row.top_n_sigma],
+        output_tokens: &[&history],
+        logit_bias: &[&bias],
+        allowed: &allowed,
+        ..TokenSampling::default()
+    };
+    cpu::token_probabilities(logits, VOCAB, &params).map_err(|e| e.to_string())
+}
+
+/// The processed law the page shows and tests the draws against, and its check.
+struct Law {
+    /// What the GPU wrote (`TokenSampler::record_probabilities`), as f64.
+    law: Vec<f64>,
+    /// max |GPU law - f64 reference law|.
+    error: f64,
+    /// Tokens kept by one of the two laws and not the other (must be 0).
+    support_mismatches: u32,
+}
+
+/// The chain's device inputs for the first `rows` requests at settings `s` (`bias_entries`:
+/// `rows` entries of the current bias).
+fn chain<'a>(
+    inner: &'a Inner,
+    s: &TokenSettings,
+    bias_entries: Option<&'a wgpu::Buffer>,
+    rows: u64,
+) -> TokenChain<'a> {
+    let mw = gumbel_wgpu::tokens::mask_words(VOCAB) as u64;
+    let sw = gumbel_wgpu::tokens::penalty_state_words(VOCAB) as u64;
+    TokenChain {
+        allowed: s.mask.then(|| inner.allowed.slice(..rows * mw * 4)),
+        bias: bias_entries.map(|e| TokenBias {
+            starts: inner.bias_starts.slice(..(rows + 1) * 4),
+            entries: e.slice(..rows * 8),
+        }),
+        penalty_state: s
+            .penalized()
+            .then(|| inner.penalty_state.slice(..rows * sw * 4)),
+    }
+}
+
+/// `rows` bias entries `(BIASED, bias)`, one per request (`None` when the bias is off).
+fn bias_entries(gpu: &Gpu, s: &TokenSettings, rows: usize) -> Result<Option<wgpu::Buffer>, String> {
+    if s.bias == 0.0 {
+        return Ok(None);
+    }
+    let entry = [word_index(BIASED), s.bias.to_bits()];
+    let words: Vec<u32> = entry.iter().copied().cycle().take(2 * rows).collect();
+    gpu.upload("bias entries", &words)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The processed law of one request at settings `s`: written by the GPU
+/// ([`TokenSampler::record_probabilities`] on the page's device, every request's law is the same
+/// one), checked against the f64 reference ([`reference_law`]).
+async fn token_law(inner: &Inner, s: &TokenSettings) -> Result<Law, String> {
+    let gpu = &inner.gpu;
+    let e = |e: gumbel_wgpu::Error| e.to_string();
+    let params = [TokenRowParams::new(
+        s.row(),
+        Stream {
+            seed: TOKEN_SEED,
+            offset: 0,
+        },
+    )];
+    let row_params = gpu.upload("law row params", &params).map_err(e)?;
+    let bias = bias_entries(gpu, s, 1)?;
+    // The token first, the law from `split`: one buffer, one read-back.
+    let split = binding_aligned(4);
+    let out = gpu
+        .storage_buffer("law", split + 4 * VOCAB as u64)
+        .map_err(e)?;
+    gpu.submit_async(|enc| {
+        let mut job = TokenJob::new(
+            LogitsView::f32(
+                inner.token_logits.slice(..4 * VOCAB as u64),
+                1,
+                VOCAB as u64,
+            ),
+            row_params.slice(..),
+            out.slice(..4),
+        );
+        job.chain = chain(inner, s, bias.as_ref(), 1);
+        inner
+            .sampler
+            .record_probabilities(enc, &job, out.slice(split..))
+    })
+    .await
+    .map_err(e)?;
+    let words: Vec<f32> = gpu
+        .read_buffer_async(&out, split as usize / 4 + VOCAB)
+        .await
+        .map_err(e)?;
+    let law: Vec<f64> = words[split as usize / 4..]
+        .iter()
+        .map(|&p| f64::from(p))
+        .collect();
+    let reference = reference_law(&inner.logits, s)?;
+    let error = law
+        .iter()
+        .zip(&reference)
+        .map(|(g, c)| (g - c).abs())
+        .fold(
+            0.0,
+            |a: f64, d| if d.is_nan() { f64::INFINITY } else { a.max(d) },
+        );
+    let support_mismatches = law
+        .iter()
+        .zip(&reference)
+        .filter(|(g, c)| (**g > 0.0) != (**c > 0.0))
+        .count() as u32;
+    Ok(Law {
+        law,
+        error,
+        support_mismatches,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +654,13 @@ struct Inner {
     logits: Vec<f32>,
     /// `DRAWS` copies of the logits, one row per request.
     token_logits: wgpu::Buffer,
+    /// `DRAWS` rows of the mask ([`allowed_row`]).
+    allowed: wgpu::Buffer,
+    /// `DRAWS + 1` bias starts `0, 1, 2, ...`: one entry per request.
+    bias_starts: wgpu::Buffer,
+    /// `DRAWS` rows of the penalty state of [`HISTORY`] (the page never updates it: every call
+    /// is the same next step after the same history).
+    penalty_state: wgpu::Buffer,
 }
 
 /// The page's handle: the device, its kernels, and the two panels' settings.
@@ -429,6 +679,14 @@ impl Playground {
         let logits = vocabulary_logits();
         let rows: Vec<f32> = logits.iter().copied().cycle().take(DRAWS * VOCAB).collect();
         let token_logits = gpu.upload("token logits", &rows).map_err(js_err)?;
+        let allowed: Vec<u32> = allowed_row().repeat(DRAWS);
+        let allowed = gpu.upload("allowed", &allowed).map_err(js_err)?;
+        let starts: Vec<u32> = (0..=DRAWS as u32).collect();
+        let bias_starts = gpu.upload("bias starts", &starts).map_err(js_err)?;
+        let state = gumbel_wgpu::tokens::penalty_state(VOCAB, &[], &history_tokens())
+            .map_err(js_err)?
+            .repeat(DRAWS);
+        let penalty_state = gpu.upload("penalty state", &state).map_err(js_err)?;
         Ok(Playground {
             inner: Rc::new(Inner {
                 gpu,
@@ -441,6 +699,9 @@ impl Playground {
                 drawing: Cell::new(false),
                 logits,
                 token_logits,
+                allowed,
+                bias_starts,
+                penalty_state,
             }),
         })
     }
@@ -486,6 +747,16 @@ impl Playground {
     /// The prompt the vocabulary continues.
     pub fn prompt() -> String {
         PROMPT.into()
+    }
+
+    /// The tokens already generated (the penalties' history), in order.
+    pub fn history() -> Vec<String> {
+        HISTORY.iter().map(|w| w.to_string()).collect()
+    }
+
+    /// The words the mask bans.
+    pub fn masked() -> Vec<String> {
+        MASKED.iter().map(|w| w.to_string()).collect()
     }
 
     /// Sets a simplex control (`Err` for an unknown name or a value out of range).
@@ -672,14 +943,23 @@ async fn draw_simplex(inner: &Inner, rows: usize) -> Result<SimplexDraw, JsValue
 #[wasm_bindgen(getter_with_clone)]
 pub struct TokenDraw {
     /// The settings drawn at.
+    pub mask: bool,
+    pub bias: f32,
+    pub repetition_penalty: f32,
+    pub presence_penalty: f32,
     pub temperature: f32,
+    pub top_n_sigma: f32,
     pub min_p: f32,
     pub top_k: u32,
     pub top_p: f32,
     /// The call's index: request `r` drew from stream `(TOKEN_SEED + r, step * VOCAB)`.
     pub step: u32,
-    /// The processed law ([`token_law`]).
+    /// The processed law the GPU wrote ([`token_law`]).
     pub law: Vec<f64>,
+    /// max |GPU law - f64 reference law|.
+    pub law_error: f64,
+    /// Tokens one of the two laws keeps and the other does not (must be 0).
+    pub support_mismatches: u32,
     /// Tokens the law keeps (positive probability).
     pub kept: u32,
     /// Each request's token.
@@ -703,7 +983,11 @@ pub struct TokenDraw {
 
 async fn draw_tokens(inner: &Inner) -> Result<TokenDraw, JsValue> {
     let s = *inner.tokens.borrow();
-    let law = token_law(&inner.logits, &s).await.map_err(js_err)?;
+    let Law {
+        law,
+        error: law_error,
+        support_mismatches,
+    } = token_law(inner, &s).await.map_err(js_err)?;
     let step = inner.token_step.get();
     inner.token_step.set(step + 1);
     let params: Vec<TokenRowParams> = (0..DRAWS as u64)
@@ -726,20 +1010,16 @@ async fn draw_tokens(inner: &Inner) -> Result<TokenDraw, JsValue> {
     let out = gpu
         .storage_buffer("tokens", split + 4 * d)
         .map_err(js_err)?;
+    let bias = bias_entries(gpu, &s, DRAWS).map_err(js_err)?;
     gpu.submit_async(|enc| {
-        inner.sampler.record(
-            enc,
-            &TokenJob {
-                logits: LogitsView::f32(inner.token_logits.slice(..), d, VOCAB as u64),
-                row_params: row_params.slice(..),
-                out: out.slice(..4 * d),
-                logprobs: Some(out.slice(split..)),
-                top_n: 0,
-                top: None,
-                status: None,
-                noise: Noise::Bits32,
-            },
-        )
+        let mut job = TokenJob::new(
+            LogitsView::f32(inner.token_logits.slice(..), d, VOCAB as u64),
+            row_params.slice(..),
+            out.slice(..4 * d),
+        );
+        job.logprobs = Some(out.slice(split..));
+        job.chain = chain(inner, &s, bias.as_ref(), d);
+        inner.sampler.record(enc, &job)
     })
     .await
     .map_err(js_err)?;
@@ -766,13 +1046,20 @@ async fn draw_tokens(inner: &Inner) -> Result<TokenDraw, JsValue> {
     let out_of_range = tokens.iter().filter(|&&t| t as usize >= VOCAB).count() as u32;
     let test = stats::chi_square(&counts, &law);
     Ok(TokenDraw {
+        mask: s.mask,
+        bias: s.bias,
+        repetition_penalty: s.repetition_penalty,
+        presence_penalty: s.presence_penalty,
         temperature: s.temperature,
+        top_n_sigma: s.top_n_sigma,
         min_p: s.min_p,
         top_k: s.top_k,
         top_p: s.top_p,
         step: step as u32,
         kept: law.iter().filter(|&&p| p > 0.0).count() as u32,
         law,
+        law_error,
+        support_mismatches,
         tokens,
         logprobs,
         logprob_error,
@@ -840,25 +1127,61 @@ mod tests {
     }
 
     #[test]
-    fn token_law_applies_the_filters() {
+    fn reference_law_applies_the_chain_and_the_filters() {
         let l = vocabulary_logits();
-        let mut s = initial_tokens();
-        let law = pollster_free_block_on(token_law(&l, &s)).unwrap();
-        assert!(law.iter().all(|&p| p > 0.0));
+        let law = |s: &TokenSettings| {
+            let law = reference_law(&l, s).unwrap();
+            assert!((law.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            law
+        };
+        let s0 = initial_tokens();
+        let base = law(&s0);
+        assert!(base.iter().all(|&p| p > 0.0));
+        let mut s = s0;
         s.top_k = 5;
-        let law = pollster_free_block_on(token_law(&l, &s)).unwrap();
-        assert_eq!(law.iter().filter(|&&p| p > 0.0).count(), 5);
-        assert!((law.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-    }
-
-    /// Runs a future that never waits (the CPU law) to completion.
-    fn pollster_free_block_on<F: std::future::Future>(f: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the CPU law does not wait"),
+        assert_eq!(law(&s).iter().filter(|&&p| p > 0.0).count(), 5);
+        // The mask: exactly the named words get 0.
+        let mut s = s0;
+        s.mask = true;
+        let masked = law(&s);
+        for (j, w) in WORDS.iter().enumerate() {
+            assert_eq!(masked[j] == 0.0, MASKED.contains(w), "{w}");
         }
+        // The penalties lower the odds of every history token against an unseen one ("floor"),
+        // the repetition penalty only where the logit is not 0 ("mat"'s is: -1.1 ln 1), and leave
+        // the odds between unseen tokens as they are.
+        let history = history_tokens();
+        let floor = word_index("floor") as usize;
+        for (name, set) in [
+            (
+                "presence",
+                (|s: &mut TokenSettings| s.presence_penalty = 1.0) as fn(&mut _),
+            ),
+            ("repetition", |s| s.repetition_penalty = 2.0),
+        ] {
+            let mut s = s0;
+            set(&mut s);
+            let p = law(&s);
+            for j in 0..VOCAB {
+                let moved = history.contains(&(j as u32)) && (name == "presence" || l[j] != 0.0);
+                let (odds, before) = (p[j] / p[floor], base[j] / base[floor]);
+                if moved {
+                    assert!(odds < before * 0.99, "{name}: {}", WORDS[j]);
+                } else {
+                    assert!((odds / before - 1.0).abs() < 1e-9, "{name}: {}", WORDS[j]);
+                }
+            }
+        }
+        // The bias moves only the odds of its token against the rest.
+        let mut s = s0;
+        s.bias = 3.0;
+        let p = law(&s);
+        let b = word_index(BIASED) as usize;
+        assert!((p[b] / p[0] / (base[b] / base[0]) - 3f64.exp()).abs() < 1e-9);
+        // Top-nσ keeps a head of the vocabulary.
+        let mut s = s0;
+        s.top_n_sigma = 1.0;
+        let kept = law(&s).iter().filter(|&&p| p > 0.0).count();
+        assert!(kept > 0 && kept < VOCAB, "{kept}");
     }
 }
