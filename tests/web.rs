@@ -324,15 +324,18 @@ async fn the_token_chain_runs_on_the_device_and_matches_the_reference() {
     let sb = gpu.upload("starts", &starts).unwrap();
     let eb = gpu.upload("entries", &entries).unwrap();
     let stb = gpu.upload("state", &state).unwrap();
-    let out = poisoned(&gpu, 3 * rows);
+    // The three outputs in one buffer, each from its own 256-byte block (writable bindings must
+    // not overlap as bound, and a binding starts at its offset rounded down to 256 bytes).
+    let ra = rows.next_multiple_of(64);
+    let out = poisoned(&gpu, 3 * ra);
     let sampler = gpu.token_sampler().unwrap();
     gpu.submit_async(|enc| {
         let tokens = out.slice(..rows as u64 * 4);
         sampler.record(
             enc,
             &TokenJob {
-                logprobs: Some(out.slice(rows as u64 * 4..2 * rows as u64 * 4)),
-                ranks: Some(out.slice(2 * rows as u64 * 4..)),
+                logprobs: Some(out.slice(ra as u64 * 4..(ra + rows) as u64 * 4)),
+                ranks: Some(out.slice(2 * ra as u64 * 4..(2 * ra + rows) as u64 * 4)),
                 logprobs_mode: LogprobsMode::Processed,
                 chain: TokenChain {
                     allowed: Some(mb.slice(..)),
@@ -353,7 +356,7 @@ async fn the_token_chain_runs_on_the_device_and_matches_the_reference() {
     })
     .await
     .unwrap();
-    let got: Vec<u32> = gpu.read_buffer_async(&out, 3 * rows).await.unwrap();
+    let got: Vec<u32> = gpu.read_buffer_async(&out, 3 * ra).await.unwrap();
     let t: Vec<f32> = settings.iter().map(|s| s.temperature).collect();
     let col = |f: fn(&RowSampling) -> f32| settings.iter().map(f).collect::<Vec<f32>>();
     let (top_p, rp, fp, pp, ns) = (
@@ -385,9 +388,9 @@ async fn the_token_chain_runs_on_the_device_and_matches_the_reference() {
     };
     let want = cpu::sample_tokens(&logits, k, &p).unwrap();
     assert_eq!(got[..rows], want.tokens[..], "tokens");
-    assert_eq!(got[2 * rows..], want.ranks[..], "ranks");
+    assert_eq!(got[2 * ra..2 * ra + rows], want.ranks[..], "ranks");
     for r in 0..rows {
-        let lp = f32::from_bits(got[rows + r]);
+        let lp = f32::from_bits(got[ra + r]);
         assert!(
             (lp - want.logprobs[r]).abs() < 1e-4,
             "row {r}: {lp} vs {}",
