@@ -101,7 +101,7 @@ fn dim(u: &mut Unstructured<'_>, near: u64) -> AResult<u64> {
         0 => u.arbitrary()?,
         1 => near,
         2 => near.saturating_add(1),
-        _ => u.int_in_range(0..=near.max(1) + 2)?,
+        _ => u.int_in_range(0..=near.max(1).saturating_add(2))?,
     })
 }
 
