@@ -355,7 +355,7 @@ fn call(u: &mut Unstructured<'_>, g: &Gpu) -> AResult<()> {
             let dn = len(u, 40)?;
             let k = len(u, 300)?;
             let drafts: Vec<u32> = (0..dn)
-                .map(|_| Ok(u.int_in_range(0..=k as u32 + 1)?))
+                .map(|_| u.int_in_range(0..=k as u32 + 1))
                 .collect::<AResult<_>>()?;
             let qn = if u.arbitrary()? {
                 dn * k
