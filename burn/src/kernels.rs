@@ -216,7 +216,8 @@ pub(crate) fn sample(
 }
 
 /// LLM token sampling: one i32 token per row (`-1` = `NO_INDEX` for a bad row), under the
-/// per-row parameters `params` (already checked; `TokenRowParams`, 32 bytes a row).
+/// per-row parameters `params` (already checked; `TokenRowParams`, 48 bytes a row). No
+/// processing chain (mask, bias, penalty state): `crate::sample_tokens` refuses those fields.
 pub(crate) fn sample_tokens(
     logits: &CubeTensor,
     rows: u64,
@@ -245,14 +246,12 @@ pub(crate) fn sample_tokens(
         sampler.record(
             enc,
             &TokenJob {
-                logits: LogitsView::f32(l.slice(), rows, k),
-                row_params: row_params.slice(..),
-                out: o.slice(),
-                logprobs: None,
-                top_n: 0,
-                top: None,
-                status: None,
                 noise,
+                ..TokenJob::new(
+                    LogitsView::f32(l.slice(), rows, k),
+                    row_params.slice(..),
+                    o.slice(),
+                )
             },
         )?;
         o.finish(enc);

@@ -443,21 +443,48 @@ pub fn sample_top_k(
     ))
 }
 
-/// LLM token sampling (temperature, top-k, top-p, min-p per row, a stream per row; see
+/// LLM token sampling (temperature, top-k, top-p, min-p, top-nσ per row, a stream per row; see
 /// `gumbel_wgpu::TokenSampling`): one i32 token per row, -1 for a row with a NaN, a +inf or
-/// only -inf logits. No gradient.
+/// only -inf logits. No gradient. The processing chain (`allowed`, `logit_bias`, the
+/// penalties) is not wired here: params that turn one on get an `Err` naming the field rather than
+/// having it silently ignored; use `gumbel_wgpu::Gpu::sample_tokens` for those.
 pub fn sample_tokens(
     logits: Tensor<2>,
     params: &TokenSampling<'_>,
     noise: Noise,
 ) -> Result<Tensor<1, Int>, Error> {
-    let (rows, _) = rows_k("logits", &logits.dims())?;
+    let (rows, k) = rows_k("logits", &logits.dims())?;
     if params.logprobs != 0 {
         return Err(Error::InvalidArgument(
             "params.logprobs: this wrapper returns tokens only; use 0".into(),
         ));
     }
-    let row_params = TokenRowParams::rows(params, rows)?;
+    let row_params = TokenRowParams::rows(params, rows, k)?;
+    let unsupported = [
+        ("allowed", !params.allowed.is_empty()),
+        (
+            "logit_bias",
+            params.logit_bias.iter().any(|b| !b.is_empty()),
+        ),
+        (
+            "repetition_penalty",
+            params.repetition_penalty.iter().any(|&x| x != 1.0),
+        ),
+        (
+            "frequency_penalty",
+            params.frequency_penalty.iter().any(|&x| x != 0.0),
+        ),
+        (
+            "presence_penalty",
+            params.presence_penalty.iter().any(|&x| x != 0.0),
+        ),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|u| u.1) {
+        return Err(Error::InvalidArgument(format!(
+            "params.{name}: this wrapper does not run the processing chain (mask, bias, \
+             penalties); leave it off or use gumbel_wgpu::Gpu::sample_tokens"
+        )));
+    }
     let (p, rows, k, strategy) = plain(logits)?;
     let out = kernels::sample_tokens(&p, rows, k, &row_params, noise)?;
     Ok(rewrap(

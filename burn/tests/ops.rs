@@ -148,6 +148,24 @@ fn sampling_matches_the_reference() {
         streams: &streams,
         ..Default::default()
     };
+    let tokens = ints(sample_tokens(l.clone(), &params, Noise::Bits32).unwrap());
+    let want = cpu::sample_tokens(&lv, k, &params).unwrap();
+    assert_eq!(
+        tokens,
+        want.tokens
+            .iter()
+            .map(|&w| i64::from(w))
+            .collect::<Vec<_>>()
+    );
+    // Top-nσ travels in the per-row parameters (48 bytes a row), so this wrapper has it too:
+    // a different n per row, some rows off.
+    let sigma: Vec<f32> = (0..rows).map(|r| [0.0, 0.5, 1.0, 2.5][r % 4]).collect();
+    let params = TokenSampling {
+        temperature: &temperature,
+        top_n_sigma: &sigma,
+        streams: &streams,
+        ..Default::default()
+    };
     let tokens = ints(sample_tokens(l, &params, Noise::Bits32).unwrap());
     let want = cpu::sample_tokens(&lv, k, &params).unwrap();
     assert_eq!(
@@ -254,8 +272,68 @@ fn bad_input_is_a_readable_error() {
         streams: &st,
         ..Default::default()
     };
-    let m = sample_tokens(l, &params, Noise::Bits32)
+    let m = sample_tokens(l.clone(), &params, Noise::Bits32)
         .unwrap_err()
         .to_string();
     assert!(m.contains("temperature"), "{m}");
+    // The processing chain is not wired in this wrapper: each of its fields is refused by name
+    // rather than silently dropped.
+    let rows = l.dims()[0];
+    let k = l.dims()[1];
+    let t = vec![1.0f32; rows];
+    let st = vec![Stream::new(0); rows];
+    let ok = TokenSampling {
+        temperature: &t,
+        streams: &st,
+        ..Default::default()
+    };
+    let mask = vec![u32::MAX; rows * k.div_ceil(32)];
+    let bias_row: &[(u32, f32)] = &[(0, 1.0)];
+    let bias = vec![bias_row; rows];
+    let rep = vec![1.5f32; rows];
+    let freq = vec![0.5f32; rows];
+    let cases = [
+        (
+            "allowed",
+            TokenSampling {
+                allowed: &mask,
+                ..ok
+            },
+        ),
+        (
+            "logit_bias",
+            TokenSampling {
+                logit_bias: &bias,
+                ..ok
+            },
+        ),
+        (
+            "repetition_penalty",
+            TokenSampling {
+                repetition_penalty: &rep,
+                ..ok
+            },
+        ),
+        (
+            "frequency_penalty",
+            TokenSampling {
+                frequency_penalty: &freq,
+                ..ok
+            },
+        ),
+        (
+            "presence_penalty",
+            TokenSampling {
+                presence_penalty: &freq,
+                ..ok
+            },
+        ),
+    ];
+    for (name, p) in cases {
+        let m = sample_tokens(l.clone(), &p, Noise::Bits32)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains(name), "{name}: {m}");
+    }
+    assert!(sample_tokens(l, &ok, Noise::Bits32).is_ok());
 }

@@ -10,8 +10,9 @@ use arbitrary::{Result as AResult, Unstructured};
 use gumbel_wgpu::wgpu;
 use gumbel_wgpu::{
     BackwardInput, BackwardJob, BackwardSlice, DensityJob, Error, Gpu, GpuOptions, GradSpace,
-    LogitsFormat, LogitsSlice, LogitsView, Noise, RandomJob, RandomKind, SampleJob, SampleOptions,
-    SoftmaxJob, SoftmaxMode, SpeculativeJob, Stream, Temperature, TokenJob, TokenSampling,
+    LogitsFormat, LogitsSlice, LogitsView, LogprobsMode, Noise, RandomJob, RandomKind, SampleJob,
+    SampleOptions, SoftmaxJob, SoftmaxMode, SpeculativeJob, Stream, Temperature, TokenBias,
+    TokenChain, TokenJob, TokenSampling,
 };
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -100,7 +101,7 @@ fn dim(u: &mut Unstructured<'_>, near: u64) -> AResult<u64> {
         0 => u.arbitrary()?,
         1 => near,
         2 => near.saturating_add(1),
-        _ => u.int_in_range(0..=near.max(1) + 2)?,
+        _ => u.int_in_range(0..=near.max(1).saturating_add(2))?,
     })
 }
 
@@ -286,13 +287,64 @@ fn call(u: &mut Unstructured<'_>, g: &Gpu) -> AResult<()> {
             let min_p = floats(u, d)?;
             let streams: Vec<Stream> = (0..e).map(|_| stream(u)).collect::<AResult<_>>()?;
             let _ = rows;
+            let logprobs = len(u, 30)?;
+            // The processing chain's fields (drawn after the older ones, so the corpus keeps
+            // its meaning): lengths near, at or off `rows`-like counts, values often special.
+            let mut r = || len(u, 20);
+            let (f, g2, h, i, j, m, o) = (r()?, r()?, r()?, r()?, r()?, r()?, r()?);
+            let repetition_penalty = floats(u, f)?;
+            let frequency_penalty = floats(u, g2)?;
+            let presence_penalty = floats(u, h)?;
+            let top_n_sigma = floats(u, i)?;
+            let token = |u: &mut Unstructured<'_>| -> AResult<u32> {
+                Ok(if u.arbitrary()? {
+                    u.arbitrary()?
+                } else {
+                    u.int_in_range(0..=k as u32 + 1)?
+                })
+            };
+            let lists = |u: &mut Unstructured<'_>, n: usize| -> AResult<Vec<Vec<u32>>> {
+                (0..n)
+                    .map(|_| {
+                        let c = len(u, 40)?;
+                        (0..c).map(|_| token(u)).collect()
+                    })
+                    .collect()
+            };
+            let prompt: Vec<Vec<u32>> = lists(u, j)?;
+            let output: Vec<Vec<u32>> = lists(u, m)?;
+            let bias: Vec<Vec<(u32, f32)>> = (0..o)
+                .map(|_| {
+                    let c = len(u, 40)?;
+                    (0..c).map(|_| Ok((token(u)?, float(u)?))).collect()
+                })
+                .collect::<AResult<_>>()?;
+            let words = len(u, 2000)?;
+            let allowed: Vec<u32> = (0..words).map(|_| u.arbitrary()).collect::<AResult<_>>()?;
+            let prompt_tokens: Vec<&[u32]> = prompt.iter().map(Vec::as_slice).collect();
+            let output_tokens: Vec<&[u32]> = output.iter().map(Vec::as_slice).collect();
+            let logit_bias: Vec<&[(u32, f32)]> = bias.iter().map(Vec::as_slice).collect();
+            let logprobs_mode = if u.arbitrary()? {
+                LogprobsMode::Processed
+            } else {
+                LogprobsMode::Raw
+            };
             let params = TokenSampling {
                 temperature: &temperature,
                 top_k: &top_k,
                 top_p: &top_p,
                 min_p: &min_p,
                 streams: &streams,
-                logprobs: len(u, 30)?,
+                logprobs,
+                repetition_penalty: &repetition_penalty,
+                frequency_penalty: &frequency_penalty,
+                presence_penalty: &presence_penalty,
+                top_n_sigma: &top_n_sigma,
+                prompt_tokens: &prompt_tokens,
+                output_tokens: &output_tokens,
+                logit_bias: &logit_bias,
+                allowed: &allowed,
+                logprobs_mode,
             };
             judge(
                 "sample_tokens_with",
@@ -303,7 +355,7 @@ fn call(u: &mut Unstructured<'_>, g: &Gpu) -> AResult<()> {
             let dn = len(u, 40)?;
             let k = len(u, 300)?;
             let drafts: Vec<u32> = (0..dn)
-                .map(|_| Ok(u.int_in_range(0..=k as u32 + 1)?))
+                .map(|_| u.int_in_range(0..=k as u32 + 1))
                 .collect::<AResult<_>>()?;
             let qn = if u.arbitrary()? {
                 dn * k
@@ -376,17 +428,29 @@ fn buffer_job(u: &mut Unstructured<'_>, g: &Gpu, op: u8) -> AResult<()> {
     let kind = *u.choose(&[RandomKind::Words, RandomKind::Uniform, RandomKind::Gumbel])?;
     let noise = noise(u)?;
     let optional: [bool; 3] = [u.arbitrary()?, u.arbitrary()?, u.arbitrary()?];
+    // The token job's newer parts (drawn last, so the corpus keeps its meaning): a row stride,
+    // the processing chain's device inputs, the ranks output, the log-probability mode.
+    let stride = if u.arbitrary()? { dim(u, k)? } else { 0 };
+    let chain_on: [bool; 4] = [
+        u.arbitrary()?,
+        u.arbitrary()?,
+        u.arbitrary()?,
+        u.arbitrary()?,
+    ];
+    for _ in 0..5 {
+        picks.push(bufs.slice(u)?);
+    }
+    let logprobs_mode = if u.arbitrary()? {
+        LogprobsMode::Processed
+    } else {
+        LogprobsMode::Raw
+    };
     let result = g.submit(|enc| {
         let sl: Vec<wgpu::BufferSlice<'_>> = picks
             .iter()
             .map(|&(b, a, e)| bufs.list[b].slice(a..e))
             .collect();
-        let view = LogitsView {
-            data: sl[0],
-            format: fmt,
-            rows,
-            k,
-        };
+        let view = LogitsView::new(sl[0], fmt, rows, k).with_stride(stride);
         let tau = if per_row {
             Temperature::PerRow(sl[2])
         } else {
@@ -453,14 +517,22 @@ fn buffer_job(u: &mut Unstructured<'_>, g: &Gpu, op: u8) -> AResult<()> {
             _ if optional[2] => g.token_sampler()?.record(
                 enc,
                 &TokenJob {
-                    logits: view,
-                    row_params: sl[1],
-                    out: sl[3],
                     logprobs: optional[0].then_some(sl[4]),
                     top_n,
                     top: optional[1].then_some(sl[5]),
                     status: optional[0].then_some(sl[6]),
                     noise,
+                    chain: TokenChain {
+                        allowed: chain_on[0].then_some(sl[7]),
+                        bias: chain_on[1].then_some(TokenBias {
+                            starts: sl[8],
+                            entries: sl[9],
+                        }),
+                        penalty_state: chain_on[2].then_some(sl[10]),
+                    },
+                    ranks: chain_on[3].then_some(sl[11]),
+                    logprobs_mode,
+                    ..TokenJob::new(view, sl[1], sl[3])
                 },
             ),
             _ => g.speculative_verifier()?.record(
