@@ -103,7 +103,8 @@ impl<'a> BackwardInput<'a> {
 /// (`"y"`, `"logits"`, `"grad"`, `"tau"`, `"out"`).
 #[derive(Clone, Copy, Debug)]
 pub struct BackwardJob<'a> {
-    /// The forward's sample or logits, with the shape `rows x k`.
+    /// The forward's sample or logits, with the shape `rows x k`; its view's rows may be
+    /// [`LogitsView::stride`] elements apart (`grad` and `out` are dense).
     pub input: BackwardInput<'a>,
     /// `dy` or `dx` (f32, `rows x k`).
     pub grad: wgpu::BufferSlice<'a>,

@@ -93,7 +93,8 @@ pub(crate) fn off_simplex(
 /// (`"logits"`, `"log_y"`, `"tau"`, `"out"`).
 #[derive(Clone, Copy, Debug)]
 pub struct DensityJob<'a> {
-    /// Logits, `rows x k` in any format; -inf marks a masked category.
+    /// Logits, `rows x k` in any format; -inf marks a masked category. Rows may be
+    /// [`LogitsView::stride`] elements apart (`log_y` is dense).
     pub logits: LogitsView<'a>,
     /// The log-space samples `x = log y`, f32, `rows x k`.
     pub log_y: wgpu::BufferSlice<'a>,

@@ -154,7 +154,8 @@ fn register_group(k: u64) -> u32 {
 pub struct SoftmaxJob<'a> {
     /// Soft, hard or log-space output.
     pub mode: SoftmaxMode,
-    /// The logits, `rows x k` in any [`crate::LogitsFormat`], at any 4-byte offset.
+    /// The logits, `rows x k` in any [`crate::LogitsFormat`], at any 4-byte offset, rows
+    /// [`LogitsView::stride`] elements apart if it is set (`out` is dense).
     pub logits: LogitsView<'a>,
     /// The temperature: a scalar (checked here) or a slice of `rows` f32 (checked per row by
     /// the kernel; a bad one makes its row bad, see [`GumbelSoftmax`]).
