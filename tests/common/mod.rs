@@ -213,7 +213,7 @@ pub fn strided_words(
 ) -> (Vec<u32>, Vec<u32>) {
     use gumbel_wgpu::LogitsFormat;
     use gumbel_wgpu::logits::{f32_to_bf16, f32_to_f16, pack_u16};
-    let poison = |i: usize| i % 2 == 0;
+    let poison = |i: usize| i.is_multiple_of(2);
     let mut dense = Vec::new();
     let mut strided = Vec::new();
     match format {
