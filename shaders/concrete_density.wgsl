@@ -4,7 +4,9 @@
 // Bindings (group 0):
 //   0: uniform DensityParams (generated from the Rust struct in src/density.rs: #import params)
 //   1: storage, read, array<u32> logits: rows x k logits (f32 / f16 / bf16 per `format`,
-//      read with logit_bits); element n of this dispatch at logits_base + n; -inf = masked
+//      read with logit_bits); entry j of row r of this dispatch at
+//      logits_base + r * (k + row_pad) + j (row_pad: the view's stride - k; 16-bit formats
+//      count halves, any stride); -inf = masked
 //   2: storage, read, array<u32> log_y: rows x k f32, the log-space sample x = log y; element n
 //      at log_y_base + n
 //   3: storage, read_write, array<u32> out: one f32 per row, row r at out_base + r
@@ -32,7 +34,8 @@
 // segment_partials (one workgroup per segment of params.seg_len entries writes its state to
 // partials[r * segs + s]) followed by segment_finish (one invocation per row merges them).
 // Safe without wgpu's runtime checks (the default, GpuOptions::runtime_checks): every element
-// index is a *_base plus an index below the dispatch's rows * k (or rows, for per-row data),
+// index is a *_base plus an index below the dispatch's rows * k (or rows, for per-row data;
+// for the logits, (rows - 1) * (k + row_pad) + k),
 // and each window the host binds holds exactly those elements; loops are counted (rows, blocks
 // of 4, lanes 0..4, segments), with bounds from the parameters; the only integer divisors are
 // constants, params.team (TEAM_SIZE = 32, a power of two dividing WG_SIZE) and params.segs
@@ -109,8 +112,11 @@ fn sexp(p: f32, m: f32) -> f32 {
     return exp(2.0 * max(0.5 * p - 0.5 * m, -60.0));
 }
 
-fn push(st: ptr<function, State>, n: u32) {
-    let lb = logit_bits(params.logits_base + n, params.format);
+// Entry j of row r: the logits' rows are k + row_pad elements apart (LogitsView's stride),
+// log_y's are dense.
+fn push(st: ptr<function, State>, r: u32, j: u32) {
+    let n = r * params.k + j;
+    let lb = logit_bits(params.logits_base + r * (params.k + params.row_pad) + j, params.format);
     if (is_masked_bits(lb)) {
         return;
     }
@@ -208,7 +214,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     set_row_tau(r);
     var st = empty_state();
     for (var j = 0u; j < params.k; j++) {
-        push(&st, r * params.k + j);
+        push(&st, r, j);
     }
     finish(r, st);
 }
@@ -229,7 +235,7 @@ fn row_per_workgroup(ids: LaneIds,
     set_row_tau(r);
     var st = empty_state();
     for (var j = lid; j < params.k; j += WG_SIZE) {
-        push(&st, r * params.k + j);
+        push(&st, r, j);
     }
     let row = reduce_team(lid, WG_SIZE, st);
     if (lid == 0u) {
@@ -248,7 +254,7 @@ fn row_per_team(ids: LaneIds,
     if (r < params.rows) {
         set_row_tau(r);
         for (var j = t; j < params.k; j += params.team) {
-            push(&st, r * params.k + j);
+            push(&st, r, j);
         }
     }
     let row = reduce_team(lid, params.team, st);
@@ -272,7 +278,7 @@ fn segment_partials(ids: LaneIds,
     let j1 = min(params.k, j0 + params.seg_len);
     var st = empty_state();
     for (var j = j0 + lid; j < j1; j += WG_SIZE) {
-        push(&st, r * params.k + j);
+        push(&st, r, j);
     }
     let seg = reduce_team(lid, WG_SIZE, st);
     if (lid == 0u) {

@@ -24,8 +24,10 @@
 // every access adds it, so callers' slices may start at any 4-byte offset:
 //   0: uniform SoftmaxParams (generated from the Rust struct: #import params)
 //   1: storage, read       logits: array<u32>  f32, or f16/bf16 packed two per word (logits.wgsl);
-//                          element n of this dispatch is logit_bits(logit_base + n) (16-bit
-//                          formats: logit_base counts halves)
+//                          element j of dispatch row r is
+//                          logit_bits(logit_base + r * (k + row_pad) + j) (row_pad: the
+//                          view's stride - k, so rows may sit apart in an engine's padded
+//                          matrix; 16-bit formats: logit_base counts halves, any stride)
 //   2: storage, read       taus: array<u32>    row r's tau bits at taus[tau_base + r] (when
 //                          per_row_tau; an unused 16-byte buffer otherwise, and params.tau is
 //                          the tau)
@@ -41,8 +43,9 @@
 // row0 * k per dispatch) holds dispatch-relative flat elements n0 = r*k .. n0 + k - 1; element n
 // uses stream word n: block block0 + (phase + n) / 4, lane (phase + n) % 4.
 // Safety contract (the modules are compiled without wgpu's runtime checks by default):
-//   * indices stay in the windows: logits/out are read/written at base + r*k + j with
-//     r < params.rows and j < params.k, and the host binds rows * k elements from each base;
+//   * indices stay in the windows: logits are read at base + r*(k + row_pad) + j and out
+//     written at base + r*k + j with r < params.rows and j < params.k, and the host binds
+//     (rows - 1) * (k + row_pad) + k logits and rows * k outputs from each base;
 //     taus[tau_base + r] only when per_row_tau (rows words bound); status[status_base + 0..2]
 //     only when use_status (3 words bound); partials[partial_base + i] with
 //     i < rows * segments, split kernels only (rows * segments states bound); register slots
@@ -108,6 +111,7 @@ const KIND_BAD: u32 = 2u;
 
 struct Row {
     n0: u32,
+    l0: u32,         // element index (in the logits window) of the row's first logit
     off: u32,
     qb0: u32,
     nblocks: u32,
@@ -135,6 +139,8 @@ fn empty_state() -> State {
 fn row_info(r: u32) -> Row {
     var row: Row;
     row.n0 = r * params.k;
+    // Logits rows are k + row_pad elements apart (LogitsView's stride); out rows are dense.
+    row.l0 = params.logit_base + r * (params.k + params.row_pad);
     let p0 = params.phase + row.n0;
     row.off = p0 % 4u;
     row.qb0 = p0 / 4u;
@@ -313,7 +319,7 @@ fn scan(row: Row, q_first: u32, q_step: u32, q_end: u32) -> State {
         for (var lane = 0u; lane < 4u; lane++) {
             let j = 4u * q + lane - row.off;
             if (j < params.k) {
-                absorb(&st, logit_bits(params.logit_base + row.n0 + j, params.format), w[lane], j, row);
+                absorb(&st, logit_bits(row.l0 + j, params.format), w[lane], j, row);
             }
         }
     }
@@ -333,7 +339,7 @@ fn write_scan(row: Row, st: State, kind: u32, q_first: u32, q_step: u32, q_end: 
                 var b = 0u;
                 var g = 0.0;
                 if (kind != KIND_BAD && params.want_hard == 0u) {
-                    b = logit_bits(params.logit_base + row.n0 + j, params.format);
+                    b = logit_bits(row.l0 + j, params.format);
                     if (needs_noise(kind, b)) {
                         g = gumbel_from_word(w[lane]);
                     }
@@ -447,7 +453,7 @@ fn softmax_registers(@builtin(local_invocation_index) lid: u32,
                 bits[slot] = F32_NEG_INF_BITS;
                 noise[slot] = 0.0;
                 if (j < params.k) {
-                    let b = logit_bits(params.logit_base + row.n0 + j, params.format);
+                    let b = logit_bits(row.l0 + j, params.format);
                     bits[slot] = b;
                     if (is_finite_bits(b)) {
                         let g = gumbel_from_word(w[lane]);
@@ -516,7 +522,7 @@ fn softmax_onchip(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
                 bits[slot] = F32_NEG_INF_BITS;
                 noise[slot] = 0.0;
                 if (j < params.k) {
-                    let b = logit_bits(params.logit_base + row.n0 + j, params.format);
+                    let b = logit_bits(row.l0 + j, params.format);
                     bits[slot] = b;
                     if (is_finite_bits(b)) {
                         let g = gumbel_from_word(w[lane]);
@@ -535,7 +541,7 @@ fn softmax_onchip(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         for (var lane = 0u; lane < 4u; lane++) {
             let j = 4u * q + lane - row.off;
             if (j < params.k) {
-                let b = logit_bits(params.logit_base + row.n0 + j, params.format);
+                let b = logit_bits(row.l0 + j, params.format);
                 onchip_cache[c + lane] = b;
                 absorb(&st, b, w[lane], j, row);
             }

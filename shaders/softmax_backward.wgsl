@@ -3,8 +3,9 @@
 //
 // Bindings (group 0):
 //   0: uniform BackwardParams (generated from the Rust struct in src/backward.rs: #import params)
-//   1: storage, read, array<u32> logits: the forward's input, by mode (element n of this
-//      dispatch at input_base + n):
+//   1: storage, read, array<u32> logits: the forward's input, by mode (element j of row r of
+//      this dispatch, flat n = r*k + j, at input_base + n + r*row_pad: rows k + row_pad elements
+//      apart, row_pad = the view's stride - k; 16-bit formats count halves, any stride):
 //        stored soft:  y (f32 bits)         stored log:  x = log y (f32 bits, -inf = masked)
 //        recompute:    the logits l (f32 / f16 / bf16 per `format`, read with logit_bits)
 //   2: storage, read, array<f32> grad: dy (soft) or dx (log), rows x k row-major, element n at
@@ -150,11 +151,13 @@ struct Elem {
     g: f32,
 }
 
-// Element n given its Philox word w (ignored by the stored modes).
-fn element(n: u32, w: u32) -> Elem {
+// Element n (of row r) given its Philox word w (ignored by the stored modes). The input's rows
+// are k + row_pad elements apart (LogitsView's stride); grad and out are dense.
+fn element(n: u32, r: u32, w: u32) -> Elem {
     let g = grad[params.grad_base + n];
+    let i = params.input_base + n + r * params.row_pad;
     if (recompute()) {
-        let b = logit_bits(params.input_base + n, params.format);
+        let b = logit_bits(i, params.format);
         if (is_masked_bits(b)) {
             return Elem(DEAD, 0.0, 0.0);
         }
@@ -163,7 +166,7 @@ fn element(n: u32, w: u32) -> Elem {
         }
         return Elem(LIVE, bitcast<f32>(b) + gumbel_from_word(w), g);
     }
-    let b = logits[params.input_base + n];
+    let b = logits[i];
     if (log_space()) {
         if (is_masked_bits(b)) {
             return Elem(DEAD, 0.0, 0.0);
@@ -313,7 +316,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                push(&st, element(n, w[lane]));
+                push(&st, element(n, r, w[lane]));
             }
         }
     }
@@ -322,7 +325,7 @@ fn row_per_thread(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[params.out_base + n] = gradient(element(n, w[lane]), st);
+                out[params.out_base + n] = gradient(element(n, r, w[lane]), st);
             }
         }
     }
@@ -359,7 +362,7 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
             for (var lane = 0u; lane < 4u; lane++) {
                 let n = flat(q, lane);
                 if (in_row(n, r)) {
-                    let e = element(n, w[lane]);
+                    let e = element(n, r, w[lane]);
                     kind[c][lane] = e.kind;
                     a[c][lane] = e.a;
                     g[c][lane] = e.g;
@@ -373,7 +376,7 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                push(&st, element(n, w[lane]));
+                push(&st, element(n, r, w[lane]));
             }
         }
     }
@@ -395,7 +398,7 @@ fn team_row(lid: u32, t: u32, size: u32, r: u32, valid: bool) {
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[params.out_base + n] = gradient(element(n, w[lane]), row);
+                out[params.out_base + n] = gradient(element(n, r, w[lane]), row);
             }
         }
     }
@@ -451,7 +454,7 @@ fn segment_partials(ids: LaneIds,
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                push(&st, element(n, w[lane]));
+                push(&st, element(n, r, w[lane]));
             }
         }
     }
@@ -483,7 +486,7 @@ fn segment_write(ids: LaneIds,
         for (var lane = 0u; lane < 4u; lane++) {
             let n = flat(q, lane);
             if (in_row(n, r)) {
-                out[params.out_base + n] = gradient(element(n, w[lane]), row);
+                out[params.out_base + n] = gradient(element(n, r, w[lane]), row);
             }
         }
     }

@@ -103,7 +103,8 @@ impl<'a> BackwardInput<'a> {
 /// (`"y"`, `"logits"`, `"grad"`, `"tau"`, `"out"`).
 #[derive(Clone, Copy, Debug)]
 pub struct BackwardJob<'a> {
-    /// The forward's sample or logits, with the shape `rows x k`.
+    /// The forward's sample or logits, with the shape `rows x k`; its view's rows may be
+    /// [`LogitsView::stride`] elements apart (`grad` and `out` are dense).
     pub input: BackwardInput<'a>,
     /// `dy` or `dx` (f32, `rows x k`).
     pub grad: wgpu::BufferSlice<'a>,
@@ -198,6 +199,8 @@ uniform_params! {
         seg_blocks: u32,
         /// Invocations per row in row_per_team.
         team: u32,
+        /// The input view's stride - k (elements between rows beyond k).
+        row_pad: u32,
     }
 }
 
@@ -283,8 +286,12 @@ impl GumbelSoftmaxBackward {
                 view.format
             )));
         }
-        let len = view.check(name)?;
+        // A strided view (logits, or a stored y / log y) is read in place, row r at element
+        // r * stride; grad and out stay dense `rows x k`. rows * k <= rows * stride, which the
+        // check bounds.
+        view.check_strided(name)?;
         let (rows, k) = (view.rows, view.k);
+        let (len, stride) = (rows * k, view.row_stride());
         check_slice("grad", job.grad, len * 4)?;
         check_slice("out", job.out, len * 4)?;
         check_temperature(&job.tau, rows)?;
@@ -302,14 +309,14 @@ impl GumbelSoftmaxBackward {
         let path = row_path(rows, k, path);
         // Segments per row for SplitRows: a row spans at most (k + 6) / 4 Philox blocks.
         let segs = (k + 6).div_ceil(4).div_ceil(SEG_BLOCKS);
-        let per_dispatch = self.core.rows_per_dispatch(rows, k)?;
+        let per_dispatch = self.core.rows_per_dispatch(rows, stride)?;
         let core = &self.core;
         core.scoped(|| {
             let mut r0 = 0u64;
             while r0 < rows {
                 let n = per_dispatch.min(rows - r0);
                 let (e0, len) = (r0 * k, n * k);
-                let input = core.window(view.data, e0, len, view.format.bytes());
+                let input = core.window(view.data, r0 * stride, view.span(n), view.format.bytes());
                 let grad = core.window(job.grad, e0, len, 4);
                 let out = core.window(job.out, e0, len, 4);
                 let (tau, taus) = match job.tau {
@@ -343,6 +350,7 @@ impl GumbelSoftmaxBackward {
                     per_row: u32::from(matches!(job.tau, Temperature::PerRow(_))),
                     segs: segs as u32,
                     seg_blocks: SEG_BLOCKS as u32,
+                    row_pad: (stride - k) as u32,
                     team: TEAM_SIZE,
                 };
                 let bindings = [

@@ -93,7 +93,8 @@ pub(crate) fn off_simplex(
 /// (`"logits"`, `"log_y"`, `"tau"`, `"out"`).
 #[derive(Clone, Copy, Debug)]
 pub struct DensityJob<'a> {
-    /// Logits, `rows x k` in any format; -inf marks a masked category.
+    /// Logits, `rows x k` in any format; -inf marks a masked category. Rows may be
+    /// [`LogitsView::stride`] elements apart (`log_y` is dense).
     pub logits: LogitsView<'a>,
     /// The log-space samples `x = log y`, f32, `rows x k`.
     pub log_y: wgpu::BufferSlice<'a>,
@@ -135,6 +136,8 @@ uniform_params! {
         /// Split rows: segments per row and entries per segment.
         segs: u32,
         seg_len: u32,
+        /// The logits view's stride - k (elements between rows beyond k).
+        row_pad: u32,
     }
 }
 
@@ -210,8 +213,11 @@ impl ConcreteDensity {
         job: &DensityJob<'_>,
         path: RowPath,
     ) -> Result<(), Error> {
-        let len = job.logits.check("logits")?;
+        // A strided view is read in place (row r at element r * stride); log_y stays dense
+        // `rows x k`. rows * k <= rows * stride, which the check bounds.
+        job.logits.check_strided("logits")?;
         let LogitsView { rows, k, .. } = job.logits;
+        let (len, stride) = (rows * k, job.logits.row_stride());
         check_slice("log_y", job.log_y, len * 4)?;
         check_slice("out", job.out, rows * 4)?;
         check_temperature(&job.tau, rows)?;
@@ -228,14 +234,19 @@ impl ConcreteDensity {
         }
         let path = row_path(rows, k, path);
         let segs = k.div_ceil(SEG_LEN);
-        let per_dispatch = self.core.rows_per_dispatch(rows, k)?;
+        let per_dispatch = self.core.rows_per_dispatch(rows, stride)?;
         let core = &self.core;
         core.scoped(|| {
             let mut r0 = 0u64;
             while r0 < rows {
                 let n = per_dispatch.min(rows - r0);
                 let (e0, len) = (r0 * k, n * k);
-                let logits = core.window(job.logits.data, e0, len, job.logits.format.bytes());
+                let logits = core.window(
+                    job.logits.data,
+                    r0 * stride,
+                    job.logits.span(n),
+                    job.logits.format.bytes(),
+                );
                 let log_y = core.window(job.log_y, e0, len, 4);
                 let out = core.window(job.out, r0, n, 4);
                 let (tau, taus) = match job.tau {
@@ -264,6 +275,7 @@ impl ConcreteDensity {
                     team: TEAM_SIZE,
                     segs: segs as u32,
                     seg_len: SEG_LEN as u32,
+                    row_pad: (stride - k) as u32,
                 };
                 let bindings = [
                     logits.binding,

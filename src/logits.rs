@@ -45,8 +45,9 @@ impl LogitsFormat {
 /// offset alignment), its element format and its shape. Logits, or a forward pass's stored
 /// `y` / `log y` (f32).
 ///
-/// A view is checked when a job is recorded: the buffer must have `STORAGE` usage and the slice
-/// must hold `rows * k` elements (16-bit formats rounded up to whole 4-byte words), else
+/// A view is checked when a job is recorded: the buffer must have `STORAGE` usage, the stride
+/// (if set) must be at least `k`, and the slice must hold `(rows - 1) * stride + k` elements
+/// (`rows * k` for a dense view; 16-bit formats rounded up to whole 4-byte words), else
 /// [`Error::InvalidArgument`] names the argument.
 #[derive(Clone, Copy, Debug)]
 pub struct LogitsView<'a> {
@@ -60,9 +61,15 @@ pub struct LogitsView<'a> {
     pub k: u64,
     /// Elements from the start of one row to the start of the next: 0 (the default) means `k`,
     /// a dense matrix; else at least `k`, as an engine's `logits[:, :vocab]` of a padded output
-    /// layer (128256 tokens in rows of 128512). Set it with [`LogitsView::with_stride`]. Token
-    /// sampling ([`crate::TokenSampler`]) and Gumbel-max / top-k ([`crate::Sampler`]) honour
-    /// it; the other families refuse a strided view with an `Err` naming the argument.
+    /// layer (128256 tokens in rows of 128512). Set it with [`LogitsView::with_stride`]. Every
+    /// family that reads a view honours it, reading row `r`'s element `j` at `r * stride + j`:
+    /// token sampling ([`crate::TokenSampler`]), Gumbel-max / top-k ([`crate::Sampler`]), the
+    /// forward ([`crate::GumbelSoftmax`]), the backward ([`crate::GumbelSoftmaxBackward`]: the
+    /// logits it recomputes from, or a stored `y` / `log y`) and the density
+    /// ([`crate::ConcreteDensity`]). Their other inputs and outputs (`out`, `grad`, `log_y`)
+    /// are plain slices and stay dense `rows x k` (or one value per row). Any stride `>= k` is
+    /// allowed in every format: the kernels address f16/bf16 elements one by one, so an odd
+    /// stride (rows starting in the middle of a 32-bit word) reads the same as an even one.
     pub stride: u64,
 }
 
@@ -102,19 +109,6 @@ impl<'a> LogitsView<'a> {
         } else {
             self.stride
         }
-    }
-
-    /// Checks a dense view (the argument named `what`) and returns its element count; a view
-    /// with a row stride other than `k` is an `Err` (the family reading it does not take one).
-    pub(crate) fn check(&self, what: &str) -> Result<u64, Error> {
-        if self.row_stride() != self.k {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: a row stride ({}) other than k ({}) is not supported here (token \
-                 sampling and Gumbel-max sampling take one)",
-                self.stride, self.k
-            )));
-        }
-        crate::family::check_view(what, self.data, self.format, self.rows, self.k)
     }
 
     /// Checks a view that may have a row stride (the argument named `what`): `stride` 0 or

@@ -154,7 +154,8 @@ fn register_group(k: u64) -> u32 {
 pub struct SoftmaxJob<'a> {
     /// Soft, hard or log-space output.
     pub mode: SoftmaxMode,
-    /// The logits, `rows x k` in any [`crate::LogitsFormat`], at any 4-byte offset.
+    /// The logits, `rows x k` in any [`crate::LogitsFormat`], at any 4-byte offset, rows
+    /// [`LogitsView::stride`] elements apart if it is set (`out` is dense).
     pub logits: LogitsView<'a>,
     /// The temperature: a scalar (checked here) or a slice of `rows` f32 (checked per row by
     /// the kernel; a bad one makes its row bad, see [`GumbelSoftmax`]).
@@ -195,6 +196,7 @@ uniform_params! {
         out_base: u32,
         status_base: u32,
         partial_base: u32,
+        row_pad: u32,
     }
 }
 
@@ -358,7 +360,10 @@ impl GumbelSoftmax {
         strategy: SoftmaxStrategy,
     ) -> Result<(), Error> {
         let LogitsView { rows, k, .. } = job.logits;
-        let len = job.logits.check("logits")?;
+        // A strided view is read in place (row r at element r * stride); `out` stays a dense
+        // `rows x k` matrix. rows * k <= rows * stride, which the check bounds.
+        job.logits.check_strided("logits")?;
+        let len = rows * k;
         check_temperature(&job.tau, rows)?;
         check_slice("out", job.out, len * 4)?;
         if let Some(s) = job.status {
@@ -400,9 +405,11 @@ impl GumbelSoftmax {
             SoftmaxStrategy::Split => ((k + 6) / 4).div_ceil(u64::from(WG_SIZE * REG_BLOCKS)),
             _ => 1,
         };
-        // Whole rows per dispatch: every window (logits and out, k elements a row; partials,
+        // Whole rows per dispatch: every window (logits, stride elements a row; out, k; partials,
         // `segments` states of 8 words a row) fits one storage binding.
-        let per_dispatch = self.core.rows_per_dispatch(rows, k.max(segments * 8))?;
+        let per_dispatch = self
+            .core
+            .rows_per_dispatch(rows, job.logits.row_stride().max(segments * 8))?;
         self.core.scoped(|| {
             let mut row0 = 0;
             while row0 < rows {
@@ -428,7 +435,13 @@ impl GumbelSoftmax {
         let core = &self.core;
         let k = job.logits.k;
         let group = register_group(k);
-        let logits = core.window(job.logits.data, row0 * k, n * k, job.logits.format.bytes());
+        let stride = job.logits.row_stride();
+        let logits = core.window(
+            job.logits.data,
+            row0 * stride,
+            job.logits.span(n),
+            job.logits.format.bytes(),
+        );
         let out = core.window(job.out, row0 * k, n * k, 4);
         let (tau, taus) = match job.tau {
             Temperature::Scalar(t) => (t, core.unused(2)),
@@ -472,6 +485,7 @@ impl GumbelSoftmax {
             out_base: out.base,
             status_base: status.base,
             partial_base: partials.base,
+            row_pad: (stride - k) as u32,
         };
         let bindings = [
             logits.binding,

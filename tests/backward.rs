@@ -1154,3 +1154,166 @@ fn bad_views_are_errors_naming_the_argument() {
         ));
     }
 }
+
+/// The backward's output bits for `input_words` read as a `rows x k` view of `input`'s form
+/// with rows `stride` elements apart (`None`: dense), grad dense, out poisoned with a tail that
+/// must stay untouched.
+#[allow(clippy::too_many_arguments)]
+fn strided_backward(
+    gpu: &Gpu,
+    input: Input,
+    input_words: &[u32],
+    grad: &[f32],
+    rows: usize,
+    k: usize,
+    stride: Option<usize>,
+    path: RowPath,
+    stream: Stream,
+) -> Result<Vec<u32>, Error> {
+    let len = rows * k;
+    let data = gpu.upload("input", input_words).unwrap();
+    let grad = gpu.upload("grad", grad).unwrap();
+    let out = poisoned(gpu, len + 5);
+    let view = |format| {
+        let v = LogitsView::new(data.slice(..), format, rows as u64, k as u64);
+        stride.map_or(v, |s| v.with_stride(s as u64))
+    };
+    let input = match input {
+        Input::Y => BackwardInput::Probs(view(LogitsFormat::F32)),
+        Input::LogY => BackwardInput::LogProbs(view(LogitsFormat::F32)),
+        Input::Logits(format, space) => BackwardInput::Logits {
+            logits: view(format),
+            stream,
+            space,
+        },
+    };
+    let job = BackwardJob {
+        input,
+        grad: grad.slice(..),
+        tau: Temperature::Scalar(0.7),
+        out: out.slice(..),
+    };
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    let mut result = Ok(());
+    run(gpu, |enc| result = kernels.record_path(enc, &job, path));
+    result?;
+    let got: Vec<u32> = gpu.read_buffer(&out, len + 5).unwrap();
+    assert!(got[len..].iter().all(|&w| w == SENTINEL), "wrote past out");
+    Ok(got[..len].to_vec())
+}
+
+#[test]
+fn a_row_stride_reads_padded_inputs_in_place() {
+    // Every input form (stored y, stored log y, logits in f32 / f16 / bf16) with rows k + pad
+    // elements apart, the pads poisoned (NaN / the largest finite value): every path gives the
+    // bits of the same job on the dense copy, also over several dispatches (chunked adapter).
+    let gpu = gpu();
+    let chunked = chunked_gpu(5000);
+    let mut rng = StdRng::seed_from_u64(0xbac0_5716);
+    let paths = [
+        RowPath::Auto,
+        RowPath::RowPerThread,
+        RowPath::RowPerTeam,
+        RowPath::RowPerWorkgroup,
+        RowPath::SplitRows,
+    ];
+    let mut runs = 0;
+    for &(k, rows) in STRIDE_SHAPES {
+        let logits = masked_logits(&mut rng, rows, k, 0.1);
+        let grad = grads(&mut rng, rows * k);
+        // A stored y: the f64 forward of the logits (noise-free is enough for bit equality);
+        // log y beside it.
+        let y: Vec<f32> = logits
+            .chunks(k)
+            .flat_map(|row| {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let e: Vec<f64> = row.iter().map(|&l| f64::from(l - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.into_iter().map(move |e| (e / s) as f32)
+            })
+            .collect();
+        let log_y: Vec<f32> = y.iter().map(|&y| y.ln()).collect();
+        let stream = Stream {
+            seed: rng.random(),
+            offset: rng.random::<u64>() >> 8,
+        };
+        for &input in INPUTS {
+            let (values, format) = match input {
+                Input::Y => (&y, LogitsFormat::F32),
+                Input::LogY => (&log_y, LogitsFormat::F32),
+                Input::Logits(format, _) => (&logits, format),
+            };
+            let (dense, _) = strided_words(values, k, 0, format);
+            for &path in &paths {
+                let want = strided_backward(gpu, input, &dense, &grad, rows, k, None, path, stream);
+                for &pad in STRIDE_PADS {
+                    let what = format!("k {k} rows {rows} pad {pad} {input:?} {path:?}");
+                    let (_, words) = strided_words(values, k, pad, format);
+                    let strided = |g: &Gpu| {
+                        strided_backward(
+                            g,
+                            input,
+                            &words,
+                            &grad,
+                            rows,
+                            k,
+                            Some(k + pad),
+                            path,
+                            stream,
+                        )
+                    };
+                    match (&want, strided(gpu)) {
+                        (Ok(w), Ok(g)) => {
+                            assert!(*w == g, "{what}: differs from the dense view");
+                            runs += 1;
+                        }
+                        (Err(_), Err(_)) => {}
+                        (w, g) => panic!("{what}: dense {w:?} strided {g:?}"),
+                    }
+                    if path == RowPath::Auto && (k + pad) * 3 <= 5000 {
+                        let g = strided(&chunked).unwrap();
+                        assert!(*want.as_ref().unwrap() == g, "{what}: chunked differs");
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 300, "only {runs} strided runs compared");
+    // A stride below k and a slice too short are errors naming the input.
+    let b = gpu.upload("b", &vec![0u32; 2010]).unwrap();
+    let grad = gpu.upload("grad", &vec![0u32; 2000]).unwrap();
+    let out = poisoned(gpu, 2000);
+    let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
+    for (stride, why) in [(999u64, "below k"), (1011, "the slice holds"), (1010, "")] {
+        let v = LogitsView::f32(b.slice(..), 2, 1000).with_stride(stride);
+        for (input, name) in [
+            (BackwardInput::Probs(v), "y"),
+            (
+                BackwardInput::Logits {
+                    logits: v,
+                    stream: Stream::new(1),
+                    space: GradSpace::Probs,
+                },
+                "logits",
+            ),
+        ] {
+            let job = BackwardJob {
+                input,
+                grad: grad.slice(..),
+                tau: Temperature::Scalar(1.0),
+                out: out.slice(..),
+            };
+            let mut enc = gpu.device().create_command_encoder(&Default::default());
+            match kernels.record(&mut enc, &job) {
+                Ok(()) => assert!(why.is_empty(), "{name} stride {stride}: accepted"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        !why.is_empty() && e.contains(name) && e.contains(why),
+                        "{name} stride {stride}: {e}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -795,3 +795,109 @@ fn bad_views_are_errors_naming_the_argument() {
     let got: Vec<f32> = gpu.read_buffer(&out, 2).unwrap();
     assert!(got[0].is_finite() && got[1].is_nan(), "{got:?}");
 }
+
+/// The density's output bits for `words` read as `rows x k` logits with rows `stride` elements
+/// apart (`None`: dense), log_y dense, out poisoned with a tail that must stay untouched.
+#[allow(clippy::too_many_arguments)]
+fn strided_density(
+    gpu: &Gpu,
+    format: LogitsFormat,
+    words: &[u32],
+    log_y: &[f32],
+    rows: usize,
+    k: usize,
+    stride: Option<usize>,
+    simplex: bool,
+    path: RowPath,
+) -> Result<Vec<u32>, Error> {
+    let data = gpu.upload("logits", words).unwrap();
+    let log_y = gpu.upload("log_y", log_y).unwrap();
+    let out = poisoned(gpu, rows + 5);
+    let view = LogitsView::new(data.slice(..), format, rows as u64, k as u64);
+    let job = DensityJob {
+        logits: stride.map_or(view, |s| view.with_stride(s as u64)),
+        log_y: log_y.slice(..),
+        tau: Temperature::Scalar(0.7),
+        simplex,
+        out: out.slice(..),
+    };
+    let kernels = gpu.concrete_density_kernels().unwrap();
+    let mut result = Ok(());
+    run(gpu, |enc| result = kernels.record_path(enc, &job, path));
+    result?;
+    let got: Vec<u32> = gpu.read_buffer(&out, rows + 5).unwrap();
+    assert!(got[rows..].iter().all(|&w| w == SENTINEL), "wrote past out");
+    Ok(got[..rows].to_vec())
+}
+
+#[test]
+fn a_row_stride_reads_padded_logits_in_place() {
+    // f32 / f16 / bf16 logits with rows k + pad elements apart, the pads poisoned (NaN / the
+    // largest finite value): every path gives the bits of the same job on the dense copy, also
+    // over several dispatches (chunked adapter).
+    let chunked = chunked_gpu(5000);
+    let mut rng = StdRng::seed_from_u64(0xde45_1716);
+    let paths = [
+        RowPath::Auto,
+        RowPath::RowPerThread,
+        RowPath::RowPerTeam,
+        RowPath::RowPerWorkgroup,
+        RowPath::SplitRows,
+    ];
+    let mut runs = 0;
+    for &(k, rows) in STRIDE_SHAPES {
+        let j = job(&mut rng, LogitsFormat::F32, rows, k, false);
+        for format in [LogitsFormat::F32, LogitsFormat::F16, LogitsFormat::Bf16] {
+            let (dense, _) = strided_words(&j.widened, k, 0, format);
+            for &path in &paths {
+                let run = |g: &Gpu, words: &[u32], stride| {
+                    strided_density(g, format, words, &j.log_y, rows, k, stride, j.simplex, path)
+                };
+                let want = run(gpu(), &dense, None);
+                for &pad in STRIDE_PADS {
+                    let what = format!("k {k} rows {rows} pad {pad} {format:?} {path:?}");
+                    let (_, words) = strided_words(&j.widened, k, pad, format);
+                    match (&want, run(gpu(), &words, Some(k + pad))) {
+                        (Ok(w), Ok(g)) => {
+                            assert!(*w == g, "{what}: differs from the dense view");
+                            runs += 1;
+                        }
+                        (Err(_), Err(_)) => {}
+                        (w, g) => panic!("{what}: dense {w:?} strided {g:?}"),
+                    }
+                    if path == RowPath::Auto && (k + pad) * 3 <= 5000 {
+                        let g = run(&chunked, &words, Some(k + pad)).unwrap();
+                        assert!(*want.as_ref().unwrap() == g, "{what}: chunked differs");
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 300, "only {runs} strided runs compared");
+    // A stride below k and a slice too short are errors naming the logits.
+    let gpu = gpu();
+    let b = gpu.upload("b", &vec![0u32; 2010]).unwrap();
+    let log_y = gpu.upload("log_y", &vec![0u32; 2000]).unwrap();
+    let out = poisoned(gpu, 2);
+    let kernels = gpu.concrete_density_kernels().unwrap();
+    for (stride, why) in [(999u64, "below k"), (1011, "the slice holds"), (1010, "")] {
+        let job = DensityJob {
+            logits: LogitsView::f32(b.slice(..), 2, 1000).with_stride(stride),
+            log_y: log_y.slice(..),
+            tau: Temperature::Scalar(1.0),
+            simplex: false,
+            out: out.slice(..),
+        };
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        match kernels.record(&mut enc, &job) {
+            Ok(()) => assert!(why.is_empty(), "stride {stride}: accepted"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    !why.is_empty() && e.contains("logits") && e.contains(why),
+                    "stride {stride}: {e}"
+                );
+            }
+        }
+    }
+}

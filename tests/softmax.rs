@@ -1491,3 +1491,151 @@ fn the_onchip_kernel_refuses_rows_it_cannot_hold_and_agrees_with_online() {
         }
     }
 }
+
+/// The forward's output bits for `words` read as `rows x k` logits with rows `stride` elements
+/// apart (`None`: a dense view), into a poisoned `out` whose tail must stay untouched.
+#[allow(clippy::too_many_arguments)]
+fn strided_forward(
+    gpu: &Gpu,
+    mode: SoftmaxMode,
+    format: LogitsFormat,
+    words: &[u32],
+    rows: usize,
+    k: usize,
+    stride: Option<usize>,
+    strategy: SoftmaxStrategy,
+    stream: Stream,
+) -> Result<Vec<u32>, Error> {
+    let len = rows * k;
+    let logits = gpu.upload("logits", words).unwrap();
+    let out = poisoned(gpu, len + 5);
+    let mut view = LogitsView::new(logits.slice(..), format, rows as u64, k as u64);
+    if let Some(s) = stride {
+        view = view.with_stride(s as u64);
+    }
+    let job = SoftmaxJob {
+        mode,
+        logits: view,
+        tau: Temperature::Scalar(0.7),
+        stream,
+        out: out.slice(..),
+        status: None,
+    };
+    let kernels = gpu.gumbel_softmax_kernels().unwrap();
+    let mut result = Ok(());
+    run(gpu, |enc| result = kernels.record_with(enc, &job, strategy));
+    result?;
+    let got: Vec<u32> = gpu.read_buffer(&out, len + 5).unwrap();
+    assert!(got[len..].iter().all(|&w| w == SENTINEL), "wrote past out");
+    Ok(got[..len].to_vec())
+}
+
+#[test]
+fn a_row_stride_reads_padded_logits_in_place() {
+    // Rows k + pad elements apart, the pads poisoned (NaN / the largest finite value): every
+    // path, format and mode gives the bits of the same job on the dense copy, also split into
+    // several dispatches (a chunked adapter: windows start at unaligned, strided rows).
+    let gpu = common::gpu();
+    let chunked = chunked_gpu(5000);
+    let mut rng = StdRng::seed_from_u64(0x5717_de16);
+    let strategies = [
+        SoftmaxStrategy::Auto,
+        SoftmaxStrategy::RowPerThread,
+        SoftmaxStrategy::Registers,
+        SoftmaxStrategy::OnChip,
+        SoftmaxStrategy::Online,
+        SoftmaxStrategy::Split,
+    ];
+    let modes = [SoftmaxMode::Soft, SoftmaxMode::Hard, SoftmaxMode::Log];
+    let mut runs = 0;
+    for &(k, rows) in STRIDE_SHAPES {
+        let logits = random_logits(&mut rng, rows, k);
+        let stream = random_stream(&mut rng);
+        for (f, format) in [LogitsFormat::F32, LogitsFormat::F16, LogitsFormat::Bf16]
+            .into_iter()
+            .enumerate()
+        {
+            for (s, &strategy) in strategies.iter().enumerate() {
+                let mode = modes[(f + s) % 3];
+                let (dense, _) = strided_words(&logits, k, 0, format);
+                let want =
+                    strided_forward(gpu, mode, format, &dense, rows, k, None, strategy, stream);
+                for &pad in STRIDE_PADS {
+                    let what =
+                        format!("k {k} rows {rows} pad {pad} {format:?} {strategy:?} {mode:?}");
+                    let (_, words) = strided_words(&logits, k, pad, format);
+                    let got = strided_forward(
+                        gpu,
+                        mode,
+                        format,
+                        &words,
+                        rows,
+                        k,
+                        Some(k + pad),
+                        strategy,
+                        stream,
+                    );
+                    match (&want, &got) {
+                        (Ok(w), Ok(g)) => {
+                            assert!(w == g, "{what}: differs from the dense view");
+                            runs += 1;
+                        }
+                        (Err(_), Err(_)) => {} // a path that does not hold this k
+                        _ => panic!(
+                            "{what}: dense {:?} vs strided {:?}",
+                            want.is_ok(),
+                            got.is_ok()
+                        ),
+                    }
+                    if strategy == SoftmaxStrategy::Auto && (k + pad) * 3 <= 5000 {
+                        let got = strided_forward(
+                            &chunked,
+                            mode,
+                            format,
+                            &words,
+                            rows,
+                            k,
+                            Some(k + pad),
+                            strategy,
+                            stream,
+                        )
+                        .unwrap();
+                        assert!(want.as_ref().unwrap() == &got, "{what}: chunked differs");
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 300, "only {runs} strided runs compared");
+    // A stride below k, and a slice too short for (rows - 1) * stride + k, are errors naming
+    // the logits.
+    let b = gpu.upload("logits", &vec![0u32; 2 * 1000 + 10]).unwrap();
+    for (stride, len, why) in [
+        (999u64, 2010u64, "below k"),
+        (1011, 2010, "the slice holds"),
+        (1010, 2010, ""),
+    ] {
+        let view = LogitsView::f32(b.slice(..len * 4), 2, 1000).with_stride(stride);
+        let out = poisoned(gpu, 2000);
+        let job = SoftmaxJob {
+            mode: SoftmaxMode::Soft,
+            logits: view,
+            tau: Temperature::Scalar(1.0),
+            stream: Stream { seed: 1, offset: 0 },
+            out: out.slice(..),
+            status: None,
+        };
+        let kernels = gpu.gumbel_softmax_kernels().unwrap();
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        match kernels.record(&mut enc, &job) {
+            Ok(()) => assert!(why.is_empty(), "stride {stride}: accepted"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    !why.is_empty() && e.contains("logits") && e.contains(why),
+                    "stride {stride}: {e}"
+                );
+            }
+        }
+    }
+}

@@ -189,6 +189,67 @@ pub fn chunked_gpu(elements: u64) -> Gpu {
     .unwrap_or_else(|e| panic!("tests need a wgpu adapter: {e}"))
 }
 
+/// The strided-logits tables of the forward, backward and density tests: the pads between rows
+/// and the (k, rows) shapes (one row at k = 70000).
+pub const STRIDE_PADS: &[usize] = &[0, 1, 3, 64];
+pub const STRIDE_SHAPES: &[(usize, usize)] = &[
+    (1, 300),
+    (3, 200),
+    (33, 70),
+    (257, 40),
+    (4097, 3),
+    (70000, 1),
+];
+
+/// `values` (`rows x k`, dense) in `format` twice, as words: dense, and with rows `k + pad`
+/// elements apart (a pad after the last row too), every pad element poisoned (alternately NaN and
+/// the format's largest finite value, which no kernel may read). 16-bit formats are rounded to
+/// nearest, and an odd stride puts rows at half-word offsets.
+pub fn strided_words(
+    values: &[f32],
+    k: usize,
+    pad: usize,
+    format: gumbel_wgpu::LogitsFormat,
+) -> (Vec<u32>, Vec<u32>) {
+    use gumbel_wgpu::LogitsFormat;
+    use gumbel_wgpu::logits::{f32_to_bf16, f32_to_f16, pack_u16};
+    let poison = |i: usize| i.is_multiple_of(2);
+    let mut dense = Vec::new();
+    let mut strided = Vec::new();
+    match format {
+        LogitsFormat::F32 => {
+            for row in values.chunks(k) {
+                dense.extend(row.iter().map(|x| x.to_bits()));
+                strided.extend(row.iter().map(|x| x.to_bits()));
+                strided.extend((0..pad).map(|i| {
+                    if poison(i) {
+                        0x7fc0_0000
+                    } else {
+                        f32::MAX.to_bits()
+                    }
+                }));
+            }
+        }
+        LogitsFormat::F16 | LogitsFormat::Bf16 => {
+            let (round, nan, max): (fn(f32) -> u16, u16, u16) = if format == LogitsFormat::F16 {
+                (f32_to_f16, 0x7e00, 0x7bff)
+            } else {
+                (f32_to_bf16, 0x7fc0, 0x7f7f)
+            };
+            let mut d = Vec::new();
+            let mut s = Vec::new();
+            for row in values.chunks(k) {
+                d.extend(row.iter().map(|&x| round(x)));
+                s.extend(row.iter().map(|&x| round(x)));
+                s.extend((0..pad).map(|i| if poison(i) { nan } else { max }));
+            }
+            dense = pack_u16(&d);
+            strided = pack_u16(&s);
+        }
+    }
+    (dense, strided)
+}
+
 /// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error ~1e-15).
 pub fn ln_gamma(x: f64) -> f64 {
     const C: [f64; 9] = [
