@@ -9,7 +9,7 @@ mod common;
 use common::{gpu, poisoned, run};
 use gumbel_wgpu::{
     BackwardInput, BackwardJob, DensityJob, GradSpace, LogitsFormat, LogitsView, NO_INDEX, Noise,
-    RowPath, SampleJob, SampleStrategy, Stream, Temperature,
+    RowPath, SampleJob, SampleStrategy, SpeculativeJob, Stream, Temperature,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -214,6 +214,143 @@ fn the_sampler_gives_no_index_for_bad_per_row_temperatures_on_every_path() {
                 } else {
                     assert_eq!(row, &good[r * top..(r + 1) * top], "{strategy:?} row {r}");
                     assert!(row.iter().all(|&i| (i as usize) < k));
+                }
+            }
+        }
+    }
+}
+
+/// Speculative verification: a bad probability (NaN, infinite, negative) that a row reads, in
+/// its acceptance walk or in the law drawn where the walk stops, ends the row there: `accepted`
+/// is that position and every slot from it holds `NO_INDEX`. Each bad row plants one bad value
+/// at a place the walk is made to reach: the first draft's `p` or `q` entry, an entry of the
+/// residual after a forced rejection at position 0 (`p_0(d_0) = 0`), or the bonus law after
+/// forced acceptances (`q_i(d_i) = 0`). The good rows give the bits they get with the bad
+/// values repaired, and those match the CPU reference.
+#[test]
+fn speculative_verification_ends_a_row_at_a_bad_probability() {
+    let gpu = gpu();
+    let verifier = gpu.speculative_verifier().unwrap();
+    let bad_values = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -1.0,
+        -1e-40,
+    ];
+    let mut rng = StdRng::seed_from_u64(6);
+    for &(rows, n, k) in &[(16usize, 3usize, 5usize), (12, 2, 300), (8, 3, 4097)] {
+        for noise in [Noise::Bits32, Noise::Bits64] {
+            let drafts: Vec<u32> = (0..rows * n)
+                .map(|_| rng.random_range(0..k as u32))
+                .collect();
+            let mut q: Vec<f32> = (0..rows * n * k)
+                .map(|_| rng.random_range(0.0..1.0))
+                .collect();
+            let mut p: Vec<f32> = (0..rows * (n + 1) * k)
+                .map(|_| rng.random_range(0.01..1.0))
+                .collect();
+            let streams: Vec<Stream> = (0..rows).map(|r| Stream::new(100 + r as u64)).collect();
+            // (row, which law, index, expected stop) of each planted bad value.
+            let mut planted = Vec::new();
+            let mut stop = vec![None; rows];
+            for r in (0..rows).step_by(2) {
+                let v = bad_values[(r / 2) % bad_values.len()];
+                let d0 = drafts[r * n] as usize;
+                let other = (d0 + 1 + rng.random_range(0..k - 1)) % k;
+                let case = (r / 2) % 4;
+                let (is_q, at, s) = match case {
+                    // The first draft's target or draft probability.
+                    0 => (false, r * (n + 1) * k + d0, 0),
+                    1 => (true, r * n * k + d0, 0),
+                    // The residual at position 0 (k = 1 cannot reject into another category).
+                    2 if k > 1 => {
+                        p[r * (n + 1) * k + d0] = 0.0;
+                        (true, r * n * k + other, 0)
+                    }
+                    // The bonus law after n forced acceptances.
+                    _ => {
+                        for i in 0..n {
+                            q[(r * n + i) * k + drafts[r * n + i] as usize] = 0.0;
+                        }
+                        (false, (r * (n + 1) + n) * k + other % k, n)
+                    }
+                };
+                planted.push((is_q, at));
+                if is_q {
+                    q[at] = v;
+                } else {
+                    p[at] = v;
+                }
+                stop[r] = Some(s);
+            }
+            let d_buf = gpu.upload("d", &drafts).unwrap();
+            let s_words: Vec<u32> = streams
+                .iter()
+                .flat_map(|&s| gumbel_wgpu::stream_words(s))
+                .collect();
+            let s_buf = gpu.upload("s", &s_words).unwrap();
+            let run_with = |q: &[f32], p: &[f32]| -> (Vec<u32>, Vec<u32>) {
+                let q_buf = gpu.upload("q", q).unwrap();
+                let p_buf = gpu.upload("p", p).unwrap();
+                let acc = poisoned(gpu, rows);
+                let out = poisoned(gpu, rows * (n + 1));
+                let job = SpeculativeJob {
+                    rows: rows as u64,
+                    n: n as u64,
+                    k: k as u64,
+                    draft_tokens: d_buf.slice(..),
+                    draft_probs: q_buf.slice(..),
+                    target_probs: p_buf.slice(..),
+                    streams: s_buf.slice(..),
+                    accepted: acc.slice(..),
+                    tokens: out.slice(..),
+                    noise,
+                };
+                run(gpu, |enc| verifier.record(enc, &job).unwrap());
+                (
+                    gpu.read_buffer(&acc, rows).unwrap(),
+                    gpu.read_buffer(&out, rows * (n + 1)).unwrap(),
+                )
+            };
+            let (acc, out) = run_with(&q, &p);
+            let (mut q_ok, mut p_ok) = (q.clone(), p.clone());
+            for &(is_q, at) in &planted {
+                if is_q {
+                    q_ok[at] = 0.5;
+                } else {
+                    p_ok[at] = 0.5;
+                }
+            }
+            let (acc_ok, out_ok) = run_with(&q_ok, &p_ok);
+            let cpu = gumbel_wgpu::cpu::verify_speculative_with(
+                &drafts, &q_ok, &p_ok, k, &streams, noise,
+            )
+            .unwrap();
+            let what = format!("rows {rows} n {n} k {k} {noise:?}");
+            for r in 0..rows {
+                let row = &out[r * (n + 1)..(r + 1) * (n + 1)];
+                if let Some(s) = stop[r] {
+                    assert_eq!(acc[r] as usize, s, "{what} row {r}: accepted");
+                    assert_eq!(&row[..s], &drafts[r * n..r * n + s], "{what} row {r}");
+                    assert!(
+                        row[s..].iter().all(|&t| t == NO_INDEX),
+                        "{what} row {r}: {row:?}"
+                    );
+                } else {
+                    assert_eq!(acc[r], acc_ok[r], "{what} row {r}");
+                    assert_eq!(
+                        row,
+                        &out_ok[r * (n + 1)..(r + 1) * (n + 1)],
+                        "{what} row {r}"
+                    );
+                    assert_eq!(acc[r], cpu.accepted[r], "{what} row {r}: CPU");
+                    assert_eq!(
+                        row,
+                        &cpu.tokens[r * (n + 1)..(r + 1) * (n + 1)],
+                        "{what} row {r}"
+                    );
                 }
             }
         }

@@ -107,9 +107,10 @@ pub struct SpeculativeJob<'a> {
     /// `rows * n` u32 draft tokens (a token >= k ends its row: nothing is emitted, the slot
     /// holds [`crate::NO_INDEX`]).
     pub draft_tokens: wgpu::BufferSlice<'a>,
-    /// `rows x n x k` f32 draft probabilities.
+    /// `rows x n x k` f32 draft probabilities (a bad one the row reads ends it: see
+    /// [`SpeculativeVerifier::record`]).
     pub draft_probs: wgpu::BufferSlice<'a>,
-    /// `rows x (n + 1) x k` f32 target probabilities.
+    /// `rows x (n + 1) x k` f32 target probabilities (a bad one the row reads ends it).
     pub target_probs: wgpu::BufferSlice<'a>,
     /// `rows` streams, 4 words each ([`stream_words`]).
     pub streams: wgpu::BufferSlice<'a>,
@@ -162,8 +163,12 @@ impl KernelFamily for SpeculativeVerifier {
 
 impl SpeculativeVerifier {
     /// Records the verification of `job.rows` rows into `encoder`; never submits. Probabilities
-    /// are read as they are (the slice level checks them; here a NaN or negative one is treated
-    /// as 0 in the draws).
+    /// are not checked on the host here (the slice level checks them); on the device a bad one
+    /// (NaN, infinite, or negative other than `-0`) gives a defined output: if the acceptance
+    /// walk of a row reads one (`p_i(d_i)` or `q_i(d_i)` of its draft at position `i`), or the
+    /// law drawn at the position `i` where the walk stops holds one (`p_i`, and `q_i` when the
+    /// draw is from the residual), the row gets `accepted = i` and [`crate::NO_INDEX`] in slots
+    /// `i..=n`, as for an out-of-range draft token. Values the row never reads do not matter.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
