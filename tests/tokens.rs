@@ -493,6 +493,13 @@ fn bad_parameters_are_errors_naming_the_argument() {
             },
         ),
         (
+            "temperature[1]",
+            TokenSampling {
+                temperature: &[1.0, 1e-40],
+                ..base
+            },
+        ),
+        (
             "temperature[0]",
             TokenSampling {
                 temperature: &[f32::INFINITY, 1.0],
@@ -1617,6 +1624,31 @@ fn buffer_level_out_of_domain_parameters_behave_as_documented() {
             "inf temperature",
             bad(|p| p.temperature = f32::INFINITY),
             None,
+        ),
+        (
+            "-inf temperature",
+            bad(|p| p.temperature = f32::NEG_INFINITY),
+            None,
+        ),
+        (
+            "subnormal temperature",
+            bad(|p| p.temperature = 1e-40),
+            None,
+        ),
+        (
+            "least subnormal temperature",
+            bad(|p| p.temperature = f32::from_bits(1)),
+            None,
+        ),
+        (
+            "negative subnormal temperature",
+            bad(|p| p.temperature = -1e-40),
+            None,
+        ),
+        (
+            "-0 temperature (greedy)",
+            bad(|p| p.temperature = -0.0),
+            Some(RowSampling::new(0.0)),
         ),
         ("top_k >= k", bad(|p| p.top_k = 305), Some(base)),
         ("NaN top_p", bad(|p| p.top_p = f32::NAN), None),
