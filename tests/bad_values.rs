@@ -9,7 +9,8 @@ mod common;
 use common::{gpu, poisoned, run};
 use gumbel_wgpu::{
     BackwardInput, BackwardJob, DensityJob, GradSpace, LogitsFormat, LogitsView, NO_INDEX, Noise,
-    RowPath, SampleJob, SampleStrategy, SpeculativeJob, Stream, Temperature,
+    RowPath, RowSampling, SampleJob, SampleStrategy, SpeculativeJob, Stream, Temperature, TokenJob,
+    TokenRowParams, TokenSampler,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -351,6 +352,105 @@ fn speculative_verification_ends_a_row_at_a_bad_probability() {
                         &cpu.tokens[r * (n + 1)..(r + 1) * (n + 1)],
                         "{what} row {r}"
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The token sampler: a per-row temperature that is NaN, infinite, negative or subnormal (either
+/// sign) gives its row `NO_INDEX`, a NaN log-probability and `STATUS_BAD_PARAMS`; 0 and -0 are
+/// greedy (good). The other rows get the bits they get with the bad temperatures repaired, with
+/// status 0, across formats, sizes around the workgroup and a filtered and an unfiltered row law.
+#[test]
+fn the_token_sampler_gives_no_index_and_a_status_for_bad_temperatures() {
+    let gpu = gpu();
+    let sampler = gpu.token_sampler().unwrap();
+    let bad_values = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -1.0,
+        1e-40,
+        -1e-40,
+        f32::from_bits(1),
+    ];
+    let good_values = [0.0, -0.0, 0.7, 1.3];
+    let mut rng = StdRng::seed_from_u64(7);
+    for &(rows, k) in &[(16usize, 3usize), (16, 257), (8, 4097)] {
+        for format in [LogitsFormat::F32, LogitsFormat::Bf16] {
+            for (top_k, top_p) in [(0u32, 1.0f32), (50, 0.9)] {
+                let logits: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-3.0..3.0)).collect();
+                let words: Vec<u32> = if format == LogitsFormat::F32 {
+                    logits.iter().map(|x| x.to_bits()).collect()
+                } else {
+                    logits
+                        .chunks(2)
+                        .map(|c| {
+                            let lo = c[0].to_bits() >> 16;
+                            let hi = c.get(1).map_or(0, |x| x.to_bits() >> 16);
+                            lo | hi << 16
+                        })
+                        .collect()
+                };
+                let l_buf = gpu.upload("l", &words).unwrap();
+                let t: Vec<f32> = (0..rows)
+                    .map(|r| {
+                        if r % 2 == 0 {
+                            bad_values[(r / 2) % bad_values.len()]
+                        } else {
+                            good_values[(r / 2) % good_values.len()]
+                        }
+                    })
+                    .collect();
+                let run_with = |t: &[f32]| -> [Vec<u32>; 3] {
+                    let params: Vec<TokenRowParams> = (0..rows)
+                        .map(|r| {
+                            let mut s = RowSampling::new(t[r]);
+                            s.top_k = top_k;
+                            s.top_p = top_p;
+                            TokenRowParams::new(s, Stream::new(50 + r as u64))
+                        })
+                        .collect();
+                    let p_buf = gpu.upload("p", &params).unwrap();
+                    let (out, lp, st) = (
+                        poisoned(gpu, rows),
+                        poisoned(gpu, rows),
+                        poisoned(gpu, rows),
+                    );
+                    let job = TokenJob {
+                        logprobs: Some(lp.slice(..)),
+                        status: Some(st.slice(..)),
+                        ..TokenJob::new(
+                            LogitsView::new(l_buf.slice(..), format, rows as u64, k as u64),
+                            p_buf.slice(..),
+                            out.slice(..),
+                        )
+                    };
+                    run(gpu, |enc| sampler.record(enc, &job).unwrap());
+                    [out, lp, st].map(|b| gpu.read_buffer(&b, rows).unwrap())
+                };
+                let [tok, lp, st] = run_with(&t);
+                let fixed: Vec<f32> = t
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &x)| if r % 2 == 0 { 1.0 } else { x })
+                    .collect();
+                let [tok_ok, lp_ok, _] = run_with(&fixed);
+                let what = format!("rows {rows} k {k} {format:?} top_k {top_k} top_p {top_p}");
+                for r in 0..rows {
+                    if r % 2 == 0 {
+                        assert_eq!(tok[r], NO_INDEX, "{what} row {r} t {}", t[r]);
+                        assert!(f32::from_bits(lp[r]).is_nan(), "{what} row {r}");
+                        assert_ne!(lp[r], common::SENTINEL, "{what} row {r}");
+                        assert_eq!(st[r], TokenSampler::STATUS_BAD_PARAMS, "{what} row {r}");
+                    } else {
+                        assert_eq!(tok[r], tok_ok[r], "{what} row {r}");
+                        assert_eq!(lp[r], lp_ok[r], "{what} row {r}");
+                        assert!((tok[r] as usize) < k, "{what} row {r}");
+                        assert_eq!(st[r], 0, "{what} row {r}");
+                    }
                 }
             }
         }
