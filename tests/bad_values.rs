@@ -1,16 +1,18 @@
 //! Defined outputs for every bad per-row device value: a per-row temperature that is NaN, zero,
 //! negative, subnormal or infinite gives the documented output for its row (NaN in every
-//! element for the backward and the density, `NO_INDEX` in every slot for the sampler), and the
-//! other rows exactly the bits they get when the bad values are replaced by good ones (rows are
-//! independent), on every path.
+//! element for the backward and the density, `NO_INDEX` in every slot for the sampler, `NO_INDEX`,
+//! a NaN log-probability and `STATUS_BAD_PARAMS` for the token sampler; the backward's optional
+//! status records the first bad row as the forward's does), a bad probability that speculative
+//! verification reads ends its row with `NO_INDEX`, and the other rows get exactly the bits
+//! they get when the bad values are replaced by good ones (rows are independent), on every path.
 
 mod common;
 
 use common::{gpu, poisoned, run};
 use gumbel_wgpu::{
-    BackwardInput, BackwardJob, DensityJob, GradSpace, LogitsFormat, LogitsView, NO_INDEX, Noise,
-    RowPath, RowSampling, SampleJob, SampleStrategy, SpeculativeJob, Stream, Temperature, TokenJob,
-    TokenRowParams, TokenSampler,
+    BackwardInput, BackwardJob, DensityJob, GradSpace, GumbelSoftmax, LogitsFormat, LogitsView,
+    NO_INDEX, Noise, RowPath, RowSampling, SampleJob, SampleStrategy, SpeculativeJob, Stream,
+    Temperature, TokenJob, TokenRowParams, TokenSampler,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -71,9 +73,12 @@ fn the_backward_gives_nan_rows_for_bad_per_row_temperatures_on_every_path() {
         let l_buf = gpu.upload("l", &logits).unwrap();
         let dy_buf = gpu.upload("dy", &dy).unwrap();
         for recompute in [false, true] {
-            let run_with = |taus: &[f32]| -> Vec<u32> {
+            // With a status buffer (cleared first) when `with_status`; returns the output and
+            // the status words.
+            let run_status = |taus: &[f32], with_status: bool| -> (Vec<u32>, Vec<u32>) {
                 let t_buf = gpu.upload("t", taus).unwrap();
                 let out = poisoned(gpu, rows * k);
+                let status = gpu.upload("status", &GumbelSoftmax::STATUS_CLEAR).unwrap();
                 let input = if recompute {
                     BackwardInput::Logits {
                         logits: LogitsView::f32(l_buf.slice(..), rows as u64, k as u64),
@@ -88,12 +93,32 @@ fn the_backward_gives_nan_rows_for_bad_per_row_temperatures_on_every_path() {
                     grad: dy_buf.slice(..),
                     tau: Temperature::PerRow(t_buf.slice(..)),
                     out: out.slice(..),
+                    status: with_status.then(|| status.slice(..)),
                 };
                 run(gpu, |enc| kernels.record_path(enc, &job, path).unwrap());
-                gpu.read_buffer(&out, rows * k).unwrap()
+                (
+                    gpu.read_buffer(&out, rows * k).unwrap(),
+                    gpu.read_buffer(&status, GumbelSoftmax::STATUS_WORDS)
+                        .unwrap(),
+                )
             };
+            let run_with = |taus: &[f32]| run_status(taus, false).0;
             let got = run_with(&t);
             let good = run_with(&repaired(&t, &bad));
+            // The status: word 2 is the first bad row (as in the forward), words 0 and 1 stay
+            // clear; no bad row leaves it clear; the output is the same with or without it.
+            let (got_s, status) = run_status(&t, true);
+            assert_eq!(got_s, got, "{path:?} recompute {recompute}: with a status");
+            let first = bad.iter().position(|&b| b).unwrap() as u32;
+            assert_eq!(status, [u32::MAX, u32::MAX, first], "{path:?} {recompute}");
+            assert!(GumbelSoftmax::status_result(&status).is_err());
+            let mut late = repaired(&t, &bad);
+            late[rows - 1] = f32::NAN;
+            let (_, status) = run_status(&late, true);
+            let last = rows as u32 - 1;
+            assert_eq!(status, [u32::MAX, u32::MAX, last], "{path:?} {recompute}");
+            let (_, status) = run_status(&repaired(&t, &bad), true);
+            assert_eq!(status, GumbelSoftmax::STATUS_CLEAR, "{path:?} {recompute}");
             for r in 0..rows {
                 let row = &got[r * k..(r + 1) * k];
                 if bad[r] {
