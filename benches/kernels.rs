@@ -69,6 +69,7 @@ fn kernels(c: &mut Criterion) {
             grad: dy.slice(..),
             tau: Temperature::Scalar(0.5),
             out: dl.slice(..),
+            status: None,
         };
         let sample = SampleJob {
             logits: view,

@@ -144,6 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         grad: dy.slice(..),
                         tau: Temperature::Scalar(0.5),
                         out: out.slice(..),
+                        status: None,
                     },
                 )
             })?

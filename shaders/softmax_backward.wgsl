@@ -17,6 +17,11 @@
 //      every element, as in the forward.
 //   5: storage, read_write, array<State> partials: rows x segs partial states (split rows only;
 //      a scratch buffer reused across jobs)
+//   6: storage, read_write, array<atomic<u32>> status (when params.use_status, else a dummy):
+//      atomicMin of the job's row index (row0 + r) of a row with a bad temperature into
+//      status[status_base + 2], the forward's word for it (softmax.wgsl); words 0 and 1 are
+//      never touched. Every invocation that takes the row's temperature may record it: the
+//      minimum is the same whichever order they come in.
 // Each binding is a window of the caller's slice starting at the device-aligned offset at or
 // below the dispatch's first element; the *_base parameters (in that binding's elements) say
 // where that element is, so the input, grad, out and taus slices are independent.
@@ -47,7 +52,8 @@
 // Workgroups are linearised over a 2-D grid (x fastest) to pass 65535 per dimension.
 // Safe without wgpu's runtime checks (the default, GpuOptions::runtime_checks): every element
 // index is a *_base plus an index below the dispatch's rows * k (or rows, for per-row data),
-// and each window the host binds holds exactly those elements; loops are counted (rows, blocks
+// and each window the host binds holds exactly those elements; status[status_base + 2] only
+// when use_status (the host binds the 3 status words); loops are counted (rows, blocks
 // of 4, lanes 0..4, segments), with bounds from the parameters; the only integer divisors are
 // constants, params.team (TEAM_SIZE = 32, a power of two dividing WG_SIZE) and params.segs
 // (at least 1: a row of k >= 1 spans at least one segment); shared_states (and the subgroup
@@ -66,6 +72,7 @@
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> taus: array<f32>;
+@group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
 
 // The temperature of the row this invocation works on (set_row_tau), and the bits every
 // gradient of the row gets when its temperature is bad (0: none).
@@ -90,6 +97,9 @@ fn set_row_tau(r: u32) {
     if (b < 0x00800000u || b >= 0x7f800000u) {
         row_bad_bits = NAN_BITS;
         t = 1.0;
+        if (params.use_status != 0u) {
+            atomicMin(&status[params.status_base + 2u], params.row0 + r);
+        }
     }
     row_inv_tau = 1.0 / t;
     row_clamp_half = -min(60.0 * t, 1.7e38);

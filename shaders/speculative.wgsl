@@ -28,6 +28,14 @@
 // Indices stay in range: i < n for drafts and q, i <= n for p, j < k, ws[e + 1] with e < 4 in
 // the five-word window; a draft token >= k (not checked on the device) counts as rejected with
 // nothing to emit: the row's slot gets NO_INDEX.
+// Bad probabilities (NaN, +-inf, negative; -0 is fine) are not checked on the host for buffer
+// jobs, and max(NaN - q, 0), log(inf) and u * inf < inf are not portable, so every value the row
+// reads is tested by its bits (is_bad) before use: a bad p_i(d_i) or q_i(d_i) in the acceptance
+// walk stops the row at i as an out-of-range draft does, and a bad entry of the law drawn at the
+// stopping position (p_i, and q_i for the residual) makes the draw's candidate BAD_KEY, a key no
+// good candidate reaches (log(w) + g is finite or +inf for finite w > 0 and finite g), so the
+// reduction returns it and the slot gets NO_INDEX. Either way accepted = i and the output is
+// defined; values the row never reads (positions past the stop) do not matter.
 // Workgroups are linearised over a 2-D grid; surplus groups return (the whole group: the
 // reductions' barriers and subgroup operations stay in uniform control flow, as do both draws,
 // taken on workgroupUniformLoad values). The arg-max of a draw is reduce_best (reduce_best.wgsl,
@@ -50,8 +58,17 @@
 
 const NO_INDEX: u32 = 0xffffffffu;
 const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
+// key_of(+NaN bits 0x7fffffff): above key_of(+inf) = 0xff800000, the largest good key.
+const BAD_KEY: u32 = 0xffffffffu;
 
-// (first rejected position or n, 1 if that position's draft token is out of range).
+// NaN, +-inf or negative (other than -0): bits 0x7f800000.. (+inf, +NaN) or above 0x80000000.
+fn is_bad(x: f32) -> bool {
+    let b = bitcast<u32>(x);
+    return b >= 0x7f800000u && b != 0x80000000u;
+}
+
+// (first rejected position or n, 1 if that position's draft token is out of range or its
+// p_i(d_i) or q_i(d_i) is bad).
 var<workgroup> verdict: vec2<u32>;
 var<workgroup> empty_draw: u32;
 
@@ -122,10 +139,18 @@ fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u
             }
             let j = (s - phase) >> sh;
             var w = p[prow + j];
+            var bad = is_bad(w);
             if (residual) {
-                w = max(w - q[qrow + j], 0.0);
+                let qj = q[qrow + j];
+                bad = bad || is_bad(qj);
+                w = max(w - qj, 0.0);
             }
-            if (w > 0.0) {
+            if (bad) {
+                let c = vec2<u32>(BAD_KEY, j);
+                if (before(c, best)) {
+                    best = c;
+                }
+            } else if (w > 0.0) {
                 var g = 0.0;
                 if (wide) {
                     g = gumbel_from_words64(ws[e], ws[e + 1u]);
@@ -168,6 +193,10 @@ fn verify_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
             let u = acceptance_uniform(key, offset, i);
             let pd = p[params.p_base + (r * (n + 1u) + i) * k + d];
             let qd = q[params.q_base + (r * n + i) * k + d];
+            if (is_bad(pd) || is_bad(qd)) {
+                bad = 1u;
+                break;
+            }
             if (!(u * qd < pd)) {
                 break;
             }
@@ -193,6 +222,8 @@ fn verify_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     if (lid == 0u) {
-        out[params.out_base + r * (n + 1u) + i] = best.y;
+        // A bad law entry wins the draw (BAD_KEY) and emits nothing; a fallback draw after it
+        // is never taken (best.y is a category, not NO_INDEX).
+        out[params.out_base + r * (n + 1u) + i] = select(best.y, NO_INDEX, best.x == BAD_KEY);
     }
 }

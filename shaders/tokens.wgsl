@@ -37,7 +37,7 @@
 // (and rows * k processed logits), rows * 12 row words, rows tokens / logprobs / statuses /
 // ranks, rows * n_top * 2 top words and rows * k law entries.
 //
-// Bad parameters (a temperature that is negative or not finite, top_p outside (0, 1], min_p
+// Bad parameters (a temperature that is negative, subnormal or not finite, top_p outside (0, 1], min_p
 // outside [0, 1), a repetition penalty that is not finite and > 0, other penalties that are not
 // finite, a top_n_sigma that is negative or not finite, or a row the processing kernel marked
 // with BAD_ROW_BITS) give the row NO_INDEX, NaN log-probabilities and STATUS_BAD_PARAMS: tested
@@ -439,6 +439,11 @@ fn bad_params(t: u32, top_p: u32, min_p: u32, rp: u32, fp: u32, pp: u32, ns: u32
     let fin = is_finite_bits(t) && is_finite_bits(top_p) && is_finite_bits(min_p)
         && is_finite_bits(rp) && is_finite_bits(fp) && is_finite_bits(pp) && is_finite_bits(ns);
     if (!fin) {
+        return true;
+    }
+    // A subnormal temperature (either sign; the device may flush it to 0, and l / t overflows
+    // for |l| above ~1e-38 / t) is out of domain, as in the other families.
+    if ((t & 0x7f800000u) == 0u && (t & 0x007fffffu) != 0u) {
         return true;
     }
     let p = bitcast<f32>(top_p);

@@ -42,6 +42,7 @@ use crate::logits::{
     check_temperature,
 };
 use crate::shader::WG_SIZE;
+use crate::softmax::GumbelSoftmax;
 use crate::{Error, Gpu, Stream, Temperature};
 use std::sync::Arc;
 
@@ -114,6 +115,32 @@ pub struct BackwardJob<'a> {
     pub tau: Temperature<wgpu::BufferSlice<'a>>,
     /// Receives `dL/dl` (f32, `rows x k`).
     pub out: wgpu::BufferSlice<'a>,
+    /// Optional status words, as the forward's ([`crate::SoftmaxJob::status`]): at least
+    /// [`GumbelSoftmax::STATUS_WORDS`] u32 the caller sets to [`GumbelSoftmax::STATUS_CLEAR`]
+    /// first; the kernel lowers word 2 to the index of the first row (of the whole job) whose
+    /// per-row temperature is not a normal, finite, positive f32, and leaves words 0 and 1 (the
+    /// forward's NaN and all -inf rows, which the backward does not look for) alone.
+    /// [`GumbelSoftmax::status_result`] decodes them. Unused with a scalar temperature (checked
+    /// on the host).
+    pub status: Option<wgpu::BufferSlice<'a>>,
+}
+
+impl<'a> BackwardJob<'a> {
+    /// A job without a status buffer.
+    pub fn new(
+        input: BackwardInput<'a>,
+        grad: wgpu::BufferSlice<'a>,
+        tau: Temperature<wgpu::BufferSlice<'a>>,
+        out: wgpu::BufferSlice<'a>,
+    ) -> Self {
+        BackwardJob {
+            input,
+            grad,
+            tau,
+            out,
+            status: None,
+        }
+    }
 }
 
 /// Kernel choice of the backward and density families; `Auto` picks from the shape
@@ -201,6 +228,11 @@ uniform_params! {
         team: u32,
         /// The input view's stride - k (elements between rows beyond k).
         row_pad: u32,
+        /// Whether binding 6 holds the status words; the job's index of this dispatch's
+        /// first row; the status words' element index in binding 6.
+        use_status: u32,
+        row0: u32,
+        status_base: u32,
     }
 }
 
@@ -227,8 +259,8 @@ impl KernelFamily for GumbelSoftmaxBackward {
         name: "softmax_backward",
         source: include_str!("../shaders/softmax_backward.wgsl"),
         params: BackwardParams::WGSL,
-        // input, grad, out, taus, partials
-        storage_read_only: &[true, true, false, true, false],
+        // input, grad, out, taus, partials, status
+        storage_read_only: &[true, true, false, true, false, false],
         entry_points: &[
             "row_per_thread",
             "row_per_workgroup",
@@ -294,14 +326,20 @@ impl GumbelSoftmaxBackward {
         let (len, stride) = (rows * k, view.row_stride());
         check_slice("grad", job.grad, len * 4)?;
         check_slice("out", job.out, len * 4)?;
+        if let Some(s) = job.status {
+            check_slice("status", s, GumbelSoftmax::STATUS_WORDS as u64 * 4)?;
+        }
         check_temperature(&job.tau, rows)?;
+        if rows > u64::from(u32::MAX) {
+            return Err(Error::TooLarge(format!("{rows} rows in one job")));
+        }
         check_no_alias(
             &[
                 (name, Some(view.data)),
                 ("grad", Some(job.grad)),
                 ("tau", job.tau.per_row()),
             ],
-            &[("out", Some(job.out))],
+            &[("out", Some(job.out)), ("status", job.status)],
         )?;
         if len == 0 {
             return Ok(());
@@ -322,6 +360,10 @@ impl GumbelSoftmaxBackward {
                 let (tau, taus) = match job.tau {
                     Temperature::Scalar(t) => (t, core.unused(4)),
                     Temperature::PerRow(s) => (1.0, core.window(s, r0, n, 4)),
+                };
+                let status = match job.status {
+                    Some(s) => core.window(s, 0, GumbelSoftmax::STATUS_WORDS as u64, 4),
+                    None => core.unused(6),
                 };
                 let groups = row_groups(path, n, segs);
                 // The partial states of split rows; other paths leave the binding unused, but
@@ -352,6 +394,9 @@ impl GumbelSoftmaxBackward {
                     seg_blocks: SEG_BLOCKS as u32,
                     row_pad: (stride - k) as u32,
                     team: TEAM_SIZE,
+                    use_status: u32::from(job.status.is_some()),
+                    row0: r0 as u32,
+                    status_base: status.base,
                 };
                 let bindings = [
                     input.binding,
@@ -359,6 +404,7 @@ impl GumbelSoftmaxBackward {
                     out.binding,
                     taus.binding,
                     partials.as_entire_buffer_binding(),
+                    status.binding,
                 ];
                 let passes: &[(&wgpu::ComputePipeline, u64)] = match path {
                     RowPath::RowPerThread => &[(&self.row_per_thread, groups)],
@@ -512,6 +558,7 @@ impl Gpu {
                 (None, Temperature::PerRow(_)) => Temperature::Scalar(f32::NAN),
             },
             out: out.slice(..),
+            status: None,
         };
         self.submit(|enc| kernels.record_path(enc, &job, path))?;
         self.read_buffer(&out, len)

@@ -263,6 +263,7 @@ fn run_gpu(gpu: &Gpu, case: &Case, form: Form, e: &Expect, path: RowPath) -> Vec
         grad: grad.slice(..),
         tau: Temperature::Scalar(case.tau),
         out: out.slice(..(len as u64 * 4)),
+        status: None,
     };
     run(gpu, |enc| kernels.record_path(enc, &job, path).unwrap());
     let mut got: Vec<f32> = gpu.read_buffer(&out, len + 7).unwrap();
@@ -997,6 +998,7 @@ fn run_placed(gpu: &Gpu, input: Input, w: &Words, stream: Stream, offset: u64) -
             Temperature::Scalar(0.5)
         },
         out: arena.slice(regions.len()),
+        status: None,
     };
     let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
     run(gpu, |enc| kernels.record(enc, &job).unwrap());
@@ -1071,6 +1073,7 @@ fn bad_views_are_errors_naming_the_argument() {
         tau: Temperature::Scalar(1.0),
         // Outputs live in other buffers than inputs (a dispatch cannot bind one both ways).
         out: good_out.slice(..32),
+        status: None,
     };
     let named = |job: &BackwardJob<'_>, name: &str| {
         let mut enc = gpu.device().create_command_encoder(&Default::default());
@@ -1192,6 +1195,7 @@ fn strided_backward(
         grad: grad.slice(..),
         tau: Temperature::Scalar(0.7),
         out: out.slice(..),
+        status: None,
     };
     let kernels = gpu.gumbel_softmax_backward_kernels().unwrap();
     let mut result = Ok(());
@@ -1302,6 +1306,7 @@ fn a_row_stride_reads_padded_inputs_in_place() {
                 grad: grad.slice(..),
                 tau: Temperature::Scalar(1.0),
                 out: out.slice(..),
+                status: None,
             };
             let mut enc = gpu.device().create_command_encoder(&Default::default());
             match kernels.record(&mut enc, &job) {

@@ -491,6 +491,7 @@ fn backward_jobs() {
                             Temperature::Scalar(scalar)
                         },
                         out: o[0],
+                        status: None,
                     },
                 )
             }),

@@ -493,6 +493,13 @@ fn bad_parameters_are_errors_naming_the_argument() {
             },
         ),
         (
+            "temperature[1]",
+            TokenSampling {
+                temperature: &[1.0, 1e-40],
+                ..base
+            },
+        ),
+        (
             "temperature[0]",
             TokenSampling {
                 temperature: &[f32::INFINITY, 1.0],
@@ -620,7 +627,7 @@ fn bad_logits_are_errors_naming_the_row() {
         other => panic!("{other:?}"),
     }
     let tiny = TokenSampling {
-        temperature: &[1e-38, 1.0],
+        temperature: &[1.2e-38, 1.0], // normal (a subnormal one is an Err of its own)
         ..p
     };
     match gpu().sample_tokens(&[1e3, 1.0, 0.0, 0.0], 2, &tiny) {
@@ -1158,6 +1165,42 @@ fn speculative_64_bit_draws_read_both_words_of_a_pair_across_philox_blocks() {
     }
 }
 
+/// Shapes whose sizes pass 2^64 are `TooLarge`, never a wrapped size that a small buffer passes
+/// (the fuzz target found `k = u64::MAX`: `k + 1` overflowed).
+#[test]
+fn speculative_shapes_past_u64_are_too_large() {
+    let gpu = gpu();
+    let b = gpu.upload("small", &[0u32; 64]).unwrap();
+    let out = poisoned(gpu, 128);
+    let verifier = gpu.speculative_verifier().unwrap();
+    for (rows, n, k, says) in [
+        (1, 0, u64::MAX, "stream words"),
+        (1, u64::MAX, 1, "stream words"),
+        (u64::from(u32::MAX), 0, 1 << 31, "exceed 2^64 bytes"),
+    ] {
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        let r = verifier.record(
+            &mut enc,
+            &SpeculativeJob {
+                rows,
+                n,
+                k,
+                draft_tokens: b.slice(..),
+                draft_probs: b.slice(..),
+                target_probs: b.slice(..),
+                streams: b.slice(..),
+                accepted: out.slice(..4),
+                tokens: out.slice(256..),
+                noise: Noise::Bits32,
+            },
+        );
+        match r {
+            Err(Error::TooLarge(m)) => assert!(m.contains(says), "rows {rows} n {n} k {k}: {m}"),
+            other => panic!("rows {rows} n {n} k {k}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn speculative_64_bit_noise_keeps_twice_the_words_of_a_row_below_2_pow_32() {
     // (n + 1) (k + 1) = 2^31 + 2^15 words per row fit a u32 under Bits32 (the job then fails on
@@ -1629,6 +1672,31 @@ fn buffer_level_out_of_domain_parameters_behave_as_documented() {
             "inf temperature",
             bad(|p| p.temperature = f32::INFINITY),
             None,
+        ),
+        (
+            "-inf temperature",
+            bad(|p| p.temperature = f32::NEG_INFINITY),
+            None,
+        ),
+        (
+            "subnormal temperature",
+            bad(|p| p.temperature = 1e-40),
+            None,
+        ),
+        (
+            "least subnormal temperature",
+            bad(|p| p.temperature = f32::from_bits(1)),
+            None,
+        ),
+        (
+            "negative subnormal temperature",
+            bad(|p| p.temperature = -1e-40),
+            None,
+        ),
+        (
+            "-0 temperature (greedy)",
+            bad(|p| p.temperature = -0.0),
+            Some(RowSampling::new(0.0)),
         ),
         ("top_k >= k", bad(|p| p.top_k = 305), Some(base)),
         ("NaN top_p", bad(|p| p.top_p = f32::NAN), None),

@@ -168,6 +168,7 @@ pub(crate) fn backward(
                 grad: g.slice(),
                 tau: tau_binding(tau, &t),
                 out: o.slice(),
+                status: None,
             },
         )?;
         o.finish(enc);

@@ -583,6 +583,7 @@ impl ShapeBuffers {
             grad: self.dy.slice(..),
             tau: Temperature::Scalar(0.5),
             out: self.dl.slice(..),
+            status: None,
         }
     }
 

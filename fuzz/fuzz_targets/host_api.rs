@@ -491,6 +491,7 @@ fn buffer_job(u: &mut Unstructured<'_>, g: &Gpu, op: u8) -> AResult<()> {
                     grad: sl[1],
                     tau,
                     out: sl[3],
+                    status: None,
                 },
             ),
             15 => g.concrete_density_kernels()?.record(

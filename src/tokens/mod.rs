@@ -187,7 +187,8 @@ pub enum LogprobsMode {
 /// stage beyond the temperature is off by default.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokenSampling<'a> {
-    /// One per row, finite, >= 0; 0 = greedy: the argmax, ties to the lower index.
+    /// One per row, 0 (greedy: the argmax, ties to the lower index) or a finite normal float > 0
+    /// (a subnormal one is an `Err`).
     pub temperature: &'a [f32],
     /// Empty = off for every row; else one per row, 0 = off.
     pub top_k: &'a [u32],
@@ -330,8 +331,10 @@ impl TokenSampling<'_> {
             )))
         };
         for (r, &t) in self.temperature.iter().enumerate() {
-            if !(t.is_finite() && t >= 0.0) {
-                return bad("temperature", r, t, "finite and >= 0");
+            // A subnormal temperature is out of domain as in the other families (the device may
+            // flush it to 0, and l / t overflows for every |l| above ~1e-38 / t).
+            if !(t.is_finite() && t >= 0.0) || t.is_subnormal() {
+                return bad("temperature", r, t, "0 or a finite normal float > 0");
             }
         }
         for (r, &p) in self.top_p.iter().enumerate() {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// offsets, advanced by `k` per step) without reading back.
 ///
 /// The kernel never produces garbage from device data: `top_k` 0 or >= k is off, and a row whose
-/// temperature is negative or not finite, whose `top_p` is outside (0, 1], `min_p` outside
+/// temperature is negative, subnormal or not finite, whose `top_p` is outside (0, 1], `min_p` outside
 /// [0, 1), repetition penalty not finite and > 0, frequency or presence penalty not finite, or
 /// `top_n_sigma` negative or not finite gets [`crate::NO_INDEX`], NaN log-probabilities and
 /// [`TokenSampler::STATUS_BAD_PARAMS`].

@@ -108,9 +108,10 @@ pub struct SpeculativeJob<'a> {
     /// `rows * n` u32 draft tokens (a token >= k ends its row: nothing is emitted, the slot
     /// holds [`crate::NO_INDEX`]).
     pub draft_tokens: wgpu::BufferSlice<'a>,
-    /// `rows x n x k` f32 draft probabilities.
+    /// `rows x n x k` f32 draft probabilities (a bad one the row reads ends it: see
+    /// [`SpeculativeVerifier::record`]).
     pub draft_probs: wgpu::BufferSlice<'a>,
-    /// `rows x (n + 1) x k` f32 target probabilities.
+    /// `rows x (n + 1) x k` f32 target probabilities (a bad one the row reads ends it).
     pub target_probs: wgpu::BufferSlice<'a>,
     /// `rows` streams, 4 words each ([`stream_words`]).
     pub streams: wgpu::BufferSlice<'a>,
@@ -163,8 +164,12 @@ impl KernelFamily for SpeculativeVerifier {
 
 impl SpeculativeVerifier {
     /// Records the verification of `job.rows` rows into `encoder`; never submits. Probabilities
-    /// are read as they are (the slice level checks them; here a NaN or negative one is treated
-    /// as 0 in the draws).
+    /// are not checked on the host here (the slice level checks them); on the device a bad one
+    /// (NaN, infinite, or negative other than `-0`) gives a defined output: if the acceptance
+    /// walk of a row reads one (`p_i(d_i)` or `q_i(d_i)` of its draft at position `i`), or the
+    /// law drawn at the position `i` where the walk stops holds one (`p_i`, and `q_i` when the
+    /// draw is from the residual), the row gets `accepted = i` and [`crate::NO_INDEX`] in slots
+    /// `i..=n`, as for an out-of-range draft token. Values the row never reads do not matter.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -179,26 +184,51 @@ impl SpeculativeVerifier {
         // Words per noise element: the shader's word indices within a row, up to
         // per * (n + 1) * (k + 1) - 1, must fit one u32.
         let per = job.noise.words();
-        if (n + 1)
-            .checked_mul(k + 1)
+        // Checked throughout: n and k come from the caller, and u64::MAX must be an Err, not
+        // an overflow (found by the fuzz target).
+        if n.checked_add(1)
+            .zip(k.checked_add(1))
+            .and_then(|(a, b)| a.checked_mul(b))
             .and_then(|w| w.checked_mul(per))
             .is_none_or(|w| w > u64::from(u32::MAX))
         {
             return Err(Error::TooLarge(format!(
-                "{per} x (n + 1) x (k + 1) = {per} x {} x {} stream words per row exceed 2^32",
-                n + 1,
-                k + 1
+                "{per} x (n + 1) x (k + 1) stream words per row (n = {n}, k = {k}) exceed 2^32"
             )));
         }
         if rows > u64::from(u32::MAX) {
             return Err(Error::TooLarge(format!("{rows} rows in one job")));
         }
-        check_slice("draft_tokens", job.draft_tokens, rows * n * 4)?;
-        check_slice("draft_probs", job.draft_probs, rows * n * k * 4)?;
-        check_slice("target_probs", job.target_probs, rows * (n + 1) * k * 4)?;
+        // (n + 1) (k + 1) < 2^32 and rows < 2^32, but rows x (n + 1) x k x 4 bytes can still
+        // pass 2^64.
+        let bytes = |what: &str, factors: [u64; 3]| {
+            factors
+                .iter()
+                .try_fold(4u64, |a, &f| a.checked_mul(f))
+                .ok_or_else(|| {
+                    Error::TooLarge(format!(
+                        "{what}: {rows} rows with n = {n}, k = {k} exceed 2^64 bytes"
+                    ))
+                })
+        };
+        check_slice(
+            "draft_tokens",
+            job.draft_tokens,
+            bytes("draft_tokens", [rows, n, 1])?,
+        )?;
+        check_slice(
+            "draft_probs",
+            job.draft_probs,
+            bytes("draft_probs", [rows, n, k])?,
+        )?;
+        check_slice(
+            "target_probs",
+            job.target_probs,
+            bytes("target_probs", [rows, n + 1, k])?,
+        )?;
         check_slice("streams", job.streams, rows * 16)?;
         check_slice("accepted", job.accepted, rows * 4)?;
-        check_slice("tokens", job.tokens, rows * (n + 1) * 4)?;
+        check_slice("tokens", job.tokens, bytes("tokens", [rows, n + 1, 1])?)?;
         check_no_alias(
             &[
                 ("draft_tokens", Some(job.draft_tokens)),
