@@ -144,7 +144,7 @@ fn place(rng: &mut StdRng, regions: &[Vec<u32>], tight: bool, apart: bool) -> Pl
     let mut ranges = Vec::new();
     for r in regions {
         if apart && !ranges.is_empty() {
-            words.resize(words.len().next_multiple_of(64), SENTINEL);
+            words.resize(common::apart(words.len()), SENTINEL);
         }
         let gap = rng.random_range(0..40);
         words.extend(std::iter::repeat_n(SENTINEL, gap));

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{SENTINEL, chi_square_p_value, gpu, poisoned, run};
+use common::{SENTINEL, apart, chi_square_p_value, gpu, poisoned, run};
 use gumbel_wgpu::tokens::{mask_words, penalty_state, penalty_state_words};
 use gumbel_wgpu::{
     Error, LogitsView, LogprobsMode, NO_INDEX, Noise, RowSampling, SampledTokens, Stream,
@@ -783,13 +783,6 @@ fn bad_chain_input_is_an_error_naming_the_argument_and_row() {
 
 // ---------------------------------------------------------------------------------------------
 // The buffer level.
-
-/// Words from one output region to the next in a shared buffer: outputs must lie in different
-/// 256-byte blocks (a kernel binds from the offset rounded down to the storage alignment, and
-/// writable bindings must not overlap).
-fn apart(rows: usize) -> usize {
-    rows.next_multiple_of(64)
-}
 
 fn words(b: &wgpu::Buffer, n: usize) -> Vec<u32> {
     gpu().read_buffer(b, n).unwrap()

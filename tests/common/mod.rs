@@ -53,6 +53,13 @@ pub fn gpus() -> Vec<&'static Gpu> {
 /// The value unwritten output elements hold: a NaN payload no kernel produces.
 pub const SENTINEL: u32 = 0x7fc0_dead;
 
+/// Where the next output region may start in a buffer shared by outputs, `words` from its
+/// start: outputs must lie in different 256-byte blocks (a kernel binds from the offset rounded
+/// down to the storage alignment, and writable bindings must not overlap).
+pub fn apart(words: usize) -> usize {
+    words.next_multiple_of(64)
+}
+
 /// A storage buffer of `len` elements, every one set to [`SENTINEL`].
 pub fn poisoned(gpu: &Gpu, len: usize) -> wgpu::Buffer {
     gpu.upload("poisoned", &vec![SENTINEL; len]).unwrap()
