@@ -268,6 +268,7 @@ impl KernelFamily for GumbelSoftmaxBackward {
             "segment_write",
             "row_per_team",
         ],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {

@@ -170,6 +170,7 @@ impl KernelFamily for ConcreteDensity {
             "segment_partials",
             "segment_finish",
         ],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {

@@ -69,6 +69,10 @@ pub struct FamilySpec {
     pub storage_read_only: &'static [bool],
     /// Entry points, one pipeline each, in this order.
     pub entry_points: &'static [&'static str],
+    /// Binding 0 takes a dynamic offset: [`FamilyCore::dispatch_steps`] records a chain of
+    /// dispatches in one compute pass, each with its own parameters (one uniform buffer and one
+    /// bind group for the whole chain).
+    pub stepped: bool,
 }
 
 impl ShaderSource for FamilySpec {
@@ -105,6 +109,10 @@ pub(crate) struct Window<'a> {
     /// Element index (in the window's element size) of the range's first element.
     pub base: u32,
 }
+
+/// Bytes between the parameters of two steps of [`FamilyCore::dispatch_steps`]: WebGPU's
+/// largest `minUniformBufferOffsetAlignment`, so the offsets are valid on every device.
+pub(crate) const STEP_STRIDE: u64 = 256;
 
 /// Bind groups each family keeps for reuse (the least recently used leaves first).
 /// A cached group holds its buffers (wgpu keeps a bound buffer alive), so a buffer the caller
@@ -193,7 +201,7 @@ pub(crate) fn build<F: KernelFamily>(
                 None => wgpu::BufferBindingType::Uniform,
                 Some(read_only) => wgpu::BufferBindingType::Storage { read_only },
             },
-            has_dynamic_offset: false,
+            has_dynamic_offset: read_only.is_none() && spec.stepped,
             min_binding_size: None,
         };
         let entries: Vec<_> = std::iter::once(None)
@@ -373,7 +381,7 @@ impl FamilyCore {
         bindings: &[wgpu::BufferBinding<'_>],
         passes: &[(&wgpu::ComputePipeline, u64)],
     ) -> Result<(), Error> {
-        let bind = self.bind_group(params, bindings)?;
+        let bind = self.bind_group(bytemuck::bytes_of(params), None, bindings)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(self.name),
             timestamp_writes: None,
@@ -383,27 +391,67 @@ impl FamilyCore {
             pass.set_bind_group(1, status, &[]);
         }
         for &(pipeline, groups) in passes {
-            let groups = u32::try_from(groups).map_err(|_| {
-                Error::TooLarge(format!(
-                    "{}: {groups} workgroups in one dispatch",
-                    self.name
-                ))
-            })?;
-            let (gx, gy) = grid(groups, self.max_groups);
+            let (gx, gy) = self.grid_of(groups)?;
             pass.set_pipeline(pipeline);
             pass.dispatch_workgroups(gx, gy, 1);
         }
         Ok(())
     }
 
+    /// Records a chain of dispatches of `pipeline` in one compute pass, dispatch `i` with
+    /// `steps[i]` at binding 0 (a stepped family: [`FamilySpec::stepped`]) and `bindings` at
+    /// 1..; each sees what the earlier ones wrote.
+    pub(crate) fn dispatch_steps<P: Params>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        steps: &[P],
+        bindings: &[wgpu::BufferBinding<'_>],
+        pipeline: &wgpu::ComputePipeline,
+        groups: u64,
+    ) -> Result<(), Error> {
+        let size = std::mem::size_of::<P>();
+        let mut bytes = vec![0u8; steps.len() * STEP_STRIDE as usize];
+        for (i, p) in steps.iter().enumerate() {
+            let at = i * STEP_STRIDE as usize;
+            bytes[at..at + size].copy_from_slice(bytemuck::bytes_of(p));
+        }
+        let bind = self.bind_group(&bytes, Some(size as u64), bindings)?;
+        let (gx, gy) = self.grid_of(groups)?;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(self.name),
+            timestamp_writes: None,
+        });
+        if let Some(status) = &self.sanitizer {
+            pass.set_bind_group(1, status, &[]);
+        }
+        pass.set_pipeline(pipeline);
+        for i in 0..steps.len() {
+            pass.set_bind_group(0, &bind, &[(i as u64 * STEP_STRIDE) as u32]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        Ok(())
+    }
+
+    fn grid_of(&self, groups: u64) -> Result<(u32, u32), Error> {
+        let groups = u32::try_from(groups).map_err(|_| {
+            Error::TooLarge(format!(
+                "{}: {groups} workgroups in one dispatch",
+                self.name
+            ))
+        })?;
+        Ok(grid(groups, self.max_groups))
+    }
+
     /// The bind group of `params` at binding 0 and `bindings` at 1..: a cached one that binds
     /// the same (see [`CachedGroup`]), else a new uniform buffer and group, cached.
-    fn bind_group<P: Params>(
+    /// `step`: the bytes of one step's parameters when binding 0 takes a dynamic offset
+    /// (`bytes` then holds a step every [`STEP_STRIDE`] bytes).
+    fn bind_group(
         &self,
-        params: &P,
+        bytes: &[u8],
+        step: Option<u64>,
         bindings: &[wgpu::BufferBinding<'_>],
     ) -> Result<wgpu::BindGroup, Error> {
-        let bytes = bytemuck::bytes_of(params);
         let cache = || self.groups.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut groups = cache();
@@ -416,8 +464,13 @@ impl FamilyCore {
         }
         // A miss: made without holding the cache (other threads record meanwhile; two threads
         // missing on one key both insert, and the older copy ages out).
-        let uniform = params_buffer(&self.device, params)?;
-        let entries: Vec<_> = std::iter::once(uniform.as_entire_buffer_binding())
+        let uniform = params_buffer(&self.device, bytes)?;
+        let params_binding = wgpu::BufferBinding {
+            buffer: &uniform,
+            offset: 0,
+            size: step.and_then(|s| wgpu::BufferSize::new(s.next_multiple_of(16))),
+        };
+        let entries: Vec<_> = std::iter::once(params_binding)
             .chain(bindings.iter().cloned())
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
@@ -475,11 +528,7 @@ pub(crate) fn grid(total: u32, max_per_dim: u32) -> (u32, u32) {
 
 /// A small uniform buffer holding a kernel's parameters. (Not `create_buffer_init`, which
 /// panics on a lost device.)
-pub(crate) fn params_buffer<T: bytemuck::Pod>(
-    device: &wgpu::Device,
-    params: &T,
-) -> Result<wgpu::Buffer, Error> {
-    let bytes = bytemuck::bytes_of(params);
+pub(crate) fn params_buffer(device: &wgpu::Device, bytes: &[u8]) -> Result<wgpu::Buffer, Error> {
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("params"),
         size: (bytes.len() as u64).next_multiple_of(16),

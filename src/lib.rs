@@ -127,7 +127,7 @@ pub use softmax::{
 pub use tokens::{
     LogprobsMode, MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
     SpeculativeVerifier, TokenBias, TokenChain, TokenJob, TokenRowParams, TokenSampler,
-    TokenSampling, stream_words,
+    TokenSampling, TokenStrategy, stream_words,
 };
 
 /// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer
@@ -142,6 +142,8 @@ pub fn kernel_specs() -> Vec<family::FamilySpec> {
         density::ConcreteDensity::SPEC,
         sample::Sampler::SPEC,
         tokens::TokenSampleFamily::SPEC,
+        tokens::TokenSplitFamily::SPEC,
+        tokens::TokenFinalFamily::SPEC,
         tokens::TokenProcessor::SPEC,
         tokens::PenaltyUpdater::SPEC,
         tokens::SpeculativeVerifier::SPEC,

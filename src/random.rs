@@ -66,6 +66,7 @@ impl KernelFamily for RandomFill {
             "transform_uniform",
             "transform_gumbel",
         ],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {

@@ -24,6 +24,17 @@ pub trait ShaderSource {
 /// Threads per workgroup of the one-dimensional kernels.
 pub const WG_SIZE: u32 = 256;
 
+/// The split token sampler's state (`shaders/tokens_split.wgsl`), shared with the host that
+/// sizes it: words of a row's decisions, of a pass's aggregates (then a 256-bin histogram),
+/// kept entries of the gathered top-k, and top-n entries per workgroup.
+pub const TOKEN_DEC_WORDS: u32 = 40;
+/// See [`TOKEN_DEC_WORDS`].
+pub const TOKEN_AGG_WORDS: u32 = 64;
+/// See [`TOKEN_DEC_WORDS`].
+pub const TOKEN_KEPT_CAP: u32 = 2 * WG_SIZE;
+/// See [`TOKEN_DEC_WORDS`].
+pub const TOKEN_MAX_TOP_N: u32 = 20;
+
 /// The device-dependent choices a shader is composed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ShaderConfig {
@@ -60,6 +71,18 @@ const PIECES: &[(&str, &str)] = &[
     ("gumbel", include_str!("../shaders/common/gumbel.wgsl")),
     ("grid", include_str!("../shaders/common/grid.wgsl")),
     ("logits", include_str!("../shaders/common/logits.wgsl")),
+    (
+        "token_core",
+        include_str!("../shaders/common/token_core.wgsl"),
+    ),
+    (
+        "token_passes",
+        include_str!("../shaders/common/token_passes.wgsl"),
+    ),
+    (
+        "token_outputs",
+        include_str!("../shaders/common/token_outputs.wgsl"),
+    ),
     (
         "reduce_tree",
         include_str!("../shaders/common/reduce_tree.wgsl"),
@@ -104,7 +127,11 @@ pub fn config_piece(cfg: &ShaderConfig) -> String {
          const WG_SIZE: u32 = {WG_SIZE}u;\n\
          const TWO_POW_M32: f32 = 0x1p-32f;\n\
          const TWO_POW_M33: f32 = 0x1p-33f;\n\
-         const HAS_SUBGROUPS: bool = {};\n",
+         const HAS_SUBGROUPS: bool = {};\n\
+         const TOKEN_DEC_WORDS: u32 = {TOKEN_DEC_WORDS}u;\n\
+         const TOKEN_AGG_WORDS: u32 = {TOKEN_AGG_WORDS}u;\n\
+         const TOKEN_KEPT_CAP: u32 = {TOKEN_KEPT_CAP}u;\n\
+         const TOKEN_MAX_TOP_N: u32 = {TOKEN_MAX_TOP_N}u;\n",
         cfg.subgroups
     )
 }

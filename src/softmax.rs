@@ -105,6 +105,7 @@ const fn forward_spec(source: &'static str) -> FamilySpec {
             "softmax_split_write",
             "softmax_onchip",
         ],
+        stepped: false,
     }
 }
 

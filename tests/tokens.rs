@@ -695,6 +695,7 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
                     chain: Default::default(),
                     ranks: None,
                     logprobs_mode: Default::default(),
+                    strategy: Default::default(),
                 },
             )
             .unwrap()
@@ -785,6 +786,7 @@ fn buffer_level_misuse_is_an_error() {
         chain: Default::default(),
         ranks: None,
         logprobs_mode: Default::default(),
+        strategy: Default::default(),
     };
     let mut enc = gpu.device().create_command_encoder(&Default::default());
     let check = |r: Result<(), Error>, name: &str| match r {
@@ -1452,6 +1454,7 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
                         chain: Default::default(),
                         ranks: None,
                         logprobs_mode: Default::default(),
+                        strategy: Default::default(),
                     },
                 )
                 .unwrap();
@@ -1787,5 +1790,6 @@ fn token_job<'a>(
         chain: Default::default(),
         ranks: None,
         logprobs_mode: Default::default(),
+        strategy: Default::default(),
     }
 }

@@ -141,6 +141,7 @@ impl KernelFamily for TokenProcessor {
         params: <ProcessParams as crate::family::Params>::WGSL,
         storage_read_only: &[true, true, true, true, true, true, false],
         entry_points: &["process_row"],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
@@ -265,6 +266,7 @@ impl KernelFamily for PenaltyUpdater {
         params: <UpdateParams as crate::family::Params>::WGSL,
         storage_read_only: &[true, false],
         entry_points: &["update_counts"],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {

@@ -164,13 +164,13 @@ mod speculative;
 
 pub(crate) use chain::{PenaltyUpdater, TokenProcessor};
 pub use chain::{TokenBias, TokenChain, penalty_state, penalty_state_words};
-pub(crate) use sampler::TokenSampleFamily;
-pub use sampler::{TokenJob, TokenRowParams, TokenSampler};
+pub(crate) use sampler::{TokenFinalFamily, TokenSampleFamily, TokenSplitFamily};
+pub use sampler::{TokenJob, TokenRowParams, TokenSampler, TokenStrategy};
 pub(crate) use speculative::check_speculative;
 pub use speculative::{SpeculativeJob, SpeculativeResult, SpeculativeVerifier, stream_words};
 
 /// The most top log-probabilities per row ([`TokenSampling::logprobs`]).
-pub const MAX_LOGPROBS: usize = 20;
+pub const MAX_LOGPROBS: usize = crate::shader::TOKEN_MAX_TOP_N as usize;
 
 /// Which log-probabilities [`crate::Gpu::sample_tokens`] returns (module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -115,6 +115,28 @@ pub struct TokenJob<'a> {
     pub ranks: Option<wgpu::BufferSlice<'a>>,
     /// Raw or processed log-probabilities.
     pub logprobs_mode: LogprobsMode,
+    /// How rows map to workgroups (hidden: [`TokenStrategy::Auto`] unless a test forces a path).
+    #[doc(hidden)]
+    pub strategy: TokenStrategy,
+}
+
+/// How the token sampler maps rows to the GPU. [`TokenStrategy::Auto`] picks from the shape
+/// ([`TokenSampler::strategy_for`]); the others force a path, so tests can compare them: both
+/// give the same results bit for bit.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TokenStrategy {
+    /// Chosen from rows and k.
+    #[default]
+    Auto,
+    /// One workgroup per row, every pass in one dispatch.
+    RowPerWorkgroup,
+    /// Each row spread over `chunks` workgroups (0: chosen from the shape), one dispatch per
+    /// pass, then one to write the outputs.
+    SplitRow {
+        /// Workgroups per row; 0 picks a count from the shape.
+        chunks: u32,
+    },
 }
 
 impl<'a> TokenJob<'a> {
@@ -136,6 +158,7 @@ impl<'a> TokenJob<'a> {
             chain: TokenChain::default(),
             ranks: None,
             logprobs_mode: LogprobsMode::Raw,
+            strategy: TokenStrategy::Auto,
         }
     }
 }
@@ -160,6 +183,13 @@ uniform_params! {
         aux_base: u32,
         mode: u32,
         stride: u32,
+        split: u32,
+        step: u32,
+        prev: u32,
+        seq: u32,
+        nseq: u32,
+        state_base: u32,
+        state_stride: u32,
     }
 }
 
@@ -182,6 +212,7 @@ impl KernelFamily for TokenSampleFamily {
         params: <TokenParams as crate::family::Params>::WGSL,
         storage_read_only: &[true, true, false, false, false, false, true, false],
         entry_points: &["tokens_row"],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
@@ -190,11 +221,117 @@ impl KernelFamily for TokenSampleFamily {
     }
 }
 
+/// The split path's passes (`shaders/tokens_split.wgsl`): each row over many workgroups, one
+/// dispatch per pass. Owns the rows' state buffer.
+pub(crate) struct TokenSplitFamily {
+    core: FamilyCore,
+    pass: wgpu::ComputePipeline,
+    state: std::sync::Mutex<Option<wgpu::Buffer>>,
+}
+
+impl KernelFamily for TokenSplitFamily {
+    const SPEC: FamilySpec = FamilySpec {
+        name: "tokens_split",
+        source: include_str!("../../shaders/tokens_split.wgsl"),
+        params: <TokenParams as crate::family::Params>::WGSL,
+        storage_read_only: &[true, true, true, false, false],
+        entry_points: &["tokens_split"],
+        stepped: true,
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [pass] = take(pipelines)?;
+        Ok(TokenSplitFamily {
+            core,
+            pass,
+            state: std::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl TokenSplitFamily {
+    /// The state buffer, at least `bytes` long (grown on demand; `COPY_DST` so each job clears
+    /// its part first).
+    fn state(&self, bytes: u64) -> wgpu::Buffer {
+        let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = held.as_ref().filter(|b| b.size() >= bytes) {
+            return b.clone();
+        }
+        let buffer = self.core.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("token split state"),
+            size: bytes.max(256).next_power_of_two(),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        *held = Some(buffer.clone());
+        buffer
+    }
+}
+
+/// The split path's last step (`shaders/tokens_final.wgsl`): the outputs.
+pub(crate) struct TokenFinalFamily {
+    core: FamilyCore,
+    row: wgpu::ComputePipeline,
+}
+
+impl KernelFamily for TokenFinalFamily {
+    const SPEC: FamilySpec = FamilySpec {
+        name: "tokens_final",
+        source: include_str!("../../shaders/tokens_final.wgsl"),
+        params: <TokenParams as crate::family::Params>::WGSL,
+        storage_read_only: &[true, false, false, false, false, false],
+        entry_points: &["tokens_final"],
+        stepped: false,
+    };
+
+    fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
+        let [row] = take(pipelines)?;
+        Ok(TokenFinalFamily { core, row })
+    }
+}
+
+// Pass ids (twins of P_* in shaders/common/token_core.wgsl) and the split state's layout.
+const P_STATS: u32 = 0;
+const P_TOPK: u32 = 3;
+const P_GATHER: u32 = 10;
+const P_TIES: u32 = 19;
+const P_DRAW: u32 = 23;
+const P_POST: u32 = 24;
+const N_PASSES: u32 = 25;
+
+/// The passes the split path records for rows of `k`: every pass a row could need (the
+/// per-row settings live on the device), but only the select rounds `k` has indices for.
+fn split_passes(k: u64) -> Vec<u32> {
+    let ir = index_rounds(k);
+    (P_STATS..N_PASSES)
+        .filter(|&p| {
+            if (P_TOPK..P_GATHER).contains(&p) {
+                p - P_TOPK < 3 + ir
+            } else if (P_TIES..P_DRAW).contains(&p) {
+                p - P_TIES < ir
+            } else {
+                true
+            }
+        })
+        .collect()
+}
+
+/// Words of one row's split state for `passes` dispatches and `chunks` workgroups per row.
+fn split_state_words(passes: u64, chunks: u64) -> u64 {
+    use crate::shader::{TOKEN_AGG_WORDS, TOKEN_DEC_WORDS, TOKEN_KEPT_CAP, TOKEN_MAX_TOP_N};
+    2 * u64::from(TOKEN_DEC_WORDS)
+        + passes * (u64::from(TOKEN_AGG_WORDS) + 256)
+        + 2 * u64::from(TOKEN_KEPT_CAP)
+        + chunks * (2 + 2 * u64::from(TOKEN_MAX_TOP_N))
+}
+
 /// The token-sampling pipeline of a device: the processing kernel, the sampler and the
 /// penalty-state update (`shaders/token_process.wgsl`, `tokens.wgsl`, `penalty_update.wgsl`).
 /// Get it with [`Gpu::token_sampler`].
 pub struct TokenSampler {
     sample: Arc<TokenSampleFamily>,
+    split: Arc<TokenSplitFamily>,
+    last: Arc<TokenFinalFamily>,
     process: Arc<TokenProcessor>,
     update: Arc<PenaltyUpdater>,
 }
@@ -351,7 +488,20 @@ impl TokenSampler {
             } else {
                 0
             });
-        let rows_per_dispatch = core.rows_per_dispatch(rows, per_row)?;
+        let strategy = Self::strategy_for(rows, k, job.strategy);
+        let chunks = match strategy {
+            TokenStrategy::SplitRow { chunks } => u64::from(chunks),
+            _ => 0,
+        };
+        let passes = split_passes(k);
+        let state_words = split_state_words(passes.len() as u64, chunks);
+        let mut rows_per_dispatch = core.rows_per_dispatch(rows, per_row)?;
+        if chunks > 0 {
+            rows_per_dispatch = rows_per_dispatch
+                .min(self.split.core.rows_per_dispatch(rows, state_words)?)
+                .min(u64::from(self.split.core.max_groups) / chunks.max(1))
+                .max(1);
+        }
         core.scoped(|| {
             // Inside the device lock: a scratch buffer that grows drops the old one, and on GL
             // that takes the context another thread may hold for a long poll.
@@ -366,11 +516,45 @@ impl TokenSampler {
                 if let Some(s) = &scratch {
                     self.process.record_dispatch(encoder, job, s, r0, m)?;
                 }
-                self.record_dispatch(encoder, job, scratch.as_ref(), law, r0, m)?;
+                if chunks > 0 {
+                    let split = SplitShape {
+                        chunks,
+                        passes: &passes,
+                        state_words,
+                    };
+                    self.record_split(encoder, job, scratch.as_ref(), law, r0, m, &split)?;
+                } else {
+                    self.record_dispatch(encoder, job, scratch.as_ref(), law, r0, m)?;
+                }
                 r0 += m;
             }
             Ok(())
         })
+    }
+
+    /// The path `strategy` takes for `rows` rows of `k` logits: under
+    /// [`TokenStrategy::Auto`], rows of at least 8192 logits are split when there are fewer
+    /// than 128 of them (too few workgroups to fill a GPU), into about 1024 workgroups in all
+    /// with at least 4096 logits each (the Gumbel-max sampler's rule); `SplitRow { chunks: 0 }`
+    /// gets the same count. Never more chunks than logits.
+    #[doc(hidden)]
+    pub fn strategy_for(rows: u64, k: u64, strategy: TokenStrategy) -> TokenStrategy {
+        use crate::sample::{SPLIT_MAX_ROWS, SPLIT_MIN_CHUNK, SPLIT_MIN_K, SPLIT_TARGET_GROUPS};
+        let auto_chunks = || TokenStrategy::SplitRow {
+            chunks: SPLIT_TARGET_GROUPS
+                .div_ceil(rows.max(1))
+                .min(k.div_ceil(SPLIT_MIN_CHUNK))
+                .max(1) as u32,
+        };
+        match strategy {
+            TokenStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
+            TokenStrategy::Auto => TokenStrategy::RowPerWorkgroup,
+            TokenStrategy::SplitRow { chunks: 0 } => auto_chunks(),
+            TokenStrategy::SplitRow { chunks } => TokenStrategy::SplitRow {
+                chunks: (u64::from(chunks).min(k.max(1))) as u32,
+            },
+            s => s,
+        }
     }
 
     fn record_dispatch<'a>(
@@ -414,6 +598,13 @@ impl TokenSampler {
             | if has_rank { OUT_RANK } else { 0 }
             | if has_law { OUT_LAW } else { 0 };
         let params = TokenParams {
+            split: 0,
+            step: 0,
+            prev: 0,
+            seq: 0,
+            nseq: 0,
+            state_base: 0,
+            state_stride: 0,
             rows: m as u32,
             k: k as u32,
             format: job.logits.format.code(),
@@ -451,11 +642,152 @@ impl TokenSampler {
     }
 }
 
+/// The split path's shape for one job: workgroups per row, the passes, state words per row.
+struct SplitShape<'p> {
+    chunks: u64,
+    passes: &'p [u32],
+    state_words: u64,
+}
+
+impl TokenSampler {
+    /// Records rows `r0 .. r0 + m` of `job` on the split path: the state cleared, one dispatch
+    /// per pass over `m * chunks` workgroups, then the outputs (one workgroup per row).
+    #[allow(clippy::too_many_arguments)]
+    fn record_split<'a>(
+        &'a self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &TokenJob<'a>,
+        scratch: Option<&'a wgpu::Buffer>,
+        law: Option<wgpu::BufferSlice<'a>>,
+        r0: u64,
+        m: u64,
+        split: &SplitShape<'_>,
+    ) -> Result<(), Error> {
+        let (k, n) = (job.logits.k, u64::from(job.top_n));
+        let core = &self.split.core;
+        let words = m * split.state_words;
+        let state = self.split.state(words * 4);
+        encoder.clear_buffer(&state, 0, Some(words * 4));
+        let logits = core.window(
+            job.logits.data,
+            r0 * job.logits.row_stride(),
+            job.logits.span(m),
+            job.logits.format.bytes(),
+        );
+        let rowp = core.window(job.row_params, r0 * 12, m * 12, 4);
+        let proc = match scratch {
+            Some(s) => core.window(s.slice(..), 0, m * k, 4),
+            None => core.unused(3),
+        };
+        let st = core.window(state.slice(..), 0, words, 4);
+        let aux_law = match law {
+            Some(l) => Some(core.window(l, r0 * k, m * k, 4)),
+            None => None,
+        };
+        let opt = |s: Option<wgpu::BufferSlice<'a>>, per: u64, binding: usize| match s {
+            Some(s) if per > 0 => (self.last.core.window(s, r0 * per, m * per, 4), true),
+            _ => (self.last.core.unused(binding), false),
+        };
+        let tokens = self.last.core.window(job.out, r0, m, 4);
+        let (lp, has_lp) = opt(job.logprobs, 1, 3);
+        let (top, has_top) = opt(job.top, 2 * n, 4);
+        let (status, has_st) = opt(job.status, 1, 5);
+        let (ranks, has_rank) = match law {
+            Some(_) => (self.last.core.unused(6), false),
+            None => opt(job.ranks, 1, 6),
+        };
+        let outputs = if has_lp { OUT_LOGPROB } else { 0 }
+            | if has_top { OUT_TOP } else { 0 }
+            | if has_st { OUT_STATUS } else { 0 }
+            | if has_rank { OUT_RANK } else { 0 }
+            | if law.is_some() { OUT_LAW } else { 0 };
+        let base = TokenParams {
+            rows: m as u32,
+            k: k as u32,
+            format: job.logits.format.code(),
+            logit_base: logits.base,
+            row_base: rowp.base,
+            token_base: tokens.base,
+            logprob_base: lp.base,
+            top_base: top.base,
+            status_base: status.base,
+            n_top: n as u32,
+            outputs,
+            idx_rounds: index_rounds(k),
+            noise64: u32::from(job.noise == Noise::Bits64),
+            processed: u32::from(scratch.is_some()),
+            proc_base: proc.base,
+            aux_base: aux_law.as_ref().map_or(0, |w| w.base),
+            mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
+            stride: job.logits.row_stride() as u32,
+            split: split.chunks as u32,
+            step: 0,
+            prev: N_PASSES,
+            seq: 0,
+            nseq: split.passes.len() as u32,
+            state_base: st.base,
+            state_stride: split.state_words as u32,
+        };
+        let steps: Vec<TokenParams> = split
+            .passes
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| TokenParams {
+                step: p,
+                prev: if i == 0 {
+                    N_PASSES
+                } else {
+                    split.passes[i - 1]
+                },
+                seq: i as u32,
+                ..base
+            })
+            .collect();
+        let aux = aux_law.unwrap_or_else(|| core.unused(5));
+        core.dispatch_steps(
+            encoder,
+            &steps,
+            &[
+                logits.binding,
+                rowp.binding,
+                proc.binding,
+                st.binding.clone(),
+                aux.binding,
+            ],
+            &self.split.pass,
+            m * split.chunks,
+        )?;
+        let last = TokenParams {
+            step: N_PASSES,
+            prev: P_POST,
+            seq: split.passes.len() as u32,
+            aux_base: ranks.base,
+            ..base
+        };
+        let last_state = self.last.core.window(state.slice(..), 0, words, 4);
+        self.last.core.dispatch(
+            encoder,
+            &last,
+            &[
+                last_state.binding,
+                tokens.binding,
+                lp.binding,
+                top.binding,
+                status.binding,
+                ranks.binding,
+            ],
+            &[(&self.last.row, m)],
+        )
+    }
+}
+
 impl Gpu {
     /// The token-sampling pipeline of this device (its kernels built on first use).
     pub fn token_sampler(&self) -> Result<Arc<TokenSampler>, Error> {
         Ok(Arc::new(TokenSampler {
             sample: self.family::<TokenSampleFamily>()?,
+            split: self.family::<TokenSplitFamily>()?,
+            last: self.family::<TokenFinalFamily>()?,
             process: self.family::<TokenProcessor>()?,
             update: self.family::<PenaltyUpdater>()?,
         }))
@@ -649,6 +981,7 @@ impl Gpu {
             chain,
             ranks: (!law).then(|| at(o_rank, rows)),
             logprobs_mode: params.logprobs_mode,
+            strategy: TokenStrategy::Auto,
         };
         let law_at = at(o_law, law_words);
         let w: Vec<u32> = self.run_and_read(

@@ -154,6 +154,7 @@ impl KernelFamily for SpeculativeVerifier {
         params: <SpecParams as crate::family::Params>::WGSL,
         storage_read_only: &[true, true, true, true, false, false],
         entry_points: &["verify_row"],
+        stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
