@@ -680,10 +680,7 @@ impl TokenSampler {
             None => core.unused(3),
         };
         let st = core.window(state.slice(..), 0, words, 4);
-        let aux_law = match law {
-            Some(l) => Some(core.window(l, r0 * k, m * k, 4)),
-            None => None,
-        };
+        let aux_law = law.map(|l| core.window(l, r0 * k, m * k, 4));
         let opt = |s: Option<wgpu::BufferSlice<'a>>, per: u64, binding: usize| match s {
             Some(s) if per > 0 => (self.last.core.window(s, r0 * per, m * per, 4), true),
             _ => (self.last.core.unused(binding), false),
