@@ -55,6 +55,7 @@
 @group(0) @binding(4) var<storage, read> streams: array<u32>;
 @group(0) @binding(5) var<storage, read_write> accepted: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<u32>;
+@group(0) @binding(7) var<storage, read_write> scratch: array<vec2<u32>>;
 
 const NO_INDEX: u32 = 0xffffffffu;
 const EMPTY: vec2<u32> = vec2<u32>(0u, NO_INDEX);
@@ -109,27 +110,74 @@ fn acceptance_uniform(key: vec2<u32>, offset: vec2<u32>, i: u32) -> f32 {
     return uniform_from_word(stream_word(key, word_index(offset, w)));
 }
 
-// Gumbel-max over categories of position i with weights w_j: residual max(0, p_i - q_i) when
-// `residual`, else p_i. Walks the position's words (per * k from word per * i * (k + 1)) in whole
-// Philox blocks; lanes s - phase that are not a multiple of per, or past per * k, are skipped.
-fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u32>) -> vec2<u32> {
+// Draft i of row r (i < n) in the acceptance walk: its token d (< k) if it is accepted
+// (u_i * q_i(d) < p_i(d)), else REJECTED, or BAD_DRAFT if d >= k or p_i(d) or q_i(d) is bad.
+// Positions are independent: the split path checks them in parallel.
+const REJECTED: u32 = 0xfffffffeu;
+const BAD_DRAFT: u32 = 0xffffffffu;
+
+fn position_verdict(r: u32, i: u32, key: vec2<u32>, offset: vec2<u32>) -> u32 {
+    let k = params.k;
+    let n = params.n;
+    let d = drafts[params.draft_base + r * n + i];
+    if (d >= k) {
+        return BAD_DRAFT;
+    }
+    let u = acceptance_uniform(key, offset, i);
+    let pd = p[params.p_base + (r * (n + 1u) + i) * k + d];
+    let qd = q[params.q_base + (r * n + i) * k + d];
+    if (is_bad(pd) || is_bad(qd)) {
+        return BAD_DRAFT;
+    }
+    if (!(u * qd < pd)) {
+        return REJECTED;
+    }
+    return d;
+}
+
+// Where position i's draw lies in the row's stream: its first Philox block (64-bit), the lane
+// of its first word (phase) and the blocks its per * k words touch. Block b of the draw holds
+// words 4 b - phase .. 4 b - phase + 3 of the position; an element belongs to the block of its
+// first word (with noise64 and an odd phase its low word is lane 0 of block b + 1).
+struct Span {
+    block0: vec2<u32>,
+    phase: u32,
+    blocks: u32,
+}
+
+fn draw_span(i: u32, offset: vec2<u32>) -> Span {
+    let sh = word_shift();
+    let base = word_index(offset, (i * (params.k + 1u)) << sh);
+    let phase = base.x & 3u;
+    return Span(vec2<u32>((base.x >> 2u) | (base.y << 30u), base.y >> 2u), phase,
+                (phase + (params.k << sh) + 3u) / 4u);
+}
+
+// This invocation's share of position i's Gumbel-max draw: blocks lo + lid, lo + lid + WG_SIZE,
+// ... below hi of the span; lanes s - phase that are not a multiple of per, or past per * k,
+// are skipped. Returns .xy, the best candidate of the drawn law (the residual max(0, p_i - q_i)
+// when `residual`, else p_i; a bad entry, of p_i or of q_i for the residual, is BAD_KEY), and
+// .zw, when `fallback`, the best candidate of p_i among the entries read while .xy was still
+// EMPTY (EMPTY otherwise). The fallback is what the draw from p_i would give if the residual is
+// all zero: then every entry leaves .xy EMPTY, so every entry's p_i candidate is taken; where
+// some residual entry is positive (or bad) the fallback is never used, whatever it holds.
+fn scan(lid: u32, r: u32, i: u32, residual: bool, fallback: bool, key: vec2<u32>, span: Span,
+        lo: u32, hi: u32) -> vec4<u32> {
     let k = params.k;
     let n = params.n;
     let sh = word_shift();
     let wide = sh != 0u;
-    let base = word_index(offset, (i * (k + 1u)) << sh);
-    let phase = base.x & 3u;
-    let block0 = vec2<u32>((base.x >> 2u) | (base.y << 30u), base.y >> 2u);
-    let blocks = (phase + (k << sh) + 3u) / 4u;
+    let phase = span.phase;
     let prow = params.p_base + (r * (n + 1u) + i) * k;
     let qrow = params.q_base + (r * n + i) * k;
     var best = EMPTY;
-    for (var b = lid; b < blocks; b += WG_SIZE) {
-        let words = philox_block(key, block0, b);
+    var alt = EMPTY;
+    for (var b = lo + lid; b < hi; b += WG_SIZE) {
+        let words = philox_block(key, span.block0, b);
         // A pair starting in lane 3 (odd phase) ends in lane 0 of the next block.
         var next = 0u;
         if (wide && (phase & 1u) != 0u) {
-            next = philox_block(key, block0, b + 1u).x;
+            next = philox_block(key, span.block0, b + 1u).x;
         }
         let ws = array<u32, 5>(words.x, words.y, words.z, words.w, next);
         for (var e = 0u; e < 4u; e++) {
@@ -138,8 +186,9 @@ fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u
                 continue;
             }
             let j = (s - phase) >> sh;
-            var w = p[prow + j];
-            var bad = is_bad(w);
+            let pj = p[prow + j];
+            var w = pj;
+            var bad = is_bad(pj);
             if (residual) {
                 let qj = q[qrow + j];
                 bad = bad || is_bad(qj);
@@ -150,21 +199,35 @@ fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u
                 if (before(c, best)) {
                     best = c;
                 }
-            } else if (w > 0.0) {
+            } else if (w > 0.0 || (fallback && best.y == NO_INDEX && pj > 0.0)) {
                 var g = 0.0;
                 if (wide) {
                     g = gumbel_from_words64(ws[e], ws[e + 1u]);
                 } else {
                     g = gumbel_from_word(ws[e]);
                 }
-                let c = vec2<u32>(key_of(bitcast<u32>(log(w) + g)), j);
-                if (before(c, best)) {
-                    best = c;
+                if (w > 0.0) {
+                    let c = vec2<u32>(key_of(bitcast<u32>(log(w) + g)), j);
+                    if (before(c, best)) {
+                        best = c;
+                    }
+                } else {
+                    let c = vec2<u32>(key_of(bitcast<u32>(log(pj) + g)), j);
+                    if (before(c, alt)) {
+                        alt = c;
+                    }
                 }
             }
         }
     }
-    return reduce_best(lid, best);
+    return vec4<u32>(best, alt);
+}
+
+// Gumbel-max over the categories of position i, the whole row by this workgroup: the residual
+// when `residual`, else p_i.
+fn draw(lid: u32, r: u32, i: u32, residual: bool, key: vec2<u32>, offset: vec2<u32>) -> vec2<u32> {
+    let span = draw_span(i, offset);
+    return reduce_best(lid, scan(lid, r, i, residual, false, key, span, 0u, span.blocks).xy);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -185,19 +248,12 @@ fn verify_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         var i = 0u;
         var bad = 0u;
         for (; i < n; i++) {
-            let d = drafts[params.draft_base + r * n + i];
-            if (d >= k) {
-                bad = 1u;
+            let d = position_verdict(r, i, key, offset);
+            if (d == REJECTED) {
                 break;
             }
-            let u = acceptance_uniform(key, offset, i);
-            let pd = p[params.p_base + (r * (n + 1u) + i) * k + d];
-            let qd = q[params.q_base + (r * n + i) * k + d];
-            if (is_bad(pd) || is_bad(qd)) {
+            if (d == BAD_DRAFT) {
                 bad = 1u;
-                break;
-            }
-            if (!(u * qd < pd)) {
                 break;
             }
             out[params.out_base + r * (n + 1u) + i] = d;
@@ -225,5 +281,121 @@ fn verify_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         // A bad law entry wins the draw (BAD_KEY) and emits nothing; a fallback draw after it
         // is never taken (best.y is a category, not NO_INDEX).
         out[params.out_base + r * (n + 1u) + i] = select(best.y, NO_INDEX, best.x == BAD_KEY);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The split path: row r's draw spread over params.chunks workgroups, then a combine pass.
+
+// Row r's region of scratch: 1 + 2 * chunks pairs from r * (1 + 2 * chunks): the verdict
+// (stop position, bad flag) at 0, then chunk c's partial best of the drawn law at 1 + 2c and
+// of the fallback (p_i while the residual is zero) at 2 + 2c.
+fn region(r: u32) -> u32 {
+    return r * (1u + 2u * params.chunks);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn verify_partial(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = workgroup_setup(ids);
+    let g = group_index(wid, nwg);
+    let chunks = params.chunks;
+    let r = g / chunks;
+    if (r >= params.rows) {
+        return;
+    }
+    let c = g % chunks;
+    let n = params.n;
+    let sb = params.stream_base + 4u * r;
+    let key = vec2<u32>(streams[sb], streams[sb + 1u]);
+    let offset = vec2<u32>(streams[sb + 2u], streams[sb + 3u]);
+    // The acceptance walk, in parallel: each invocation finds the first of its positions that
+    // stops the row, as 2 i + bad (< NO_INDEX: the host keeps n + 1 below 2^31); the lowest
+    // over the workgroup is where the sequential walk stops.
+    var stop = EMPTY;
+    for (var i = lid; i < n; i += WG_SIZE) {
+        let d = position_verdict(r, i, key, offset);
+        if (d == REJECTED || d == BAD_DRAFT) {
+            stop = vec2<u32>(1u, 2u * i + select(0u, 1u, d == BAD_DRAFT));
+            break;
+        }
+    }
+    stop = reduce_best(lid, stop);
+    if (lid == 0u) {
+        verdict = select(vec2<u32>(stop.y >> 1u, stop.y & 1u), vec2<u32>(n, 0u),
+                         stop.y == NO_INDEX);
+    }
+    let v = workgroupUniformLoad(&verdict);
+    let i = v.x;
+    // Chunk c: blocks [lo, hi) of the span, whole Philox blocks (a 64-bit pair straddling two
+    // blocks belongs to the first, as on the one-workgroup path); none when the row stops at a
+    // bad value.
+    let span = draw_span(i, offset);
+    let per_chunk = (span.blocks + chunks - 1u) / chunks;
+    let lo = min(c * per_chunk, span.blocks);
+    var hi = min(lo + per_chunk, span.blocks);
+    if (v.y != 0u) {
+        hi = lo;
+    }
+    let mine = scan(lid, r, i, i < n, i < n, key, span, lo, hi);
+    let best = reduce_best(lid, mine.xy);
+    let alt = reduce_best(lid, mine.zw);
+    if (lid == 0u) {
+        let base = region(r);
+        scratch[base + 1u + 2u * c] = best;
+        scratch[base + 2u + 2u * c] = alt;
+        if (c == 0u) {
+            scratch[base] = v;
+        }
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn verify_combine(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = workgroup_setup(ids);
+    let r = group_index(wid, nwg);
+    if (r >= params.rows) {
+        return;
+    }
+    let n = params.n;
+    let base = region(r);
+    var best = EMPTY;
+    var alt = EMPTY;
+    for (var c = lid; c < params.chunks; c += WG_SIZE) {
+        let b = scratch[base + 1u + 2u * c];
+        let a = scratch[base + 2u + 2u * c];
+        if (before(b, best)) {
+            best = b;
+        }
+        if (before(a, alt)) {
+            alt = a;
+        }
+    }
+    best = reduce_best(lid, best);
+    alt = reduce_best(lid, alt);
+    // Written by chunk 0 of the row in the partial pass: i <= n.
+    let v = scratch[base];
+    let i = v.x;
+    // An empty residual draw (i < n) takes the draw from p_i; a bonus draw (i = n) has no
+    // fallback (alt is EMPTY), nor does a bad stop (both EMPTY: nothing was scanned).
+    if (best.y == NO_INDEX) {
+        best = alt;
+    }
+    var token = select(best.y, NO_INDEX, best.x == BAD_KEY);
+    if (v.y != 0u) {
+        token = NO_INDEX;
+    }
+    if (lid == 0u) {
+        accepted[params.accepted_base + r] = i;
+    }
+    for (var s = lid; s <= n; s += WG_SIZE) {
+        var t = NO_INDEX;
+        if (s < i) {
+            t = drafts[params.draft_base + r * n + s];
+        } else if (s == i) {
+            t = token;
+        }
+        out[params.out_base + r * (n + 1u) + s] = t;
     }
 }

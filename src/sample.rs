@@ -91,14 +91,14 @@ const THREAD_MAX_K: u64 = 32;
 /// whole workgroup from k = 4096 up).
 const SEGMENT_BLOCKS: u64 = 4;
 /// Rows at least this long are split across workgroups when there are few of them...
-const SPLIT_MIN_K: u64 = 8192;
+pub(crate) const SPLIT_MIN_K: u64 = 8192;
 /// ...namely fewer than this many rows (too few workgroups to fill a GPU).
-const SPLIT_MAX_ROWS: u64 = 128;
+pub(crate) const SPLIT_MAX_ROWS: u64 = 128;
 /// The split path aims at about this many workgroups in all...
-const SPLIT_TARGET_GROUPS: u64 = 1024;
+pub(crate) const SPLIT_TARGET_GROUPS: u64 = 1024;
 /// ...with at least this many elements per chunk, and for top-k at least `SPLIT_CHUNK_PER_TOP *
 /// top` (fewer, longer chunks: the combine pass merges `chunks - 1` lists of `top`).
-const SPLIT_MIN_CHUNK: u64 = 4096;
+pub(crate) const SPLIT_MIN_CHUNK: u64 = 4096;
 const SPLIT_CHUNK_PER_TOP: u64 = 4;
 /// Top-k splits rows longer than this (at least `SPLIT_MIN_K`) at any row count, into chunks of
 /// at most this many elements: a team's worst case (a merge every round) grows with its span.
