@@ -313,11 +313,10 @@ fn verify_partial(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     // stops the row, as 2 i + bad (< NO_INDEX: the host keeps n + 1 below 2^31); the lowest
     // over the workgroup is where the sequential walk stops.
     var stop = EMPTY;
-    for (var i = lid; i < n; i += WG_SIZE) {
+    for (var i = lid; i < n && stop.y == NO_INDEX; i += WG_SIZE) {
         let d = position_verdict(r, i, key, offset);
         if (d == REJECTED || d == BAD_DRAFT) {
             stop = vec2<u32>(1u, 2u * i + select(0u, 1u, d == BAD_DRAFT));
-            break;
         }
     }
     stop = reduce_best(lid, stop);
