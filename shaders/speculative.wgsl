@@ -1,7 +1,20 @@
-// Speculative verification (Leviathan et al. 2023; Chen et al. 2023), one workgroup per row:
-// accept draft i while u_i * q_i(d_i) < p_i(d_i); at the first rejection emit a Gumbel-max draw
-// from max(0, p_i - q_i) (from p_i if that is all zero), after n acceptances a bonus draw from
-// p_n. Twin of cpu::verify_speculative.
+// Speculative verification (Leviathan et al. 2023; Chen et al. 2023): accept draft i while
+// u_i * q_i(d_i) < p_i(d_i); at the first rejection emit a Gumbel-max draw from max(0, p_i - q_i)
+// (from p_i if that is all zero), after n acceptances a bonus draw from p_n. Twin of
+// cpu::verify_speculative.
+//
+// Entry points (the host picks the path from the shape, SpeculativeVerifier::strategy_for; both
+// give the same bits, below):
+//   verify_row:     one workgroup per row: the acceptance walk (invocation 0, sequential), then
+//                   the draw over the whole row (a second draw from p_i if the residual is all
+//                   zero).
+//   verify_partial: split rows, pass 1: workgroup g = r * chunks + c. The walk in parallel (every
+//                   position is checked on its own; the lowest stop wins), then the draw's
+//                   candidates in chunk c of the stopping position's blocks: the best of the
+//                   drawn law and the best p_i fallback (scan), each reduced over the workgroup,
+//                   into scratch; chunk 0 also stores the verdict (stop, bad).
+//   verify_combine: split rows, pass 2: one workgroup per row merges the chunks' pairs (the
+//                   fallback where the drawn law's best is EMPTY) and writes accepted and out.
 //
 // Bindings (group 0):
 //   0: uniform SpecParams
@@ -12,6 +25,10 @@
 //                          seed hi, offset lo, offset hi
 //   5: storage, read_write accepted: array<u32> accepted[accepted_base + r]
 //   6: storage, read_write out: array<u32>      out[out_base + r * (n + 1) + i], i <= n
+//   7: storage, read_write scratch: array<vec2<u32>> split path only (a dummy buffer for
+//                          verify_row): row r's region of 1 + 2 * chunks pairs from
+//                          r * (1 + 2 * chunks): the verdict (stop i, bad flag) at 0, chunk c's
+//                          best of the drawn law at 1 + 2c and its fallback at 2 + 2c
 //
 // Counter scheme: position i (0..=n) of row r owns noise elements i * (k + 1) + j, j = 0..=k, of
 // the row's stream: j < k the Gumbel noise of category j, j = k the acceptance uniform u_i
@@ -25,9 +42,26 @@
 // the 64-bit offset with a carry; it also keeps (n + 1) * k within one storage binding (below
 // 2^30 elements), so phase + per * k + 3 does not wrap.
 //
-// Indices stay in range: i < n for drafts and q, i <= n for p, j < k, ws[e + 1] with e < 4 in
-// the five-word window; a draft token >= k (not checked on the device) counts as rejected with
-// nothing to emit: the row's slot gets NO_INDEX.
+// The split path gives verify_row's bits: chunks cut a draw's blocks (draw_span) into runs of
+// whole Philox blocks, ceil(blocks / chunks) each (the last shorter, some empty when chunks >
+// blocks), and an element belongs to the block of its first word on both paths, so each
+// element is read once with the same noise words (a 64-bit pair straddling the end of a chunk's
+// last block takes lane 0 of the next block, as verify_row does); the candidates are the same
+// expressions (scan), and the arg-max is exact (larger key, then lower index) in any order. The
+// fallback: verify_row draws from p_i only when the residual draw found no candidate, i.e. every
+// residual entry is zero and good; then no invocation's residual best ever leaves EMPTY, so each
+// took the p_i candidate of every entry it read, and the fallbacks merge to the p_i draw. Where
+// some residual entry is positive or bad, the fallback is ignored. The parallel walk stops where
+// the sequential one does: position i stops the row (rejection, or bad) independently of the
+// others, so the first stop is the lowest i with 2 i + bad (< NO_INDEX: n + 1 < 2^31, from
+// per * (n + 1) * (k + 1) < 2^32 with k >= 1).
+//
+// Indices stay in range: i < n for drafts and q, i <= n for p (the verdict's i <= n: the lowest
+// stopping position, or n), j < k, ws[e + 1] with e < 4 in the five-word window; a draft token
+// >= k (not checked on the device) counts as rejected with nothing to emit: the row's slot gets
+// NO_INDEX. Scratch: g < rows * chunks, c < chunks, so 2 + 2c < 1 + 2 * chunks; the host binds
+// rows * (1 + 2 * chunks) pairs (within one binding, so chunks < 2^30 and no product wraps).
+// A chunk's blocks [lo, hi): lo = min(c * per_chunk, blocks) <= hi <= blocks.
 // Bad probabilities (NaN, +-inf, negative; -0 is fine) are not checked on the host for buffer
 // jobs, and max(NaN - q, 0), log(inf) and u * inf < inf are not portable, so every value the row
 // reads is tested by its bits (is_bad) before use: a bad p_i(d_i) or q_i(d_i) in the acceptance
@@ -35,13 +69,16 @@
 // stopping position (p_i, and q_i for the residual) makes the draw's candidate BAD_KEY, a key no
 // good candidate reaches (log(w) + g is finite or +inf for finite w > 0 and finite g), so the
 // reduction returns it and the slot gets NO_INDEX. Either way accepted = i and the output is
-// defined; values the row never reads (positions past the stop) do not matter.
+// defined; values the row's result does not depend on (positions past the stop, which the
+// parallel walk may read) do not matter.
 // Workgroups are linearised over a 2-D grid; surplus groups return (the whole group: the
 // reductions' barriers and subgroup operations stay in uniform control flow, as do both draws,
-// taken on workgroupUniformLoad values). The arg-max of a draw is reduce_best (reduce_best.wgsl,
-// its subgroup version where the adapter has subgroups): exact, the largest key, then the
-// lowest index, whichever path runs. Workgroup memory (verdict, empty_draw, the reduction's
-// slots) is written by invocation 0 or by each invocation before a barrier, then read.
+// taken on workgroupUniformLoad values; the loops before a reduction hold no barrier). The
+// arg-max is reduce_best (reduce_best.wgsl, its subgroup version where the adapter has
+// subgroups): exact, the largest key, then the lowest index, whichever path runs. Workgroup
+// memory (verdict, empty_draw, the reduction's slots) is written by invocation 0 or by each
+// invocation before a barrier, then read. Scratch is written by the partial pass and read by the
+// combine pass, a later dispatch of the same compute pass (ordered by WebGPU's usage scopes).
 #import config
 #import philox
 #import gumbel

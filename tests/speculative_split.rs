@@ -148,9 +148,9 @@ fn inputs(rng: &mut StdRng, k: usize, n: usize, modes: &[Mode], phases: &[u64]) 
             q.extend_from_slice(ql);
         }
         for i in 0..=n {
-            match mode {
-                Mode::Equal if i < n => p.extend_from_slice(&qs[i]),
-                Mode::Half if i < n => p.extend(qs[i].iter().map(|x| x * 0.5)),
+            match (mode, qs.get(i)) {
+                (Mode::Equal, Some(ql)) => p.extend_from_slice(ql),
+                (Mode::Half, Some(ql)) => p.extend(ql.iter().map(|x| x * 0.5)),
                 _ => p.extend(law(rng, k)),
             }
         }
@@ -327,8 +327,10 @@ fn bad_probabilities_give_the_same_output_on_both_paths() {
             let modes = vec![Mode::Independent; rows];
             let phases: Vec<u64> = (0..rows as u64).map(|r| r % 4).collect();
             let mut inp = inputs(&mut rng, k, n, &modes, &phases);
-            let mut stop = vec![0usize; rows];
+            // Where each row must stop.
+            let mut stop = Vec::new();
             for r in 0..rows {
+                stop.push(if r % 5 == 2 { n } else { 0 });
                 let v = bad_values[rng.random_range(0..bad_values.len())];
                 let d0 = inp.drafts[r * n] as usize;
                 let at = rng.random_range(0..k);
@@ -353,7 +355,6 @@ fn bad_probabilities_give_the_same_output_on_both_paths() {
                             inp.p[prow(i) + d] = 0.5;
                         }
                         inp.p[prow(n) + at] = v;
-                        stop[r] = n;
                     }
                     // The walk reads a bad p_0(d_0).
                     3 => inp.p[prow(0) + d0] = v,
