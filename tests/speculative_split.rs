@@ -132,17 +132,85 @@ enum Mode {
     Half,
     /// Independent laws and an out-of-range draft (>= k) at a random position.
     OutOfRange,
+    /// Independent laws positive only on the elements of the blocks on either side of each
+    /// chunk boundary (the blocks' first words, [`boundary_support`]) of the split counts tried:
+    /// a wide row's draw then lands at a boundary, where a chunk could drop or repeat a block.
+    Boundary,
 }
 
-const MODES: [Mode; 4] = [Mode::Independent, Mode::Equal, Mode::Half, Mode::OutOfRange];
+const MODES: [Mode; 5] = [
+    Mode::Independent,
+    Mode::Equal,
+    Mode::Half,
+    Mode::OutOfRange,
+    Mode::Boundary,
+];
+
+/// The categories of position i's draw whose first noise word lies in a block next to a chunk
+/// boundary for one of `chunk_counts` (the contract of shaders/speculative.wgsl: the draw's
+/// words start at word per * i * (k + 1) of the stream, lane `phase` of its first block, and
+/// chunks take ceil(blocks / chunks) whole blocks each).
+fn boundary_support(k: usize, per: usize, offset: u64, i: usize, counts: &[usize]) -> Vec<usize> {
+    let phase = (offset.wrapping_add((per * i * (k + 1)) as u64) % 4) as usize;
+    let blocks = (phase + per * k).div_ceil(4);
+    let mut js = Vec::new();
+    for &c in counts {
+        let per_chunk = blocks.div_ceil(c);
+        for m in 1..c {
+            let b = m * per_chunk;
+            for block in b.saturating_sub(1)..(b + 1).min(blocks) {
+                for s in 4 * block..4 * block + 4 {
+                    if s >= phase && (s - phase) % per == 0 && (s - phase) / per < k {
+                        js.push((s - phase) / per);
+                    }
+                }
+            }
+        }
+    }
+    js.sort_unstable();
+    js.dedup();
+    js
+}
+
+/// A law positive only on `support` (all of `0..k` if it is empty).
+fn law_on(rng: &mut StdRng, k: usize, support: &[usize]) -> Vec<f32> {
+    if support.is_empty() {
+        return law(rng, k);
+    }
+    let mut w = vec![0.0f32; k];
+    for &j in support {
+        w[j] = rng.random_range(0.01..1.0);
+    }
+    w
+}
 
 /// Fresh random inputs: row r takes mode `modes[r]` and a stream whose offset has phase
-/// `phases[r]` (mod 4).
-fn inputs(rng: &mut StdRng, k: usize, n: usize, modes: &[Mode], phases: &[u64]) -> Inputs {
+/// `phases[r]` (mod 4); `chunk_counts` are the split counts [`Mode::Boundary`] aims at.
+fn inputs(
+    rng: &mut StdRng,
+    k: usize,
+    n: usize,
+    modes: &[Mode],
+    phases: &[u64],
+    noise: Noise,
+    chunk_counts: &[usize],
+) -> Inputs {
     let rows = modes.len();
+    let per = if noise == Noise::Bits64 { 2 } else { 1 };
+    let streams: Vec<Stream> = phases
+        .iter()
+        .map(|&ph| Stream {
+            seed: rng.random(),
+            offset: ((rng.random::<u64>() >> 1) & !3) + ph,
+        })
+        .collect();
     let (mut drafts, mut q, mut p) = (Vec::new(), Vec::new(), Vec::new());
-    for &mode in modes {
-        let qs: Vec<Vec<f32>> = (0..n).map(|_| law(rng, k)).collect();
+    for (&mode, stream) in modes.iter().zip(&streams) {
+        let support = |i| match mode {
+            Mode::Boundary => boundary_support(k, per, stream.offset, i, chunk_counts),
+            _ => Vec::new(),
+        };
+        let qs: Vec<Vec<f32>> = (0..n).map(|i| law_on(rng, k, &support(i))).collect();
         for ql in &qs {
             drafts.push(draw_from(rng, ql));
             q.extend_from_slice(ql);
@@ -151,7 +219,7 @@ fn inputs(rng: &mut StdRng, k: usize, n: usize, modes: &[Mode], phases: &[u64]) 
             match (mode, qs.get(i)) {
                 (Mode::Equal, Some(ql)) => p.extend_from_slice(ql),
                 (Mode::Half, Some(ql)) => p.extend(ql.iter().map(|x| x * 0.5)),
-                _ => p.extend(law(rng, k)),
+                _ => p.extend(law_on(rng, k, &support(i))),
             }
         }
         if let Mode::OutOfRange = mode
@@ -161,13 +229,6 @@ fn inputs(rng: &mut StdRng, k: usize, n: usize, modes: &[Mode], phases: &[u64]) 
             drafts[at] = [k as u32, k as u32 + 1, u32::MAX][rng.random_range(0..3)];
         }
     }
-    let streams = phases
-        .iter()
-        .map(|&ph| Stream {
-            seed: rng.random(),
-            offset: ((rng.random::<u64>() >> 1) & !3) + ph,
-        })
-        .collect();
     Inputs {
         rows,
         n,
@@ -235,7 +296,15 @@ fn split_matches_one_workgroup(name: &str, k: usize, n: usize) {
             for &ph in &phases {
                 phases_seen[w][ph as usize] = true;
             }
-            let inp = inputs(&mut rng, k, n, &modes, &phases);
+            let auto = match SpeculativeVerifier::strategy_for(
+                rows as u64,
+                k as u64,
+                SampleStrategy::SplitRow { chunks: 0 },
+            ) {
+                SampleStrategy::SplitRow { chunks } => chunks as usize,
+                s => panic!("{s:?}"),
+            };
+            let inp = inputs(&mut rng, k, n, &modes, &phases, noise, &[2, 3, 7, auto]);
             for (g, &gpu) in devices.iter().enumerate() {
                 let up = inp.upload(gpu);
                 let what = format!("{name} rows {rows} n {n} {noise:?} device {g}");
@@ -326,7 +395,7 @@ fn bad_probabilities_give_the_same_output_on_both_paths() {
         for noise in [Noise::Bits32, Noise::Bits64] {
             let modes = vec![Mode::Independent; rows];
             let phases: Vec<u64> = (0..rows as u64).map(|r| r % 4).collect();
-            let mut inp = inputs(&mut rng, k, n, &modes, &phases);
+            let mut inp = inputs(&mut rng, k, n, &modes, &phases, noise, &[]);
             // Where each row must stop.
             let mut stop = Vec::new();
             for r in 0..rows {
@@ -402,7 +471,15 @@ fn auto_splits_few_long_rows_only() {
 fn paths_other_than_row_or_split_are_an_error() {
     let gpu = gpu();
     let mut rng = StdRng::seed_from_u64(3);
-    let inp = inputs(&mut rng, 5, 1, &[Mode::Independent], &[0]);
+    let inp = inputs(
+        &mut rng,
+        5,
+        1,
+        &[Mode::Independent],
+        &[0],
+        Noise::Bits32,
+        &[],
+    );
     let up = inp.upload(gpu);
     for strategy in [
         SampleStrategy::RowPerThread,
