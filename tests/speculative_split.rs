@@ -160,7 +160,7 @@ fn boundary_support(k: usize, per: usize, offset: u64, i: usize, counts: &[usize
             let b = m * per_chunk;
             for block in b.saturating_sub(1)..(b + 1).min(blocks) {
                 for s in 4 * block..4 * block + 4 {
-                    if s >= phase && (s - phase) % per == 0 && (s - phase) / per < k {
+                    if s >= phase && (s - phase).is_multiple_of(per) && (s - phase) / per < k {
                         js.push((s - phase) / per);
                     }
                 }
