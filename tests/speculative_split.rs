@@ -274,6 +274,8 @@ const SHAPES: &[(&str, usize, usize)] = &[
     ("k4097", 4097, 3),
     ("k65537", 65537, 2),
     ("k262147", 262_147, 1),
+    // No drafts: only the bonus draw, on the split path from k = 8192 under Auto.
+    ("k8193n0", 8193, 0),
 ];
 
 fn split_matches_one_workgroup(name: &str, k: usize, n: usize) {
@@ -345,8 +347,9 @@ fn split_matches_one_workgroup(name: &str, k: usize, n: usize) {
     );
     // Every phase of both noise widths, and each kind of ending, was exercised.
     assert!(phases_seen.iter().flatten().all(|&s| s), "{name}");
+    assert!(bonus > 0, "{name}");
     assert!(
-        stops > 0 && bonus > 0 && fallbacks > 0 && out_of_range > 0,
+        n == 0 || stops > 0 && fallbacks > 0 && out_of_range > 0,
         "{name}"
     );
 }
@@ -367,6 +370,7 @@ shape_tests! {
     split_matches_one_workgroup_k4097: 2;
     split_matches_one_workgroup_k65537: 3;
     split_matches_one_workgroup_k262147: 4;
+    split_matches_one_workgroup_k8193_without_drafts: 5;
 }
 
 /// A bad probability (NaN, infinite, negative) in the law drawn where the walk stops, or in the
