@@ -11,8 +11,10 @@
 //   verify_partial: split rows, pass 1: workgroup g = r * chunks + c. The walk in parallel (every
 //                   position is checked on its own; the lowest stop wins), then the draw's
 //                   candidates in chunk c of the stopping position's blocks: the best of the
-//                   drawn law and the best p_i fallback (scan), each reduced over the workgroup,
-//                   into scratch; chunk 0 also stores the verdict (stop, bad).
+//                   drawn law and the best p_i fallback (scan), each reduced over the workgroup
+//                   (the fallback only where the chunk's residual best is EMPTY: else the row's
+//                   draw has a candidate and the fallback is ignored; EMPTY is stored), into
+//                   scratch; chunk 0 also stores the verdict (stop, bad).
 //   verify_combine: split rows, pass 2: one workgroup per row merges the chunks' pairs (the
 //                   fallback where the drawn law's best is EMPTY) and writes accepted and out.
 //
@@ -375,7 +377,14 @@ fn verify_partial(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     }
     let mine = scan(lid, r, i, i < n, i < n, key, span, lo, hi);
     let best = reduce_best(lid, mine.xy);
-    let alt = reduce_best(lid, mine.zw);
+    // The fallback matters only if every chunk's best is EMPTY: reduced only then.
+    if (lid == 0u) {
+        empty_draw = select(0u, 1u, best.y == NO_INDEX && i < n);
+    }
+    var alt = EMPTY;
+    if (workgroupUniformLoad(&empty_draw) != 0u) {
+        alt = reduce_best(lid, mine.zw);
+    }
     if (lid == 0u) {
         let base = region(r);
         scratch[base + 1u + 2u * c] = best;
