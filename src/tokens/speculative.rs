@@ -293,9 +293,6 @@ impl SpeculativeVerifier {
                 ("tokens", Some(job.tokens)),
             ],
         )?;
-        if rows == 0 {
-            return Ok(());
-        }
         let strategy = Self::strategy_for(rows, k, strategy);
         let chunks = match strategy {
             SampleStrategy::RowPerWorkgroup => 0,
@@ -307,6 +304,9 @@ impl SpeculativeVerifier {
                 )));
             }
         };
+        if rows == 0 {
+            return Ok(());
+        }
         // A draw walks (per * k + 6) / 4 blocks at most (the phase's lanes and a straddling
         // pair included), 5 loop iterations each (the block, its 4 lanes), over the workgroup;
         // a reduction runs 8 tree levels (WG_SIZE = 256).
