@@ -5,8 +5,9 @@ use crate::family::{
     ALIGN_WORDS, FamilyCore, FamilySpec, KernelFamily, check_no_alias, check_slice, take,
     uniform_params,
 };
+use crate::sample::{SPLIT_MAX_ROWS, SPLIT_MIN_CHUNK, SPLIT_MIN_K, SPLIT_TARGET_GROUPS};
 use crate::shader::WG_SIZE;
-use crate::{Error, Gpu, Noise, Stream};
+use crate::{Error, Gpu, Noise, SampleStrategy, Stream};
 use std::sync::Arc;
 
 /// The result of [`crate::Gpu::verify_speculative`] / [`crate::cpu::verify_speculative`].
@@ -138,13 +139,19 @@ uniform_params! {
         accepted_base: u32,
         out_base: u32,
         noise64: u32,
+        chunks: u32,
     }
 }
 
-/// The speculative verification kernel (`shaders/speculative.wgsl`): one workgroup per row.
+/// The speculative verification kernels (`shaders/speculative.wgsl`): one workgroup per row, or
+/// when rows are too few to fill the device and long enough (as for Gumbel-max sampling,
+/// [`crate::Sampler::strategy_for`]), each row's draw split over several workgroups and a
+/// combine pass; both give the same bits.
 pub struct SpeculativeVerifier {
     core: FamilyCore,
     row: wgpu::ComputePipeline,
+    partial: wgpu::ComputePipeline,
+    combine: wgpu::ComputePipeline,
 }
 
 impl KernelFamily for SpeculativeVerifier {
@@ -152,14 +159,19 @@ impl KernelFamily for SpeculativeVerifier {
         name: "speculative",
         source: include_str!("../../shaders/speculative.wgsl"),
         params: <SpecParams as crate::family::Params>::WGSL,
-        storage_read_only: &[true, true, true, true, false, false],
-        entry_points: &["verify_row"],
+        storage_read_only: &[true, true, true, true, false, false, false],
+        entry_points: &["verify_row", "verify_partial", "verify_combine"],
         stepped: false,
     };
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
-        let [row] = take(pipelines)?;
-        Ok(SpeculativeVerifier { core, row })
+        let [row, partial, combine] = take(pipelines)?;
+        Ok(SpeculativeVerifier {
+            core,
+            row,
+            partial,
+            combine,
+        })
     }
 }
 
@@ -171,10 +183,50 @@ impl SpeculativeVerifier {
     /// law drawn at the position `i` where the walk stops holds one (`p_i`, and `q_i` when the
     /// draw is from the residual), the row gets `accepted = i` and [`crate::NO_INDEX`] in slots
     /// `i..=n`, as for an out-of-range draft token. Values the row never reads do not matter.
+    ///
+    /// Rows too few to fill a GPU (fewer than 128) with `k >= 8192` take the split path: each
+    /// row's draw spread over up to `1024 / rows` workgroups (at least 4096 categories each),
+    /// with a scratch buffer the verifier keeps across calls (`rows * (1 + 2 * chunks) * 8`
+    /// bytes per dispatch). The result does not depend on the path.
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         job: &SpeculativeJob<'_>,
+    ) -> Result<(), Error> {
+        self.record_with(encoder, job, SampleStrategy::Auto)
+    }
+
+    /// The path [`SpeculativeVerifier::record`] takes for `rows` rows of `k` categories:
+    /// [`SampleStrategy::RowPerWorkgroup`] or [`SampleStrategy::SplitRow`] (the rule of
+    /// [`crate::Sampler::strategy_for`] for Gumbel-max: `k >= 8192` and fewer than 128 rows,
+    /// about 1024 workgroups in all, at least 4096 categories per chunk). Forced strategies
+    /// are returned as given, `SplitRow { chunks: 0 }` with its chunk count filled in.
+    #[doc(hidden)]
+    pub fn strategy_for(rows: u64, k: u64, strategy: SampleStrategy) -> SampleStrategy {
+        let (rows, k) = (rows.max(1), k.max(1));
+        let auto_chunks = || SampleStrategy::SplitRow {
+            chunks: SPLIT_TARGET_GROUPS
+                .div_ceil(rows)
+                .min(k.div_ceil(SPLIT_MIN_CHUNK))
+                .max(1) as u32,
+        };
+        match strategy {
+            SampleStrategy::Auto if k >= SPLIT_MIN_K && rows < SPLIT_MAX_ROWS => auto_chunks(),
+            SampleStrategy::Auto => SampleStrategy::RowPerWorkgroup,
+            SampleStrategy::SplitRow { chunks: 0 } => auto_chunks(),
+            s => s,
+        }
+    }
+
+    /// [`SpeculativeVerifier::record`] on a chosen path: [`SampleStrategy::Auto`],
+    /// [`SampleStrategy::RowPerWorkgroup`] or [`SampleStrategy::SplitRow`] (tests reach both
+    /// paths on every shape with it); the other strategies are an `Err`.
+    #[doc(hidden)]
+    pub fn record_with(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &SpeculativeJob<'_>,
+        strategy: SampleStrategy,
     ) -> Result<(), Error> {
         let (rows, n, k) = (job.rows, job.n, job.k);
         if k == 0 {
@@ -242,19 +294,51 @@ impl SpeculativeVerifier {
                 ("tokens", Some(job.tokens)),
             ],
         )?;
+        let strategy = Self::strategy_for(rows, k, strategy);
+        let chunks = match strategy {
+            SampleStrategy::RowPerWorkgroup => 0,
+            SampleStrategy::SplitRow { chunks } => u64::from(chunks),
+            s => {
+                return Err(Error::InvalidArgument(format!(
+                    "strategy {s:?}: speculative verification runs one workgroup per row or \
+                     split rows"
+                )));
+            }
+        };
         if rows == 0 {
             return Ok(());
         }
-        // Two draws at most, each over per * k words: up to (per * k + 6) / 4 blocks of 4 lanes
-        // over the workgroup, plus the reduction (8 tree levels); then the acceptance walk.
+        // A draw walks (per * k + 6) / 4 blocks at most (the phase's lanes and a straddling
+        // pair included), 5 loop iterations each (the block, its 4 lanes), over the workgroup;
+        // a reduction runs 8 tree levels (WG_SIZE = 256).
         let blocks = (per * k + 6) / 4;
+        let wg = u64::from(WG_SIZE);
+        let iterations = if chunks == 0 {
+            // Two draws at most, then the sequential acceptance walk.
+            2 * (blocks.div_ceil(wg) * 5 + 8) + n
+        } else {
+            // The partial pass: the acceptance walk spread over the workgroup, then one scan of
+            // a chunk; the combine pass: the chunks' partials and the row's n + 1 slots.
+            let partial = n.div_ceil(wg) + blocks.div_ceil(chunks).div_ceil(wg) * 5 + 3 * 8;
+            let combine = chunks.div_ceil(wg) + 2 * 8 + (n + 1).div_ceil(wg);
+            partial.max(combine)
+        };
         self.core.check_loop_budget(
-            2 * (blocks.div_ceil(u64::from(WG_SIZE)) * 4 + 8) + n,
+            iterations,
             &format!("verification of {n} drafts over {k} categories"),
         )?;
-        let rows_per_dispatch = self.core.rows_per_dispatch(rows, (n + 1) * k + 4)?;
+        // Scratch pairs per row on the split path: the verdict, then 2 per chunk.
+        let pairs = if chunks == 0 { 0 } else { 1 + 2 * chunks };
+        let rows_per_dispatch = self
+            .core
+            .rows_per_dispatch(rows, ((n + 1) * k + 4).max(2 * pairs))?;
         let core = &self.core;
         core.scoped(|| {
+            let scratch = if pairs > 0 {
+                Some(core.scratch(rows.min(rows_per_dispatch) * pairs * 8)?)
+            } else {
+                None
+            };
             let mut r0 = 0;
             while r0 < rows {
                 let m = (rows - r0).min(rows_per_dispatch);
@@ -275,20 +359,36 @@ impl SpeculativeVerifier {
                     accepted_base: acc.base,
                     out_base: out.base,
                     noise64: u32::from(job.noise == Noise::Bits64),
+                    chunks: chunks as u32,
                 };
-                core.dispatch(
-                    encoder,
-                    &params,
-                    &[
-                        drafts.binding,
-                        q.binding,
-                        p.binding,
-                        streams.binding,
-                        acc.binding,
-                        out.binding,
-                    ],
-                    &[(&self.row, m)],
-                )?;
+                // This dispatch's rows only: a grown scratch buffer may pass a binding's limit.
+                let scratch =
+                    scratch
+                        .as_ref()
+                        .map_or(core.unused(7).binding, |s| wgpu::BufferBinding {
+                            buffer: s,
+                            offset: 0,
+                            size: wgpu::BufferSize::new(m * pairs * 8),
+                        });
+                let bindings = [
+                    drafts.binding,
+                    q.binding,
+                    p.binding,
+                    streams.binding,
+                    acc.binding,
+                    out.binding,
+                    scratch,
+                ];
+                if chunks == 0 {
+                    core.dispatch(encoder, &params, &bindings, &[(&self.row, m)])?;
+                } else {
+                    core.dispatch(
+                        encoder,
+                        &params,
+                        &bindings,
+                        &[(&self.partial, m * chunks), (&self.combine, m)],
+                    )?;
+                }
                 r0 += m;
             }
             Ok(())
