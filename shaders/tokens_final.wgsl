@@ -1,9 +1,10 @@
 // The split path's last step (after tokens_split.wgsl's passes): one workgroup per row takes the
-// rank from the last pass, merges the top-n lists of the draw's workgroups and writes the row's
+// decisions after the last pass (the draw's, or the post pass's rank), merges the top-n lists of the draw's workgroups and writes the row's
 // outputs, as the one-workgroup kernel tokens.wgsl does at its end (token_outputs.wgsl).
 //
 // Bindings (group 0):
-//   0: uniform TokenParams  (as for the split passes: seq = nseq, prev = the last pass)
+//   0: uniform TokenParams  (as for the split passes: seq = nseq, prev = the last pass, P_DRAW
+//                           or P_POST)
 //   1: storage, read       state: array<u32>    the split passes' state (tokens_split.wgsl)
 //   2: storage, read_write tokens: array<u32>   as in tokens.wgsl
 //   3: storage, read_write logprobs: array<u32> as in tokens.wgsl
@@ -27,7 +28,7 @@
 #import token_outputs
 
 const REGION_WORDS: u32 = AGG_WORDS + 256u;
-const SLOT_WORDS: u32 = 2u + 2u * MAX_TOP_N;
+const SLOT_WORDS: u32 = 4u + 2u * MAX_TOP_N;
 
 @compute @workgroup_size(WG_SIZE)
 fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
@@ -46,20 +47,41 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         atomicStore(&agg[lid], state[last + lid]);
     }
     var d = workgroupUniformLoad(&dec);
+    let slots = row + 2u * DEC_WORDS + params.nseq * REGION_WORDS + 2u * KEPT_CAP;
     if (params.prev == P_POST && applies(P_POST, d)) {
         if (lid == 0u) {
             finish_post(d);
+        }
+        d = workgroupUniformLoad(&dec);
+    } else if (params.prev == P_DRAW && applies(P_DRAW, d)) {
+        // The draw's best over the row's workgroups, with its logit's bits.
+        var mine = EMPTY;
+        var bits = vec2<u32>(NAN_BITS, NAN_BITS);
+        for (var w = lid; w < params.split; w += WG_SIZE) {
+            let s = slots + w * SLOT_WORDS;
+            let c = vec2<u32>(state[s], state[s + 1u]);
+            if (c.y != NO_INDEX && c.x != 0u && before(c, mine)) {
+                mine = c;
+                bits = vec2<u32>(state[s + 2u], state[s + 3u]);
+            }
+        }
+        let best = reduce_best(lid, mine);
+        if (best.y != NO_INDEX && mine.y == best.y) {
+            draw_bits = bits;
+        }
+        workgroupBarrier();
+        if (lid == 0u) {
+            finish_draw(d, best, draw_bits.x, draw_bits.y);
         }
         d = workgroupUniformLoad(&dec);
     }
     // The draw's workgroups' lists, merged into each invocation's list (exact: any order).
     list_clear();
     let n = n_top();
-    let slots = row + 2u * DEC_WORDS + params.nseq * REGION_WORDS + 2u * KEPT_CAP;
     for (var w = lid; w < params.split; w += WG_SIZE) {
         let s = slots + w * SLOT_WORDS;
         for (var i = 0u; i < n; i++) {
-            let c = vec2<u32>(state[s + 2u + 2u * i], state[s + 3u + 2u * i]);
+            let c = vec2<u32>(state[s + 4u + 2u * i], state[s + 5u + 2u * i]);
             if (c.y != NO_INDEX) {
                 list_insert(c, n);
             }

@@ -21,8 +21,9 @@
 //                              (agg, then hist), merged from its workgroups exactly (atomicMax,
 //                              atomicOr, integer adds, fixed-point adds with carries);
 //                            then 2 KEPT_CAP words: P_GATHER's kept entries (count in its agg);
-//                            then split slots of SLOT_WORDS: the draw's best (key, index) and top
-//                              n (key, index) pairs of each workgroup.
+//                            then split slots of SLOT_WORDS: each workgroup's best draw
+//                              candidate (key, index), its logit's bits (view, input), then its
+//                              top n (key, index) pairs.
 //   5: storage, read_write aux: array<u32>     the law (OUT_LAW), as in tokens.wgsl
 //
 // Each dispatch: every workgroup of row r (group g = r * split + w) reads the row's decisions,
@@ -49,7 +50,7 @@
 #import token_passes
 
 const REGION_WORDS: u32 = AGG_WORDS + 256u;
-const SLOT_WORDS: u32 = 2u + 2u * MAX_TOP_N;
+const SLOT_WORDS: u32 = 4u + 2u * MAX_TOP_N;
 
 var<private> row_state: u32;
 
@@ -126,20 +127,30 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
                                     atomicLoad(&state[gather_base() + 2u * i + 1u]));
             }
         }
-        var best = EMPTY;
+        workgroupBarrier();
         if (params.prev == P_DRAW) {
+            // The draw's best over the row's workgroups, with its logit's bits.
             var mine = EMPTY;
+            var bits = vec2<u32>(NAN_BITS, NAN_BITS);
             for (var i = lid; i < params.split; i += WG_SIZE) {
-                let c = vec2<u32>(atomicLoad(&state[slot_base(i)]),
-                                  atomicLoad(&state[slot_base(i) + 1u]));
+                let s = slot_base(i);
+                let c = vec2<u32>(atomicLoad(&state[s]), atomicLoad(&state[s + 1u]));
                 if (c.y != NO_INDEX && c.x != 0u && before(c, mine)) {
                     mine = c;
+                    bits = vec2<u32>(atomicLoad(&state[s + 2u]), atomicLoad(&state[s + 3u]));
                 }
             }
-            best = reduce_best(lid, mine);
+            let best = reduce_best(lid, mine);
+            if (best.y != NO_INDEX && mine.y == best.y) {
+                draw_bits = bits;
+            }
+            workgroupBarrier();
+            if (lid == 0u) {
+                finish_draw(d, best, draw_bits.x, draw_bits.y);
+            }
+        } else {
+            finish(lid, r, params.prev, d, EMPTY);
         }
-        workgroupBarrier();
-        finish(lid, r, params.prev, d, best);
         d = workgroupUniformLoad(&dec);
     }
     if (w == 0u && lid < DEC_WORDS) {
@@ -176,6 +187,10 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         if (lid == 0u) {
             atomicStore(&state[slot], best.x);
             atomicStore(&state[slot + 1u], best.y);
+            if (best.y != NO_INDEX) {
+                atomicStore(&state[slot + 2u], row_logit_bits(r, best.y));
+                atomicStore(&state[slot + 3u], raw_logit_bits(r, best.y));
+            }
         }
         let n = n_top();
         var head = 0u;
@@ -189,8 +204,8 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
                 head++;
             }
             if (lid == 0u) {
-                atomicStore(&state[slot + 2u + 2u * i], top_i.x);
-                atomicStore(&state[slot + 3u + 2u * i], top_i.y);
+                atomicStore(&state[slot + 4u + 2u * i], top_i.x);
+                atomicStore(&state[slot + 5u + 2u * i], top_i.y);
             }
         }
     }

@@ -126,8 +126,8 @@ pub use softmax::{
 };
 pub use tokens::{
     LogprobsMode, MAX_LOGPROBS, RowSampling, SampledTokens, SpeculativeJob, SpeculativeResult,
-    SpeculativeVerifier, TokenBias, TokenChain, TokenJob, TokenRowParams, TokenSampler,
-    TokenSampling, TokenStrategy, stream_words,
+    SpeculativeVerifier, TokenBias, TokenChain, TokenFilters, TokenJob, TokenRowParams,
+    TokenSampler, TokenSampling, TokenStrategy, stream_words,
 };
 
 /// Every kernel family's spec, for the naga validation test (`tests/shaders.rs`): the composer

@@ -27,7 +27,7 @@ pub const WG_SIZE: u32 = 256;
 /// The split token sampler's state (`shaders/tokens_split.wgsl`), shared with the host that
 /// sizes it: words of a row's decisions, of a pass's aggregates (then a 256-bin histogram),
 /// kept entries of the gathered top-k, and top-n entries per workgroup.
-pub const TOKEN_DEC_WORDS: u32 = 40;
+pub const TOKEN_DEC_WORDS: u32 = 44;
 /// See [`TOKEN_DEC_WORDS`].
 pub const TOKEN_AGG_WORDS: u32 = 64;
 /// See [`TOKEN_DEC_WORDS`].

@@ -755,6 +755,7 @@ fn token_jobs() {
                         chain: Default::default(),
                         ranks: None,
                         logprobs_mode: Default::default(),
+                        filters: Default::default(),
                         strategy: Default::default(),
                     },
                 )

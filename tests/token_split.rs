@@ -11,8 +11,8 @@ mod common;
 use common::{SENTINEL, apart, gpu, poisoned, run};
 use gumbel_wgpu::tokens::{mask_words, penalty_state};
 use gumbel_wgpu::{
-    LogitsView, LogprobsMode, Noise, RowSampling, Stream, TokenBias, TokenChain, TokenJob,
-    TokenRowParams, TokenSampler, TokenStrategy,
+    LogitsView, LogprobsMode, Noise, RowSampling, Stream, TokenBias, TokenChain, TokenFilters,
+    TokenJob, TokenRowParams, TokenSampler, TokenStrategy,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -64,6 +64,7 @@ fn outputs(
     k: usize,
     params: &[TokenRowParams],
     chain: Option<&ChainInputs>,
+    filters: TokenFilters,
     strategy: TokenStrategy,
 ) -> Vec<Vec<u32>> {
     let gpu = gpu();
@@ -108,6 +109,7 @@ fn outputs(
         },
         ranks: (!s.law).then(|| region(4)),
         logprobs_mode: s.mode,
+        filters,
         strategy,
         ..TokenJob::new(
             LogitsView::f32(lb.slice(..), rows as u64, k as u64),
@@ -216,6 +218,12 @@ fn check(name: &str, s: Setting, seed: u64) {
                 .collect();
             let chain = s.chain.then(|| ChainInputs::random(&mut rng, rows, k));
             let chunks = CHUNKS[case % CHUNKS.len()];
+            // Every other case names exactly the filters its rows use (fewer split passes).
+            let filters = if case % 2 == 1 {
+                TokenFilters::of(&params, k as u64)
+            } else {
+                TokenFilters::ALL
+            };
             case += 1;
             let one = outputs(
                 &s,
@@ -224,6 +232,7 @@ fn check(name: &str, s: Setting, seed: u64) {
                 k,
                 &params,
                 chain.as_ref(),
+                filters,
                 TokenStrategy::RowPerWorkgroup,
             );
             let split = outputs(
@@ -233,6 +242,7 @@ fn check(name: &str, s: Setting, seed: u64) {
                 k,
                 &params,
                 chain.as_ref(),
+                filters,
                 TokenStrategy::SplitRow { chunks },
             );
             let what = ["tokens", "logprobs", "top", "status", "ranks / law"];
@@ -383,4 +393,65 @@ fn auto_splits_few_long_rows_only() {
         TokenSampler::strategy_for(1, 3, TokenStrategy::SplitRow { chunks: 7 }),
         TokenStrategy::SplitRow { chunks: 3 }
     );
+}
+
+#[test]
+fn a_row_using_a_filter_the_job_leaves_out_is_bad_on_both_paths() {
+    // One row per filter, each job allowing every filter but that row's: the row gets NO_INDEX
+    // and STATUS_BAD_PARAMS, a plain temperature row beside it is sampled.
+    let k = 9000;
+    let mut rng = StdRng::seed_from_u64(77);
+    let logits: Vec<f32> = (0..2 * k).map(|_| rng.random_range(-5.0f32..5.0)).collect();
+    let t = RowSampling::new(0.8);
+    let cases: [(&str, RowSampling, fn(&mut TokenFilters)); 5] = [
+        ("top_k", RowSampling { top_k: 1000, ..t }, |f| {
+            f.top_k = false
+        }),
+        (
+            "top_p_in_top_k",
+            RowSampling {
+                top_k: 40,
+                top_p: 0.9,
+                ..t
+            },
+            |f| f.top_p_in_top_k = false,
+        ),
+        ("top_p", RowSampling { top_p: 0.9, ..t }, |f| {
+            f.top_p = false
+        }),
+        ("min_p", RowSampling { min_p: 0.1, ..t }, |f| {
+            f.min_p = false
+        }),
+        (
+            "top_n_sigma",
+            RowSampling {
+                top_n_sigma: 1.0,
+                ..t
+            },
+            |f| f.top_n_sigma = false,
+        ),
+    ];
+    for (name, row, drop) in cases {
+        let params = [
+            TokenRowParams::new(row, Stream::new(1)),
+            TokenRowParams::new(t, Stream::new(2)),
+        ];
+        let mut filters = TokenFilters::ALL;
+        drop(&mut filters);
+        assert!(TokenFilters::of(&params, k as u64) != filters, "{name}");
+        for strategy in [
+            TokenStrategy::RowPerWorkgroup,
+            TokenStrategy::SplitRow { chunks: 3 },
+        ] {
+            let out = outputs(&BASE, &logits, 2, k, &params, None, filters, strategy);
+            assert_eq!(out[0][0], gumbel_wgpu::NO_INDEX, "{name} {strategy:?}");
+            assert_eq!(
+                out[3][0],
+                TokenSampler::STATUS_BAD_PARAMS,
+                "{name} {strategy:?}"
+            );
+            assert!(out[0][1] < k as u32, "{name} {strategy:?}: the good row");
+            assert_eq!(out[3][1], 0, "{name} {strategy:?}: the good row");
+        }
+    }
 }

@@ -695,6 +695,7 @@ fn buffer_level_reads_per_row_parameters_and_flags_bad_rows() {
                     chain: Default::default(),
                     ranks: None,
                     logprobs_mode: Default::default(),
+                    filters: Default::default(),
                     strategy: Default::default(),
                 },
             )
@@ -786,6 +787,7 @@ fn buffer_level_misuse_is_an_error() {
         chain: Default::default(),
         ranks: None,
         logprobs_mode: Default::default(),
+        filters: Default::default(),
         strategy: Default::default(),
     };
     let mut enc = gpu.device().create_command_encoder(&Default::default());
@@ -1454,6 +1456,7 @@ fn a_decode_loop_records_steps_with_device_side_parameter_updates_and_no_readbac
                         chain: Default::default(),
                         ranks: None,
                         logprobs_mode: Default::default(),
+                        filters: Default::default(),
                         strategy: Default::default(),
                     },
                 )
@@ -1790,6 +1793,7 @@ fn token_job<'a>(
         chain: Default::default(),
         ranks: None,
         logprobs_mode: Default::default(),
+        filters: Default::default(),
         strategy: Default::default(),
     }
 }

@@ -41,6 +41,13 @@ const KEEP_ALL: vec2<u32> = vec2<u32>(1u, NO_INDEX);
 // Top-p within a top-k of at most this many entries sorts the kept set (top_p_in_kept).
 const KEPT_CAP: u32 = TOKEN_KEPT_CAP;
 
+// The filters a job allows (TokenFilters in src/tokens/sampler.rs, params.filters).
+const F_TOP_K: u32 = 1u;
+const F_TOP_P_IN_TOP_K: u32 = 2u;
+const F_TOP_P: u32 = 4u;
+const F_MIN_P: u32 = 8u;
+const F_TOP_N_SIGMA: u32 = 16u;
+
 // ---- the passes, in the order they run (a pass a row does not need is skipped) ----
 const P_STATS: u32 = 0u;   // max (view, raw), count and min (sigma), top-k round 0
 const P_MEAN: u32 = 1u;    // top-n-sigma: sum of (m - l)
@@ -74,7 +81,7 @@ const S_KM: u32 = 19u;
 const S_IP: u32 = 20u;
 const S_IM: u32 = 21u;
 const S_LEFT: u32 = 22u;   // rank still to find within the prefix
-const S_MODE: u32 = 23u;   // 0 idle, 1 top-k, 2 top-p's ties
+const S_MODE: u32 = 23u;   // 0 idle, 1 top-k, 2 top-p's ties, 3 top-k by gathering
 const S_NEXT: u32 = 24u;   // the next round
 const D_ABOVE: u32 = 25u;  // 3 words: top-p mass above the key prefix (fx)
 const D_GOAL: u32 = 28u;   // 3 words: top-p's goal p * Z (fx)
@@ -87,6 +94,7 @@ const D_TOKRAW: u32 = 36u;
 const D_LOGZ: u32 = 37u;   // log of the input's partition function
 const D_LOGS: u32 = 38u;   // log of the kept mass
 const D_RANK: u32 = 39u;
+const D_GLO: u32 = 40u;    // top-k by gathering: the lowest key of the candidates
 const DEC_WORDS: u32 = TOKEN_DEC_WORDS;
 
 var<workgroup> dec: array<u32, DEC_WORDS>;
@@ -354,7 +362,7 @@ fn applies(pid: u32, d: array<u32, DEC_WORDS>) -> bool {
         return d[S_MODE] == 1u && d[S_NEXT] == pid - P_TOPK + 1u;
     }
     if (pid == P_GATHER) {
-        return top_p_in_kept_set(d);
+        return top_p_in_kept_set(d) || d[S_MODE] == 3u;
     }
     if (pid >= P_TOPP && pid < P_TIES) {
         return d[D_PON] != 0u;
@@ -429,6 +437,13 @@ fn select_step(round: u32) {
     } else if (last) {
         done = true;
         lim = vec2<u32>(kp, ip);
+    } else if (mode == 1u && on_key && dec[D_TOPK] - rest + count <= KEPT_CAP) {
+        // Few enough candidates (every key from the bin's lowest up, top_k - rest of them above
+        // the bin, count in it): gather them and pick the k-th in workgroup memory (P_GATHER),
+        // where top-p can walk the same sorted set.
+        dec[S_MODE] = 3u;
+        dec[D_GLO] = kp;
+        return;
     }
     if (done) {
         let t2 = tighter(th, lim);
@@ -528,16 +543,18 @@ fn top_p_step(round: u32) {
     select_start(2u, c, prefix);
 }
 
-// Top-p within the kept set gathered into `kept` (at most KEPT_CAP entries, count in agg): each
-// entry moved to its rank in the order (the entries before it, counted: the order is total, so
-// ranks are distinct), then invocation 0 walks the masses: the total, then the first prefix
-// that reaches p times it (the last entry if rounding leaves the goal unreached). All
-// invocations call it (uniform control flow). Loops: 2 slots per invocation, n <= KEPT_CAP
-// comparisons each, 2 n steps for invocation 0.
-fn top_p_in_kept(lid: u32) {
+// After P_GATHER: the entries gathered into `kept` (at most KEPT_CAP, count in agg) each moved
+// to its rank in the order (the entries before it, counted: the order is total, so ranks are
+// distinct). Then invocation 0 takes top-k's cut from them when the select gathered its
+// candidates (S_MODE 3: every entry with a key from D_GLO up, so the k-th in the order is the
+// k-th of the sorted set), and top-p's within the kept prefix: the total mass, then the first
+// prefix that reaches p times it (the last kept entry if rounding leaves the goal unreached).
+// All invocations call it (uniform control flow). Loops: 2 slots per invocation, n <= KEPT_CAP
+// comparisons each, 3 n steps for invocation 0.
+fn finish_gather(lid: u32, d: array<u32, DEC_WORDS>) {
     let n = min(atomicLoad(&agg[A_KEPT]), KEPT_CAP);
-    let m = value_of_key(dec[D_M]);
-    let t = bitcast<f32>(dec[D_T]);
+    let m = d_m(d);
+    let t = d_f32(d, D_T);
     var entry = array<vec2<u32>, 2>(EMPTY, EMPTY);
     var rank = array<u32, 2>(KEPT_CAP, KEPT_CAP);
     for (var h = 0u; h < 2u; h++) {
@@ -560,27 +577,80 @@ fn top_p_in_kept(lid: u32) {
         }
     }
     workgroupBarrier();
-    // Nothing kept (a bad row, flagged elsewhere): the limit stays.
-    if (lid == 0u && n > 0u) {
-        var z = 0.0;
-        for (var i = 0u; i < n; i++) {
-            z += kept_mass[i];
+    if (lid != 0u) {
+        return;
+    }
+    var th = d_th(d);
+    if (d[S_MODE] == 3u) {
+        let tk = d[D_TOPK];
+        if (tk >= 1u && tk <= n) {
+            th = tighter(th, kept[tk - 1u]);
         }
-        let goal = bitcast<f32>(dec[D_TOPP]) * z;
-        var cut = n - 1u;
-        var acc = 0.0;
+        dec[S_MODE] = 0u;
+    }
+    if (top_p_in_kept_set(d)) {
+        // The kept set is a prefix of the sorted entries (every limit is a prefix of the order).
+        var n_kept = 0u;
         for (var i = 0u; i < n; i++) {
-            acc += kept_mass[i];
-            if (acc >= goal) {
-                cut = i;
+            if (!is_kept(kept[i].x, kept[i].y, th)) {
                 break;
             }
+            n_kept = i + 1u;
         }
-        let lim = tighter(vec2<u32>(dec[D_TH], dec[D_TH + 1u]), kept[cut]);
-        dec[D_TH] = lim.x;
-        dec[D_TH + 1u] = lim.y;
+        // Nothing kept (a bad row, flagged elsewhere): the limit stays.
+        if (n_kept > 0u) {
+            var z = 0.0;
+            for (var i = 0u; i < n_kept; i++) {
+                z += kept_mass[i];
+            }
+            let goal = d_f32(d, D_TOPP) * z;
+            var cut = n_kept - 1u;
+            var acc = 0.0;
+            for (var i = 0u; i < n_kept; i++) {
+                acc += kept_mass[i];
+                if (acc >= goal) {
+                    cut = i;
+                    break;
+                }
+            }
+            th = tighter(th, kept[cut]);
+        }
+    }
+    dec[D_TH] = th.x;
+    dec[D_TH + 1u] = th.y;
+}
+
+// After the draw: the status (NaN, +inf, nothing kept), the token and its logits (tokb: the
+// filters' view, tokraw: the input), the log partition function of the input and the log of
+// the kept mass from the draw's fixed-point sums.
+fn finish_draw(d: array<u32, DEC_WORDS>, best: vec2<u32>, tokb: u32, tokraw: u32) {
+    let flags = atomicLoad(&agg[A_FLAGS]);
+    var code = 0u;
+    if ((flags & 1u) != 0u) {
+        code = STATUS_NAN;
+    } else if ((flags & 2u) != 0u) {
+        code = STATUS_POS_INF;
+    } else if (best.y == NO_INDEX) {
+        code = STATUS_ALL_MASKED;
+    }
+    dec[D_CODE] = code;
+    if (code == 0u) {
+        dec[D_TOKEN] = best.y;
+        dec[D_TOKB] = tokb;
+        dec[D_TOKRAW] = tokraw;
+    }
+    if (raw_out()) {
+        let s = fx_to_f32(agg_fx(A_FXA), FX_MASS_SHIFT);
+        dec[D_LOGZ] = bitcast<u32>(d_m_raw(d) + log(s));
+    }
+    if (!d_greedy(d) && (proc_out() || law_out())) {
+        dec[D_LOGS] = bitcast<u32>(log(fx_to_f32(agg_fx(A_FXB), FX_MASS_SHIFT)));
     }
 }
+
+// The split path's merge of the draw's slots: the logit bits (view, input) of the winning slot,
+// written by the one invocation holding it (slots hold disjoint indices), read after a barrier.
+var<workgroup> draw_bits: vec2<u32>;
 
 // After the post pass: the rank (a processed greedy row's token is alone in its law: rank 1).
 fn finish_post(d: array<u32, DEC_WORDS>) {

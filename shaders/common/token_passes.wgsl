@@ -83,6 +83,16 @@ fn dec_init(r: u32) {
     for (var i = 0u; i < DEC_WORDS; i++) {
         d[i] = dec[i];
     }
+    // A filter the job left out (TokenFilters, params.filters) makes the row bad: the split
+    // path records no pass for it.
+    let f = params.filters;
+    let in_kept = top_p_in_kept_set(d);
+    if ((use_top_k(d) && (f & F_TOP_K) == 0u) || (use_top_p(d) && in_kept && (f & F_TOP_P_IN_TOP_K) == 0u)
+        || (use_top_p(d) && !in_kept && (f & F_TOP_P) == 0u) || (use_min_p(d) && (f & F_MIN_P) == 0u)
+        || (use_n_sigma(d) && (f & F_TOP_N_SIGMA) == 0u)) {
+        dec[D_CODE] = STATUS_BAD_PARAMS;
+        return;
+    }
     if (use_top_k(d)) {
         select_start(1u, d[D_TOPK], 0u);
     }
@@ -170,9 +180,11 @@ fn pass_body(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u
             }
         }
     } else if (pid == P_GATHER) {
+        // Top-k's candidates (every key from D_GLO up), or the kept set for top-p.
+        let candidates = d[S_MODE] == 3u;
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
             let key = logit_key(row_logit_bits(r, j));
-            if (is_kept(key, j, th)) {
+            if (select(is_kept(key, j, th), key != 0u && key >= d[D_GLO], candidates)) {
                 gather_put(key, j);
             }
         }
@@ -363,7 +375,7 @@ fn post_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, range: vec2<u32>) {
 // the caller reloads `dec` (workgroupUniformLoad) after it.
 fn finish(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, best: vec2<u32>) {
     if (pid == P_GATHER) {
-        top_p_in_kept(lid);
+        finish_gather(lid, d);
         return;
     }
     if (lid != 0u) {
@@ -419,28 +431,13 @@ fn finish(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, best: vec2<u32>)
     } else if (pid >= P_TOPP && pid < P_TIES) {
         top_p_step(pid - P_TOPP);
     } else if (pid == P_DRAW) {
-        let flags = atomicLoad(&agg[A_FLAGS]);
-        var code = 0u;
-        if ((flags & 1u) != 0u) {
-            code = STATUS_NAN;
-        } else if ((flags & 2u) != 0u) {
-            code = STATUS_POS_INF;
-        } else if (best.y == NO_INDEX) {
-            code = STATUS_ALL_MASKED;
+        var tokb = NAN_BITS;
+        var tokraw = NAN_BITS;
+        if (best.y != NO_INDEX) {
+            tokb = row_logit_bits(r, best.y);
+            tokraw = raw_logit_bits(r, best.y);
         }
-        dec[D_CODE] = code;
-        if (code == 0u) {
-            dec[D_TOKEN] = best.y;
-            dec[D_TOKB] = row_logit_bits(r, best.y);
-            dec[D_TOKRAW] = raw_logit_bits(r, best.y);
-        }
-        if (raw_out()) {
-            let s = fx_to_f32(agg_fx(A_FXA), FX_MASS_SHIFT);
-            dec[D_LOGZ] = bitcast<u32>(d_m_raw(d) + log(s));
-        }
-        if (!d_greedy(d) && (proc_out() || law_out())) {
-            dec[D_LOGS] = bitcast<u32>(log(fx_to_f32(agg_fx(A_FXB), FX_MASS_SHIFT)));
-        }
+        finish_draw(d, best, tokb, tokraw);
     } else if (pid == P_POST) {
         finish_post(d);
     }

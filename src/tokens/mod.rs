@@ -164,8 +164,8 @@ mod speculative;
 
 pub(crate) use chain::{PenaltyUpdater, TokenProcessor};
 pub use chain::{TokenBias, TokenChain, penalty_state, penalty_state_words};
+pub use sampler::{TokenFilters, TokenJob, TokenRowParams, TokenSampler, TokenStrategy};
 pub(crate) use sampler::{TokenFinalFamily, TokenSampleFamily, TokenSplitFamily};
-pub use sampler::{TokenJob, TokenRowParams, TokenSampler, TokenStrategy};
 pub(crate) use speculative::check_speculative;
 pub use speculative::{SpeculativeJob, SpeculativeResult, SpeculativeVerifier, stream_words};
 

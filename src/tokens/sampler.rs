@@ -115,9 +115,80 @@ pub struct TokenJob<'a> {
     pub ranks: Option<wgpu::BufferSlice<'a>>,
     /// Raw or processed log-probabilities.
     pub logprobs_mode: LogprobsMode,
+    /// The filters the rows may use ([`TokenFilters::ALL`] by default): with few long rows,
+    /// naming only those used saves the split path's dispatches of the others.
+    pub filters: TokenFilters,
     /// How rows map to workgroups (hidden: [`TokenStrategy::Auto`] unless a test forces a path).
     #[doc(hidden)]
     pub strategy: TokenStrategy,
+}
+
+/// The filters the rows of a [`TokenJob`] may use. With few long rows the sampler spreads each
+/// row over many workgroups and runs one dispatch per pass: it records only the passes of the
+/// filters allowed here (the rows' parameters are device data it never reads). A row whose
+/// parameters use a filter the job leaves out gets [`crate::NO_INDEX`] and
+/// [`TokenSampler::STATUS_BAD_PARAMS`], on either path. [`TokenFilters::ALL`] (the default)
+/// allows every filter; [`TokenFilters::of`] exactly those given rows use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenFilters {
+    /// Top-k (`0 < top_k < k`).
+    pub top_k: bool,
+    /// Top-p after a top-k of at most 512 (sorted in workgroup memory: one pass).
+    pub top_p_in_top_k: bool,
+    /// Any other top-p (rounds of mass sums: 8 passes and up to `ceil(log2(k) / 8)` more).
+    pub top_p: bool,
+    /// Min-p.
+    pub min_p: bool,
+    /// Top-nσ.
+    pub top_n_sigma: bool,
+}
+
+impl Default for TokenFilters {
+    fn default() -> Self {
+        TokenFilters::ALL
+    }
+}
+
+impl TokenFilters {
+    /// Every filter allowed.
+    pub const ALL: TokenFilters = TokenFilters {
+        top_k: true,
+        top_p_in_top_k: true,
+        top_p: true,
+        min_p: true,
+        top_n_sigma: true,
+    };
+    /// No filter (temperature and greedy rows only).
+    pub const NONE: TokenFilters = TokenFilters {
+        top_k: false,
+        top_p_in_top_k: false,
+        top_p: false,
+        min_p: false,
+        top_n_sigma: false,
+    };
+
+    /// The filters `rows` use over `k` logits (greedy rows use none).
+    pub fn of(rows: &[TokenRowParams], k: u64) -> Self {
+        let mut f = TokenFilters::NONE;
+        for r in rows.iter().filter(|r| r.temperature > 0.0) {
+            let top_k = r.top_k > 0 && u64::from(r.top_k) < k;
+            let top_p = r.top_p < 1.0;
+            f.top_k |= top_k;
+            f.top_p_in_top_k |= top_p && top_k && r.top_k <= crate::shader::TOKEN_KEPT_CAP;
+            f.top_p |= top_p && !(top_k && r.top_k <= crate::shader::TOKEN_KEPT_CAP);
+            f.min_p |= r.min_p > 0.0;
+            f.top_n_sigma |= r.top_n_sigma > 0.0;
+        }
+        f
+    }
+
+    fn bits(self) -> u32 {
+        u32::from(self.top_k)
+            | u32::from(self.top_p_in_top_k) << 1
+            | u32::from(self.top_p) << 2
+            | u32::from(self.min_p) << 3
+            | u32::from(self.top_n_sigma) << 4
+    }
 }
 
 /// How the token sampler maps rows to the GPU. [`TokenStrategy::Auto`] picks from the shape
@@ -158,6 +229,7 @@ impl<'a> TokenJob<'a> {
             chain: TokenChain::default(),
             ranks: None,
             logprobs_mode: LogprobsMode::Raw,
+            filters: TokenFilters::ALL,
             strategy: TokenStrategy::Auto,
         }
     }
@@ -183,6 +255,7 @@ uniform_params! {
         aux_base: u32,
         mode: u32,
         stride: u32,
+        filters: u32,
         split: u32,
         step: u32,
         prev: u32,
@@ -292,26 +365,32 @@ impl KernelFamily for TokenFinalFamily {
 
 // Pass ids (twins of P_* in shaders/common/token_core.wgsl) and the split state's layout.
 const P_STATS: u32 = 0;
+const P_MEAN: u32 = 1;
+const P_VAR: u32 = 2;
 const P_TOPK: u32 = 3;
 const P_GATHER: u32 = 10;
+const P_TOPP: u32 = 11;
 const P_TIES: u32 = 19;
 const P_DRAW: u32 = 23;
 const P_POST: u32 = 24;
 const N_PASSES: u32 = 25;
 
-/// The passes the split path records for rows of `k`: every pass a row could need (the
-/// per-row settings live on the device), but only the select rounds `k` has indices for.
-fn split_passes(k: u64) -> Vec<u32> {
+/// The passes the split path records for a job over rows of `k`: those of the filters the job
+/// allows (the per-row settings live on the device), the max pass when they or the outputs need
+/// it, only the select rounds `k` has indices for, and the post pass for ranks or the law.
+fn split_passes(k: u64, f: TokenFilters, logprobs: bool, post: bool) -> Vec<u32> {
     let ir = index_rounds(k);
+    let stats = f != TokenFilters::NONE || logprobs || post;
     (P_STATS..N_PASSES)
-        .filter(|&p| {
-            if (P_TOPK..P_GATHER).contains(&p) {
-                p - P_TOPK < 3 + ir
-            } else if (P_TIES..P_DRAW).contains(&p) {
-                p - P_TIES < ir
-            } else {
-                true
-            }
+        .filter(|&p| match p {
+            P_STATS => stats,
+            P_MEAN | P_VAR => f.top_n_sigma,
+            P_GATHER => f.top_k || f.top_p_in_top_k,
+            P_DRAW => true,
+            P_POST => post,
+            p if (P_TOPK..P_GATHER).contains(&p) => f.top_k && p - P_TOPK < 3 + ir,
+            p if (P_TOPP..P_TIES).contains(&p) => f.top_p,
+            p => f.top_p && p - P_TIES < ir,
         })
         .collect()
 }
@@ -322,7 +401,7 @@ fn split_state_words(passes: u64, chunks: u64) -> u64 {
     2 * u64::from(TOKEN_DEC_WORDS)
         + passes * (u64::from(TOKEN_AGG_WORDS) + 256)
         + 2 * u64::from(TOKEN_KEPT_CAP)
-        + chunks * (2 + 2 * u64::from(TOKEN_MAX_TOP_N))
+        + chunks * (4 + 2 * u64::from(TOKEN_MAX_TOP_N))
 }
 
 /// The token-sampling pipeline of a device: the processing kernel, the sampler and the
@@ -493,7 +572,12 @@ impl TokenSampler {
             TokenStrategy::SplitRow { chunks } => u64::from(chunks),
             _ => 0,
         };
-        let passes = split_passes(k);
+        let passes = split_passes(
+            k,
+            job.filters,
+            job.logprobs.is_some() || n > 0,
+            law.is_some() || job.ranks.is_some(),
+        );
         let state_words = split_state_words(passes.len() as u64, chunks);
         let mut rows_per_dispatch = core.rows_per_dispatch(rows, per_row)?;
         if chunks > 0 {
@@ -605,6 +689,7 @@ impl TokenSampler {
             nseq: 0,
             state_base: 0,
             state_stride: 0,
+            filters: job.filters.bits(),
             rows: m as u32,
             k: k as u32,
             format: job.logits.format.code(),
@@ -717,6 +802,7 @@ impl TokenSampler {
             aux_base: aux_law.as_ref().map_or(0, |w| w.base),
             mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
             stride: job.logits.row_stride() as u32,
+            filters: job.filters.bits(),
             split: split.chunks as u32,
             step: 0,
             prev: N_PASSES,
@@ -756,7 +842,7 @@ impl TokenSampler {
         )?;
         let last = TokenParams {
             step: N_PASSES,
-            prev: P_POST,
+            prev: *split.passes.last().unwrap_or(&P_DRAW),
             seq: split.passes.len() as u32,
             aux_base: ranks.base,
             ..base
@@ -978,6 +1064,7 @@ impl Gpu {
             chain,
             ranks: (!law).then(|| at(o_rank, rows)),
             logprobs_mode: params.logprobs_mode,
+            filters: TokenFilters::of(&row_params, k as u64),
             strategy: TokenStrategy::Auto,
         };
         let law_at = at(o_law, law_words);
