@@ -57,6 +57,7 @@ fn temperature(rng: &mut StdRng) -> f32 {
 
 /// The setting's outputs on one path: tokens, log-probabilities, top pairs, statuses, and the
 /// ranks or the law, as words.
+#[allow(clippy::too_many_arguments)]
 fn outputs(
     s: &Setting,
     logits: &[f32],
@@ -403,7 +404,8 @@ fn a_row_using_a_filter_the_job_leaves_out_is_bad_on_both_paths() {
     let mut rng = StdRng::seed_from_u64(77);
     let logits: Vec<f32> = (0..2 * k).map(|_| rng.random_range(-5.0f32..5.0)).collect();
     let t = RowSampling::new(0.8);
-    let cases: [(&str, RowSampling, fn(&mut TokenFilters)); 5] = [
+    type Case = (&'static str, RowSampling, fn(&mut TokenFilters));
+    let cases: [Case; 5] = [
         ("top_k", RowSampling { top_k: 1000, ..t }, |f| {
             f.top_k = false
         }),
