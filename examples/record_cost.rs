@@ -25,8 +25,8 @@
 
 use gumbel_wgpu::{
     BackwardInput, BackwardJob, DensityJob, Error, Gpu, LogitsView, Noise, RandomJob, RandomKind,
-    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, SpeculativeJob, Stream, Temperature, TokenJob,
-    TokenRowParams, stream_words,
+    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, SpeculativeJob, Stream, Temperature,
+    TokenFilters, TokenJob, TokenRowParams, TokenStrategy, stream_words,
 };
 use std::time::Instant;
 
@@ -181,23 +181,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
             })?
         }
-        "tokens" => {
+        "tokens" | "tokens-row" => {
             let sampler = gpu.token_sampler()?;
             let setting = RowSampling {
                 top_k: 50,
                 top_p: 0.9,
                 ..RowSampling::new(0.8)
             };
-            let params = gpu.upload(
-                "row params",
-                &[TokenRowParams::new(setting, Stream::new(9))],
-            )?;
+            let rows = [TokenRowParams::new(setting, Stream::new(9))];
+            let params = gpu.upload("row params", &rows)?;
             let lp = storage("logprobs", 4)?;
+            // "tokens": the path the shape takes (split: one dispatch per pass of the filters
+            // named); "tokens-row": one workgroup per row, one dispatch.
+            let strategy = if family == "tokens-row" {
+                TokenStrategy::RowPerWorkgroup
+            } else {
+                TokenStrategy::Auto
+            };
             run(&gpu, n, &mut |enc, _| {
                 sampler.record(
                     enc,
                     &TokenJob {
                         logprobs: Some(lp.slice(..)),
+                        filters: TokenFilters::of(&rows, K),
+                        strategy,
                         ..TokenJob::new(view, params.slice(..), out.slice(..4))
                     },
                 )

@@ -58,11 +58,12 @@
 //     round whose bin holds exactly the entries still wanted ends it early;
 //   * top-p: the mass goal p * Z_kept; a radix search on the key with 4-bit digits (8 rounds,
 //     16 fixed-point mass sums per invocation; Z is round 0's total) finds the key T where the
-//     cumulative mass in the order reaches the goal; its ties (equal logits, equal mass mu) need c = ceil(rest / mu) of
-//     them, and the c-th smallest index among them (the index rounds of the select) closes th.
-//     After a top-k of at most KEPT_CAP (512) entries, instead: one pass gathers the kept
-//     entries into workgroup memory, they are put in order there, and the prefix is walked
-//     (top_p_in_kept).
+//     cumulative mass in the order reaches the goal; its ties (equal logits, equal mass mu)
+//     need c = ceil(rest / mu) of them, and the c-th smallest index among them (the index
+//     rounds of the select) closes th. After a top-k of at most KEPT_CAP (512) entries,
+//     instead: the kept entries, gathered in one pass (or top-k's gathered candidates, the
+//     select having switched to gathering once they numbered at most KEPT_CAP), are put in
+//     order in workgroup memory and the prefix is walked (finish_gather).
 // Then one Gumbel-max over the kept entries: argmax (key of l / t + g, lower index first).
 //
 // top-n-sigma: a threshold like min-p, max - n sigma with sigma the population deviation of the
@@ -117,16 +118,15 @@ fn tokens_row(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     // for WGSL's analysis (Tint enforces it in the browser).
     var d = workgroupUniformLoad(&dec);
     list_clear();
-    for (var pid = 0u; pid < N_PASSES; pid++) {
-        if (!applies(pid, d)) {
-            continue;
-        }
+    // Only the passes the row needs (the loop holding the barriers runs once per pass run:
+    // llvmpipe pays for every iteration of such a loop, skipped or not).
+    for (var pid = next_pass(0u, &d); pid < N_PASSES; pid = next_pass(pid + 1u, &d)) {
         agg_reset(lid);
         workgroupBarrier();
-        let best = pass_body(lid, r, pid, d, 0u, 1u);
+        let best = pass_body(lid, r, pid, &d, 0u, 1u);
         workgroupBarrier();
-        finish(lid, r, pid, d, best);
+        finish(lid, r, pid, &d, best);
         d = workgroupUniformLoad(&dec);
     }
-    write_outputs(lid, r, d);
+    write_outputs(lid, r, &d);
 }

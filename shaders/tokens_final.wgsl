@@ -48,12 +48,12 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     }
     var d = workgroupUniformLoad(&dec);
     let slots = row + 2u * DEC_WORDS + params.nseq * REGION_WORDS + 2u * KEPT_CAP;
-    if (params.prev == P_POST && applies(P_POST, d)) {
+    if (params.prev == P_POST && applies(P_POST, &d)) {
         if (lid == 0u) {
-            finish_post(d);
+            finish_post(&d);
         }
         d = workgroupUniformLoad(&dec);
-    } else if (params.prev == P_DRAW && applies(P_DRAW, d)) {
+    } else if (params.prev == P_DRAW && applies(P_DRAW, &d)) {
         // The draw's best over the row's workgroups, with its logit's bits.
         var mine = EMPTY;
         var bits = vec2<u32>(NAN_BITS, NAN_BITS);
@@ -71,7 +71,7 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
         if (lid == 0u) {
-            finish_draw(d, best, draw_bits.x, draw_bits.y);
+            finish_draw(&d, best, draw_bits.x, draw_bits.y);
         }
         d = workgroupUniformLoad(&dec);
     }
@@ -87,5 +87,5 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
-    write_outputs(lid, r, d);
+    write_outputs(lid, r, &d);
 }

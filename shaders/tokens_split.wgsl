@@ -112,7 +112,7 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     }
     var d = workgroupUniformLoad(&dec);
     list_clear();
-    if (params.seq > 0u && applies(params.prev, d)) {
+    if (params.seq > 0u && applies(params.prev, &d)) {
         // The previous pass's aggregates, merged over the row's workgroups.
         let prev = region(params.seq - 1u);
         if (lid < AGG_WORDS) {
@@ -146,22 +146,22 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
             }
             workgroupBarrier();
             if (lid == 0u) {
-                finish_draw(d, best, draw_bits.x, draw_bits.y);
+                finish_draw(&d, best, draw_bits.x, draw_bits.y);
             }
         } else {
-            finish(lid, r, params.prev, d, EMPTY);
+            finish(lid, r, params.prev, &d, EMPTY);
         }
         d = workgroupUniformLoad(&dec);
     }
     if (w == 0u && lid < DEC_WORDS) {
         atomicStore(&state[row_state + (params.seq & 1u) * DEC_WORDS + lid], d[lid]);
     }
-    if (!applies(params.step, d)) {
+    if (!applies(params.step, &d)) {
         return;
     }
     agg_reset(lid);
     workgroupBarrier();
-    let best = pass_body(lid, r, params.step, d, w, params.split);
+    let best = pass_body(lid, r, params.step, &d, w, params.split);
     workgroupBarrier();
     // This workgroup's aggregates into the row's region: maxima, flags and counts by their own
     // atomics, fixed-point triples with carries (one invocation each), the histogram's bins.

@@ -281,6 +281,9 @@ fn sweep(family: &str, mut make: impl FnMut(&mut StdRng) -> (Job, Box<dyn Fn(&[V
     for i in 0..jobs_per_family() {
         let (job, check) = make(&mut rng);
         let place_seed = rng.random();
+        if std::env::var("EDGE_TRACE").is_ok() {
+            eprintln!("{family} job {i}: {}", job.what);
+        }
         match both(&job, place_seed) {
             Ok(out) => {
                 check(&out);

@@ -409,3 +409,56 @@ async fn the_token_chain_runs_on_the_device_and_matches_the_reference() {
         "penalty state after the device update"
     );
 }
+
+#[wasm_bindgen_test]
+async fn a_row_spread_over_workgroups_equals_one_workgroup_in_the_browser() {
+    // The split path's stepped dispatches (a dynamic uniform offset per pass) and its kernels
+    // under Chromium's WGSL rules: the same words as one workgroup per row.
+    use gumbel_wgpu::{RowSampling, TokenFilters, TokenJob, TokenRowParams, TokenStrategy};
+    let gpu = gpu().await;
+    let k = 20000usize;
+    let mut rng = StdRng::seed_from_u64(21);
+    let logits: Vec<f32> = (0..k).map(|_| rng.random::<f32>() * 10.0 - 5.0).collect();
+    let rows = [TokenRowParams::new(
+        RowSampling {
+            top_k: 50,
+            top_p: 0.9,
+            ..RowSampling::new(0.8)
+        },
+        Stream::new(5),
+    )];
+    let lb = gpu.upload("logits", &logits).unwrap();
+    let pb = gpu.upload("params", &rows).unwrap();
+    let sampler = gpu.token_sampler().unwrap();
+    let mut runs = Vec::new();
+    for strategy in [
+        TokenStrategy::RowPerWorkgroup,
+        TokenStrategy::SplitRow { chunks: 5 },
+    ] {
+        // Token, log-probability and 3 top pairs, each from its own 256-byte block.
+        let out = poisoned(&gpu, 3 * 64);
+        gpu.submit_async(|enc| {
+            sampler.record(
+                enc,
+                &TokenJob {
+                    logprobs: Some(out.slice(64 * 4..65 * 4)),
+                    top_n: 3,
+                    top: Some(out.slice(128 * 4..134 * 4)),
+                    filters: TokenFilters::of(&rows, k as u64),
+                    strategy,
+                    ..TokenJob::new(
+                        LogitsView::f32(lb.slice(..), 1, k as u64),
+                        pb.slice(..),
+                        out.slice(..4),
+                    )
+                },
+            )
+        })
+        .await
+        .unwrap();
+        let w: Vec<u32> = gpu.read_buffer_async(&out, 3 * 64).await.unwrap();
+        runs.push([w[0], w[64], w[128], w[129], w[130], w[131], w[132], w[133]]);
+    }
+    assert!((runs[0][0] as usize) < k, "a token: {:?}", runs[0]);
+    assert_eq!(runs[0], runs[1], "one workgroup vs split");
+}

@@ -13,7 +13,8 @@ mod roofline;
 use clap::Parser;
 use gumbel_wgpu::{
     BackwardInput, BackwardJob, Error, Gpu, GradSpace, LogitsView, Noise, RandomJob, RandomKind,
-    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature, TokenJob, TokenRowParams,
+    RowSampling, SampleJob, SoftmaxJob, SoftmaxMode, Stream, Temperature, TokenFilters, TokenJob,
+    TokenRowParams, TokenStrategy,
 };
 use roofline::{Clock, CopyKernel, median, time_gpu};
 use std::path::PathBuf;
@@ -88,6 +89,8 @@ enum Kernel {
     /// t(2 rows) / t(1 row): about 1 while a row uses one workgroup, about the device's core
     /// count once a row is spread over the device) at vocabularies of 32000, 131072, 262144.
     TokensDecode,
+    /// `TokensDecode` forced to one workgroup per row (the path before the split one).
+    TokensDecodeOneWorkgroup,
 }
 
 /// Groups of kernels measured together, sharing their buffers.
@@ -135,6 +138,9 @@ impl Kernel {
             Kernel::TokensChain => "tokens full chain",
             Kernel::RoundTrip => "sample round trip (host)",
             Kernel::TokensDecode => "decode t=0.8 top-k 50 top-p 0.9",
+            Kernel::TokensDecodeOneWorkgroup => {
+                "decode t=0.8 top-k 50 top-p 0.9 (one workgroup per row)"
+            }
         }
     }
 
@@ -153,7 +159,7 @@ impl Kernel {
             // One read of the logits, the least any sampler moves; the filters read the row
             // more times (src/tokens.rs counts the passes), served from cache on a GPU.
             Kernel::TokensTemperature | Kernel::TokensFiltered | Kernel::TokensChain => 4,
-            Kernel::TokensDecode => 4,
+            Kernel::TokensDecode | Kernel::TokensDecodeOneWorkgroup => 4,
             Kernel::RoundTrip => 0,
         }
     }
@@ -166,7 +172,7 @@ impl Kernel {
             Kernel::TokensTemperature | Kernel::TokensFiltered | Kernel::TokensChain => {
                 Family::Tokens
             }
-            Kernel::TokensDecode => Family::Tokens,
+            Kernel::TokensDecode | Kernel::TokensDecodeOneWorkgroup => Family::Tokens,
             _ => Family::Shape,
         }
     }
@@ -277,11 +283,9 @@ fn plan(args: &Args, max_copy_bytes: u64) -> Vec<Case> {
     // inference engine samples per step.
     for k in [32_000u64, 131_072, 262_144] {
         for rows in [1u64, 2] {
-            cases.push(Case {
-                kernel: Kernel::TokensDecode,
-                rows,
-                k,
-            });
+            for kernel in [Kernel::TokensDecode, Kernel::TokensDecodeOneWorkgroup] {
+                cases.push(Case { kernel, rows, k });
+            }
         }
     }
     cases.push(Case {
@@ -678,11 +682,13 @@ fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
     let sampler = b.gpu.token_sampler()?;
     for case in cases {
         let setting = match case.kernel {
-            Kernel::TokensFiltered | Kernel::TokensDecode => RowSampling {
-                top_k: 50,
-                top_p: 0.9,
-                ..RowSampling::new(0.8)
-            },
+            Kernel::TokensFiltered | Kernel::TokensDecode | Kernel::TokensDecodeOneWorkgroup => {
+                RowSampling {
+                    top_k: 50,
+                    top_p: 0.9,
+                    ..RowSampling::new(0.8)
+                }
+            }
             Kernel::TokensChain => RowSampling {
                 top_k: 50,
                 top_p: 0.9,
@@ -701,9 +707,18 @@ fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
         let params: Vec<TokenRowParams> = (0..rows)
             .map(|r| TokenRowParams::new(setting, Stream::new(1000 + r)))
             .collect();
+        // An engine names the filters its requests use (the split path then records only
+        // their passes).
+        let filters = TokenFilters::of(&params, k);
         let params = b.gpu.upload("token params", &params)?;
         let job = TokenJob {
             logprobs: Some(logprobs.slice(..)),
+            filters,
+            strategy: if case.kernel == Kernel::TokensDecodeOneWorkgroup {
+                TokenStrategy::RowPerWorkgroup
+            } else {
+                TokenStrategy::Auto
+            },
             ..TokenJob::new(
                 LogitsView::f32(logits.slice(..), rows, k),
                 params.slice(..),

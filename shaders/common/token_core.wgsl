@@ -267,31 +267,31 @@ fn agg_fx(i: u32) -> vec3<u32> {
 
 // ---- the row's settings, from its decisions ----
 
-fn d_f32(d: array<u32, DEC_WORDS>, i: u32) -> f32 {
-    return bitcast<f32>(d[i]);
+fn d_f32(d: ptr<function, array<u32, DEC_WORDS>>, i: u32) -> f32 {
+    return bitcast<f32>((*d)[i]);
 }
 
-fn d_greedy(d: array<u32, DEC_WORDS>) -> bool {
+fn d_greedy(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
     return !(d_f32(d, D_T) > 0.0);
 }
 
-fn d_th(d: array<u32, DEC_WORDS>) -> vec2<u32> {
-    return vec2<u32>(d[D_TH], d[D_TH + 1u]);
+fn d_th(d: ptr<function, array<u32, DEC_WORDS>>) -> vec2<u32> {
+    return vec2<u32>((*d)[D_TH], (*d)[D_TH + 1u]);
 }
 
 // The max of the logits the filters see (-3.4e38 when none is finite: an all-masked row).
-fn d_m(d: array<u32, DEC_WORDS>) -> f32 {
-    if (d[D_M] == 0u) {
+fn d_m(d: ptr<function, array<u32, DEC_WORDS>>) -> f32 {
+    if ((*d)[D_M] == 0u) {
         return -3.4e38;
     }
-    return value_of_key(d[D_M]);
+    return value_of_key((*d)[D_M]);
 }
 
-fn d_m_raw(d: array<u32, DEC_WORDS>) -> f32 {
-    if (d[D_MRAW] == 0u) {
+fn d_m_raw(d: ptr<function, array<u32, DEC_WORDS>>) -> f32 {
+    if ((*d)[D_MRAW] == 0u) {
         return -3.4e38;
     }
-    return value_of_key(d[D_MRAW]);
+    return value_of_key((*d)[D_MRAW]);
 }
 
 fn n_top() -> u32 {
@@ -318,38 +318,38 @@ fn rank_out() -> bool {
     return (params.outputs & OUT_RANK) != 0u;
 }
 
-fn use_n_sigma(d: array<u32, DEC_WORDS>) -> bool {
+fn use_n_sigma(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
     return !d_greedy(d) && d_f32(d, D_NSIG) > 0.0;
 }
 
-fn use_min_p(d: array<u32, DEC_WORDS>) -> bool {
+fn use_min_p(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
     return !d_greedy(d) && d_f32(d, D_MINP) > 0.0;
 }
 
-fn use_top_k(d: array<u32, DEC_WORDS>) -> bool {
-    return !d_greedy(d) && d[D_TOPK] > 0u && d[D_TOPK] < params.k;
+fn use_top_k(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
+    return !d_greedy(d) && (*d)[D_TOPK] > 0u && (*d)[D_TOPK] < params.k;
 }
 
-fn use_top_p(d: array<u32, DEC_WORDS>) -> bool {
+fn use_top_p(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
     return !d_greedy(d) && d_f32(d, D_TOPP) < 1.0;
 }
 
-fn top_p_in_kept_set(d: array<u32, DEC_WORDS>) -> bool {
-    return use_top_p(d) && use_top_k(d) && d[D_TOPK] <= KEPT_CAP;
+fn top_p_in_kept_set(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
+    return use_top_p(d) && use_top_k(d) && (*d)[D_TOPK] <= KEPT_CAP;
 }
 
 // Whether the row needs the max pass: the thresholds, top-p, log-probabilities, the law.
-fn need_stats(d: array<u32, DEC_WORDS>) -> bool {
+fn need_stats(d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
     return use_min_p(d) || use_top_p(d) || use_n_sigma(d) || raw_out() || use_top_k(d)
         || ((proc_out() || law_out()) && !d_greedy(d));
 }
 
 // Whether pass `pid` runs for the row (uniform: d is workgroup-uniform).
-fn applies(pid: u32, d: array<u32, DEC_WORDS>) -> bool {
+fn applies(pid: u32, d: ptr<function, array<u32, DEC_WORDS>>) -> bool {
     if (pid == P_POST) {
         return rank_out() || law_out();
     }
-    if (d[D_CODE] != 0u) {
+    if ((*d)[D_CODE] != 0u) {
         return false;
     }
     if (pid == P_STATS) {
@@ -359,18 +359,27 @@ fn applies(pid: u32, d: array<u32, DEC_WORDS>) -> bool {
         return use_n_sigma(d);
     }
     if (pid >= P_TOPK && pid < P_GATHER) {
-        return d[S_MODE] == 1u && d[S_NEXT] == pid - P_TOPK + 1u;
+        return (*d)[S_MODE] == 1u && (*d)[S_NEXT] == pid - P_TOPK + 1u;
     }
     if (pid == P_GATHER) {
-        return top_p_in_kept_set(d) || d[S_MODE] == 3u;
+        return top_p_in_kept_set(d) || (*d)[S_MODE] == 3u;
     }
     if (pid >= P_TOPP && pid < P_TIES) {
-        return d[D_PON] != 0u;
+        return (*d)[D_PON] != 0u;
     }
     if (pid >= P_TIES && pid < P_DRAW) {
-        return d[S_MODE] == 2u && d[S_NEXT] == pid - P_TIES + 4u;
+        return (*d)[S_MODE] == 2u && (*d)[S_NEXT] == pid - P_TIES + 4u;
     }
     return pid == P_DRAW;
+}
+
+// The first pass from `first` on that the row needs (N_PASSES: none).
+fn next_pass(first: u32, d: ptr<function, array<u32, DEC_WORDS>>) -> u32 {
+    var pid = first;
+    while (pid < N_PASSES && !applies(pid, d)) {
+        pid++;
+    }
+    return pid;
 }
 
 // ---- decisions (invocation 0; the caller's barrier publishes `dec`) ----
@@ -551,7 +560,7 @@ fn top_p_step(round: u32) {
 // prefix that reaches p times it (the last kept entry if rounding leaves the goal unreached).
 // All invocations call it (uniform control flow). Loops: 2 slots per invocation, n <= KEPT_CAP
 // comparisons each, 3 n steps for invocation 0.
-fn finish_gather(lid: u32, d: array<u32, DEC_WORDS>) {
+fn finish_gather(lid: u32, d: ptr<function, array<u32, DEC_WORDS>>) {
     let n = min(atomicLoad(&agg[A_KEPT]), KEPT_CAP);
     let m = d_m(d);
     let t = d_f32(d, D_T);
@@ -581,8 +590,8 @@ fn finish_gather(lid: u32, d: array<u32, DEC_WORDS>) {
         return;
     }
     var th = d_th(d);
-    if (d[S_MODE] == 3u) {
-        let tk = d[D_TOPK];
+    if ((*d)[S_MODE] == 3u) {
+        let tk = (*d)[D_TOPK];
         if (tk >= 1u && tk <= n) {
             th = tighter(th, kept[tk - 1u]);
         }
@@ -623,7 +632,7 @@ fn finish_gather(lid: u32, d: array<u32, DEC_WORDS>) {
 // After the draw: the status (NaN, +inf, nothing kept), the token and its logits (tokb: the
 // filters' view, tokraw: the input), the log partition function of the input and the log of
 // the kept mass from the draw's fixed-point sums.
-fn finish_draw(d: array<u32, DEC_WORDS>, best: vec2<u32>, tokb: u32, tokraw: u32) {
+fn finish_draw(d: ptr<function, array<u32, DEC_WORDS>>, best: vec2<u32>, tokb: u32, tokraw: u32) {
     let flags = atomicLoad(&agg[A_FLAGS]);
     var code = 0u;
     if ((flags & 1u) != 0u) {
@@ -653,8 +662,8 @@ fn finish_draw(d: array<u32, DEC_WORDS>, best: vec2<u32>, tokb: u32, tokraw: u32
 var<workgroup> draw_bits: vec2<u32>;
 
 // After the post pass: the rank (a processed greedy row's token is alone in its law: rank 1).
-fn finish_post(d: array<u32, DEC_WORDS>) {
-    if (d[D_CODE] == 0u && rank_out()) {
+fn finish_post(d: ptr<function, array<u32, DEC_WORDS>>) {
+    if ((*d)[D_CODE] == 0u && rank_out()) {
         dec[D_RANK] = select(atomicLoad(&agg[A_RANK]), 1u, params.mode != 0u && d_greedy(d));
     }
 }
@@ -688,7 +697,7 @@ fn list_insert(c: vec2<u32>, n: u32) {
 
 // The log of the final law at a list entry (key of the processed logit, 0 if unkept): -inf
 // outside the kept set, 0 for a greedy row's token, else (l - m) / t - log s_kept.
-fn processed_logprob_of_key(key: u32, greedy: bool, d: array<u32, DEC_WORDS>) -> u32 {
+fn processed_logprob_of_key(key: u32, greedy: bool, d: ptr<function, array<u32, DEC_WORDS>>) -> u32 {
     if (key == 0u) {
         return NEG_INF_BITS;
     }
@@ -699,7 +708,7 @@ fn processed_logprob_of_key(key: u32, greedy: bool, d: array<u32, DEC_WORDS>) ->
 }
 
 // The raw log-probability of a list entry (key of the input logit): l - log Z, -inf if masked.
-fn raw_logprob_of_key(key: u32, d: array<u32, DEC_WORDS>) -> u32 {
+fn raw_logprob_of_key(key: u32, d: ptr<function, array<u32, DEC_WORDS>>) -> u32 {
     let bits = bitcast<u32>(value_of_key(key));
     return select(bitcast<u32>(value_of_key(key) - d_f32(d, D_LOGZ)), NEG_INF_BITS,
                   bits == NEG_INF_BITS);

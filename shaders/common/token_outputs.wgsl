@@ -7,12 +7,12 @@
 // n_top <= MAX_TOP_N, windows as the host binds them (tokens.wgsl's contract).
 
 // All invocations call it (uniform control flow): n rounds of the best head over the lists.
-fn write_outputs(lid: u32, r: u32, d: array<u32, DEC_WORDS>) {
+fn write_outputs(lid: u32, r: u32, d: ptr<function, array<u32, DEC_WORDS>>) {
     let n = n_top();
-    let code = d[D_CODE];
+    let code = (*d)[D_CODE];
     let greedy = d_greedy(d);
     let processed = params.mode != 0u;
-    let token = d[D_TOKEN];
+    let token = (*d)[D_TOKEN];
     if (processed && greedy && code == 0u) {
         // A greedy row's law is one-hot: the token first, then the lowest other indices at -inf.
         if (lid == 0u) {
@@ -69,7 +69,7 @@ fn write_outputs(lid: u32, r: u32, d: array<u32, DEC_WORDS>) {
             status[params.status_base + r] = code;
         }
         if (rank_out()) {
-            aux[params.aux_base + r] = select(0u, d[D_RANK], code == 0u);
+            aux[params.aux_base + r] = select(0u, (*d)[D_RANK], code == 0u);
         }
     }
 }

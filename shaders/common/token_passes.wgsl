@@ -79,10 +79,11 @@ fn dec_init(r: u32) {
     dec[D_TOKB] = NAN_BITS;
     dec[D_TOKRAW] = NAN_BITS;
     // Read back as the workgroup-uniform copy the settings are tested on.
-    var d: array<u32, DEC_WORDS>;
+    var row: array<u32, DEC_WORDS>;
     for (var i = 0u; i < DEC_WORDS; i++) {
-        d[i] = dec[i];
+        row[i] = dec[i];
     }
+    let d = &row;
     // A filter the job left out (TokenFilters, params.filters) makes the row bad: the split
     // path records no pass for it.
     let f = params.filters;
@@ -94,7 +95,7 @@ fn dec_init(r: u32) {
         return;
     }
     if (use_top_k(d)) {
-        select_start(1u, d[D_TOPK], 0u);
+        select_start(1u, (*d)[D_TOPK], 0u);
     }
     dec[D_PON] = select(0u, 1u, use_top_p(d) && !top_p_in_kept_set(d));
 }
@@ -106,15 +107,15 @@ fn part(n: u32, w: u32, nw: u32) -> vec2<u32> {
 }
 
 // The row's Philox blocks for the draw: 4 words each, phase + words per element * k words.
-fn draw_blocks(d: array<u32, DEC_WORDS>) -> u32 {
+fn draw_blocks(d: ptr<function, array<u32, DEC_WORDS>>) -> u32 {
     let per = select(1u, 2u, params.noise64 != 0u);
-    return ((d[D_OFF] & 3u) + per * params.k + 3u) / 4u;
+    return (((*d)[D_OFF] & 3u) + per * params.k + 3u) / 4u;
 }
 
 // The body of pass `pid` over part w of nw of row r, aggregated into `agg` / `hist` (and, for
 // the draw, the invocations' top-n lists; it returns the workgroup's best draw candidate). All
 // invocations call it, in uniform control flow.
-fn pass_body(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u32) -> vec2<u32> {
+fn pass_body(lid: u32, r: u32, pid: u32, d: ptr<function, array<u32, DEC_WORDS>>, w: u32, nw: u32) -> vec2<u32> {
     let range = part(params.k, w, nw);
     let th = d_th(d);
     let m = d_m(d);
@@ -122,7 +123,7 @@ fn pass_body(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u
     if (pid == P_STATS) {
         let viewed = params.processed != 0u;
         let raw_sep = raw_out() && viewed;
-        let round0 = d[S_MODE] == 1u && d[S_NEXT] == 0u;
+        let round0 = (*d)[S_MODE] == 1u && (*d)[S_NEXT] == 0u;
         var mk = 0u;
         var mr = 0u;
         var nmin = 0u;
@@ -151,7 +152,7 @@ fn pass_body(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u
         atomicMax(&agg[A_NMIN], nmin);
         atomicAdd(&agg[A_CNT], cnt);
     } else if (pid == P_MEAN || pid == P_VAR) {
-        let shift = bitcast<i32>(d[D_SHIFT]);
+        let shift = bitcast<i32>((*d)[D_SHIFT]);
         let mean = d_f32(d, D_MEAN);
         var s = FX_ZERO;
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
@@ -168,23 +169,23 @@ fn pass_body(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u
         }
         fx_add_agg(A_FXA, s);
     } else if ((pid >= P_TOPK && pid < P_GATHER) || (pid >= P_TIES && pid < P_DRAW)) {
-        let round = d[S_NEXT];
+        let round = (*d)[S_NEXT];
         let on_key = round < 4u;
         let shift = select(8u * (params.idx_rounds - 1u - (round - 4u)), 24u - 8u * round, on_key);
-        let ties = d[S_MODE] == 2u;
+        let ties = (*d)[S_MODE] == 2u;
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
             let key = logit_key(row_logit_bits(r, j));
-            if (key != 0u && (key & d[S_KM]) == d[S_KP] && (j & d[S_IM]) == d[S_IP]
+            if (key != 0u && (key & (*d)[S_KM]) == (*d)[S_KP] && (j & (*d)[S_IM]) == (*d)[S_IP]
                 && (!ties || is_kept(key, j, th))) {
                 atomicAdd(&hist[(select(j, key, on_key) >> shift) & 0xffu], 1u);
             }
         }
     } else if (pid == P_GATHER) {
         // Top-k's candidates (every key from D_GLO up), or the kept set for top-p.
-        let candidates = d[S_MODE] == 3u;
+        let candidates = (*d)[S_MODE] == 3u;
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
             let key = logit_key(row_logit_bits(r, j));
-            if (select(is_kept(key, j, th), key != 0u && key >= d[D_GLO], candidates)) {
+            if (select(is_kept(key, j, th), key != 0u && key >= (*d)[D_GLO], candidates)) {
                 gather_put(key, j);
             }
         }
@@ -196,7 +197,7 @@ fn pass_body(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
             let bits = row_logit_bits(r, j);
             let key = logit_key(bits);
-            if (is_kept(key, j, th) && (key & d[D_PM]) == d[D_PP]) {
+            if (is_kept(key, j, th) && (key & (*d)[D_PM]) == (*d)[D_PP]) {
                 let dg = (key >> shift) & 15u;
                 bins[dg] = fx_add(bins[dg], fx_of(exp((bitcast<f32>(bits) - m) / t), FX_MASS_SHIFT));
             }
@@ -220,46 +221,58 @@ struct DrawSums {
     flags: u32,
 }
 
-fn draw_extras(acc: DrawSums, r: u32, j: u32, bits: u32, kept: bool, d: array<u32, DEC_WORDS>) -> DrawSums {
+fn draw_extras(acc: DrawSums, r: u32, j: u32, bits: u32, kept: bool, row: DrawRow) -> DrawSums {
     var s = acc;
     s.flags |= select(0u, 1u, is_nan_bits(bits)) | select(0u, 2u, is_pos_inf_bits(bits));
-    let n = n_top();
-    if (raw_out()) {
+    if (row.raw_out) {
         let rb = select(bits, raw_logit_bits(r, j), params.processed != 0u);
         if (!is_nan_bits(rb)) {
             // Masked entries take part with the key of -inf: the top n lists every entry.
-            list_insert(vec2<u32>(key_of(rb), j), n);
+            list_insert(vec2<u32>(key_of(rb), j), row.n);
             if (is_finite_bits(rb)) {
-                s.raw = fx_add(s.raw, fx_of(exp(bitcast<f32>(rb) - d_m_raw(d)), FX_MASS_SHIFT));
+                s.raw = fx_add(s.raw, fx_of(exp(bitcast<f32>(rb) - row.m_raw), FX_MASS_SHIFT));
             }
         }
     }
-    if (!d_greedy(d)) {
-        if (proc_out()) {
-            list_insert(vec2<u32>(select(0u, logit_key(bits), kept), j), n);
+    if (!row.greedy) {
+        if (row.proc_out) {
+            list_insert(vec2<u32>(select(0u, logit_key(bits), kept), j), row.n);
         }
-        if (kept && (proc_out() || law_out())) {
-            s.kept = fx_add(s.kept, fx_of(exp((bitcast<f32>(bits) - d_m(d)) / d_f32(d, D_T)),
-                                          FX_MASS_SHIFT));
+        if (kept && row.kept_mass) {
+            s.kept = fx_add(s.kept, fx_of(exp((bitcast<f32>(bits) - row.m) / row.t), FX_MASS_SHIFT));
         }
     }
     return s;
 }
 
+// What draw_extras needs of the row, taken once per pass.
+struct DrawRow {
+    greedy: bool,
+    raw_out: bool,
+    proc_out: bool,
+    kept_mass: bool,
+    n: u32,
+    m: f32,
+    m_raw: f32,
+    t: f32,
+}
+
 // The draw: Gumbel-max over the kept entries (greedy: the largest logit), by stream blocks.
-fn draw_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u32) -> vec2<u32> {
+fn draw_body(lid: u32, r: u32, d: ptr<function, array<u32, DEC_WORDS>>, w: u32, nw: u32) -> vec2<u32> {
     let th = d_th(d);
     let t = d_f32(d, D_T);
-    let seed = vec2<u32>(d[D_SEED], d[D_SEED + 1u]);
-    let offset = vec2<u32>(d[D_OFF], d[D_OFF + 1u]);
+    let seed = vec2<u32>((*d)[D_SEED], (*d)[D_SEED + 1u]);
+    let offset = vec2<u32>((*d)[D_OFF], (*d)[D_OFF + 1u]);
     var sums = DrawSums(FX_ZERO, FX_ZERO, 0u);
+    let row = DrawRow(d_greedy(d), raw_out(), proc_out(), proc_out() || law_out(), n_top(), d_m(d),
+                      d_m_raw(d), t);
     var best = EMPTY;
     if (d_greedy(d)) {
         let range = part(params.k, w, nw);
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
             let bits = row_logit_bits(r, j);
             let c = vec2<u32>(logit_key(bits), j);
-            sums = draw_extras(sums, r, j, bits, c.x != 0u, d);
+            sums = draw_extras(sums, r, j, bits, c.x != 0u, row);
             if (c.x != 0u && before(c, best)) {
                 best = c;
             }
@@ -283,7 +296,7 @@ fn draw_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u32) -> vec
                 let j = (s - phase) / 2u;
                 let bits = row_logit_bits(r, j);
                 let kp = is_kept(logit_key(bits), j, th);
-                sums = draw_extras(sums, r, j, bits, kp, d);
+                sums = draw_extras(sums, r, j, bits, kp, row);
                 // Noise only for kept entries (two logs each).
                 if (kp) {
                     let z = bitcast<f32>(bits) / t + gumbel_from_words64(ws[e], ws[e + 1u]);
@@ -310,7 +323,7 @@ fn draw_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u32) -> vec
                 let j = s - phase;
                 let bits = row_logit_bits(r, j);
                 let kp = is_kept(logit_key(bits), j, th);
-                sums = draw_extras(sums, r, j, bits, kp, d);
+                sums = draw_extras(sums, r, j, bits, kp, row);
                 if (kp) {
                     let z = bitcast<f32>(bits) / t + gumbel_from_word(ws[e]);
                     let c = vec2<u32>(key_of(bitcast<u32>(z)), j);
@@ -329,14 +342,14 @@ fn draw_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, w: u32, nw: u32) -> vec
 
 // The post pass: the rank count (entries whose logit is >= the token's: kept ones, processed)
 // and the final law.
-fn post_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, range: vec2<u32>) {
-    let code = d[D_CODE];
+fn post_body(lid: u32, r: u32, d: ptr<function, array<u32, DEC_WORDS>>, range: vec2<u32>) {
+    let code = (*d)[D_CODE];
     let greedy = d_greedy(d);
     let processed = params.mode != 0u;
     let th = d_th(d);
-    let token = d[D_TOKEN];
+    let token = (*d)[D_TOKEN];
     if (rank_out() && code == 0u && !(processed && greedy)) {
-        let tkey = key_of(select(d[D_TOKRAW], d[D_TOKB], processed));
+        let tkey = key_of(select((*d)[D_TOKRAW], (*d)[D_TOKB], processed));
         var c = 0u;
         for (var j = range.x + lid; j < range.y; j += WG_SIZE) {
             if (processed) {
@@ -373,7 +386,7 @@ fn post_body(lid: u32, r: u32, d: array<u32, DEC_WORDS>, range: vec2<u32>) {
 // The decisions after pass `pid`, from its aggregates in `agg` / `hist` (and `best`, the
 // row's best draw candidate, after the draw). All invocations call it, in uniform control flow;
 // the caller reloads `dec` (workgroupUniformLoad) after it.
-fn finish(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, best: vec2<u32>) {
+fn finish(lid: u32, r: u32, pid: u32, d: ptr<function, array<u32, DEC_WORDS>>, best: vec2<u32>) {
     if (pid == P_GATHER) {
         finish_gather(lid, d);
         return;
@@ -408,16 +421,16 @@ fn finish(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, best: vec2<u32>)
             }
             dec[D_SHIFT] = bitcast<u32>(62 - min(e, 128));
         }
-        if (d[S_MODE] == 1u && d[S_NEXT] == 0u) {
+        if ((*d)[S_MODE] == 1u && (*d)[S_NEXT] == 0u) {
             select_step(0u);
         }
     } else if (pid == P_MEAN) {
-        let cnt = max(f32(d[D_CNT]), 1.0);
-        let s = fx_to_f32(agg_fx(A_FXA), bitcast<i32>(d[D_SHIFT]));
+        let cnt = max(f32((*d)[D_CNT]), 1.0);
+        let s = fx_to_f32(agg_fx(A_FXA), bitcast<i32>((*d)[D_SHIFT]));
         dec[D_MEAN] = bitcast<u32>(d_m(d) - s / cnt);
     } else if (pid == P_VAR) {
-        let cnt = max(f32(d[D_CNT]), 1.0);
-        let shift2 = 2 * bitcast<i32>(d[D_SHIFT]) - 62;
+        let cnt = max(f32((*d)[D_CNT]), 1.0);
+        let shift2 = 2 * bitcast<i32>((*d)[D_SHIFT]) - 62;
         let sigma = sqrt(fx_to_f32(agg_fx(A_FXA), shift2) / cnt);
         let m = d_m(d);
         // Never above the max: the largest logit(s) stay.
@@ -427,7 +440,7 @@ fn finish(lid: u32, r: u32, pid: u32, d: array<u32, DEC_WORDS>, best: vec2<u32>)
         dec[D_TH] = lim.x;
         dec[D_TH + 1u] = lim.y;
     } else if ((pid >= P_TOPK && pid < P_GATHER) || (pid >= P_TIES && pid < P_DRAW)) {
-        select_step(d[S_NEXT]);
+        select_step((*d)[S_NEXT]);
     } else if (pid >= P_TOPP && pid < P_TIES) {
         top_p_step(pid - P_TOPP);
     } else if (pid == P_DRAW) {

@@ -61,51 +61,69 @@
 //! them from there; otherwise it reads the input directly. The sampler (`tokens.wgsl`) then
 //! finds the kept set's *last* entry `(key, index)` (key: the order-preserving u32 image of the
 //! logit's bits):
-//! * **top-nσ** and **min-p** are logit thresholds (key thresholds); top-nσ's `σ` takes one more
-//!   pass (`sum (l' - mean)^2`, the count and the sum riding on the max pass);
-//! * **top-k** is a radix select of the k-th entry on `(key, index)`: 4 rounds of 8-bit key
-//!   digits then `ceil(log2(k) / 8)` rounds of index digits, each a 256-bin count histogram in
-//!   workgroup memory (ties at the cut are resolved to the lower index exactly);
-//! * **top-p** after a top-k of at most 512 entries (the usual serving setting) gathers the kept
-//!   entries into workgroup memory in one pass, ranks them there (the order is total, so each
-//!   entry's rank is the count of entries before it) and walks the sorted masses to the first
-//!   prefix that reaches `top_p` times their total. Otherwise it is a radix search on the key
-//!   over *mass* `exp((l - max) / t)`: 8 rounds of 4-bit digits (16 sums per invocation,
-//!   reduced in workgroup memory) find the key where the mass in order reaches `top_p` times
-//!   the kept mass; the ties at that key share one mass, so
+//! * **top-nσ** and **min-p** are logit thresholds (key thresholds); top-nσ's `σ` takes two
+//!   passes (the mean, then the variance, the count riding on the max pass);
+//! * **top-k** is a radix select of the k-th entry on `(key, index)`: rounds of 8-bit key digits
+//!   (the first on the max pass) then `ceil(log2(k) / 8)` rounds of index digits, each a
+//!   256-bin count histogram (ties at the cut are resolved to the lower index exactly). It
+//!   stops early when a round's bin holds exactly the entries still wanted, and once the
+//!   entries from a round's bin up number at most 512 it **gathers** them in one pass and
+//!   takes the k-th from them sorted (the usual `top_k = 50` is the max pass, about one more
+//!   round, the gather);
+//! * **top-p** after a top-k of at most 512 entries (the usual serving setting) walks the same
+//!   gathered, sorted set (or, when the select ended without gathering, gathers the kept set in
+//!   one pass) to the first prefix whose mass reaches `top_p` times its total. Otherwise it is
+//!   a radix search on the key over *mass* `exp((l - max) / t)`: 8 rounds of 4-bit digits (16
+//!   sums per invocation; the kept mass is round 0's total) find the key where the mass in order
+//!   reaches `top_p` times the kept mass; the ties at that key share one mass, so
 //!   `c = ceil(rest / mass)` of them are needed, and the index rounds of the select find the
 //!   c-th in index order;
-//! * then **one Gumbel-max** over the kept entries; the log-probability pass (max and
-//!   `sum exp(l - max)`, online) also keeps per-invocation top-n lists, merged in `n` rounds.
+//! * then **one Gumbel-max** over the kept entries, whose pass also sums the log-sum-exp of the
+//!   input (raw log-probabilities), the kept mass (processed ones, the law) and keeps
+//!   per-invocation top-n lists, merged in `n` rounds.
+//!
+//! Every sum over a row is exact: each term is rounded once to a 96-bit fixed-point number and
+//! added as integers, so the result does not depend on how the row is cut into workgroups (and
+//! the maxima, counts, histograms and the arg-max are exact anyway). That is what lets a row be
+//! spread over many workgroups with the same results bit for bit.
 //!
 //! [`crate::cpu::token_limit_radix`] is the same search on the CPU (f64 masses); a test checks it
 //! keeps exactly the sorted reference's set.
 //!
-//! Passes over the logits (each reads every logit of the row once; the processing kernel's
-//! also write them once):
+//! ### Two paths, and the passes of each
+//! One workgroup per row runs every pass in one dispatch: it suits batches of tens of rows and
+//! more. With few long rows (under 128 rows of at least 8192 logits; [`TokenSampler::strategy_for`])
+//! each row is spread over many workgroups (about 1024 in all, at least 4096 logits each) and
+//! each pass is a dispatch of its own, plus one that writes the outputs. The rows' parameters
+//! are device data, so the split path records the passes of every filter [`TokenJob::filters`]
+//! allows ([`TokenFilters::of`] names those the rows use; the slice level does so itself); a
+//! pass a row does not need finds that out from the row's state and returns. Passes over the
+//! logits (each reads every logit of the row once; the processing kernel's also write them
+//! once):
 //!
-//! | setting | passes |
-//! |---|---|
-//! | temperature only, no log-probabilities | 1 (the draw) |
-//! | greedy (`t = 0`) | 1 |
-//! | mask and / or bias (processing kernel) | +1 read and write (+ the bias list, walked by one invocation) |
-//! | penalties (processing kernel) | +1 read and write of the processed row (+ its penalty state) |
-//! | raw log-probabilities (token's or top n) | +1 (over the input, also when the row is processed; the max is shared when it is not) |
-//! | processed log-probabilities | +1 (the max, shared) + 1 (the kept mass and the top n, after the draw) |
-//! | ranks | +1 (after the draw) |
-//! | top-nσ | +1 (the max, shared) + 1 (`σ`) |
-//! | min-p | +1 (the max; shared with the log-probability pass) |
-//! | top-k | +4 + `ceil(log2(k) / 8)` (6 at k = 32000, 7 at 131072) |
-//! | top-p | +1 (max, shared) + 1 (kept mass) + 8 + `ceil(log2(k) / 8)` |
-//! | top-p after a top-k of at most 512 | +1 (max, shared) + 1 (the gather) |
-//! | the final law ([`TokenSampler::record_probabilities`]) | +1 (kept mass, shared) + 1 (the write) |
+//! | setting | one workgroup per row: passes | split row: dispatches recorded (`r = ceil(log2(k) / 8)`) |
+//! |---|---|---|
+//! | temperature only, no log-probabilities | 1 (the draw) | the draw + the outputs step |
+//! | greedy (`t = 0`) | 1 | same |
+//! | mask and / or bias (processing kernel) | +1 read and write (+ the bias list, walked by one invocation) | same (its own dispatch) |
+//! | penalties (processing kernel) | +1 read and write of the processed row (+ its penalty state) | same |
+//! | raw log-probabilities (token's or top n) | +1 (the max; the sum rides on the draw) | +1 |
+//! | processed log-probabilities | +1 (the max, shared; the kept mass and the top n ride on the draw) | +1 |
+//! | ranks, the final law ([`TokenSampler::record_probabilities`]) | +1 (after the draw) | +1 |
+//! | min-p | +1 (the max; shared) | +1 |
+//! | top-nσ | +1 (the max, shared) + 2 (mean, variance) | +3 |
+//! | top-k | +1 (the max, shared: round 0) + up to `3 + r` rounds, fewer when a round ends it or gathers (+1) | +1 + `3 + r` + 1 (the gather) |
+//! | top-p after a top-k of at most 512 | +0 on the gathered set, else +1 (the gather) | the gather (shared) |
+//! | any other top-p | +1 (the max, shared) + 8 (mass) + up to `r` (ties) | +1 + 8 + `r` |
 //!
-//! So temperature 0.8 with top-k 50 and top-p 0.9 at k = 131072 reads the row 10 times from
-//! one workgroup (21 with top-k 1000, whose top-p takes the radix search); the row (512 KiB in
-//! f32) stays in cache on a GPU. One workgroup per row suits batches of tens of rows and more; a
-//! single huge row uses one workgroup (a split-row path is future work). On llvmpipe (which
-//! silently stops an invocation's loops after 65535 iterations) [`TokenSampler::record`] refuses
-//! rows whose estimate exceeds that (about k > 300k with every stage on).
+//! So temperature 0.8 with top-k 50 and top-p 0.9 at k = 131072 typically reads the row 4
+//! times (the max with select round 0, one more round, the gather, the draw), against 10 before
+//! the gather; with top-k 1000, whose top-p takes the mass rounds, up to 19. On the split path
+//! the same job records 10 dispatches at k = 131072 with its filters named (9 passes and the
+//! outputs step; 23 with every filter allowed), of which the select rounds after the gather
+//! have nothing to do. On
+//! llvmpipe (which silently stops an invocation's loops after 65535 iterations)
+//! [`TokenSampler::record`] refuses rows whose estimate exceeds that.
 //!
 //! ## The buffer level: a decode loop that never reads back
 //! [`TokenJob`] takes every input as device data: [`TokenRowParams`] per row (temperature,

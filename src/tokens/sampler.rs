@@ -422,18 +422,26 @@ fn index_rounds(k: u64) -> u32 {
 }
 
 /// Loop iterations one invocation runs with every stage and `n` top log-probabilities on (see
-/// the pass count in `shaders/tokens.wgsl`): passes times elements per invocation, plus the
-/// reductions and the select's histogram scans.
-fn loop_iterations(k: u64, n: u64, noise: Noise) -> u64 {
-    let per_pass = k.div_ceil(u64::from(WG_SIZE));
+/// the passes in `shaders/common/token_core.wgsl`), its row (or its part of a split row: `chunks`
+/// > 0) in one workgroup: passes times elements per invocation, the top-n insertions, the
+/// decisions (the select's histogram scans, the gathered set's ranks and walks) and, on the split
+/// path, the merges of the workgroups' slots.
+fn loop_iterations(k: u64, n: u64, noise: Noise, chunks: u64) -> u64 {
+    let part = k.div_ceil(chunks.max(1));
+    let per_pass = part.div_ceil(u64::from(WG_SIZE));
     let r = u64::from(index_rounds(k));
-    // The draw walks 2k words with 64-bit noise. Beyond the filters: the raw pass of a
-    // processed row, sigma, the processed pass, the rank and the law.
-    let draw = noise.words();
-    let passes = 1 + (4 + r) + (1 + 8 + r) + draw + 5;
-    // Insertion into the top-n list: at most n moves per element. Top-p within a top-k of at
-    // most KEPT_CAP (512) entries: ranks (2 x 512 comparisons) and invocation 0's two walks.
-    passes * per_pass + n * per_pass + (8 + 2 * r) * 256 + 20 * 8 * 16 + 4 * 512
+    // The max, sigma's two, top-k's select (the first round rides on the max), the gather,
+    // top-p's 8 mass rounds and tie rounds, the draw (2k words with 64-bit noise), the post.
+    let passes = 1 + 2 + (3 + r) + 1 + 8 + r + noise.words() + 1;
+    // Insertion into the top-n list: at most n moves per element.
+    let lists = n * per_pass;
+    let decisions = (4 + 2 * r) * 256 + 8 * 2 * 16 + 5 * u64::from(crate::shader::TOKEN_KEPT_CAP);
+    let merges = if chunks > 0 {
+        chunks.div_ceil(u64::from(WG_SIZE)) * (2 + n * n)
+    } else {
+        0
+    };
+    passes * per_pass + lists + decisions + merges
 }
 
 impl TokenSampler {
@@ -551,10 +559,6 @@ impl TokenSampler {
             return Ok(());
         }
         let core = &self.sample.core;
-        core.check_loop_budget(
-            loop_iterations(k, n, job.noise).max(self.process.loop_iterations(k, entries)),
-            &format!("token sampling of rows of {k} logits"),
-        )?;
         // Whole rows per dispatch: each window must fit one binding.
         let processed = job.chain.is_on();
         let per_row = (job.logits.row_stride() * job.logits.format.bytes())
@@ -579,6 +583,10 @@ impl TokenSampler {
             law.is_some() || job.ranks.is_some(),
         );
         let state_words = split_state_words(passes.len() as u64, chunks);
+        core.check_loop_budget(
+            loop_iterations(k, n, job.noise, chunks).max(self.process.loop_iterations(k, entries)),
+            &format!("token sampling of rows of {k} logits"),
+        )?;
         let mut rows_per_dispatch = core.rows_per_dispatch(rows, per_row)?;
         if chunks > 0 {
             rows_per_dispatch = rows_per_dispatch
@@ -1095,5 +1103,36 @@ impl Gpu {
             },
             w[o_law..o_law + law_words].iter().map(f).collect(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_path_records_the_passes_the_docs_count() {
+        let k = 131_072;
+        let row = |top_k, top_p| {
+            TokenRowParams::new(
+                RowSampling {
+                    top_k,
+                    top_p,
+                    ..RowSampling::new(0.8)
+                },
+                Stream::new(1),
+            )
+        };
+        // src/tokens/mod.rs: top-k 50 + top-p 0.9 with raw log-probabilities, filters named.
+        let named = TokenFilters::of(&[row(50, 0.9)], k);
+        assert_eq!(split_passes(k, named, true, false).len(), 9);
+        assert_eq!(split_passes(k, TokenFilters::ALL, true, false).len(), 22);
+        // Temperature only, nothing but the token: the draw alone.
+        let none = TokenFilters::of(&[row(0, 1.0)], k);
+        assert_eq!(none, TokenFilters::NONE);
+        assert_eq!(split_passes(k, none, false, false), [P_DRAW]);
+        // Top-p without a top-k takes the mass rounds, not the gather.
+        let p = TokenFilters::of(&[row(0, 0.9)], k);
+        assert!(p.top_p && !p.top_p_in_top_k && !p.top_k);
     }
 }
