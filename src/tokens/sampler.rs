@@ -422,8 +422,8 @@ fn index_rounds(k: u64) -> u32 {
 }
 
 /// Loop iterations one invocation runs with every stage and `n` top log-probabilities on (see
-/// the passes in `shaders/common/token_core.wgsl`), its row (or its part of a split row: `chunks`
-/// > 0) in one workgroup: passes times elements per invocation, the top-n insertions, the
+/// the passes in `shaders/common/token_core.wgsl`), its row (or, with `chunks` above 0, its part
+/// of a split row) in one workgroup: passes times elements per invocation, the top-n insertions, the
 /// decisions (the select's histogram scans, the gathered set's ranks and walks) and, on the split
 /// path, the merges of the workgroups' slots.
 fn loop_iterations(k: u64, n: u64, noise: Noise, chunks: u64) -> u64 {
