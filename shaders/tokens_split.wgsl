@@ -165,13 +165,15 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
     // This workgroup's aggregates into the row's region: maxima, flags and counts by their own
     // atomics, fixed-point triples with carries (one invocation each), the histogram's bins.
+    // Zero words are skipped (every merge leaves them unchanged).
     let here = region(params.seq);
-    if (lid == A_MAX || lid == A_RAW || lid == A_NMIN) {
-        atomicMax(&state[here + lid], atomicLoad(&agg[lid]));
-    } else if (lid == A_FLAGS) {
-        atomicOr(&state[here + lid], atomicLoad(&agg[lid]));
-    } else if (lid == A_CNT || lid == A_RANK) {
-        atomicAdd(&state[here + lid], atomicLoad(&agg[lid]));
+    let word = select(0u, atomicLoad(&agg[min(lid, AGG_WORDS - 1u)]), lid < AGG_WORDS);
+    if (word != 0u && (lid == A_MAX || lid == A_RAW || lid == A_NMIN)) {
+        atomicMax(&state[here + lid], word);
+    } else if (word != 0u && lid == A_FLAGS) {
+        atomicOr(&state[here + lid], word);
+    } else if (word != 0u && (lid == A_CNT || lid == A_RANK)) {
+        atomicAdd(&state[here + lid], word);
     } else if (lid >= 32u && lid < 32u + 18u) {
         // Triple i: A_FXA, A_FXB, then the 16 top-p bins.
         let i = A_FXA + 3u * (lid - 32u);

@@ -161,6 +161,8 @@ pub(crate) struct FamilyCore {
     pub(crate) max_groups: u32,
     /// The driver's cap on loop iterations per invocation (llvmpipe), see `Gpu::loop_budget`.
     pub(crate) loop_budget: Option<u64>,
+    /// The adapter is a CPU ([`FamilyLimits::cpu`]).
+    pub(crate) cpu: bool,
     /// The bounds sanitizer's status binding (group 1), when it is on.
     sanitizer: Option<wgpu::BindGroup>,
 }
@@ -270,6 +272,7 @@ pub(crate) fn build<F: KernelFamily>(
         align: limits.align,
         max_groups: limits.max_groups,
         loop_budget: limits.loop_budget,
+        cpu: limits.cpu,
         sanitizer: limits.sanitizer.as_ref().map(|s| s.bind_group.clone()),
     };
     F::new(core, pipelines)
@@ -282,6 +285,9 @@ pub(crate) struct FamilyLimits {
     pub align: u64,
     pub max_groups: u32,
     pub loop_budget: Option<u64>,
+    /// The adapter is a CPU (lavapipe, llvmpipe, SwiftShader): a few cores, where spreading a
+    /// row over many workgroups costs more than it gains.
+    pub cpu: bool,
     /// Compile with wgpu's runtime checks (`GpuOptions::runtime_checks`).
     pub runtime_checks: bool,
     /// The bounds sanitizer (`GpuOptions::bounds_check`).

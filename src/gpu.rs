@@ -489,6 +489,7 @@ impl Gpu {
             ),
             max_groups: self.device.limits().max_compute_workgroups_per_dimension,
             loop_budget: self.loop_budget(),
+            cpu: self.device.adapter_info().device_type == wgpu::DeviceType::Cpu,
             runtime_checks: self.runtime_checks,
             sanitizer: self.sanitizer.clone(),
         };

@@ -87,7 +87,8 @@ enum Kernel {
     RoundTrip,
     /// Decode: the filtered setting of `TokensFiltered` at batch 1 (and 2, for the ratio
     /// t(2 rows) / t(1 row): about 1 while a row uses one workgroup, about the device's core
-    /// count once a row is spread over the device) at vocabularies of 32000, 131072, 262144.
+    /// count once a row is spread over the device) at vocabularies of 32000, 131072, 262144, on
+    /// the split-row path (what `Auto` takes on a GPU).
     TokensDecode,
     /// `TokensDecode` forced to one workgroup per row (the path before the split one).
     TokensDecodeOneWorkgroup,
@@ -137,7 +138,7 @@ impl Kernel {
             Kernel::TokensFiltered => "tokens t=0.8 top-k 50 top-p 0.9",
             Kernel::TokensChain => "tokens full chain",
             Kernel::RoundTrip => "sample round trip (host)",
-            Kernel::TokensDecode => "decode t=0.8 top-k 50 top-p 0.9",
+            Kernel::TokensDecode => "decode t=0.8 top-k 50 top-p 0.9 (split row)",
             Kernel::TokensDecodeOneWorkgroup => {
                 "decode t=0.8 top-k 50 top-p 0.9 (one workgroup per row)"
             }
@@ -714,10 +715,11 @@ fn measure_tokens(b: &mut Bench, cases: &[Case]) -> Result<(), Error> {
         let job = TokenJob {
             logprobs: Some(logprobs.slice(..)),
             filters,
-            strategy: if case.kernel == Kernel::TokensDecodeOneWorkgroup {
-                TokenStrategy::RowPerWorkgroup
-            } else {
-                TokenStrategy::Auto
+            // Decode rows force each path (Auto splits them on a GPU, not on a CPU adapter).
+            strategy: match case.kernel {
+                Kernel::TokensDecodeOneWorkgroup => TokenStrategy::RowPerWorkgroup,
+                Kernel::TokensDecode => TokenStrategy::SplitRow { chunks: 0 },
+                _ => TokenStrategy::Auto,
             },
             ..TokenJob::new(
                 LogitsView::f32(logits.slice(..), rows, k),

@@ -55,7 +55,7 @@
 //! domain (naming the argument and row). At the buffer level ([`TokenSampler::record`]) such rows
 //! get [`crate::NO_INDEX`], NaN log-probabilities and a status code.
 //!
-//! ## The kernels: sort-free, one workgroup per row
+//! ## The kernels: sort-free, a row per workgroup or spread over many
 //! When a job has a mask, a bias or penalties, a **processing** kernel (`token_process.wgsl`)
 //! writes the row's processed logits once, as f32, into a scratch buffer, and the sampler reads
 //! them from there; otherwise it reads the input directly. The sampler (`tokens.wgsl`) then

@@ -571,7 +571,12 @@ impl TokenSampler {
             } else {
                 0
             });
-        let strategy = Self::strategy_for(rows, k, job.strategy);
+        // On a CPU adapter a row per workgroup already keeps its few cores busy; the split
+        // path's extra dispatches and workgroups cost more there (BENCHMARKS.md: 5x on lavapipe).
+        let strategy = match job.strategy {
+            TokenStrategy::Auto if core.cpu => TokenStrategy::RowPerWorkgroup,
+            s => Self::strategy_for(rows, k, s),
+        };
         let chunks = match strategy {
             TokenStrategy::SplitRow { chunks } => u64::from(chunks),
             _ => 0,
@@ -624,9 +629,9 @@ impl TokenSampler {
         })
     }
 
-    /// The path `strategy` takes for `rows` rows of `k` logits: under
-    /// [`TokenStrategy::Auto`], rows of at least 8192 logits are split when there are fewer
-    /// than 128 of them (too few workgroups to fill a GPU), into about 1024 workgroups in all
+    /// The path `strategy` takes for `rows` rows of `k` logits on a GPU (on a CPU adapter
+    /// [`TokenStrategy::Auto`] keeps a row per workgroup): under [`TokenStrategy::Auto`], rows
+    /// of at least 8192 logits are split when there are fewer than 128 of them (too few workgroups to fill a GPU), into about 1024 workgroups in all
     /// with at least 4096 logits each (the Gumbel-max sampler's rule); `SplitRow { chunks: 0 }`
     /// gets the same count. Never more chunks than logits.
     #[doc(hidden)]
