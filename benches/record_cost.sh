@@ -5,7 +5,7 @@
 set -eu
 n=${1:-200}
 [ $# -gt 0 ] && shift
-families=${*:-random forward backward density sample tokens tokens-row speculative}
+families=${*:-random forward backward density sample tokens tokens-split speculative}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --example record_cost
 out=$(mktemp -d)

@@ -18,7 +18,7 @@
 //! step.) Without
 //! valgrind it prints the wall-clock time per record, which is noisy on a loaded machine.
 //!
-//! Families: random, forward, backward, density, sample, tokens, speculative. Shapes are one
+//! Families: random, forward, backward, density, sample, tokens, tokens-split (the split-row path forced), speculative. Shapes are one
 //! decode step: 1 x 131072 (speculative: 1 row, 4 drafts, k = 32000). Families whose stream is
 //! a job field (random, forward, sample) get a stream advanced by one step per record, as a
 //! decode loop does; tokens and speculative keep their streams on the device.
@@ -181,7 +181,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
             })?
         }
-        "tokens" | "tokens-row" => {
+        "tokens" | "tokens-split" => {
             let sampler = gpu.token_sampler()?;
             let setting = RowSampling {
                 top_k: 50,
@@ -191,10 +191,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let rows = [TokenRowParams::new(setting, Stream::new(9))];
             let params = gpu.upload("row params", &rows)?;
             let lp = storage("logprobs", 4)?;
-            // "tokens": the path the shape takes (split: one dispatch per pass of the filters
-            // named); "tokens-row": one workgroup per row, one dispatch.
-            let strategy = if family == "tokens-row" {
-                TokenStrategy::RowPerWorkgroup
+            // "tokens": the path Auto takes here (one workgroup per row on a CPU adapter);
+            // "tokens-split": the split path a GPU takes for this shape (one dispatch per pass of
+            // the filters named, in one compute pass).
+            let strategy = if family == "tokens-split" {
+                TokenStrategy::SplitRow { chunks: 0 }
             } else {
                 TokenStrategy::Auto
             };
@@ -237,7 +238,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => {
             return Err(format!(
-                "unknown family {other:?}: random, forward, backward, density, sample, tokens, \
+                "unknown family {other:?}: random, forward, backward, density, sample, tokens, tokens-split, \
                  speculative"
             )
             .into());
