@@ -26,9 +26,16 @@
 
 #import token_core
 #import token_outputs
+#import token_merge
 
 const REGION_WORDS: u32 = AGG_WORDS + 256u;
 const SLOT_WORDS: u32 = 4u + 2u * MAX_TOP_N;
+
+var<private> row_slots: u32;
+
+fn draw_slot_word(w: u32, i: u32) -> u32 {
+    return state[row_slots + w * SLOT_WORDS + i];
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
@@ -48,31 +55,14 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     }
     var d = workgroupUniformLoad(&dec);
     let slots = row + 2u * DEC_WORDS + params.nseq * REGION_WORDS + 2u * KEPT_CAP;
+    row_slots = slots;
     if (params.prev == P_POST && applies(P_POST, &d)) {
         if (lid == 0u) {
             finish_post(&d);
         }
         d = workgroupUniformLoad(&dec);
     } else if (params.prev == P_DRAW && applies(P_DRAW, &d)) {
-        // The draw's best over the row's workgroups, with its logit's bits.
-        var mine = EMPTY;
-        var bits = vec2<u32>(NAN_BITS, NAN_BITS);
-        for (var w = lid; w < params.split; w += WG_SIZE) {
-            let s = slots + w * SLOT_WORDS;
-            let c = vec2<u32>(state[s], state[s + 1u]);
-            if (c.y != NO_INDEX && c.x != 0u && before(c, mine)) {
-                mine = c;
-                bits = vec2<u32>(state[s + 2u], state[s + 3u]);
-            }
-        }
-        let best = reduce_best(lid, mine);
-        if (best.y != NO_INDEX && mine.y == best.y) {
-            draw_bits = bits;
-        }
-        workgroupBarrier();
-        if (lid == 0u) {
-            finish_draw(&d, best, draw_bits.x, draw_bits.y);
-        }
+        merge_draw(lid, &d);
         d = workgroupUniformLoad(&dec);
     }
     // The draw's workgroups' lists, merged into each invocation's list (exact: any order).

@@ -48,6 +48,7 @@
 
 #import token_core
 #import token_passes
+#import token_merge
 
 const REGION_WORDS: u32 = AGG_WORDS + 256u;
 const SLOT_WORDS: u32 = 4u + 2u * MAX_TOP_N;
@@ -74,6 +75,10 @@ fn gather_put(key: u32, j: u32) {
         atomicStore(&state[gather_base() + 2u * slot], key);
         atomicStore(&state[gather_base() + 2u * slot + 1u], j);
     }
+}
+
+fn draw_slot_word(w: u32, i: u32) -> u32 {
+    return atomicLoad(&state[slot_base(w) + i]);
 }
 
 // Adds the global fixed-point triple at i (as fx_add_agg does in workgroup memory).
@@ -129,25 +134,7 @@ fn tokens_split(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
         if (params.prev == P_DRAW) {
-            // The draw's best over the row's workgroups, with its logit's bits.
-            var mine = EMPTY;
-            var bits = vec2<u32>(NAN_BITS, NAN_BITS);
-            for (var i = lid; i < params.split; i += WG_SIZE) {
-                let s = slot_base(i);
-                let c = vec2<u32>(atomicLoad(&state[s]), atomicLoad(&state[s + 1u]));
-                if (c.y != NO_INDEX && c.x != 0u && before(c, mine)) {
-                    mine = c;
-                    bits = vec2<u32>(atomicLoad(&state[s + 2u]), atomicLoad(&state[s + 3u]));
-                }
-            }
-            let best = reduce_best(lid, mine);
-            if (best.y != NO_INDEX && mine.y == best.y) {
-                draw_bits = bits;
-            }
-            workgroupBarrier();
-            if (lid == 0u) {
-                finish_draw(&d, best, draw_bits.x, draw_bits.y);
-            }
+            merge_draw(lid, &d);
         } else {
             finish(lid, r, params.prev, &d, EMPTY);
         }

@@ -84,6 +84,10 @@ const PIECES: &[(&str, &str)] = &[
         include_str!("../shaders/common/token_outputs.wgsl"),
     ),
     (
+        "token_merge",
+        include_str!("../shaders/common/token_merge.wgsl"),
+    ),
+    (
         "reduce_tree",
         include_str!("../shaders/common/reduce_tree.wgsl"),
     ),

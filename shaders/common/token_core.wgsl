@@ -657,9 +657,6 @@ fn finish_draw(d: ptr<function, array<u32, DEC_WORDS>>, best: vec2<u32>, tokb: u
     }
 }
 
-// The split path's merge of the draw's slots: the logit bits (view, input) of the winning slot,
-// written by the one invocation holding it (slots hold disjoint indices), read after a barrier.
-var<workgroup> draw_bits: vec2<u32>;
 
 // After the post pass: the rank (a processed greedy row's token is alone in its law: rank 1).
 fn finish_post(d: ptr<function, array<u32, DEC_WORDS>>) {

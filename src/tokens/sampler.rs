@@ -689,39 +689,22 @@ impl TokenSampler {
             (Some(s), None) => (opt(Some(s), 1, 8).0, true, false),
             (None, None) => (core.unused(8), false, false),
         };
-        let outputs = if has_lp { OUT_LOGPROB } else { 0 }
-            | if has_top { OUT_TOP } else { 0 }
-            | if has_st { OUT_STATUS } else { 0 }
-            | if has_rank { OUT_RANK } else { 0 }
-            | if has_law { OUT_LAW } else { 0 };
-        let params = TokenParams {
-            split: 0,
-            step: 0,
-            prev: 0,
-            seq: 0,
-            nseq: 0,
-            state_base: 0,
-            state_stride: 0,
-            filters: job.filters.bits(),
-            rows: m as u32,
-            k: k as u32,
-            format: job.logits.format.code(),
-            logit_base: logits.base,
-            row_base: rowp.base,
-            token_base: tokens.base,
-            logprob_base: lp.base,
-            top_base: top.base,
-            status_base: st.base,
-            n_top: n as u32,
-            outputs,
-            idx_rounds: index_rounds(k),
-            noise64: u32::from(job.noise == Noise::Bits64),
-            processed: u32::from(scratch.is_some()),
-            proc_base: proc.base,
-            aux_base: aux.base,
-            mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
-            stride: job.logits.row_stride() as u32,
-        };
+        let params = job_params(
+            job,
+            m,
+            scratch.is_some(),
+            [
+                logits.base,
+                rowp.base,
+                tokens.base,
+                lp.base,
+                top.base,
+                st.base,
+                proc.base,
+                aux.base,
+            ],
+            [has_lp, has_top, has_st, has_rank, has_law],
+        );
         core.dispatch(
             encoder,
             &params,
@@ -737,6 +720,55 @@ impl TokenSampler {
             ],
             &[(&self.sample.row, m)],
         )
+    }
+}
+
+/// A job's parameters for `m` rows (the split path's fields 0): `bases` are the windows' element
+/// offsets (logits, row parameters, tokens, log-probabilities, top, status, processed logits,
+/// aux), `outputs` which outputs are bound (log-probabilities, top, status, ranks, the law).
+fn job_params(
+    job: &TokenJob<'_>,
+    m: u64,
+    processed: bool,
+    bases: [u32; 8],
+    outputs: [bool; 5],
+) -> TokenParams {
+    let [
+        logit_base,
+        row_base,
+        token_base,
+        logprob_base,
+        top_base,
+        status_base,
+        proc_base,
+        aux_base,
+    ] = bases;
+    let outputs = [OUT_LOGPROB, OUT_TOP, OUT_STATUS, OUT_RANK, OUT_LAW]
+        .into_iter()
+        .zip(outputs)
+        .filter_map(|(bit, on)| on.then_some(bit))
+        .fold(0, |a, b| a | b);
+    TokenParams {
+        rows: m as u32,
+        k: job.logits.k as u32,
+        format: job.logits.format.code(),
+        logit_base,
+        row_base,
+        token_base,
+        logprob_base,
+        top_base,
+        status_base,
+        n_top: job.top_n,
+        outputs,
+        idx_rounds: index_rounds(job.logits.k),
+        noise64: u32::from(job.noise == Noise::Bits64),
+        processed: u32::from(processed),
+        proc_base,
+        aux_base,
+        mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
+        stride: job.logits.row_stride() as u32,
+        filters: job.filters.bits(),
+        ..TokenParams::default()
     }
 }
 
@@ -791,38 +823,28 @@ impl TokenSampler {
             Some(_) => (self.last.core.unused(6), false),
             None => opt(job.ranks, 1, 6),
         };
-        let outputs = if has_lp { OUT_LOGPROB } else { 0 }
-            | if has_top { OUT_TOP } else { 0 }
-            | if has_st { OUT_STATUS } else { 0 }
-            | if has_rank { OUT_RANK } else { 0 }
-            | if law.is_some() { OUT_LAW } else { 0 };
         let base = TokenParams {
-            rows: m as u32,
-            k: k as u32,
-            format: job.logits.format.code(),
-            logit_base: logits.base,
-            row_base: rowp.base,
-            token_base: tokens.base,
-            logprob_base: lp.base,
-            top_base: top.base,
-            status_base: status.base,
-            n_top: n as u32,
-            outputs,
-            idx_rounds: index_rounds(k),
-            noise64: u32::from(job.noise == Noise::Bits64),
-            processed: u32::from(scratch.is_some()),
-            proc_base: proc.base,
-            aux_base: aux_law.as_ref().map_or(0, |w| w.base),
-            mode: u32::from(job.logprobs_mode == LogprobsMode::Processed),
-            stride: job.logits.row_stride() as u32,
-            filters: job.filters.bits(),
             split: split.chunks as u32,
-            step: 0,
             prev: N_PASSES,
-            seq: 0,
             nseq: split.passes.len() as u32,
             state_base: st.base,
             state_stride: split.state_words as u32,
+            ..job_params(
+                job,
+                m,
+                scratch.is_some(),
+                [
+                    logits.base,
+                    rowp.base,
+                    tokens.base,
+                    lp.base,
+                    top.base,
+                    status.base,
+                    proc.base,
+                    aux_law.as_ref().map_or(0, |w| w.base),
+                ],
+                [has_lp, has_top, has_st, has_rank, law.is_some()],
+            )
         };
         let steps: Vec<TokenParams> = split
             .passes
