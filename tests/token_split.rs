@@ -226,26 +226,20 @@ fn check(name: &str, s: Setting, seed: u64) {
                 TokenFilters::ALL
             };
             case += 1;
-            let one = outputs(
-                &s,
-                &logits,
-                rows,
-                k,
-                &params,
-                chain.as_ref(),
-                filters,
-                TokenStrategy::RowPerWorkgroup,
-            );
-            let split = outputs(
-                &s,
-                &logits,
-                rows,
-                k,
-                &params,
-                chain.as_ref(),
-                filters,
-                TokenStrategy::SplitRow { chunks },
-            );
+            let path = |strategy| {
+                outputs(
+                    &s,
+                    &logits,
+                    rows,
+                    k,
+                    &params,
+                    chain.as_ref(),
+                    filters,
+                    strategy,
+                )
+            };
+            let one = path(TokenStrategy::RowPerWorkgroup);
+            let split = path(TokenStrategy::SplitRow { chunks });
             let what = ["tokens", "logprobs", "top", "status", "ranks / law"];
             for (i, (a, b)) in one.iter().zip(&split).enumerate() {
                 assert!(
