@@ -17,8 +17,12 @@
 // invocation 0 of a workgroup (one-workgroup path: the row's own; split path: every workgroup of
 // the next pass computes it from the merged aggregates, workgroup 0 keeps it for later passes).
 //
-// Needs: config (WG_SIZE), reduce_best (before), params (TokenParams: k, n_top, outputs,
-// idx_rounds, mode, processed).
+// Needs: config (WG_SIZE, TOKEN_*), reduce_best (before), params (TokenParams: k, n_top,
+// outputs, idx_rounds, mode, processed, filters).
+// Indices: `dec` and `agg` by constants below DEC_WORDS / AGG_WORDS (agg_reset: lid <
+// AGG_WORDS), `hist` by lid < 256 or an 8-bit digit, top-p bins by a 4-bit digit, `kept` by
+// slots below min(count, KEPT_CAP) or a rank below that count, the top-n list below n_top <=
+// MAX_TOP_N; no loop depends on data beyond those bounds.
 
 const NO_INDEX: u32 = 0xffffffffu;
 const OUT_LOGPROB: u32 = 1u;
