@@ -28,13 +28,10 @@
 #import token_outputs
 #import token_merge
 
-const REGION_WORDS: u32 = AGG_WORDS + 256u;
-const SLOT_WORDS: u32 = 4u + 2u * MAX_TOP_N;
-
-var<private> row_slots: u32;
+var<private> row_state: u32;
 
 fn draw_slot_word(w: u32, i: u32) -> u32 {
-    return state[row_slots + w * SLOT_WORDS + i];
+    return state[state_slot(row_state, w) + i];
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -46,16 +43,15 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let row = params.state_base + r * params.state_stride;
+    row_state = row;
     if (lid < DEC_WORDS) {
         dec[lid] = state[row + ((params.seq - 1u) & 1u) * DEC_WORDS + lid];
     }
-    let last = row + 2u * DEC_WORDS + (params.seq - 1u) * REGION_WORDS;
+    let last = state_region(row, params.seq - 1u);
     if (lid < AGG_WORDS) {
         atomicStore(&agg[lid], state[last + lid]);
     }
     var d = workgroupUniformLoad(&dec);
-    let slots = row + 2u * DEC_WORDS + params.nseq * REGION_WORDS + 2u * KEPT_CAP;
-    row_slots = slots;
     if (params.prev == P_POST && applies(P_POST, &d)) {
         if (lid == 0u) {
             finish_post(&d);
@@ -69,7 +65,7 @@ fn tokens_final(ids: WgIds, @builtin(workgroup_id) wid: vec3<u32>,
     list_clear();
     let n = n_top();
     for (var w = lid; w < params.split; w += WG_SIZE) {
-        let s = slots + w * SLOT_WORDS;
+        let s = state_slot(row, w);
         for (var i = 0u; i < n; i++) {
             let c = vec2<u32>(state[s + 4u + 2u * i], state[s + 5u + 2u * i]);
             if (c.y != NO_INDEX) {

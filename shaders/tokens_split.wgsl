@@ -31,7 +31,7 @@
 // one-workgroup kernel calls, on the same exact values), then runs this pass over part w of the
 // row and merges its aggregates into the row's region. Workgroup 0 keeps the decisions for the
 // next dispatch. Indices: g < rows * split so r < rows; regions and slots lie inside the row's
-// state_stride words (seq < nseq, w < split, slot entries < 2 + 2 MAX_TOP_N); kept slots < KEPT_CAP.
+// state_stride words (seq < nseq, w < split, slot words < SLOT_WORDS); kept slots < KEPT_CAP.
 #import config
 #import philox
 #import gumbel
@@ -50,21 +50,18 @@
 #import token_passes
 #import token_merge
 
-const REGION_WORDS: u32 = AGG_WORDS + 256u;
-const SLOT_WORDS: u32 = 4u + 2u * MAX_TOP_N;
-
 var<private> row_state: u32;
 
 fn region(seq: u32) -> u32 {
-    return row_state + 2u * DEC_WORDS + seq * REGION_WORDS;
+    return state_region(row_state, seq);
 }
 
 fn gather_base() -> u32 {
-    return row_state + 2u * DEC_WORDS + params.nseq * REGION_WORDS;
+    return state_gather(row_state);
 }
 
 fn slot_base(w: u32) -> u32 {
-    return gather_base() + 2u * KEPT_CAP + w * SLOT_WORDS;
+    return state_slot(row_state, w);
 }
 
 // P_GATHER's kept entries go to the row's state (the count in this dispatch's region).

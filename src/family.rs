@@ -359,7 +359,8 @@ impl FamilyCore {
 
     /// A scratch buffer of at least `bytes` bytes, reused across calls and grown on demand
     /// (wgpu keeps a replaced buffer alive while recorded work still uses it). Work recorded on
-    /// the same queue runs in order, so jobs sharing it never overlap.
+    /// the same queue runs in order, so jobs sharing it never overlap. `COPY_DST`, so a job can
+    /// clear the part it uses.
     pub(crate) fn scratch(&self, bytes: u64) -> Result<wgpu::Buffer, Error> {
         let mut held = self.scratch.lock().unwrap();
         if let Some(b) = held.as_ref().filter(|b| b.size() >= bytes) {
@@ -369,7 +370,7 @@ impl FamilyCore {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("scratch"),
             size,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         *held = Some(buffer.clone());

@@ -34,6 +34,11 @@ pub const TOKEN_AGG_WORDS: u32 = 64;
 pub const TOKEN_KEPT_CAP: u32 = 2 * WG_SIZE;
 /// See [`TOKEN_DEC_WORDS`].
 pub const TOKEN_MAX_TOP_N: u32 = 20;
+/// Words of one pass's region of the split state: its aggregates, then a 256-bin histogram.
+pub const TOKEN_REGION_WORDS: u32 = TOKEN_AGG_WORDS + 256;
+/// Words of one workgroup's draw slot: best (key, index), its logit's bits (view, input), then
+/// the top n (key, index) pairs.
+pub const TOKEN_SLOT_WORDS: u32 = 4 + 2 * TOKEN_MAX_TOP_N;
 
 /// The device-dependent choices a shader is composed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,7 +140,9 @@ pub fn config_piece(cfg: &ShaderConfig) -> String {
          const TOKEN_DEC_WORDS: u32 = {TOKEN_DEC_WORDS}u;\n\
          const TOKEN_AGG_WORDS: u32 = {TOKEN_AGG_WORDS}u;\n\
          const TOKEN_KEPT_CAP: u32 = {TOKEN_KEPT_CAP}u;\n\
-         const TOKEN_MAX_TOP_N: u32 = {TOKEN_MAX_TOP_N}u;\n",
+         const TOKEN_MAX_TOP_N: u32 = {TOKEN_MAX_TOP_N}u;\n\
+         const TOKEN_REGION_WORDS: u32 = {TOKEN_REGION_WORDS}u;\n\
+         const TOKEN_SLOT_WORDS: u32 = {TOKEN_SLOT_WORDS}u;\n",
         cfg.subgroups
     )
 }

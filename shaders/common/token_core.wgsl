@@ -103,6 +103,25 @@ const DEC_WORDS: u32 = TOKEN_DEC_WORDS;
 
 var<workgroup> dec: array<u32, DEC_WORDS>;
 
+// ---- the split path's state, per row (tokens_split.wgsl states the layout) ----
+const REGION_WORDS: u32 = TOKEN_REGION_WORDS;
+const SLOT_WORDS: u32 = TOKEN_SLOT_WORDS;
+
+// Pass `seq`'s region of the row whose state starts at `row`.
+fn state_region(row: u32, seq: u32) -> u32 {
+    return row + 2u * DEC_WORDS + seq * REGION_WORDS;
+}
+
+// The row's gathered kept entries (after params.nseq regions).
+fn state_gather(row: u32) -> u32 {
+    return state_region(row, params.nseq);
+}
+
+// Workgroup w's draw slot.
+fn state_slot(row: u32, w: u32) -> u32 {
+    return state_gather(row) + 2u * KEPT_CAP + w * SLOT_WORDS;
+}
+
 // ---- a pass's aggregates in workgroup memory ----
 const A_MAX: u32 = 0u;
 const A_RAW: u32 = 1u;

@@ -295,11 +295,10 @@ impl KernelFamily for TokenSampleFamily {
 }
 
 /// The split path's passes (`shaders/tokens_split.wgsl`): each row over many workgroups, one
-/// dispatch per pass. Owns the rows' state buffer.
+/// dispatch per pass. The rows' state is its core's scratch buffer.
 pub(crate) struct TokenSplitFamily {
     core: FamilyCore,
     pass: wgpu::ComputePipeline,
-    state: std::sync::Mutex<Option<wgpu::Buffer>>,
 }
 
 impl KernelFamily for TokenSplitFamily {
@@ -314,30 +313,7 @@ impl KernelFamily for TokenSplitFamily {
 
     fn new(core: FamilyCore, pipelines: Vec<wgpu::ComputePipeline>) -> Result<Self, Error> {
         let [pass] = take(pipelines)?;
-        Ok(TokenSplitFamily {
-            core,
-            pass,
-            state: std::sync::Mutex::new(None),
-        })
-    }
-}
-
-impl TokenSplitFamily {
-    /// The state buffer, at least `bytes` long (grown on demand; `COPY_DST` so each job clears
-    /// its part first).
-    fn state(&self, bytes: u64) -> wgpu::Buffer {
-        let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = held.as_ref().filter(|b| b.size() >= bytes) {
-            return b.clone();
-        }
-        let buffer = self.core.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("token split state"),
-            size: bytes.max(256).next_power_of_two(),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        *held = Some(buffer.clone());
-        buffer
+        Ok(TokenSplitFamily { core, pass })
     }
 }
 
@@ -397,11 +373,11 @@ fn split_passes(k: u64, f: TokenFilters, logprobs: bool, post: bool) -> Vec<u32>
 
 /// Words of one row's split state for `passes` dispatches and `chunks` workgroups per row.
 fn split_state_words(passes: u64, chunks: u64) -> u64 {
-    use crate::shader::{TOKEN_AGG_WORDS, TOKEN_DEC_WORDS, TOKEN_KEPT_CAP, TOKEN_MAX_TOP_N};
+    use crate::shader::{TOKEN_DEC_WORDS, TOKEN_KEPT_CAP, TOKEN_REGION_WORDS, TOKEN_SLOT_WORDS};
     2 * u64::from(TOKEN_DEC_WORDS)
-        + passes * (u64::from(TOKEN_AGG_WORDS) + 256)
+        + passes * u64::from(TOKEN_REGION_WORDS)
         + 2 * u64::from(TOKEN_KEPT_CAP)
-        + chunks * (4 + 2 * u64::from(TOKEN_MAX_TOP_N))
+        + chunks * u64::from(TOKEN_SLOT_WORDS)
 }
 
 /// The token-sampling pipeline of a device: the processing kernel, the sampler and the
@@ -796,7 +772,7 @@ impl TokenSampler {
         let (k, n) = (job.logits.k, u64::from(job.top_n));
         let core = &self.split.core;
         let words = m * split.state_words;
-        let state = self.split.state(words * 4);
+        let state = core.scratch(words * 4)?;
         encoder.clear_buffer(&state, 0, Some(words * 4));
         let logits = core.window(
             job.logits.data,
